@@ -1,0 +1,30 @@
+// Backend: where the GPT-NeoX forward pass runs (CPU now; CUDA behind the same interface).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/kv_cache.h"
+
+namespace sinkserve {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Runs `tokens` (the next tokens of one sequence) through the model, appending their keys
+  // and values to `cache`. Writes logits [tokens.size()][vocab] when all_logits, else the
+  // last token's [vocab]. On error (bad token id, cache full) neither cache nor logits change.
+  virtual absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache,
+                               std::span<float> logits, bool all_logits) = 0;
+
+  // A dense cache of the model's geometry holding `capacity_tokens`.
+  virtual std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const = 0;
+
+  virtual std::string name() const = 0;  // "cpu (8 threads, avx2+fma+f16c)"
+};
+
+}  // namespace sinkserve

@@ -1,0 +1,213 @@
+#include "engine/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace sinkserve {
+namespace {
+
+// A policy splits what a token attends into at most this many spans (sinks + a wrapped ring).
+constexpr int kMaxSpans = 4;
+
+}  // namespace
+
+CpuBackend::CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads)
+    : config_(config),
+      weights_(weights),
+      pool_(num_threads),
+      rotary_(config.rotary_ndims, config.rotary_base) {}
+
+std::string CpuBackend::name() const {
+  return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::MatMulIsa(), ")");
+}
+
+std::unique_ptr<KvCache> CpuBackend::NewDenseCache(int capacity_tokens) const {
+  return std::make_unique<DenseKvCache>(
+      KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
+}
+
+void CpuBackend::Reserve(int n, int cache_capacity) {
+  const size_t h = config_.hidden_size;
+  if (n > state_.tokens) {
+    state_.tokens = n;
+    state_.residual.resize(n * h);
+    state_.normed.resize(n * h);
+    state_.qkv.resize(n * 3 * h);
+    state_.attention.resize(n * h);
+    state_.attn_out.resize(n * h);
+    state_.mlp_hidden.resize(static_cast<size_t>(n) * config_.intermediate_size);
+    state_.mlp_out.resize(n * h);
+    state_.rotary.resize(static_cast<size_t>(n) * (kMaxSpans + 1) * 2 * config_.rotary_ndims);
+    state_.spans.resize(n);
+  }
+  state_.scores.resize(pool_.size());
+  for (std::vector<float>& scores : state_.scores) {
+    if (static_cast<int>(scores.size()) < cache_capacity) scores.resize(cache_capacity);
+  }
+}
+
+absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache,
+                                 std::span<float> logits, bool all_logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int64_t vocab = config_.vocab_size;
+  if (n == 0) return absl::InvalidArgumentError("Forward needs at least one token");
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ", vocab,
+                                                     ")"));
+    }
+  }
+  const size_t logits_needed = (all_logits ? n : 1) * vocab;
+  if (logits.size() < logits_needed) {
+    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", logits.size(),
+                                                   " floats, ", logits_needed, " needed"));
+  }
+  if (absl::Status status = cache.BeginStep(n); !status.ok()) return status;
+  Reserve(n, cache.capacity_tokens());
+
+  // Positions are the same in every layer: rotary tables once per step.
+  const int rot = config_.rotary_ndims;
+  for (int t = 0; t < n; ++t) {
+    cache.Visible(t, &state_.spans[t]);
+    float* table = &state_.rotary[static_cast<size_t>(t) * (kMaxSpans + 1) * 2 * rot];
+    rotary_.Compute(cache.NewKeyPosition(t), table, table + rot);
+    for (size_t s = 0; s < state_.spans[t].size() && s < kMaxSpans; ++s) {
+      float* span_table = table + (s + 1) * 2 * rot;
+      rotary_.Compute(state_.spans[t][s].query_position, span_table, span_table + rot);
+    }
+  }
+
+  const int h = config_.hidden_size;
+  for (int t = 0; t < n; ++t) {
+    cpu::EmbeddingRow(weights_.embed_in, tokens[t], &state_.residual[static_cast<size_t>(t) * h]);
+  }
+  for (int layer = 0; layer < config_.num_layers; ++layer) Layer(layer, n, cache);
+
+  // Final LayerNorm and the LM head, for every token or only the last.
+  const int first = all_logits ? 0 : n - 1;
+  for (int t = first; t < n; ++t) {
+    cpu::LayerNorm(&state_.residual[static_cast<size_t>(t) * h], weights_.final_norm_weight.data(),
+                   weights_.final_norm_bias.data(), h, config_.layer_norm_eps,
+                   &state_.normed[static_cast<size_t>(t - first) * h]);
+  }
+  cpu::MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first, logits.data(), pool_);
+  cache.EndStep();
+  return absl::OkStatus();
+}
+
+void CpuBackend::Layer(int layer, int n, KvCache& cache) {
+  const LayerWeights& w = weights_.layers[layer];
+  const int h = config_.hidden_size;
+  const float eps = config_.layer_norm_eps;
+  float* x = state_.residual.data();
+  float* normed = state_.normed.data();
+
+  for (int t = 0; t < n; ++t) {
+    cpu::LayerNorm(x + t * h, w.input_norm_weight.data(), w.input_norm_bias.data(), h, eps,
+                   normed + t * h);
+  }
+  cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_);
+  Attention(layer, n, cache);
+  cpu::MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n,
+              state_.attn_out.data(), pool_);
+
+  const int f = config_.intermediate_size;
+  float* attn_out = state_.attn_out.data();
+  float* mlp_out = state_.mlp_out.data();
+  if (config_.parallel_residual) {
+    // HF: x = mlp(ln2(x)) + attn(ln1(x)) + x, summed in that order.
+    for (int t = 0; t < n; ++t) {
+      cpu::LayerNorm(x + t * h, w.post_norm_weight.data(), w.post_norm_bias.data(), h, eps,
+                     normed + t * h);
+    }
+  } else {
+    // HF: a = attn(ln1(x)) + x; x = mlp(ln2(a)) + a.
+    for (int i = 0; i < n * h; ++i) attn_out[i] += x[i];
+    for (int t = 0; t < n; ++t) {
+      cpu::LayerNorm(attn_out + t * h, w.post_norm_weight.data(), w.post_norm_bias.data(), h, eps,
+                     normed + t * h);
+    }
+  }
+  cpu::MatMul(w.mlp_up, w.mlp_up_bias.data(), normed, n, state_.mlp_hidden.data(), pool_);
+  cpu::Gelu(config_.activation, state_.mlp_hidden.data(), static_cast<int64_t>(n) * f);
+  cpu::MatMul(w.mlp_down, w.mlp_down_bias.data(), state_.mlp_hidden.data(), n, mlp_out, pool_);
+  if (config_.parallel_residual) {
+    for (int i = 0; i < n * h; ++i) x[i] = (mlp_out[i] + attn_out[i]) + x[i];
+  } else {
+    for (int i = 0; i < n * h; ++i) x[i] = mlp_out[i] + attn_out[i];
+  }
+}
+
+void CpuBackend::Attention(int layer, int n, KvCache& cache) {
+  const int heads = config_.num_heads;
+  const int d = config_.head_dim;
+  const int rot = config_.rotary_ndims;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const size_t table_stride = static_cast<size_t>(kMaxSpans + 1) * 2 * rot;
+
+  // Rotate each new key at its position and store it with its value.
+  for (int t = 0; t < n; ++t) {
+    const float* table = &state_.rotary[t * table_stride];
+    const int slot = cache.NewSlot(t);
+    for (int head = 0; head < heads; ++head) {
+      float* q_k_v = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
+      float* key = cache.keys(layer, head) + static_cast<size_t>(slot) * d;
+      float* value = cache.values(layer, head) + static_cast<size_t>(slot) * d;
+      std::copy(q_k_v + d, q_k_v + 2 * d, key);
+      cpu::ApplyRotary(key, rot, table, table + rot);
+      std::copy(q_k_v + 2 * d, q_k_v + 3 * d, value);
+    }
+  }
+
+  // One task per (token, head): scores = q·k·scale over the visible spans, softmax, Σ p·v.
+  pool_.Run([&](int thread_index, int num_threads) {
+    float* scores = state_.scores[thread_index].data();
+    std::vector<float> query(d);
+    for (int task = thread_index; task < n * heads; task += num_threads) {
+      const int t = task / heads;
+      const int head = task % heads;
+      const float* q = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
+      const float* keys = cache.keys(layer, head);
+      const float* values = cache.values(layer, head);
+      const std::vector<KvSpan>& spans = state_.spans[t];
+
+      float max_score = -std::numeric_limits<float>::infinity();
+      int count = 0;
+      for (size_t s = 0; s < spans.size(); ++s) {
+        const float* table = &state_.rotary[t * table_stride + (s + 1) * 2 * rot];
+        std::copy(q, q + d, query.begin());
+        cpu::ApplyRotary(query.data(), rot, table, table + rot);
+        for (int j = 0; j < spans[s].num_slots; ++j) {
+          const float* key = keys + static_cast<size_t>(spans[s].begin_slot + j) * d;
+          float dot = 0.0f;
+          for (int k = 0; k < d; ++k) dot += query[k] * key[k];
+          scores[count] = dot * scale;
+          max_score = std::max(max_score, scores[count]);
+          ++count;
+        }
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < count; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      const float inv_sum = 1.0f / sum;
+      float* out = &state_.attention[(static_cast<size_t>(t) * heads + head) * d];
+      std::fill(out, out + d, 0.0f);
+      count = 0;
+      for (const KvSpan& span : spans) {
+        for (int j = 0; j < span.num_slots; ++j) {
+          const float p = scores[count++] * inv_sum;
+          const float* value = values + static_cast<size_t>(span.begin_slot + j) * d;
+          for (int k = 0; k < d; ++k) out[k] += p * value[k];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace sinkserve

@@ -1,0 +1,53 @@
+// CpuBackend: the GPT-NeoX forward of DESIGN §2 in fp32 arithmetic on the CPU.
+// It is the reference every other backend is checked against.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "engine/cpu_kernels.h"
+#include "engine/thread_pool.h"
+#include "engine/weights.h"
+
+namespace sinkserve {
+
+class CpuBackend final : public Backend {
+ public:
+  // `weights` must outlive the backend. num_threads 0 = all cores.
+  CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads);
+
+  absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
+                       bool all_logits) override;
+  std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const override;
+  std::string name() const override;
+
+ private:
+  // Scratch activations of one step, grown to the largest step seen (run state, STYLE §3).
+  struct RunState {
+    int tokens = 0;
+    std::vector<float> residual;     // [n][H] the residual stream x
+    std::vector<float> normed;       // [n][H] LayerNorm output
+    std::vector<float> qkv;          // [n][3H] per head (q, k, v), k rotated in place
+    std::vector<float> attention;    // [n][H] attention output before attention.dense
+    std::vector<float> attn_out;     // [n][H] after attention.dense
+    std::vector<float> mlp_hidden;   // [n][F]
+    std::vector<float> mlp_out;      // [n][H]
+    std::vector<float> rotary;       // [n][max_spans + 1][2][rotary_ndims] cos, sin per position
+    std::vector<std::vector<KvSpan>> spans;  // [n] what token i attends
+    std::vector<std::vector<float>> scores;  // [threads][cached keys] softmax scratch
+  };
+
+  void Reserve(int n_tokens, int cache_capacity);
+  void Attention(int layer, int n_tokens, KvCache& cache);
+  void Layer(int layer, int n_tokens, KvCache& cache);
+
+  const ModelConfig config_;
+  const ModelWeights& weights_;
+  ThreadPool pool_;
+  cpu::RotaryTable rotary_;
+  RunState state_;
+};
+
+}  // namespace sinkserve

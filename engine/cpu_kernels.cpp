@@ -1,0 +1,144 @@
+#include "engine/cpu_kernels.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu_matmul_isa.h"
+#include "engine/half.h"
+
+namespace sinkserve::cpu {
+namespace {
+
+float LoadWeight(const Matrix& w, int64_t index) {
+  switch (w.dtype) {
+    case DType::kF32: {
+      float value;
+      std::memcpy(&value, w.data + 4 * index, 4);
+      return value;
+    }
+    case DType::kF16:
+    case DType::kBF16: {
+      uint16_t bits;
+      std::memcpy(&bits, w.data + 2 * index, 2);
+      return w.dtype == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
+    }
+    default:
+      return 0.0f;  // weights are validated to be F32/F16/BF16 at load
+  }
+}
+
+using RowKernel = void (*)(const MatMulArgs&, int64_t, int64_t);
+
+struct Isa {
+  RowKernel rows;
+  const char* name;
+};
+
+Isa SelectIsa() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return {MatMulRowsAvx2, "avx2+fma+f16c"};
+  }
+#endif
+  return {MatMulRowsPortable, "portable"};
+}
+
+const Isa& ChosenIsa() {
+  static const Isa isa = SelectIsa();
+  return isa;
+}
+
+}  // namespace
+
+void MatMulRowsPortable(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  const int64_t cols = a.w->cols;
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    for (int t = 0; t < a.n_tokens; ++t) {
+      const float* x = a.x + t * cols;
+      float sum = 0.0f;
+      for (int64_t k = 0; k < cols; ++k) sum += LoadWeight(*a.w, row * cols + k) * x[k];
+      a.y[t * a.w->rows + row] = sum + (a.bias != nullptr ? a.bias[row] : 0.0f);
+    }
+  }
+}
+
+void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
+            ThreadPool& pool) {
+  const MatMulArgs args{&w, bias, x, n_tokens, y};
+  const RowKernel rows = ChosenIsa().rows;
+  // Tiles of 4 rows; ≥ 64 rows per task keeps the per-region overhead negligible.
+  pool.ParallelFor(w.rows, 64, [&](int64_t begin, int64_t end) { rows(args, begin, end); });
+}
+
+void MatMulReference(const Matrix& w, const float* bias, const float* x, int n_tokens,
+                     float* y) {
+  MatMulRowsPortable(MatMulArgs{&w, bias, x, n_tokens, y}, 0, w.rows);
+}
+
+const char* MatMulIsa() { return ChosenIsa().name; }
+
+void LayerNorm(const float* x, const float* weight, const float* bias, int dim, float eps,
+               float* out) {
+  // Statistics in double: the result is the exactly-rounded fp32 LayerNorm to within an ulp,
+  // which is what torch's fp32 kernel approximates too.
+  double sum = 0.0;
+  for (int i = 0; i < dim; ++i) sum += x[i];
+  const double mean = sum / dim;
+  double squares = 0.0;
+  for (int i = 0; i < dim; ++i) {
+    const double centered = x[i] - mean;
+    squares += centered * centered;
+  }
+  const float inv_std = static_cast<float>(1.0 / std::sqrt(squares / dim + eps));
+  const float mean_f = static_cast<float>(mean);
+  for (int i = 0; i < dim; ++i) out[i] = (x[i] - mean_f) * inv_std * weight[i] + bias[i];
+}
+
+void Gelu(Activation activation, float* x, int64_t n) {
+  if (activation == Activation::kActivationGeluErf) {
+    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+  } else {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = x[i];
+      x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+    }
+  }
+}
+
+void EmbeddingRow(const Matrix& table, int64_t row, float* out) {
+  for (int64_t k = 0; k < table.cols; ++k) out[k] = LoadWeight(table, row * table.cols + k);
+}
+
+RotaryTable::RotaryTable(int rotary_ndims, double base)
+    : rotary_ndims_(rotary_ndims), inv_freq_(rotary_ndims / 2) {
+  // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all in fp32.
+  for (int i = 0; i < rotary_ndims / 2; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(rotary_ndims);
+    inv_freq_[i] = 1.0f / std::pow(static_cast<float>(base), exponent);
+  }
+}
+
+void RotaryTable::Compute(int64_t position, float* cos, float* sin) const {
+  const int half = rotary_ndims_ / 2;
+  const float p = static_cast<float>(position);
+  for (int i = 0; i < half; ++i) {
+    const float angle = p * inv_freq_[i];
+    cos[i] = cos[i + half] = std::cos(angle);
+    sin[i] = sin[i + half] = std::sin(angle);
+  }
+}
+
+void ApplyRotary(float* x, int rotary_ndims, const float* cos, const float* sin) {
+  const int half = rotary_ndims / 2;
+  for (int i = 0; i < half; ++i) {
+    const float x1 = x[i];
+    const float x2 = x[i + half];
+    x[i] = x1 * cos[i] - x2 * sin[i];
+    x[i + half] = x2 * cos[i + half] + x1 * sin[i + half];
+  }
+}
+
+}  // namespace sinkserve::cpu

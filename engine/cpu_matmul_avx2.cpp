@@ -1,0 +1,114 @@
+// MatMul rows with AVX2 + FMA + F16C. This file alone is compiled with -mavx2 -mfma -mf16c;
+// cpu_kernels.cpp calls it only after checking the CPU supports those (runtime dispatch).
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "engine/cpu_matmul_isa.h"
+#include "engine/half.h"
+
+namespace sinkserve::cpu {
+namespace {
+
+// Loads 8 consecutive weights of a row as fp32: the conversion happens in registers, so the
+// weights are read from memory in their stored width.
+template <DType kDType>
+inline __m256 Load8(const std::byte* row, int64_t k) {
+  if constexpr (kDType == DType::kF32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else if constexpr (kDType == DType::kF16) {
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + k)));
+  } else {
+    const __m128i bits =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(row) + k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  }
+}
+
+template <DType kDType>
+inline float LoadScalar(const std::byte* row, int64_t k) {
+  if constexpr (kDType == DType::kF32) {
+    return reinterpret_cast<const float*>(row)[k];
+  } else {
+    uint16_t bits;
+    std::memcpy(&bits, row + 2 * k, 2);
+    return kDType == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
+  }
+}
+
+inline float HorizontalSum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
+  return _mm_cvtss_f32(sum);
+}
+
+// A tile of kRows weight rows × kTokens tokens: kRows·kTokens independent FMA chains hide the
+// FMA latency, and each weight vector loaded is used kTokens times.
+template <DType kDType, int kRows, int kTokens>
+inline void Tile(const std::byte* w, int64_t row_bytes, int64_t cols, const float* x,
+                 int64_t x_stride, float* y, int64_t y_stride, int64_t row, const float* bias) {
+  __m256 acc[kRows][kTokens];
+  for (int i = 0; i < kRows; ++i)
+    for (int t = 0; t < kTokens; ++t) acc[i][t] = _mm256_setzero_ps();
+  const std::byte* rows[kRows];
+  for (int i = 0; i < kRows; ++i) rows[i] = w + (row + i) * row_bytes;
+  const int64_t vector_cols = cols & ~int64_t{7};
+  for (int64_t k = 0; k < vector_cols; k += 8) {
+    __m256 xv[kTokens];
+    for (int t = 0; t < kTokens; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + k);
+    for (int i = 0; i < kRows; ++i) {
+      const __m256 wv = Load8<kDType>(rows[i], k);
+      for (int t = 0; t < kTokens; ++t) acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int t = 0; t < kTokens; ++t) {
+      float sum = HorizontalSum(acc[i][t]);
+      for (int64_t k = vector_cols; k < cols; ++k) {
+        sum += LoadScalar<kDType>(rows[i], k) * x[t * x_stride + k];
+      }
+      y[t * y_stride + row + i] = sum + (bias != nullptr ? bias[row + i] : 0.0f);
+    }
+  }
+}
+
+template <DType kDType, int kRows>
+inline void RowsAllTokens(const MatMulArgs& a, int64_t row) {
+  const int64_t row_bytes = a.w->cols * static_cast<int64_t>(DTypeSize(kDType));
+  const std::byte* w = a.w->data;
+  int t = 0;
+  for (; t + 2 <= a.n_tokens; t += 2) {
+    Tile<kDType, kRows, 2>(w, row_bytes, a.w->cols, a.x + t * a.w->cols, a.w->cols,
+                           a.y + t * a.w->rows, a.w->rows, row, a.bias);
+  }
+  if (t < a.n_tokens) {
+    Tile<kDType, kRows, 1>(w, row_bytes, a.w->cols, a.x + t * a.w->cols, a.w->cols,
+                           a.y + t * a.w->rows, a.w->rows, row, a.bias);
+  }
+}
+
+template <DType kDType>
+void Rows(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  int64_t row = row_begin;
+  for (; row + 4 <= row_end; row += 4) RowsAllTokens<kDType, 4>(a, row);
+  for (; row < row_end; ++row) RowsAllTokens<kDType, 1>(a, row);
+}
+
+}  // namespace
+
+void MatMulRowsAvx2(const MatMulArgs& args, int64_t row_begin, int64_t row_end) {
+  switch (args.w->dtype) {
+    case DType::kF32:
+      return Rows<DType::kF32>(args, row_begin, row_end);
+    case DType::kF16:
+      return Rows<DType::kF16>(args, row_begin, row_end);
+    case DType::kBF16:
+      return Rows<DType::kBF16>(args, row_begin, row_end);
+    default:
+      return;  // weights are validated to be F32/F16/BF16 at load
+  }
+}
+
+}  // namespace sinkserve::cpu

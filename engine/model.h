@@ -1,0 +1,49 @@
+// Model: a loaded GPT-NeoX model — config, weights, tokenizer and the backend that runs it.
+// What the CLI and (later) the scheduler hold; one thread uses it at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "engine/tokenizer.h"
+#include "engine/weights.h"
+
+namespace sinkserve {
+
+struct ModelOptions {
+  std::string path = "demo";  // a HF checkpoint directory, or "demo" for the built-in model
+  int threads = 0;            // CPU threads; 0 = all cores
+};
+
+class Model {
+ public:
+  // Loads and validates everything; errors name the file (and tensor) at fault and say what
+  // to do. Never crashes on a bad checkpoint.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const ModelOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  // nullptr when the checkpoint has no tokenizer.json (token ids still work).
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  Backend& backend() { return *backend_; }
+  bool is_demo() const { return is_demo_; }
+  const std::string& name() const { return name_; }
+  uint64_t weights_bytes() const { return weights_.bytes(); }
+
+  // The tokenizer, or FAILED_PRECONDITION explaining that the checkpoint lacks tokenizer.json.
+  absl::StatusOr<const Tokenizer*> RequireTokenizer() const;
+
+ private:
+  Model() = default;
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Backend> backend_;
+  bool is_demo_ = false;
+  std::string name_;
+};
+
+}  // namespace sinkserve

@@ -1,0 +1,11 @@
+// The offline subcommands of `sinkserve` (the engine's own face, like llama.cpp's tools).
+// Each returns the process exit code: 0 ok, 1 runtime error, 2 usage error.
+#pragma once
+
+namespace sinkserve::cli {
+
+int RunGenerate(int argc, char** argv);    // sinkserve generate
+int RunTokenize(int argc, char** argv);    // sinkserve tokenize
+int RunPerplexity(int argc, char** argv);  // sinkserve perplexity
+
+}  // namespace sinkserve::cli

@@ -1,0 +1,105 @@
+#include "server/cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace sinkserve::cli {
+
+int ParseFlagsOrExit(Flags& flags, int argc, char** argv) {
+  if (absl::Status status = flags.Parse(argc, argv, 0); !status.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+    return kExitUsage;
+  }
+  if (flags.help_requested()) {
+    std::fputs(flags.Usage().c_str(), stdout);
+    return kExitOk;
+  }
+  return -1;
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+  return kExitError;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, int64_t threads) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::Load(ModelOptions{path, static_cast<int>(threads)});
+  if (!model.ok()) return model.status();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const Model& loaded = **model;
+  std::fprintf(stderr, "sinkserve: model %s: %s, %.1f M parameters, %.1f MB of weights, %s, "
+               "loaded in %.2f s\n",
+               loaded.name().c_str(), loaded.config().Describe().c_str(),
+               loaded.config().ParameterCount() / 1e6, loaded.weights_bytes() / 1e6,
+               (*model)->backend().name().c_str(), seconds);
+  if (loaded.is_demo()) {
+    std::fprintf(stderr, "sinkserve: NOTE: this is the built-in DEMO model with RANDOM weights: "
+                         "its output is random text. Pass --model DIR for a real checkpoint.\n");
+  }
+  return model;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
+                                                   const std::string& source) {
+  std::vector<int32_t> ids;
+  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(word, &id) || id < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": entry ", ids.size(), " (\"", word,
+                                                     "\") is not a non-negative token id"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+ProgressBar::ProgressBar(std::string label, int64_t total)
+    : label_(std::move(label)),
+      total_(total),
+      enabled_(isatty(STDERR_FILENO) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
+
+void ProgressBar::Update(int64_t done) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_draw_ = now;
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double rate = elapsed > 0 ? done / elapsed : 0.0;
+  const double fraction = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(fraction * kWidth);
+  std::string bar(filled, '#');
+  bar.resize(kWidth, '.');
+  const double eta = rate > 0 ? (total_ - done) / rate : 0.0;
+  std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f tok/s  eta %.0fs ", label_.c_str(), bar.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total_), rate, eta);
+  std::fflush(stderr);
+}
+
+void ProgressBar::Finish() {
+  if (!enabled_) return;
+  Update(total_);
+  std::fputc('\n', stderr);
+}
+
+}  // namespace sinkserve::cli

@@ -1,0 +1,50 @@
+// Helpers shared by the CLI subcommands: model loading with a clear banner, file reading,
+// error printing and a progress bar for long work.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "server/cli/flags.h"
+
+namespace sinkserve::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+
+// Parses flags; prints usage (exit 0) for --help or the error (exit 2). Returns -1 to go on.
+int ParseFlagsOrExit(Flags& flags, int argc, char** argv);
+
+// Prints "error: <message>" to stderr and returns kExitError.
+int Fail(const absl::Status& status);
+
+// Loads a model, telling stderr what is loaded (and loudly when it is the random demo model).
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, int64_t threads);
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// Whitespace-separated integers ("1 2 3\n4"), INVALID_ARGUMENT naming the bad entry.
+absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
+                                                   const std::string& source);
+
+// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(std::string label, int64_t total);
+  void Update(int64_t done);
+  void Finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+}  // namespace sinkserve::cli

@@ -1,0 +1,128 @@
+// sinkserve generate: stream a continuation of a prompt to stdout.
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "engine/incremental_detokenizer.h"
+#include "engine/sampler.h"
+#include "server/cli/commands.h"
+#include "server/cli/common.h"
+
+namespace sinkserve::cli {
+namespace {
+
+// Prompt tokens fed per forward call: larger chunks read the weights fewer times.
+constexpr size_t kPrefillChunk = 256;
+
+}  // namespace
+
+int RunGenerate(int argc, char** argv) {
+  std::string model_path = "demo", prompt;
+  int64_t max_new_tokens = 128, top_k = 0, seed = 0, threads = 0;
+  double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
+  bool ignore_eos = false;
+  Flags flags("generate", "Streams a continuation of --prompt to stdout (timings on stderr).");
+  flags.Add("model", &model_path, "Hugging Face GPT-NeoX checkpoint directory, or demo");
+  flags.Add("prompt", &prompt, "the text to continue");
+  flags.Add("max-new-tokens", &max_new_tokens, "tokens to generate at most");
+  flags.Add("temperature", &temperature, "sampling temperature; 0 = greedy");
+  flags.Add("top-k", &top_k, "sample from the k most likely tokens; 0 = all");
+  flags.Add("top-p", &top_p, "nucleus sampling mass; 1 = off");
+  flags.Add("repetition-penalty", &repetition_penalty, "penalty for repeated tokens; 1 = off");
+  flags.Add("seed", &seed, "random seed: same seed and inputs, same tokens");
+  flags.Add("ignore-eos", &ignore_eos, "keep generating past the end-of-text token");
+  flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
+
+  SamplingParams params;
+  params.temperature = static_cast<float>(temperature);
+  params.top_k = static_cast<int>(top_k);
+  params.top_p = static_cast<float>(top_p);
+  params.repetition_penalty = static_cast<float>(repetition_penalty);
+  params.seed = static_cast<uint64_t>(seed);
+  if (absl::Status status = params.Validate(); !status.ok()) return Fail(status);
+  if (max_new_tokens < 0) {
+    return Fail(absl::InvalidArgumentError("--max-new-tokens must be >= 0"));
+  }
+
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, threads);
+  if (!model.ok()) return Fail(model.status());
+  absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  absl::StatusOr<std::vector<int32_t>> prompt_ids = (*tokenizer)->Encode(prompt);
+  if (!prompt_ids.ok()) return Fail(prompt_ids.status());
+  std::vector<int32_t> tokens = *prompt_ids;
+  const std::optional<int32_t> eos = (*tokenizer)->eos_token_id();
+  if (tokens.empty()) {
+    // An empty prompt starts from the end-of-text token, as HF does for unconditional text.
+    if (!eos) return Fail(absl::InvalidArgumentError("--prompt is empty"));
+    tokens.push_back(*eos);
+  }
+
+  const ModelConfig& config = (*model)->config();
+  const int64_t capacity = std::min<int64_t>(config.max_position_embeddings,
+                                             tokens.size() + max_new_tokens);
+  if (static_cast<int64_t>(tokens.size()) > config.max_position_embeddings) {
+    return Fail(absl::OutOfRangeError(absl::StrCat(
+        "the prompt has ", tokens.size(), " tokens; the model's context holds ",
+        config.max_position_embeddings)));
+  }
+  Backend& backend = (*model)->backend();
+  std::unique_ptr<KvCache> cache = backend.NewDenseCache(static_cast<int>(capacity));
+  std::vector<float> logits(config.vocab_size);
+  Sampler sampler(params);
+  IncrementalDetokenizer detokenizer(**tokenizer);
+
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t begin = 0; begin < tokens.size(); begin += kPrefillChunk) {
+    const size_t count = std::min(kPrefillChunk, tokens.size() - begin);
+    if (absl::Status status = backend.Forward(std::span(tokens).subspan(begin, count), *cache,
+                                              logits, /*all_logits=*/false);
+        !status.ok()) {
+      return Fail(status);
+    }
+  }
+  std::chrono::steady_clock::time_point first_token_time;
+  int64_t generated = 0;
+  std::string finish_reason = "length";
+  while (generated < max_new_tokens) {
+    const int32_t next = sampler.Sample(logits, tokens);
+    tokens.push_back(next);
+    ++generated;
+    if (generated == 1) first_token_time = std::chrono::steady_clock::now();
+    if (eos && next == *eos && !ignore_eos) {
+      finish_reason = "stop (end of text)";
+      break;
+    }
+    const std::string text = detokenizer.Push(next);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    if (generated == max_new_tokens) break;
+    if (cache->tokens_cached() >= capacity) {
+      finish_reason = "length (context full)";
+      break;
+    }
+    const int32_t step[1] = {next};
+    if (absl::Status status = backend.Forward(step, *cache, logits, false); !status.ok()) {
+      return Fail(status);
+    }
+  }
+  const std::string rest = detokenizer.Finish();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+
+  const auto end = std::chrono::steady_clock::now();
+  const double total = std::chrono::duration<double>(end - start).count();
+  const double ttft = generated > 0 ? std::chrono::duration<double>(first_token_time - start).count()
+                                    : total;
+  const double tpot = generated > 1 ? (total - ttft) / (generated - 1) : 0.0;
+  std::fprintf(stderr,
+               "sinkserve: %zu prompt + %lld generated tokens, finish: %s; TTFT %.1f ms, "
+               "TPOT %.2f ms (%.1f tok/s)\n",
+               prompt_ids->empty() ? size_t{1} : prompt_ids->size(),
+               static_cast<long long>(generated), finish_reason.c_str(), ttft * 1e3, tpot * 1e3,
+               tpot > 0 ? 1.0 / tpot : 0.0);
+  return kExitOk;
+}
+
+}  // namespace sinkserve::cli

@@ -1,0 +1,179 @@
+#include "engine/cpu_kernels.h"
+
+#include <gtest/gtest.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/half.h"
+#include "tests/unit/test_util.h"
+
+namespace sinkserve {
+namespace {
+
+using testing::RandomFloats;
+using testing::TestSeed;
+
+// Stores fp32 values in `dtype` (rounded to nearest even) and returns the bytes.
+std::vector<std::byte> Store(const std::vector<float>& values, DType dtype) {
+  std::vector<std::byte> bytes(values.size() * DTypeSize(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&bytes[4 * i], &values[i], 4);
+    } else {
+      const uint16_t bits = dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBf16(values[i]);
+      std::memcpy(&bytes[2 * i], &bits, 2);
+    }
+  }
+  return bytes;
+}
+
+TEST(HalfTest, F16RoundTripsEveryValue) {
+  for (uint32_t bits = 0; bits < 65536; ++bits) {
+    const float value = F16ToFloat(static_cast<uint16_t>(bits));
+    if (std::isnan(value)) continue;
+    ASSERT_EQ(FloatToF16(value), bits) << bits;
+    // F16C is the hardware reference for the conversion.
+    ASSERT_EQ(std::bit_cast<uint32_t>(value),
+              std::bit_cast<uint32_t>(_cvtsh_ss(static_cast<unsigned short>(bits))));
+  }
+}
+
+TEST(HalfTest, FloatToF16MatchesHardwareRounding) {
+  std::mt19937_64 rng(TestSeed());
+  std::uniform_int_distribution<uint32_t> any_bits;
+  for (int i = 0; i < 1000000; ++i) {
+    const float value = std::bit_cast<float>(any_bits(rng));
+    if (std::isnan(value)) continue;
+    ASSERT_EQ(FloatToF16(value), _cvtss_sh(value, _MM_FROUND_TO_NEAREST_INT)) << value;
+  }
+}
+
+TEST(HalfTest, Bf16) {
+  EXPECT_EQ(Bf16ToFloat(0x3f80), 1.0f);
+  EXPECT_EQ(FloatToBf16(1.0f), 0x3f80);
+  // Ties go to even: 1 + 2^-8 is halfway between 1 and 1 + 2^-7.
+  EXPECT_EQ(FloatToBf16(1.0f + 0x1.0p-8f), 0x3f80);
+  EXPECT_EQ(FloatToBf16(1.0f + 0x1.8p-7f), 0x3f82);
+}
+
+// The SIMD MatMul against the portable one and against double-precision sums, for every
+// stored dtype and awkward shapes (rows not a multiple of the tile, cols not of the vector).
+TEST(MatMulTest, MatchesDoublePrecisionReference) {
+  const uint64_t seed = TestSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(2);
+  const int shapes[][3] = {{1, 8, 1}, {5, 13, 2}, {67, 130, 3}, {256, 512, 1}, {97, 1000, 5},
+                           {4, 7, 8}};
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (const auto& shape : shapes) {
+      const int rows = shape[0], cols = shape[1], tokens = shape[2];
+      std::vector<float> weights = RandomFloats(rng, static_cast<size_t>(rows) * cols);
+      const std::vector<std::byte> stored = Store(weights, dtype);
+      const Matrix w{dtype, rows, cols, stored.data()};
+      const std::vector<float> x = RandomFloats(rng, static_cast<size_t>(tokens) * cols);
+      const std::vector<float> bias = RandomFloats(rng, rows);
+      std::vector<float> fast(static_cast<size_t>(tokens) * rows), slow(fast.size());
+      cpu::MatMul(w, bias.data(), x.data(), tokens, fast.data(), pool);
+      cpu::MatMulReference(w, bias.data(), x.data(), tokens, slow.data());
+      for (int t = 0; t < tokens; ++t) {
+        for (int r = 0; r < rows; ++r) {
+          double exact = bias[r], magnitude = std::abs(bias[r]);
+          for (int k = 0; k < cols; ++k) {
+            float wk;
+            if (dtype == DType::kF32) {
+              wk = weights[static_cast<size_t>(r) * cols + k];
+            } else {
+              uint16_t bits;
+              std::memcpy(&bits, &stored[2 * (static_cast<size_t>(r) * cols + k)], 2);
+              wk = dtype == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
+            }
+            exact += static_cast<double>(wk) * x[static_cast<size_t>(t) * cols + k];
+            magnitude += std::abs(static_cast<double>(wk) * x[static_cast<size_t>(t) * cols + k]);
+          }
+          // fp32 summation error bound: ~cols · 2^-24 · Σ|terms|.
+          const double bound = (cols + 2) * 0x1.0p-24 * magnitude + 1e-30;
+          const size_t at = static_cast<size_t>(t) * rows + r;
+          ASSERT_NEAR(fast[at], exact, bound) << DTypeName(dtype) << " " << rows << "x" << cols;
+          ASSERT_NEAR(slow[at], exact, bound) << DTypeName(dtype) << " " << rows << "x" << cols;
+        }
+      }
+    }
+  }
+}
+
+TEST(LayerNormTest, MatchesDefinition) {
+  std::mt19937_64 rng(TestSeed());
+  const int dim = 300;
+  std::vector<float> x = RandomFloats(rng, dim, 3.0f), w = RandomFloats(rng, dim),
+                     b = RandomFloats(rng, dim), out(dim);
+  for (float& v : x) v += 5.0f;  // a large mean: the centred variance must not cancel badly
+  cpu::LayerNorm(x.data(), w.data(), b.data(), dim, 1e-5f, out.data());
+  double mean = 0, var = 0;
+  for (float v : x) mean += v;
+  mean /= dim;
+  for (float v : x) var += (v - mean) * (v - mean);
+  var /= dim;
+  for (int i = 0; i < dim; ++i) {
+    const double expected = (x[i] - mean) / std::sqrt(var + 1e-5) * w[i] + b[i];
+    EXPECT_NEAR(out[i], expected, 1e-5 * (1 + std::abs(expected)));
+  }
+}
+
+TEST(GeluTest, ErfAndTanhForms) {
+  std::vector<float> x = {-3.0f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 3.0f};
+  std::vector<float> erf_form = x, tanh_form = x;
+  cpu::Gelu(Activation::kActivationGeluErf, erf_form.data(), erf_form.size());
+  cpu::Gelu(Activation::kActivationGeluTanh, tanh_form.data(), tanh_form.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    EXPECT_NEAR(erf_form[i], 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))), 1e-6);
+    EXPECT_NEAR(tanh_form[i],
+                0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))), 1e-6);
+  }
+  // The two forms differ (by up to ~1e-3): the activation switch matters.
+  EXPECT_NE(erf_form[1], tanh_form[1]);
+}
+
+// Rotating by position p then taking a dot product with a key rotated by position j depends
+// only on p − j: the property the streaming cache's positions rely on.
+TEST(RotaryTest, RelativePositionProperty) {
+  std::mt19937_64 rng(TestSeed());
+  const int ndims = 32;
+  cpu::RotaryTable table(ndims, 10000.0);
+  std::vector<float> cos(ndims), sin(ndims);
+  const std::vector<float> q = RandomFloats(rng, ndims), k = RandomFloats(rng, ndims);
+  auto score = [&](int64_t query_position, int64_t key_position) {
+    std::vector<float> qr = q, kr = k;
+    table.Compute(query_position, cos.data(), sin.data());
+    cpu::ApplyRotary(qr.data(), ndims, cos.data(), sin.data());
+    table.Compute(key_position, cos.data(), sin.data());
+    cpu::ApplyRotary(kr.data(), ndims, cos.data(), sin.data());
+    double dot = 0;
+    for (int i = 0; i < ndims; ++i) dot += qr[i] * kr[i];
+    return dot;
+  };
+  EXPECT_NEAR(score(10, 3), score(107, 100), 1e-4);
+  EXPECT_NEAR(score(5, 5), score(0, 0), 1e-5);
+  // Position 0 is the identity.
+  std::vector<float> rotated = q;
+  table.Compute(0, cos.data(), sin.data());
+  cpu::ApplyRotary(rotated.data(), ndims, cos.data(), sin.data());
+  EXPECT_EQ(rotated, q);
+}
+
+TEST(ThreadPoolTest, EveryIndexOnceAcrossManyRegions) {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(1000);
+  for (int region = 0; region < 2000; ++region) {
+    pool.ParallelFor(1000, 7, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+    });
+  }
+  for (const std::atomic<int>& count : hits) ASSERT_EQ(count.load(), 2000);
+}
+
+}  // namespace
+}  // namespace sinkserve

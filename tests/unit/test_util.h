@@ -1,0 +1,65 @@
+// Shared helpers for the tests: temporary directories, fresh random data, fixture paths.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace sinkserve::testing {
+
+inline std::string FixturePath(const std::string& relative) {
+  return std::string(SINKSERVE_FIXTURES) + "/" + relative;
+}
+inline std::string SharedDataPath(const std::string& relative) {
+  return std::string(SINKSERVE_SHARED_DATA) + "/" + relative;
+}
+
+// A fresh directory under $TMPDIR, removed with its contents at destruction.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "sinkserve-test-XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+inline void WriteTextFile(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+inline std::string ReadTextFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+// A seed that differs per run (fresh inputs every time), printed by the tests that use it so a
+// failure can be reproduced with SINKSERVE_TEST_SEED.
+inline uint64_t TestSeed() {
+  if (const char* fixed = std::getenv("SINKSERVE_TEST_SEED")) return std::strtoull(fixed, nullptr, 10);
+  return std::random_device{}();
+}
+
+inline std::vector<float> RandomFloats(std::mt19937_64& rng, size_t n, float stddev = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> values(n);
+  for (float& value : values) value = normal(rng);
+  return values;
+}
+
+}  // namespace sinkserve::testing
