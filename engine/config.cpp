@@ -99,25 +99,48 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text,
   }
   config.head_dim = config.hidden_size / config.num_heads;
 
-  absl::StatusOr<double> rotary_pct = Optional<double>(json, source, "rotary_pct", 1.0);
-  if (!rotary_pct.ok()) return rotary_pct.status();
-  if (!(*rotary_pct > 0.0 && *rotary_pct <= 1.0)) {
+  // Rotary parameters: transformers < 5 writes rotary_pct / rotary_emb_base (Pythia's own
+  // configs); transformers 5 writes rope_parameters {partial_rotary_factor, rope_theta,
+  // rope_type}. Read either, reject any rope scheme other than the default.
+  double rotary_pct = 1.0;
+  double base = 10000.0;
+  if (auto rope = json.find("rope_parameters"); rope != json.end() && !rope->is_null()) {
+    if (!rope->is_object()) return FieldError(source, "rope_parameters", "must be an object");
+    absl::StatusOr<std::string> type =
+        Optional<std::string>(*rope, source, "rope_type", "default");
+    if (!type.ok()) return type.status();
+    if (*type != "default") {
+      return FieldError(source, "rope_parameters.rope_type",
+                        "is \"" + *type + "\"; only \"default\" rotary embeddings are supported");
+    }
+    absl::StatusOr<double> factor = Optional<double>(*rope, source, "partial_rotary_factor", 1.0);
+    if (!factor.ok()) return factor.status();
+    absl::StatusOr<double> theta = Optional<double>(*rope, source, "rope_theta", 10000.0);
+    if (!theta.ok()) return theta.status();
+    rotary_pct = *factor;
+    base = *theta;
+  } else {
+    absl::StatusOr<double> pct = Optional<double>(json, source, "rotary_pct", 1.0);
+    if (!pct.ok()) return pct.status();
+    absl::StatusOr<double> legacy_base = Optional<double>(json, source, "rotary_emb_base", 10000.0);
+    if (!legacy_base.ok()) return legacy_base.status();
+    absl::StatusOr<double> theta = Optional<double>(json, source, "rope_theta", *legacy_base);
+    if (!theta.ok()) return theta.status();
+    rotary_pct = *pct;
+    base = *theta;
+  }
+  if (!(rotary_pct > 0.0 && rotary_pct <= 1.0)) {
     return FieldError(source, "rotary_pct", "must be in (0, 1]");
   }
   // HF: int(head_size * rotary_pct).
-  config.rotary_ndims = static_cast<int>(config.head_dim * *rotary_pct);
+  config.rotary_ndims = static_cast<int>(config.head_dim * rotary_pct);
   if (config.rotary_ndims % 2 != 0 || config.rotary_ndims == 0) {
     return FieldError(source, "rotary_pct",
                       absl::StrCat("gives an odd or zero rotary width (", config.rotary_ndims,
                                    "); rotate_half needs an even one"));
   }
-  // Newer transformers write rope_theta; older rotary_emb_base.
-  absl::StatusOr<double> base = Optional<double>(json, source, "rotary_emb_base", 10000.0);
-  if (!base.ok()) return base.status();
-  base = Optional<double>(json, source, "rope_theta", *base);
-  if (!base.ok()) return base.status();
-  if (!(*base > 1.0)) return FieldError(source, "rotary_emb_base", "must be > 1");
-  config.rotary_base = *base;
+  if (!(base > 1.0)) return FieldError(source, "rotary_emb_base", "must be > 1");
+  config.rotary_base = base;
   if (auto scaling = json.find("rope_scaling"); scaling != json.end() && !scaling->is_null()) {
     return FieldError(source, "rope_scaling", "is set; rope scaling is not supported");
   }

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/half.h"
+
 namespace sinkserve {
 namespace {
 
@@ -29,11 +31,18 @@ class Normal {
 };
 
 Matrix RandomMatrix(ModelWeights& weights, Normal& normal, int64_t rows, int64_t cols,
-                    float stddev) {
-  auto buffer = std::make_unique<std::byte[]>(rows * cols * sizeof(float));
-  float* values = reinterpret_cast<float*>(buffer.get());
-  for (int64_t i = 0; i < rows * cols; ++i) values[i] = normal.Next(stddev);
-  Matrix matrix{DType::kF32, rows, cols, buffer.get()};
+                    float stddev, DType dtype) {
+  auto buffer = std::make_unique<std::byte[]>(rows * cols * DTypeSize(dtype));
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const float value = normal.Next(stddev);
+    if (dtype == DType::kF32) {
+      std::memcpy(buffer.get() + 4 * i, &value, 4);
+    } else {
+      const uint16_t bits = dtype == DType::kF16 ? FloatToF16(value) : FloatToBf16(value);
+      std::memcpy(buffer.get() + 2 * i, &bits, 2);
+    }
+  }
+  Matrix matrix{dtype, rows, cols, buffer.get()};
   weights.owned.push_back(std::move(buffer));
   return matrix;
 }
@@ -59,31 +68,38 @@ ModelConfig DemoModelConfig() {
   return config;
 }
 
-ModelWeights DemoModelWeights(const ModelConfig& config, uint64_t seed) {
+ModelWeights RandomModelWeights(const ModelConfig& config, uint64_t seed, DType dtype) {
   Normal normal(seed);
   ModelWeights weights;
   const int64_t h = config.hidden_size, f = config.intermediate_size, v = config.vocab_size;
   const float matrix_std = 1.0f / std::sqrt(static_cast<float>(h));
-  weights.embed_in = RandomMatrix(weights, normal, v, h, 1.0f);
+  weights.embed_in = RandomMatrix(weights, normal, v, h, 1.0f, dtype);
   for (int i = 0; i < config.num_layers; ++i) {
     LayerWeights layer;
     layer.input_norm_weight = RandomVector(normal, h, 1.0f, 0.1f);
     layer.input_norm_bias = RandomVector(normal, h, 0.0f, 0.1f);
     layer.post_norm_weight = RandomVector(normal, h, 1.0f, 0.1f);
     layer.post_norm_bias = RandomVector(normal, h, 0.0f, 0.1f);
-    layer.qkv = RandomMatrix(weights, normal, 3 * h, h, matrix_std);
+    layer.qkv = RandomMatrix(weights, normal, 3 * h, h, matrix_std, dtype);
     layer.qkv_bias = RandomVector(normal, 3 * h, 0.0f, 0.02f);
-    layer.attn_out = RandomMatrix(weights, normal, h, h, matrix_std);
+    layer.attn_out = RandomMatrix(weights, normal, h, h, matrix_std, dtype);
     layer.attn_out_bias = RandomVector(normal, h, 0.0f, 0.02f);
-    layer.mlp_up = RandomMatrix(weights, normal, f, h, matrix_std);
+    layer.mlp_up = RandomMatrix(weights, normal, f, h, matrix_std, dtype);
     layer.mlp_up_bias = RandomVector(normal, f, 0.0f, 0.02f);
-    layer.mlp_down = RandomMatrix(weights, normal, h, f, 1.0f / std::sqrt(static_cast<float>(f)));
+    layer.mlp_down =
+        RandomMatrix(weights, normal, h, f, 1.0f / std::sqrt(static_cast<float>(f)), dtype);
     layer.mlp_down_bias = RandomVector(normal, h, 0.0f, 0.02f);
     weights.layers.push_back(std::move(layer));
   }
   weights.final_norm_weight = RandomVector(normal, h, 1.0f, 0.1f);
   weights.final_norm_bias = RandomVector(normal, h, 0.0f, 0.1f);
-  weights.embed_out = RandomMatrix(weights, normal, v, h, 0.5f);
+  weights.embed_out = RandomMatrix(weights, normal, v, h, 0.5f, dtype);
+  return weights;
+}
+
+ModelWeights DemoModelWeights(const ModelConfig& config, uint64_t seed) {
+  ModelWeights weights = RandomModelWeights(config, seed, DType::kF32);
+  const int64_t h = config.hidden_size, v = config.vocab_size;
   // Silence the LM head rows of non-printable bytes: their logits are 0 while printable ones
   // spread over several units, so sampling mostly picks printable ASCII.
   float* head = reinterpret_cast<float*>(weights.owned.back().get());

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <new>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -106,6 +107,16 @@ absl::StatusOr<Json> ParseStrictJson(std::string_view text) {
     return absl::InvalidArgumentError(
         absl::StrCat("JSON is not valid UTF-8 (bad byte at offset ", *bad, ")"));
   }
+  // nlohmann skips a UTF-8 byte order mark; serde_json (the official reader) does not.
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") {
+    return absl::InvalidArgumentError("JSON starts with a byte order mark");
+  }
+  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore what follows;
+  // JSON allows no raw NUL anywhere (inside strings it must be escaped), so refuse it outright.
+  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON contains a NUL byte at offset ", nul, " (only spaces may pad it)"));
+  }
   std::vector<std::set<std::string>> keys_per_open_object;
   auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
     switch (event) {
@@ -141,31 +152,32 @@ absl::StatusOr<Json> ParseStrictJson(std::string_view text) {
   } catch (const JsonLimitError& e) {
     return absl::InvalidArgumentError(e.what());
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory parsing ", text.size(), " bytes of JSON"));
   }
 }
 
 // A JSON non-negative integer, or nullopt (negative, fractional, too large, not a number).
+// Like serde's u64, "-0" and "1e0" are refused: nlohmann types them as signed and float.
 std::optional<uint64_t> AsUnsigned(const Json& value) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
-  if (value.is_number_integer()) {  // nlohmann stores "-0" as a signed zero
-    const int64_t v = value.get<int64_t>();
-    if (v >= 0) return static_cast<uint64_t>(v);
-  }
   return std::nullopt;
 }
 
+// "an array", "an object", "a string", or the literal of a scalar ("-1", "1.5", "null").
 std::string Describe(const Json& value) {
-  if (value.is_number() || value.is_boolean() || value.is_null()) return Cut(value.dump(), 40);
-  return std::string(value.type_name());
+  if (value.is_array()) return "an array";
+  if (value.is_object()) return "an object";
+  if (value.is_string()) return "a string";
+  return Cut(value.dump(), 40);
 }
 
 // Safetensors dtypes that are valid in the format but that sinkserve does not read; they get a
 // clearer message than a misspelled dtype.
 bool IsKnownUnsupportedDType(std::string_view name) {
-  constexpr std::string_view kOthers[] = {"U16",     "U32",      "U64",      "C64",
-                                          "F8_E5M2", "F8_E4M3",  "F8_E8M0",  "F4",
-                                          "F6_E2M3", "F6_E3M2"};
+  constexpr std::string_view kOthers[] = {"U16",     "U32",     "U64", "C64",     "F8_E5M2",
+                                          "F8_E4M3", "F8_E8M0", "F4",  "F6_E2M3", "F6_E3M2"};
   return std::find(std::begin(kOthers), std::end(kOthers), name) != std::end(kOthers);
 }
 
@@ -255,14 +267,16 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& prefix, const std::str
     return absl::InvalidArgumentError(absl::StrCat(prefix, parts...));
   };
   if (!entry.is_object()) {
-    return fail("entry is a ", Describe(entry),
+    return fail("entry is ", Describe(entry),
                 ", expected an object with dtype, shape and data_offsets");
   }
   HeaderEntry out{name, DType::kF32, {}, 0, 0};
 
   const auto dtype_it = entry.find("dtype");
   if (dtype_it == entry.end()) return fail("missing \"dtype\"");
-  if (!dtype_it->is_string()) return fail("\"dtype\" is a ", Describe(*dtype_it), ", expected a string");
+  if (!dtype_it->is_string()) {
+    return fail("\"dtype\" is ", Describe(*dtype_it), ", expected a string");
+  }
   const auto& dtype_name = dtype_it->get_ref<const std::string&>();
   const std::optional<DType> dtype = ParseDType(dtype_name);
   if (!dtype) {
@@ -277,7 +291,9 @@ absl::StatusOr<HeaderEntry> ParseEntry(const std::string& prefix, const std::str
 
   const auto shape_it = entry.find("shape");
   if (shape_it == entry.end()) return fail("missing \"shape\"");
-  if (!shape_it->is_array()) return fail("\"shape\" is a ", Describe(*shape_it), ", expected an array");
+  if (!shape_it->is_array()) {
+    return fail("\"shape\" is ", Describe(*shape_it), ", expected an array");
+  }
   // numel must fit int64 at every step of the product, in order, so that TensorInfo::numel()
   // (an int64 product in the same order) can never overflow. A zero dim does not excuse an
   // overflow before it, as in the official lib (checked_mul in order).
@@ -365,9 +381,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     return absl::DataLossError(absl::StrCat(
         path, ": file is ", size, " bytes, shorter than the 8-byte header length prefix"));
   }
-  if (size > std::numeric_limits<size_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": file too large to map"));
-  }
+  static_assert(sizeof(size_t) == sizeof(uint64_t), "a 64-bit host maps any file size");
   void* mapping = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, *fd, 0);
   if (mapping == MAP_FAILED) {
     return ErrnoError(errno, absl::StrCat(path, ": mmap failed"));
@@ -399,9 +413,9 @@ absl::Status SafetensorsFile::Parse() {
     header_bytes |= static_cast<uint64_t>(bytes_[i]) << (8 * i);
   }
   if (header_bytes > kSafetensorsMaxHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": header length ", header_bytes, " is over the ",
-                     kSafetensorsMaxHeaderBytes, "-byte limit (not a safetensors file?)"));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": header length ", header_bytes,
+                                                   " is over the ", kSafetensorsMaxHeaderBytes,
+                                                   "-byte limit (not a safetensors file?)"));
   }
   if (header_bytes > size - kLengthPrefixBytes) {
     return absl::DataLossError(absl::StrCat(path_, ": header length ", header_bytes,
@@ -410,18 +424,17 @@ absl::Status SafetensorsFile::Parse() {
   }
   const size_t data_start = kLengthPrefixBytes + header_bytes;
   const uint64_t data_bytes = size - data_start;
-  const std::string_view header_text(reinterpret_cast<const char*>(bytes_.data()) + kLengthPrefixBytes,
-                                     header_bytes);
+  const std::string_view header_text(
+      reinterpret_cast<const char*>(bytes_.data()) + kLengthPrefixBytes, header_bytes);
 
   absl::StatusOr<Json> parsed = ParseStrictJson(header_text);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": header: ", parsed.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": header: ", parsed.status().message()));
   }
   const Json& header = *parsed;
   if (!header.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": header is a JSON ", header.type_name(), ", expected an object"));
+        absl::StrCat(path_, ": header is ", Describe(header), ", expected an object"));
   }
 
   std::vector<HeaderEntry> entries;
@@ -430,14 +443,14 @@ absl::Status SafetensorsFile::Parse() {
     if (name == kMetadataKey) {
       if (value.is_null()) continue;  // the official lib reads it as an Option
       if (!value.is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path_, ": \"__metadata__\" is a ", Describe(value), ", expected an object"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(path_, ": \"__metadata__\" is ", Describe(value), ", expected an object"));
       }
       for (const auto& [key, text] : value.items()) {
         if (!text.is_string()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path_, ": \"__metadata__\" value of ", Quote(key), " is a ",
-                           Describe(text), ", expected a string"));
+          return absl::InvalidArgumentError(absl::StrCat(path_, ": \"__metadata__\" value of ",
+                                                         Quote(key), " is ", Describe(text),
+                                                         ", expected a string"));
         }
         metadata_.emplace(key, text.get<std::string>());
       }
@@ -461,29 +474,30 @@ absl::Status SafetensorsFile::Parse() {
   for (size_t index : by_offset) {
     const HeaderEntry& e = entries[index];
     if (e.begin < covered) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path_, ": tensor ", Quote(e.name), ": data_offsets [", e.begin, ", ", e.end,
-          "] overlap tensor ", Quote(previous->name), " at [", previous->begin, ", ",
-          previous->end, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": tensor ", Quote(e.name), ": data_offsets [", e.begin, ", ", e.end,
+                       "] overlap tensor ", Quote(previous->name), " at [", previous->begin, ", ",
+                       previous->end, "]"));
     }
     if (e.begin > covered) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path_, ": tensor ", Quote(e.name), ": data_offsets [", e.begin, ", ", e.end,
-          "] leave bytes [", covered, ", ", e.begin,
-          ") of the data area unused; tensors must be contiguous"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path_, ": tensor ", Quote(e.name), ": data_offsets [", e.begin, ", ", e.end,
+                       "] leave bytes [", covered, ", ", e.begin,
+                       ") of the data area unused; tensors must be contiguous"));
     }
     if (e.end > data_bytes) {
-      return absl::DataLossError(absl::StrCat(
-          path_, ": tensor ", Quote(e.name), ": data_offsets [", e.begin, ", ", e.end,
-          "] run past the ", data_bytes, "-byte data area (file truncated?)"));
+      return absl::DataLossError(absl::StrCat(path_, ": tensor ", Quote(e.name), ": data_offsets [",
+                                              e.begin, ", ", e.end, "] run past the ", data_bytes,
+                                              "-byte data area (file truncated?)"));
     }
     covered = e.end;
     previous = &e;
   }
   if (covered != data_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": ", data_bytes - covered, " bytes after the last tensor at data "
-                     "offset ", covered, " belong to no tensor"));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": ", data_bytes - covered,
+                                                   " bytes after the last tensor at data "
+                                                   "offset ",
+                                                   covered, " belong to no tensor"));
   }
 
   const std::byte* data_area = bytes_.data() + data_start;
@@ -520,8 +534,8 @@ constexpr char kSingleFileName[] = "model.safetensors";
 constexpr char kIndexFileName[] = "model.safetensors.index.json";
 
 bool IsPlainFileName(std::string_view name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
 }
 
 }  // namespace
@@ -534,9 +548,10 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   const fs::path root(dir);
   const fs::file_status dir_status = fs::status(root, ec);
   if (!fs::exists(dir_status)) {
-    return absl::NotFoundError(absl::StrCat(
-        "model directory ", dir, " does not exist; pass a Hugging Face model directory "
-        "(config.json, tokenizer.json and model.safetensors or its sharded form)"));
+    return absl::NotFoundError(
+        absl::StrCat("model directory ", dir,
+                     " does not exist; pass a Hugging Face model directory "
+                     "(config.json, tokenizer.json and model.safetensors or its sharded form)"));
   }
   if (!fs::is_directory(dir_status)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -562,9 +577,10 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
         "`huggingface-cli download EleutherAI/pythia-160m`)";
     if (fs::exists(fs::status(root / "pytorch_model.bin", ec)) ||
         fs::exists(fs::status(root / "pytorch_model.bin.index.json", ec))) {
-      hint = "; it holds PyTorch pickle weights (pytorch_model.bin), which sinkserve does not "
-             "read: convert them, e.g. AutoModelForCausalLM.from_pretrained(dir)"
-             ".save_pretrained(dir, safe_serialization=True)";
+      hint =
+          "; it holds PyTorch pickle weights (pytorch_model.bin), which sinkserve does not "
+          "read: convert them, e.g. AutoModelForCausalLM.from_pretrained(dir)"
+          ".save_pretrained(dir, safe_serialization=True)";
     } else if (fs::exists(fs::symlink_status(single, ec))) {
       hint = "; model.safetensors is a dangling symlink (incomplete download?)";
     }
@@ -582,16 +598,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   }
   if (!parsed->is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(index_path, ": is a JSON ", parsed->type_name(), ", expected an object"));
+        absl::StrCat(index_path, ": holds ", Describe(*parsed), ", expected an object"));
   }
   const auto map_it = parsed->find("weight_map");
   if (map_it == parsed->end()) {
     return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing \"weight_map\""));
   }
   if (!map_it->is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        index_path, ": \"weight_map\" is a ", Describe(*map_it),
-        ", expected an object of tensor name -> shard file name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path, ": \"weight_map\" is ", Describe(*map_it),
+                     ", expected an object of tensor name -> shard file name"));
   }
   if (map_it->empty()) {
     return absl::InvalidArgumentError(
@@ -601,15 +617,15 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   std::map<std::string, std::vector<std::string>> tensors_per_shard;
   for (const auto& [tensor, shard] : map_it->items()) {
     if (!shard.is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path, ": tensor ", Quote(tensor), ": shard is a ",
-                       Describe(shard), ", expected a file name"));
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor ", Quote(tensor),
+                                                     ": shard is ", Describe(shard),
+                                                     ", expected a file name"));
     }
     const auto& shard_name = shard.get_ref<const std::string&>();
     if (!IsPlainFileName(shard_name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_path, ": tensor ", Quote(tensor), ": shard ", Quote(shard_name),
-          " is not a plain file name inside the model directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": tensor ", Quote(tensor), ": shard ", Quote(shard_name),
+                       " is not a plain file name inside the model directory"));
     }
     tensors_per_shard[shard_name].push_back(tensor);
   }

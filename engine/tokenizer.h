@@ -28,6 +28,7 @@ namespace sinkserve {
 
 class AddedVocabulary;
 class BpeModel;
+struct TokenizerSpec;
 
 class Tokenizer {
  public:
@@ -86,6 +87,8 @@ class Tokenizer {
   };
 
   Tokenizer();
+  // Turns a parsed tokenizer.json (or the demo's spec) into the runtime tables.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Build(const TokenizerSpec& spec);
   // Cuts out normalized added tokens, pre-tokenizes and runs BPE on one piece of normalized
   // text, appending to `ids`.
   void EncodeNormalizedPiece(std::string_view normalized, std::vector<int32_t>& ids) const;

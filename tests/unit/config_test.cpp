@@ -102,3 +102,24 @@ TEST(ConfigTest, NotJson) {
 
 }  // namespace
 }  // namespace sinkserve
+
+namespace sinkserve {
+namespace {
+
+// transformers 5 writes rope_parameters instead of rotary_pct / rotary_emb_base.
+TEST(ConfigTest, Transformers5RopeParameters) {
+  std::string text = Replace(kPythia28b, "\"rotary_emb_base\": 10000, \"rotary_pct\": 0.25,",
+                             "\"rope_parameters\": {\"partial_rotary_factor\": 0.5, "
+                             "\"rope_theta\": 1000, \"rope_type\": \"default\"},");
+  absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(text, "config.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->rotary_ndims, 40);
+  EXPECT_DOUBLE_EQ(config->rotary_base, 1000.0);
+  const std::string yarn = Replace(text, "\"default\"", "\"yarn\"");
+  absl::StatusOr<ModelConfig> rejected = ModelConfig::FromJson(yarn, "config.json");
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_NE(rejected.status().message().find("rope_type"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sinkserve

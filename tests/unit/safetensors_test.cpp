@@ -42,7 +42,7 @@ class TempDir {
 
 std::vector<std::byte> ToBytes(std::string_view text) {
   std::vector<std::byte> out(text.size());
-  std::memcpy(out.data(), text.data(), text.size());
+  if (!text.empty()) std::memcpy(out.data(), text.data(), text.size());
   return out;
 }
 
@@ -60,7 +60,8 @@ std::vector<std::byte> BuildFile(std::string_view header, const std::vector<std:
 
 void WriteFile(const fs::path& path, std::span<const std::byte> bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
 
@@ -68,13 +69,11 @@ std::vector<std::byte> ReadFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::vector<std::byte> out(chars.size());
-  std::memcpy(out.data(), chars.data(), chars.size());
+  if (!chars.empty()) std::memcpy(out.data(), chars.data(), chars.size());
   return out;
 }
 
-std::vector<std::byte> Span(const TensorInfo& t) {
-  return {t.data, t.data + t.nbytes};
-}
+std::vector<std::byte> Span(const TensorInfo& t) { return {t.data, t.data + t.nbytes}; }
 
 // FNV-1a 64, as make_safetensors_fixture.py computes it.
 std::string Fnv1a64(std::span<const std::byte> bytes) {
@@ -92,7 +91,9 @@ class SafetensorsTest : public ::testing::Test {
  protected:
   SafetensorsTest() : seed_(std::random_device{}()), rng_(seed_) {}
 
-  void SetUp() override { trace_.emplace(__FILE__, __LINE__, "random seed " + std::to_string(seed_)); }
+  void SetUp() override {
+    trace_.emplace(__FILE__, __LINE__, "random seed " + std::to_string(seed_));
+  }
 
   std::string PathOf(std::string_view name) const { return (dir_.path() / name).string(); }
 
@@ -119,8 +120,8 @@ class SafetensorsTest : public ::testing::Test {
   }
 
   // Opens HEADER + DATA and expects CODE with every one of PARTS in the message.
-  void ExpectBad(std::string_view header, const std::vector<std::byte>& data,
-                 absl::StatusCode code, std::initializer_list<std::string_view> parts) {
+  void ExpectBad(std::string_view header, const std::vector<std::byte>& data, absl::StatusCode code,
+                 std::initializer_list<std::string_view> parts) {
     SCOPED_TRACE(std::string(header));
     auto file = OpenRaw("bad.safetensors", BuildFile(header, data));
     ASSERT_FALSE(file.ok()) << "accepted header " << header;
@@ -164,11 +165,14 @@ TEST_F(SafetensorsTest, RoundTripKeepsBytesShapesAndMetadata) {
     DType dtype;
     std::vector<int64_t> shape;
   };
-  const std::vector<Spec> specs = {
-      {"layers.0.f32", DType::kF32, {3, 5}},  {"layers.0.f16", DType::kF16, {7}},
-      {"layers.1.bf16", DType::kBF16, {2, 3, 3}}, {"ids.i32", DType::kI32, {5, 1}},
-      {"ids.i64", DType::kI64, {3}},          {"scalar.f32", DType::kF32, {}},
-      {"empty.f16", DType::kF16, {0, 4}},     {"odd.u8", DType::kU8, {3}}};
+  const std::vector<Spec> specs = {{"layers.0.f32", DType::kF32, {3, 5}},
+                                   {"layers.0.f16", DType::kF16, {7}},
+                                   {"layers.1.bf16", DType::kBF16, {2, 3, 3}},
+                                   {"ids.i32", DType::kI32, {5, 1}},
+                                   {"ids.i64", DType::kI64, {3}},
+                                   {"scalar.f32", DType::kF32, {}},
+                                   {"empty.f16", DType::kF16, {0, 4}},
+                                   {"odd.u8", DType::kU8, {3}}};
   std::vector<std::vector<std::byte>> data;
   std::vector<TensorToWrite> to_write;
   for (const Spec& s : specs) {
@@ -179,7 +183,8 @@ TEST_F(SafetensorsTest, RoundTripKeepsBytesShapesAndMetadata) {
   for (size_t i = 0; i < specs.size(); ++i) {
     to_write.push_back({specs[i].name, specs[i].dtype, specs[i].shape, data[i]});
   }
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"seed", std::to_string(seed_)}};
+  const std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                       {"seed", std::to_string(seed_)}};
   const std::string path = PathOf("round.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, to_write, metadata).ok());
   EXPECT_FALSE(fs::exists(path + ".tmp"));
@@ -322,10 +327,13 @@ TEST_F(SafetensorsTest, RefusesHeadersThatAreNotAUtf8JsonObject) {
   ExpectBad("[]", {}, kInvalid, {"expected an object"});
   ExpectBad("\"text\"", {}, kInvalid, {"expected an object"});
   ExpectBad("{\"\xff\":1}", {}, kInvalid, {"UTF-8"});
-  ExpectBad("{\"\xc0\xaf\":1}", {}, kInvalid, {"UTF-8"});          // overlong '/'
-  ExpectBad("{\"\xed\xa0\x80\":1}", {}, kInvalid, {"UTF-8"});      // surrogate
-  ExpectBad("{\"\\ud800\":1}", {}, kInvalid, {"JSON"});            // escaped lone surrogate
-  ExpectBad("{/*c*/}", {}, kInvalid, {"JSON"});                    // no comments
+  ExpectBad("{\"\xc0\xaf\":1}", {}, kInvalid, {"UTF-8"});        // overlong '/'
+  ExpectBad("{\"\xed\xa0\x80\":1}", {}, kInvalid, {"UTF-8"});    // surrogate
+  ExpectBad("{\"\\ud800\":1}", {}, kInvalid, {"JSON"});          // escaped lone surrogate
+  ExpectBad("{/*c*/}", {}, kInvalid, {"JSON"});                  // no comments
+  ExpectBad(std::string("{}  \0 x", 7), {}, kInvalid, {"NUL"});  // nlohmann would stop at NUL
+  ExpectBad(std::string("{}\0\0", 4), {}, kInvalid, {"NUL"});
+  ExpectBad("\xEF\xBB\xBF{}", {}, kInvalid, {"byte order mark"});  // serde_json refuses it too
   std::string deep = R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[0,0],"x":)";
   deep += std::string(200, '[') + std::string(200, ']') + "}}";
   ExpectBad(deep, {}, kInvalid, {"deeper"});
@@ -351,14 +359,16 @@ TEST_F(SafetensorsTest, RefusesEntriesWithMissingOrMistypedFields) {
             {"'w'", "shape[0]"});
   ExpectBad(R"({"w":{"dtype":"F32","shape":[true],"data_offsets":[0,4]}})", d4, kInvalid,
             {"'w'", "shape[0]"});
-  for (std::string_view offsets : {R"({"a":0})", "[4]", "[0,4,4]", R"(["0","4"])", "[0,4.0]",
-                                   "[0,-4]", "[-0.0,4]", "[0,1e1]", "null", "[0,18446744073709551616]"}) {
+  for (std::string_view offsets :
+       {R"({"a":0})", "[4]", "[0,4,4]", R"(["0","4"])", "[0,4.0]", "[0,-4]", "[-0,4]", "[-0.0,4]",
+        "[0,1e1]", "null", "[0,18446744073709551616]"}) {
     ExpectBad(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":)" + std::string(offsets) + "}}",
               d4, kInvalid, {"'w'", "data_offsets"});
   }
   // Keys the format does not define are ignored, as by the official lib.
-  auto extra = OpenRaw("extra.safetensors",
-                       BuildFile(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":[{}]}})", d4));
+  auto extra =
+      OpenRaw("extra.safetensors",
+              BuildFile(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":[{}]}})", d4));
   EXPECT_TRUE(extra.ok()) << extra.status();
 }
 
@@ -378,22 +388,24 @@ TEST_F(SafetensorsTest, RefusesBadShapesAndSizes) {
   const auto d16 = RandomBytes(16);
   ExpectBad(R"({"w":{"dtype":"F32","shape":[-1,4],"data_offsets":[0,16]}})", d16, kInvalid,
             {"'w'", "shape[0]", "non-negative"});
-  ExpectBad(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}})",
-            d16, kInvalid, {"'w'", "int64"});
-  ExpectBad(R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,16]}})",
-            d16, kInvalid, {"'w'", "int64"});
+  ExpectBad(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}})", d16,
+            kInvalid, {"'w'", "int64"});
+  ExpectBad(R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,16]}})", d16,
+            kInvalid, {"'w'", "int64"});
   // An overflow before a zero dim is still an overflow (the official lib multiplies in order).
-  ExpectBad(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4,0],"data_offsets":[0,0]}})",
-            {}, kInvalid, {"'w'", "int64"});
-  ExpectBad(R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,16]}})",
-            d16, kInvalid, {"'w'", "64 bits"});
+  ExpectBad(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4,0],"data_offsets":[0,0]}})", {},
+            kInvalid, {"'w'", "int64"});
+  ExpectBad(R"({"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,16]}})", d16,
+            kInvalid, {"'w'", "64 bits"});
   ExpectBad(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}})", RandomBytes(12),
             kInvalid, {"'w'", "needs 16 bytes", "span 12"});
   ExpectBad(R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[8,4]}})", d16, kInvalid,
             {"'w'", "end before they begin"});
   // A zero dim after large ones is fine when no partial product overflows.
-  auto zero = OpenRaw("zero.safetensors",
-                      BuildFile(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904],"data_offsets":[0,0]}})", {}));
+  auto zero = OpenRaw(
+      "zero.safetensors",
+      BuildFile(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904],"data_offsets":[0,0]}})",
+                {}));
   ASSERT_TRUE(zero.ok()) << zero.status();
   EXPECT_EQ((*zero)->Find("w")->numel(), 0);
 }
@@ -412,10 +424,10 @@ TEST_F(SafetensorsTest, RefusesOffsetsThatDoNotTileTheDataArea) {
   ExpectBad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
             R"("b":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
             RandomBytes(20), kInvalid, {"'b'", "unused"});
-  ExpectBad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", RandomBytes(12),
-            kInvalid, {"'a'", "unused"});
-  ExpectBad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", RandomBytes(12),
-            kInvalid, {"4 bytes after the last tensor"});
+  ExpectBad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", RandomBytes(12), kInvalid,
+            {"'a'", "unused"});
+  ExpectBad(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", RandomBytes(12), kInvalid,
+            {"4 bytes after the last tensor"});
   ExpectBad("{}", RandomBytes(1), kInvalid, {"1 bytes after the last tensor"});
   // Header order need not be offset order; zero-sized tensors may share an offset.
   auto ok = OpenRaw("order.safetensors",
@@ -434,8 +446,8 @@ TEST_F(SafetensorsTest, RefusesDuplicateKeysAndBadMetadata) {
   ExpectBad(R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
             R"("w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})",
             d4, kInvalid, {"duplicate key 'w'"});
-  ExpectBad(R"({"w":{"dtype":"U8","dtype":"I8","shape":[4],"data_offsets":[0,4]}})", d4,
-            kInvalid, {"duplicate key 'dtype'"});
+  ExpectBad(R"({"w":{"dtype":"U8","dtype":"I8","shape":[4],"data_offsets":[0,4]}})", d4, kInvalid,
+            {"duplicate key 'dtype'"});
   ExpectBad(R"({"__metadata__":"x"})", {}, kInvalid, {"__metadata__", "expected an object"});
   ExpectBad(R"({"__metadata__":{"k":1}})", {}, kInvalid, {"__metadata__", "'k'", "string"});
   ExpectBad(R"({"__metadata__":{"k":{"n":"v"}}})", {}, kInvalid, {"'k'"});
@@ -446,8 +458,8 @@ TEST_F(SafetensorsTest, RefusesDuplicateKeysAndBadMetadata) {
 
 TEST_F(SafetensorsTest, ErrorMessagesEscapeAndCutHostileNames) {
   const std::string long_name(5000, 'n');
-  auto file = OpenRaw("names.safetensors",
-                      BuildFile(R"({")" + long_name + R"(":{"dtype":"X"}})", {}));
+  auto file =
+      OpenRaw("names.safetensors", BuildFile(R"({")" + long_name + R"(":{"dtype":"X"}})", {}));
   ASSERT_FALSE(file.ok());
   EXPECT_LT(file.status().message().size(), 600u) << file.status();
   EXPECT_NE(file.status().message().find("5000 bytes"), std::string::npos) << file.status();
@@ -543,8 +555,8 @@ class CheckpointTest : public SafetensorsTest {
       data_[name] = RandomBytes(4 * (1 + data_.size()));
     }
     for (const std::string& name : names) {
-      tensors.push_back({name, DType::kF32, {static_cast<int64_t>(data_[name].size() / 4)},
-                         data_[name]});
+      tensors.push_back(
+          {name, DType::kF32, {static_cast<int64_t>(data_[name].size() / 4)}, data_[name]});
     }
     ASSERT_TRUE(WriteSafetensors(M(file_name), tensors).ok());
   }
@@ -673,8 +685,9 @@ TEST_F(CheckpointTest, RefusesShardNamesThatEscapeTheDirectory) {
   WriteThreeShards();
   // A real file one level up, so an escape would otherwise succeed.
   WriteShard("../escape_target.safetensors", {"escaped"});
-  for (const std::string& shard : std::vector<std::string>{"../escape_target.safetensors", "sub/x.safetensors",
-                            "/etc/passwd", "..", ".", "", std::string("a\0b", 3)}) {
+  for (const std::string& shard :
+       std::vector<std::string>{"../escape_target.safetensors", "sub/x.safetensors", "/etc/passwd",
+                                "..", ".", "", std::string("a\0b", 3)}) {
     SCOPED_TRACE(shard);
     auto map = WriteThreeShards();
     map["escaped"] = shard;
@@ -710,8 +723,9 @@ TEST_F(CheckpointTest, BrokenShardIsReportedByItsPath) {
 }
 
 TEST_F(CheckpointTest, MissingWeightsAreNotFoundWithAHint) {
-  const std::string message = OpenError(
-      absl::StatusCode::kNotFound, {"model.safetensors", "model.safetensors.index.json", model_dir_});
+  const std::string message =
+      OpenError(absl::StatusCode::kNotFound,
+                {"model.safetensors", "model.safetensors.index.json", model_dir_});
   EXPECT_NE(message.find("huggingface"), std::string::npos) << message;
   WriteText("pytorch_model.bin", "pickle");
   OpenError(absl::StatusCode::kNotFound, {"pytorch_model.bin", "safe_serialization"});
@@ -723,8 +737,7 @@ TEST_F(CheckpointTest, MissingWeightsAreNotFoundWithAHint) {
   EXPECT_EQ(no_dir.status().code(), absl::StatusCode::kNotFound) << no_dir.status();
   EXPECT_NE(no_dir.status().message().find(M("nope")), std::string::npos);
   WriteText("plain_file", "x");
-  EXPECT_EQ(Checkpoint::Open(M("plain_file")).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Checkpoint::Open(M("plain_file")).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

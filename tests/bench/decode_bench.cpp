@@ -1,0 +1,171 @@
+// Decode-step benchmark on a Pythia-160m-shaped model with random weights (F32 and F16
+// storage), against this machine's read bandwidth measured in the same run.
+//
+// The bound: a batch-1 decode step must read every weight matrix once (embed_in only one row)
+// plus the KV cache it attends; step_time ≥ bytes / bandwidth. `bound_ratio` = achieved GB/s ÷
+// measured GB/s (1.0 = at the memory-bandwidth floor).
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "engine/cpu_backend.h"
+#include "engine/cpu_kernels.h"
+#include "engine/demo_model.h"
+
+namespace sinkserve {
+namespace {
+
+double g_bandwidth_bytes_per_second = 0;
+
+// Best of several passes of a multi-threaded read of a buffer far larger than the caches.
+double MeasureReadBandwidth(ThreadPool& pool) {
+  const size_t floats = size_t{1} << 28;  // 1 GiB
+  std::vector<float> buffer(floats, 1.0f);
+  double best = 0;
+  std::vector<float> sums(pool.size());
+  for (int pass = 0; pass < 5; ++pass) {
+    const auto start = std::chrono::steady_clock::now();
+    pool.Run([&](int thread, int threads) {
+      const size_t begin = floats * thread / threads, end = floats * (thread + 1) / threads;
+      __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
+      for (size_t i = begin; i + 32 <= end; i += 32) {
+        a = _mm256_add_ps(a, _mm256_loadu_ps(&buffer[i]));
+        b = _mm256_add_ps(b, _mm256_loadu_ps(&buffer[i + 8]));
+        c = _mm256_add_ps(c, _mm256_loadu_ps(&buffer[i + 16]));
+        d = _mm256_add_ps(d, _mm256_loadu_ps(&buffer[i + 24]));
+      }
+      float lanes[8];
+      _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)));
+      sums[thread] = lanes[0];
+    });
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, floats * sizeof(float) / seconds);
+  }
+  benchmark::DoNotOptimize(sums);
+  return best;
+}
+
+ModelConfig Pythia160mConfig() {
+  ModelConfig config;
+  config.hidden_size = 768;
+  config.num_layers = 12;
+  config.num_heads = 12;
+  config.head_dim = 64;
+  config.intermediate_size = 3072;
+  config.rotary_ndims = 16;
+  config.vocab_size = 50304;
+  config.max_position_embeddings = 2048;
+  return config;
+}
+
+// Bytes a batch-1 decode step must read: every matrix, one embedding row, the KV it attends.
+double StepBytes(const ModelConfig& config, const ModelWeights& weights, int context) {
+  double bytes = weights.embed_out.bytes() + weights.embed_in.bytes() / config.vocab_size;
+  for (const LayerWeights& layer : weights.layers) {
+    bytes += layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() +
+             layer.mlp_down.bytes();
+  }
+  bytes += 2.0 * config.num_layers * context * config.hidden_size * sizeof(float);
+  return bytes;
+}
+
+// `seconds`: wall time of the timed iterations, measured by the caller.
+void ReportBound(benchmark::State& state, double bytes_per_step, double seconds) {
+  const double steps = static_cast<double>(state.iterations());
+  state.SetBytesProcessed(static_cast<int64_t>(bytes_per_step * steps));
+  state.counters["tok/s"] = steps / seconds;
+  state.counters["MB/step"] = bytes_per_step / 1e6;
+  state.counters["GB/s"] = bytes_per_step * steps / seconds / 1e9;
+  state.counters["bound_ratio"] = bytes_per_step * steps / seconds / g_bandwidth_bytes_per_second;
+}
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// One decode step (one token) at a context of ~state.range(1) tokens.
+void BM_DecodeStep(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int context = static_cast<int>(state.range(1));
+  const ModelConfig config = Pythia160mConfig();
+  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
+  CpuBackend backend(config, weights, 0);
+  std::unique_ptr<KvCache> cache = backend.NewDenseCache(context + 1024);
+  std::vector<float> logits(config.vocab_size);
+  std::vector<int32_t> prompt(context);
+  for (int i = 0; i < context; ++i) prompt[i] = (i * 7919) % config.vocab_size;
+  if (!backend.Forward(prompt, *cache, logits, false).ok()) state.SkipWithError("prefill failed");
+  int32_t token = 42;
+  Clock::duration timed{};
+  for (auto _ : state) {
+    if (cache->tokens_cached() == cache->capacity_tokens()) {
+      state.PauseTiming();
+      cache->Reset();
+      (void)backend.Forward(prompt, *cache, logits, false);
+      state.ResumeTiming();
+    }
+    const Clock::time_point start = Clock::now();
+    const int32_t step[1] = {token};
+    if (!backend.Forward(step, *cache, logits, false).ok()) state.SkipWithError("step failed");
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    timed += Clock::now() - start;
+  }
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + backend.name());
+  ReportBound(state, StepBytes(config, weights, context), Seconds(timed));
+}
+
+// The matrix-vector work of one step alone: every matrix of the model once, batch 1.
+void BM_StepMatVec(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const ModelConfig config = Pythia160mConfig();
+  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
+  ThreadPool pool(0);
+  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  std::vector<const Matrix*> matrices;
+  for (const LayerWeights& layer : weights.layers) {
+    for (const Matrix* m : {&layer.qkv, &layer.attn_out, &layer.mlp_up, &layer.mlp_down}) {
+      matrices.push_back(m);
+    }
+  }
+  matrices.push_back(&weights.embed_out);
+  double bytes = 0;
+  for (const Matrix* m : matrices) bytes += m->bytes();
+  const Clock::time_point start = Clock::now();
+  for (auto _ : state) {
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    benchmark::ClobberMemory();
+  }
+  const double seconds = Seconds(Clock::now() - start);
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa());
+  ReportBound(state, bytes, seconds);
+}
+
+constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
+constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
+constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
+
+BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+}  // namespace
+}  // namespace sinkserve
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  {
+    sinkserve::ThreadPool pool(0);
+    sinkserve::g_bandwidth_bytes_per_second = sinkserve::MeasureReadBandwidth(pool);
+    benchmark::AddCustomContext("measured_read_bandwidth_GBps",
+                                std::to_string(sinkserve::g_bandwidth_bytes_per_second / 1e9));
+    benchmark::AddCustomContext("threads", std::to_string(pool.size()));
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
