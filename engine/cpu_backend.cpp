@@ -181,14 +181,11 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
         const float* table = &state_.rotary[t * table_stride + (s + 1) * 2 * rot];
         std::copy(q, q + d, query.begin());
         cpu::ApplyRotary(query.data(), rot, table, table + rot);
-        for (int j = 0; j < spans[s].num_slots; ++j) {
-          const float* key = keys + static_cast<size_t>(spans[s].begin_slot + j) * d;
-          float dot = 0.0f;
-          for (int k = 0; k < d; ++k) dot += query[k] * key[k];
-          scores[count] = dot * scale;
-          max_score = std::max(max_score, scores[count]);
-          ++count;
-        }
+        const KvSpan& span = spans[s];
+        cpu::AttentionScores(query.data(), keys + static_cast<size_t>(span.begin_slot) * d,
+                             span.num_slots, d, scale, scores + count);
+        for (int j = 0; j < span.num_slots; ++j) max_score = std::max(max_score, scores[count + j]);
+        count += span.num_slots;
       }
       float sum = 0.0f;
       for (int j = 0; j < count; ++j) {
@@ -198,13 +195,12 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
       const float inv_sum = 1.0f / sum;
       float* out = &state_.attention[(static_cast<size_t>(t) * heads + head) * d];
       std::fill(out, out + d, 0.0f);
+      for (int j = 0; j < count; ++j) scores[j] *= inv_sum;
       count = 0;
       for (const KvSpan& span : spans) {
-        for (int j = 0; j < span.num_slots; ++j) {
-          const float p = scores[count++] * inv_sum;
-          const float* value = values + static_cast<size_t>(span.begin_slot + j) * d;
-          for (int k = 0; k < d; ++k) out[k] += p * value[k];
-        }
+        cpu::WeightedSum(scores + count, values + static_cast<size_t>(span.begin_slot) * d,
+                         span.num_slots, d, out);
+        count += span.num_slots;
       }
     }
   });

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/cpu_matmul_isa.h"
+#include "engine/cpu_kernels_isa.h"
 #include "engine/half.h"
 
 namespace sinkserve::cpu {
@@ -27,10 +27,10 @@ float LoadWeight(const Matrix& w, int64_t index) {
   }
 }
 
-using RowKernel = void (*)(const MatMulArgs&, int64_t, int64_t);
-
 struct Isa {
-  RowKernel rows;
+  void (*rows)(const MatMulArgs&, int64_t, int64_t);
+  void (*scores)(const float*, const float*, int, int, float, float*);
+  void (*weighted_sum)(const float*, const float*, int, int, float*);
   const char* name;
 };
 
@@ -39,10 +39,10 @@ Isa SelectIsa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c")) {
-    return {MatMulRowsAvx2, "avx2+fma+f16c"};
+    return {MatMulRowsAvx2, AttentionScoresAvx2, WeightedSumAvx2, "avx2+fma+f16c"};
   }
 #endif
-  return {MatMulRowsPortable, "portable"};
+  return {MatMulRowsPortable, AttentionScoresPortable, WeightedSumPortable, "portable"};
 }
 
 const Isa& ChosenIsa() {
@@ -67,7 +67,7 @@ void MatMulRowsPortable(const MatMulArgs& a, int64_t row_begin, int64_t row_end)
 void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
             ThreadPool& pool) {
   const MatMulArgs args{&w, bias, x, n_tokens, y};
-  const RowKernel rows = ChosenIsa().rows;
+  const auto rows = ChosenIsa().rows;
   // Tiles of 4 rows; ≥ 64 rows per task keeps the per-region overhead negligible.
   pool.ParallelFor(w.rows, 64, [&](int64_t begin, int64_t end) { rows(args, begin, end); });
 }
@@ -78,6 +78,32 @@ void MatMulReference(const Matrix& w, const float* bias, const float* x, int n_t
 }
 
 const char* MatMulIsa() { return ChosenIsa().name; }
+
+void AttentionScoresPortable(const float* q, const float* keys, int n, int d, float scale,
+                             float* scores) {
+  for (int j = 0; j < n; ++j) {
+    const float* key = keys + static_cast<int64_t>(j) * d;
+    float dot = 0.0f;
+    for (int k = 0; k < d; ++k) dot += q[k] * key[k];
+    scores[j] = dot * scale;
+  }
+}
+
+void WeightedSumPortable(const float* p, const float* values, int n, int d, float* out) {
+  for (int j = 0; j < n; ++j) {
+    const float* value = values + static_cast<int64_t>(j) * d;
+    for (int k = 0; k < d; ++k) out[k] += p[j] * value[k];
+  }
+}
+
+void AttentionScores(const float* q, const float* keys, int n, int d, float scale,
+                     float* scores) {
+  ChosenIsa().scores(q, keys, n, d, scale, scores);
+}
+
+void WeightedSum(const float* p, const float* values, int n, int d, float* out) {
+  ChosenIsa().weighted_sum(p, values, n, d, out);
+}
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int dim, float eps,
                float* out) {

@@ -37,6 +37,11 @@ void Gelu(Activation activation, float* x, int64_t n);
 // out[0..cols) = table[row] converted to fp32.
 void EmbeddingRow(const Matrix& table, int64_t row, float* out);
 
+// Attention inner loops over one head's contiguous keys/values ([n][d] fp32):
+// scores[j] = scale · q·keys[j];  out[k] += Σ_j p[j]·values[j][k].
+void AttentionScores(const float* q, const float* keys, int n, int d, float scale, float* scores);
+void WeightedSum(const float* p, const float* values, int n, int d, float* out);
+
 // Rotary position table: cos/sin of position·inv_freq, computed in fp32 exactly as HF does
 // (inv_freq = 1 / base^(2i/rotary_ndims)). Each row holds rotary_ndims values: the half-width
 // frequencies repeated twice (HF's cat(freqs, freqs)).

@@ -152,7 +152,8 @@ absl::StatusOr<Json> ParseStrictJson(std::string_view text) {
   } catch (const JsonLimitError& e) {
     return absl::InvalidArgumentError(e.what());
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));  } catch (const std::bad_alloc&) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));
+  } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
         absl::StrCat("out of memory parsing ", text.size(), " bytes of JSON"));
   }

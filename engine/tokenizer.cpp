@@ -27,7 +27,7 @@ namespace sinkserve {
 
 // Everything read from tokenizer.json, before it is turned into the runtime structures.
 struct AddedTokenSpec {
-  int32_t id = 0;  // as written in the file
+  int32_t id = 0;  // as written in the file (HF, and so Build, recompute it)
   std::string content;
   bool single_word = false;
   bool lstrip = false;
@@ -378,7 +378,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
   }
 
   // Added tokens, with HF's id assignment (AddedVocabulary::add_tokens): a content already known
-  // keeps its id, a new one gets max(added ids) + 1, or the model's vocab size for the first.
+  // (added before, or in the model vocab) keeps its id, a new one gets max(added ids) + 1, or the
+  // model's vocab size for the first. The "id" written in the file is ignored, exactly as HF
+  // ignores it (it only logs a warning), so the ids are the ones the model was trained with.
   absl::flat_hash_map<std::string, int32_t> added_ids;
   std::vector<const AddedTokenSpec*> accepted;
   for (const AddedTokenSpec& token : spec.added_tokens) {
@@ -398,11 +400,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
       for (const auto& [content, added_id] : added_ids) max_added = std::max(max_added, added_id);
       id = max_added < 0 ? vocab_count
                          : (max_added >= vocab_count || vocab_count == 0 ? max_added + 1 : vocab_count);
-    }
-    if (id != token.id) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "added token ", Quote(token.content), " has id ", token.id,
-          " in the file, but HF tokenizers would give it id ", id, " (unsupported: fix the file)"));
     }
     added_ids[token.content] = id;
     accepted.push_back(&token);

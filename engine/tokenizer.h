@@ -35,7 +35,9 @@ class Tokenizer {
   // Loads a HF tokenizer.json (model type BPE, ByteLevel pre-tokenizer and decoder, optional NFC
   // normalizer). Anything else (other normalizers, templates, truncation, padding, dropout,
   // subword prefixes/suffixes...) is refused with InvalidArgument naming the feature, rather
-  // than silently producing ids the model was never trained on.
+  // than silently producing ids the model was never trained on. Like HF, added tokens get the id
+  // HF assigns (their vocab id if their content is in the vocab, else the next free one), not
+  // the "id" written next to them.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& path);
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view json,
                                                              std::string_view source_name);

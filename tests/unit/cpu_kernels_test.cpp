@@ -1,5 +1,7 @@
 #include "engine/cpu_kernels.h"
 
+#include "engine/cpu_kernels_isa.h"
+
 #include <gtest/gtest.h>
 #include <immintrin.h>
 
@@ -99,6 +101,26 @@ TEST(MatMulTest, MatchesDoublePrecisionReference) {
           ASSERT_NEAR(fast[at], exact, bound) << DTypeName(dtype) << " " << rows << "x" << cols;
           ASSERT_NEAR(slow[at], exact, bound) << DTypeName(dtype) << " " << rows << "x" << cols;
         }
+      }
+    }
+  }
+}
+
+TEST(AttentionLoopsTest, MatchPortable) {
+  std::mt19937_64 rng(TestSeed());
+  for (int d : {64, 80, 13}) {
+    for (int n : {1, 7, 300}) {
+      const std::vector<float> q = RandomFloats(rng, d), keys = RandomFloats(rng, n * d),
+                               p = RandomFloats(rng, n);
+      std::vector<float> fast(n), slow(n);
+      cpu::AttentionScores(q.data(), keys.data(), n, d, 0.125f, fast.data());
+      cpu::AttentionScoresPortable(q.data(), keys.data(), n, d, 0.125f, slow.data());
+      for (int j = 0; j < n; ++j) ASSERT_NEAR(fast[j], slow[j], 1e-5f * (1 + std::abs(slow[j])));
+      std::vector<float> out_fast = RandomFloats(rng, d), out_slow = out_fast;
+      cpu::WeightedSum(p.data(), keys.data(), n, d, out_fast.data());
+      cpu::WeightedSumPortable(p.data(), keys.data(), n, d, out_slow.data());
+      for (int k = 0; k < d; ++k) {
+        ASSERT_NEAR(out_fast[k], out_slow[k], 1e-4f * (1 + std::abs(out_slow[k])));
       }
     }
   }

@@ -1,10 +1,10 @@
-// MatMul rows with AVX2 + FMA + F16C. This file alone is compiled with -mavx2 -mfma -mf16c;
+// MatMul rows and attention inner loops with AVX2 + FMA + F16C. This file alone is compiled with -mavx2 -mfma -mf16c;
 // cpu_kernels.cpp calls it only after checking the CPU supports those (runtime dispatch).
 #include <immintrin.h>
 
 #include <cstring>
 
-#include "engine/cpu_matmul_isa.h"
+#include "engine/cpu_kernels_isa.h"
 #include "engine/half.h"
 
 namespace sinkserve::cpu {
@@ -108,6 +108,38 @@ void MatMulRowsAvx2(const MatMulArgs& args, int64_t row_begin, int64_t row_end) 
       return Rows<DType::kBF16>(args, row_begin, row_end);
     default:
       return;  // weights are validated to be F32/F16/BF16 at load
+  }
+}
+
+void AttentionScoresAvx2(const float* q, const float* keys, int n, int d, float scale,
+                         float* scores) {
+  const int vector_d = d & ~7;
+  for (int j = 0; j < n; ++j) {
+    const float* key = keys + static_cast<int64_t>(j) * d;
+    __m256 acc = _mm256_setzero_ps();
+    for (int k = 0; k < vector_d; k += 8) {
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + k), _mm256_loadu_ps(key + k), acc);
+    }
+    float dot = HorizontalSum(acc);
+    for (int k = vector_d; k < d; ++k) dot += q[k] * key[k];
+    scores[j] = dot * scale;
+  }
+}
+
+void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out) {
+  const int vector_d = d & ~7;
+  for (int k = 0; k < vector_d; k += 8) {
+    __m256 acc = _mm256_loadu_ps(out + k);
+    for (int j = 0; j < n; ++j) {
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
+                            _mm256_loadu_ps(values + static_cast<int64_t>(j) * d + k), acc);
+    }
+    _mm256_storeu_ps(out + k, acc);
+  }
+  for (int k = vector_d; k < d; ++k) {
+    float sum = out[k];
+    for (int j = 0; j < n; ++j) sum += p[j] * values[static_cast<int64_t>(j) * d + k];
+    out[k] = sum;
   }
 }
 

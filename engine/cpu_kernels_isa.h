@@ -1,0 +1,33 @@
+// Internal to the CPU kernels: the per-ISA implementations behind cpu::MatMul and the
+// attention inner loops, chosen once at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/weights.h"
+
+namespace sinkserve::cpu {
+
+struct MatMulArgs {
+  const Matrix* w;     // [rows][cols], stored dtype
+  const float* bias;   // [rows] or nullptr
+  const float* x;      // [n_tokens][cols]
+  int n_tokens;
+  float* y;            // [n_tokens][rows]
+};
+
+// Computes output rows [row_begin, row_end) for every token.
+void MatMulRowsPortable(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
+// scores[j] = scale · q·keys[j] for j < n; keys: [n][d].
+void AttentionScoresPortable(const float* q, const float* keys, int n, int d, float scale,
+                             float* scores);
+// out[k] += Σ_j p[j]·values[j][k]; values: [n][d].
+void WeightedSumPortable(const float* p, const float* values, int n, int d, float* out);
+#if defined(__x86_64__)
+void MatMulRowsAvx2(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
+void AttentionScoresAvx2(const float* q, const float* keys, int n, int d, float scale,
+                         float* scores);
+void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out);
+#endif
+
+}  // namespace sinkserve::cpu

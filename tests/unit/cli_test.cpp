@@ -1,0 +1,145 @@
+// End-to-end tests of the `sinkserve` program: real processes, real files on disk.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/safetensors.h"
+#include "engine/tokenizer.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/test_util.h"
+
+namespace sinkserve {
+namespace {
+
+struct Result {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `sinkserve ARGS` through the shell, capturing stdout and stderr.
+Result Run(const std::string& args) {
+  testing::TempDir dir;
+  const std::string command = std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve " + args +
+                              " >" + dir.File("out") + " 2>" + dir.File("err");
+  const int status = std::system(command.c_str());
+  Result result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = testing::ReadTextFile(dir.File("out"));
+  result.err = testing::ReadTextFile(dir.File("err"));
+  return result;
+}
+
+std::string Fixture(const std::string& model) { return testing::FixturePath("models/" + model); }
+
+TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
+  for (const std::string model : {"pythia_f32_d64", "seq_f16_d80_sharded"}) {
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> reference =
+        SafetensorsFile::Open(Fixture(model) + "/reference.safetensors");
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    const TensorInfo* tokens = (*reference)->Find("tokens.2");
+    const TensorInfo* nll = (*reference)->Find("reference_nll.2");
+    ASSERT_NE(tokens, nullptr);
+    ASSERT_NE(nll, nullptr);
+    std::vector<int64_t> ids(tokens->numel());
+    std::memcpy(ids.data(), tokens->data, tokens->nbytes);
+    std::vector<float> expected(nll->numel());
+    std::memcpy(expected.data(), nll->data, nll->nbytes);
+
+    testing::TempDir dir;
+    std::string text;
+    for (int64_t id : ids) text += std::to_string(id) + (id % 3 ? " " : "\n");
+    testing::WriteTextFile(dir.File("ids.txt"), text);
+    const Result result = Run("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                              dir.File("ids.txt") + " --json");
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const nlohmann::json out = nlohmann::json::parse(result.out);
+    ASSERT_EQ(out["tokens"].get<size_t>(), ids.size());
+    const std::vector<double> token_nll = out["token_nll"];
+    ASSERT_EQ(token_nll.size(), expected.size());
+    double sum = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_NEAR(token_nll[i], expected[i], 4e-4) << model << " token " << i + 1;
+      sum += token_nll[i];
+    }
+    EXPECT_NEAR(out["nll_mean"].get<double>(), sum / expected.size(), 1e-9);
+    EXPECT_NEAR(out["ppl"].get<double>(), std::exp(sum / expected.size()), 1e-6);
+
+    // --max-tokens N scores the first N tokens only.
+    const Result cut = Run("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                           dir.File("ids.txt") + " --json --max-tokens 10");
+    ASSERT_EQ(cut.exit_code, 0) << cut.err;
+    EXPECT_EQ(nlohmann::json::parse(cut.out)["token_nll"].size(), 9u);
+  }
+}
+
+TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
+  const Result result = Run("generate --prompt 'Hello' --max-new-tokens 16 --seed 3");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("DEMO"), std::string::npos) << result.err;
+  EXPECT_FALSE(result.out.empty());
+  // Same seed, same text; greedy too.
+  EXPECT_EQ(Run("generate --prompt 'Hello' --max-new-tokens 16 --seed 3").out, result.out);
+  const Result greedy = Run("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
+  ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
+}
+
+TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
+  testing::TempDir dir;
+  const std::string tokenizer = testing::SharedDataPath("tokenizer/tokenizer.json");
+  std::filesystem::create_symlink(tokenizer, dir.File("tokenizer.json"));
+  const std::string text = "Streaming LLMs keep 4 attention sinks.\n\n  Ça marche — ok?";
+  testing::WriteTextFile(dir.File("text.txt"), text);
+  const Result result =
+      Run("tokenize --model " + dir.path() + " --text-file " + dir.File("text.txt") + " --json");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  absl::StatusOr<std::unique_ptr<Tokenizer>> reference = Tokenizer::FromFile(tokenizer);
+  ASSERT_TRUE(reference.ok());
+  const std::vector<int32_t> ids = nlohmann::json::parse(result.out)["ids"];
+  EXPECT_EQ(ids, *(*reference)->Encode(text));
+}
+
+TEST(CliTest, ErrorsAreClearAndExitNonZero) {
+  Result result = Run("generate --no-such-flag 1");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("--no-such-flag"), std::string::npos) << result.err;
+
+  result = Run("generate --max-new-tokens lots");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.err.find("--max-new-tokens"), std::string::npos) << result.err;
+
+  result = Run("perplexity --model /nonexistent/model --token-ids-file /dev/null");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("/nonexistent/model"), std::string::npos) << result.err;
+
+  // A fixture checkpoint has no tokenizer.json: text input says what to do.
+  result = Run("generate --model " + Fixture("pythia_f32_d64") + " --prompt hi");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("tokenizer.json"), std::string::npos) << result.err;
+
+  result = Run("frobnicate");
+  EXPECT_EQ(result.exit_code, 2);
+  result = Run("generate --help");
+  EXPECT_EQ(result.exit_code, 0);
+  EXPECT_NE(result.out.find("--max-new-tokens"), std::string::npos);
+}
+
+TEST(CliTest, TruncatedCheckpointIsRefusedNamingTheFile) {
+  testing::TempDir dir;
+  for (const auto& entry : std::filesystem::directory_iterator(Fixture("pythia_f32_d64"))) {
+    std::filesystem::copy(entry.path(), dir.File(entry.path().filename().string()));
+  }
+  const std::string weights = dir.File("model.safetensors");
+  std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
+  testing::WriteTextFile(dir.File("ids.txt"), "1 2 3");
+  const Result result =
+      Run("perplexity --model " + dir.path() + " --token-ids-file " + dir.File("ids.txt"));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("model.safetensors"), std::string::npos) << result.err;
+}
+
+}  // namespace
+}  // namespace sinkserve
