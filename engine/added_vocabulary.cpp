@@ -104,7 +104,9 @@ void AddedVocabulary::FindMatches(std::string_view sentence, std::vector<Split>&
     splits.push_back(Split{start, stop, token.id});
     start_offset = stop;
   }
-  if (start_offset != sentence.size()) splits.push_back(Split{start_offset, sentence.size(), kNoToken});
+  if (start_offset != sentence.size()) {
+    splits.push_back(Split{start_offset, sentence.size(), kNoToken});
+  }
 }
 
 }  // namespace sinkserve

@@ -53,9 +53,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
     // other byte must have one, or some valid text could not be encoded.
     model->byte_ids_[static_cast<size_t>(byte)] = -1;
     if (!NeverInUtf8(static_cast<uint8_t>(byte))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "BPE vocab lacks the byte-level token ", Quote(token), " for byte ", byte,
-          " (byte-level BPE needs one for every byte that occurs in UTF-8)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("BPE vocab lacks the byte-level token ", Quote(token), " for byte ", byte,
+                       " (byte-level BPE needs one for every byte that occurs in UTF-8)"));
     }
   }
   model->merges_.reserve(merges.size());
@@ -65,8 +65,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(
     auto left_it = vocab.find(left);
     auto right_it = vocab.find(right);
     auto merged_it = vocab.find(merged);
-    for (const auto& [it, name] : {std::pair{left_it, &left}, std::pair{right_it, &right},
-                                   std::pair{merged_it, &merged}}) {
+    for (const auto& [it, name] :
+         {std::pair{left_it, &left}, std::pair{right_it, &right}, std::pair{merged_it, &merged}}) {
       if (it == vocab.end()) {
         return absl::InvalidArgumentError(absl::StrCat("BPE merge #", rank, " (", Quote(left), " ",
                                                        Quote(right), ") uses token ", Quote(*name),
@@ -101,7 +101,8 @@ void BpeModel::Encode(std::string_view word, std::vector<int32_t>& ids) const {
   EncodeUncached(word, ids);
   absl::MutexLock lock(&cache_mutex_);
   if (cache_.size() < kCacheCapacity) {
-    cache_.try_emplace(std::string(word), ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end());
+    cache_.try_emplace(std::string(word), ids.begin() + static_cast<std::ptrdiff_t>(first),
+                       ids.end());
   }
 }
 

@@ -59,7 +59,7 @@ class BpeModel {
 
   BpeModel() = default;
 
-  std::array<int32_t, 256> byte_ids_{};                 // raw byte -> its single-byte token
+  std::array<int32_t, 256> byte_ids_{};                // raw byte -> its single-byte token
   absl::flat_hash_map<uint64_t, MergeTarget> merges_;  // PairKey(left, right) -> merge
   bool ignore_merges_ = false;
   absl::flat_hash_map<std::string, int32_t> raw_vocab_;  // raw bytes -> id (ignore_merges only)

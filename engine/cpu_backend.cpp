@@ -44,6 +44,7 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
     state_.spans.resize(n);
   }
   state_.scores.resize(pool_.size());
+  state_.queries.assign(pool_.size(), std::vector<float>(config_.head_dim));
   for (std::vector<float>& scores : state_.scores) {
     if (static_cast<int>(scores.size()) < cache_capacity) scores.resize(cache_capacity);
   }
@@ -164,12 +165,12 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
   }
 
   // One task per (token, head): scores = q·k·scale over the visible spans, softmax, Σ p·v.
-  pool_.Run([&](int thread_index, int num_threads) {
+  pool_.ParallelFor(n * heads, 1, [&](int64_t task_begin, int64_t task_end, int thread_index) {
     float* scores = state_.scores[thread_index].data();
-    std::vector<float> query(d);
-    for (int task = thread_index; task < n * heads; task += num_threads) {
-      const int t = task / heads;
-      const int head = task % heads;
+    float* query = state_.queries[thread_index].data();
+    for (int64_t task = task_begin; task < task_end; ++task) {
+      const int t = static_cast<int>(task / heads);
+      const int head = static_cast<int>(task % heads);
       const float* q = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
       const float* keys = cache.keys(layer, head);
       const float* values = cache.values(layer, head);
@@ -179,10 +180,10 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
       int count = 0;
       for (size_t s = 0; s < spans.size(); ++s) {
         const float* table = &state_.rotary[t * table_stride + (s + 1) * 2 * rot];
-        std::copy(q, q + d, query.begin());
-        cpu::ApplyRotary(query.data(), rot, table, table + rot);
+        std::copy(q, q + d, query);
+        cpu::ApplyRotary(query, rot, table, table + rot);
         const KvSpan& span = spans[s];
-        cpu::AttentionScores(query.data(), keys + static_cast<size_t>(span.begin_slot) * d,
+        cpu::AttentionScores(query, keys + static_cast<size_t>(span.begin_slot) * d,
                              span.num_slots, d, scale, scores + count);
         for (int j = 0; j < span.num_slots; ++j) max_score = std::max(max_score, scores[count + j]);
         count += span.num_slots;

@@ -36,7 +36,8 @@ class CpuBackend final : public Backend {
     std::vector<float> mlp_out;      // [n][H]
     std::vector<float> rotary;       // [n][max_spans + 1][2][rotary_ndims] cos, sin per position
     std::vector<std::vector<KvSpan>> spans;  // [n] what token i attends
-    std::vector<std::vector<float>> scores;  // [threads][cached keys] softmax scratch
+    std::vector<std::vector<float>> scores;   // [threads][cached keys] softmax scratch
+    std::vector<std::vector<float>> queries;  // [threads][head_dim] rotated query scratch
   };
 
   void Reserve(int n_tokens, int cache_capacity);

@@ -29,7 +29,9 @@ inline __m256 Load8(const std::byte* row, int64_t k) {
 template <DType kDType>
 inline float LoadScalar(const std::byte* row, int64_t k) {
   if constexpr (kDType == DType::kF32) {
-    return reinterpret_cast<const float*>(row)[k];
+    float value;  // memcpy: safetensors data need not be 4-byte aligned
+    std::memcpy(&value, row + 4 * k, 4);
+    return value;
   } else {
     uint16_t bits;
     std::memcpy(&bits, row + 2 * k, 2);

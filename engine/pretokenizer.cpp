@@ -42,7 +42,10 @@ CharClass ClassAt(std::string_view text, size_t& pos) {
 size_t ContractionLength(std::string_view text, size_t pos) {
   if (text[pos] != '\'' || pos + 1 >= text.size()) return 0;
   switch (text[pos + 1]) {
-    case 's': case 't': case 'm': case 'd':
+    case 's':
+    case 't':
+    case 'm':
+    case 'd':
       return 2;
     case 'r':
     case 'v':

@@ -1,5 +1,7 @@
 #include "engine/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
 
 #if defined(__x86_64__)
@@ -9,14 +11,23 @@
 namespace sinkserve {
 namespace {
 
-// ~20-50 µs of spinning: long enough to bridge the gap between two regions of a step,
-// short enough not to burn a core while the engine is idle.
-constexpr int kSpinIterations = 20000;
+// Idle workers spin ~50-100 µs before sleeping: long enough to bridge the gap between two
+// loops of a decode step, short enough not to burn a core while the engine is idle.
+constexpr int kWorkerSpins = 2000;
+// The caller waiting for claimed chunks yields its core after this many spins, so a
+// descheduled worker can finish its chunk.
+constexpr int kCallerSpins = 200;
+constexpr int64_t kMaxChunks = (int64_t{1} << 24) - 1;
 
 inline void CpuRelax() {
 #if defined(__x86_64__)
   _mm_pause();
 #endif
+}
+
+constexpr uint64_t Pack(uint16_t loop, int64_t chunks, int64_t next) {
+  return (uint64_t{loop} << 48) | (static_cast<uint64_t>(chunks) << 24) |
+         static_cast<uint64_t>(next);
 }
 
 }  // namespace
@@ -28,68 +39,77 @@ ThreadPool::ThreadPool(int num_threads) {
 }
 
 ThreadPool::~ThreadPool() {
-  stop_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
+  stop_.store(true);
+  wake_.fetch_add(1);
+  wake_.notify_all();
   for (std::thread& worker : workers_) worker.join();
 }
 
-void ThreadPool::Run(const std::function<void(int, int)>& task) {
-  if (num_threads_ == 1) {
-    task(0, 1);
+void ThreadPool::RunChunks(int thread_index) {
+  uint64_t claim = claim_.load(std::memory_order_acquire);
+  while (true) {
+    const int64_t chunks = static_cast<int64_t>((claim >> 24) & kMaxChunks);
+    const int64_t next = static_cast<int64_t>(claim & kMaxChunks);
+    if (next >= chunks) return;
+    if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      continue;  // `claim` was reloaded: another thread took a chunk, or a new loop began
+    }
+    const int64_t begin = next * grain_;
+    (*body_)(begin, std::min(n_, begin + grain_), thread_index);
+    chunks_done_.fetch_add(1, std::memory_order_acq_rel);
+    claim = claim_.load(std::memory_order_acquire);
+  }
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t grain, const Body& body) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  int64_t chunks = (n + grain - 1) / grain;
+  if (chunks > kMaxChunks) {
+    grain = (n + kMaxChunks - 1) / kMaxChunks;
+    chunks = (n + grain - 1) / grain;
+  }
+  if (num_threads_ == 1 || chunks == 1) {
+    body(0, n, 0);
     return;
   }
-  task_ = &task;
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
-  task(0, num_threads_);
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < kSpinIterations) {
+  body_ = &body;
+  n_ = n;
+  grain_ = grain;
+  chunks_done_.store(0, std::memory_order_relaxed);
+  claim_.store(Pack(++loop_id_, chunks, 0), std::memory_order_release);
+  wake_.fetch_add(1);
+  if (sleepers_.load() > 0) wake_.notify_all();
+
+  RunChunks(0);
+  for (int spin = 0; chunks_done_.load(std::memory_order_acquire) != chunks; ++spin) {
+    if (spin < kCallerSpins) {
       CpuRelax();
     } else {
-      int left = pending_.load(std::memory_order_acquire);
-      if (left != 0) pending_.wait(left, std::memory_order_acquire);
+      sched_yield();
     }
   }
-  task_ = nullptr;
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {
-  uint64_t seen = 0;
+  uint64_t seen = wake_.load();
   while (true) {
-    uint64_t current = generation_.load(std::memory_order_acquire);
+    uint64_t current = wake_.load(std::memory_order_acquire);
     for (int spin = 0; current == seen; ++spin) {
-      if (spin < kSpinIterations) {
+      if (spin < kWorkerSpins) {
         CpuRelax();
       } else {
-        generation_.wait(seen, std::memory_order_acquire);
+        sleepers_.fetch_add(1);
+        wake_.wait(seen);
+        sleepers_.fetch_sub(1);
       }
-      current = generation_.load(std::memory_order_acquire);
+      current = wake_.load(std::memory_order_acquire);
     }
     seen = current;
-    if (stop_.load(std::memory_order_acquire)) return;
-    (*task_)(thread_index, num_threads_);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+    if (stop_.load()) return;
+    RunChunks(thread_index);
   }
-}
-
-void ThreadPool::ParallelFor(int64_t n, int64_t grain,
-                             const std::function<void(int64_t, int64_t)>& body) {
-  if (n <= 0) return;
-  grain = std::max<int64_t>(1, grain);
-  const int64_t blocks = (n + grain - 1) / grain;
-  if (num_threads_ == 1 || blocks == 1) {
-    body(0, n);
-    return;
-  }
-  Run([&](int thread_index, int num_threads) {
-    const int64_t begin_block = blocks * thread_index / num_threads;
-    const int64_t end_block = blocks * (thread_index + 1) / num_threads;
-    const int64_t begin = begin_block * grain;
-    const int64_t end = std::min(n, end_block * grain);
-    if (begin < end) body(begin, end);
-  });
 }
 
 }  // namespace sinkserve

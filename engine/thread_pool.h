@@ -1,9 +1,11 @@
-// ThreadPool: a fixed set of threads that run one parallel region at a time.
+// ThreadPool: a fixed set of threads that run one parallel loop at a time.
 //
-// A decode step runs ~6 parallel regions per layer, so a region must start and finish in
-// microseconds: workers spin briefly on an atomic generation counter before sleeping on it
-// (futex via std::atomic::wait), and the calling thread takes part as thread 0.
-// Not re-entrant: one owner thread calls Run() (the engine's scheduler thread).
+// A decode step runs ~6 parallel loops per layer, so a loop must start and finish in
+// microseconds. Work is handed out in chunks from one atomic counter: whoever is running takes
+// the next chunk, so a worker that the OS has descheduled (a busy machine) delays the loop by
+// at most the chunk it holds — the caller, thread 0, simply does the rest. Idle workers spin
+// briefly, then sleep on a futex (std::atomic::wait).
+// Not re-entrant: one owner thread calls ParallelFor (the engine's scheduler thread).
 #pragma once
 
 #include <atomic>
@@ -24,22 +26,34 @@ class ThreadPool {
 
   int size() const { return num_threads_; }
 
-  // Calls task(thread_index, num_threads) once on every thread and returns when all are done.
-  void Run(const std::function<void(int thread_index, int num_threads)>& task);
+  using Body = std::function<void(int64_t begin, int64_t end, int thread_index)>;
 
-  // Splits [0, n) into size() contiguous chunks, multiples of `grain` where possible, and
-  // calls body(begin, end) for each non-empty chunk.
-  void ParallelFor(int64_t n, int64_t grain,
-                   const std::function<void(int64_t begin, int64_t end)>& body);
+  // Calls body(begin, end, thread_index) for chunks of `grain` items covering [0, n) exactly
+  // once, spread over the threads; returns when all are done. thread_index < size() lets the
+  // body use per-thread scratch.
+  void ParallelFor(int64_t n, int64_t grain, const Body& body);
 
  private:
   void WorkerLoop(int thread_index);
+  // Takes and runs chunks of the current loop until none is left.
+  void RunChunks(int thread_index);
 
   int num_threads_;
   std::vector<std::thread> workers_;
-  const std::function<void(int, int)>* task_ = nullptr;
-  std::atomic<uint64_t> generation_{0};  // bumped to start a region
-  std::atomic<int> pending_{0};          // workers still running the current region
+
+  // The current loop; read by a worker only after it has claimed one of its chunks (the loop
+  // cannot finish, and so cannot be replaced, while a chunk is claimed but not done).
+  const Body* body_ = nullptr;
+  int64_t n_ = 0;
+  int64_t grain_ = 1;
+  // Packed (loop id:16 | chunk count:24 | next chunk:24): one CAS claims a chunk of the right
+  // loop, so a worker waking late can never run a chunk of a newer loop with an old body.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> chunks_done_{0};
+  uint16_t loop_id_ = 0;
+
+  std::atomic<uint64_t> wake_{0};   // bumped to start a loop; idle workers wait on it
+  std::atomic<int> sleepers_{0};    // workers blocked in wake_.wait (skip notify when none)
   std::atomic<bool> stop_{false};
 };
 

@@ -10,7 +10,6 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -35,9 +34,8 @@ struct AddedTokenSpec {
   bool normalized = true;
   bool special = false;
   bool operator==(const AddedTokenSpec& other) const {
-    return content == other.content && single_word == other.single_word &&
-           lstrip == other.lstrip && rstrip == other.rstrip && normalized == other.normalized &&
-           special == other.special;
+    return content == other.content && single_word == other.single_word && lstrip == other.lstrip &&
+           rstrip == other.rstrip && normalized == other.normalized && special == other.special;
   }
 };
 
@@ -82,8 +80,7 @@ struct JsonLimitError : std::runtime_error {
 absl::StatusOr<Json> ParseJson(std::string_view text) {
   RETURN_IF_ERROR(utf8::Validate(text));
   auto callback = [](int depth, Json::parse_event_t event, Json&) -> bool {
-    if ((event == Json::parse_event_t::object_start ||
-         event == Json::parse_event_t::array_start) &&
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
         depth >= kMaxJsonDepth) {
       throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
     }
@@ -134,11 +131,15 @@ absl::StatusOr<std::string> GetType(const Json& object, const std::string& where
 }
 
 absl::StatusOr<int32_t> GetId(const Json& value, const std::string& where) {
-  if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-      (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(kMaxTokenId)) ||
-      value.get<int64_t>() > kMaxTokenId) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": token id must be an integer in [0, ", kMaxTokenId, "], not ", Describe(value)));
+  bool in_range = false;
+  if (value.is_number_unsigned()) {
+    in_range = value.get<uint64_t>() <= static_cast<uint64_t>(kMaxTokenId);
+  } else if (value.is_number_integer()) {
+    in_range = value.get<int64_t>() >= 0 && value.get<int64_t>() <= kMaxTokenId;
+  }
+  if (!in_range) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": token id must be an integer in [0, ",
+                                                   kMaxTokenId, "], not ", Describe(value)));
   }
   return static_cast<int32_t>(value.get<int64_t>());
 }
@@ -262,7 +263,8 @@ absl::Status ReadModel(const Json& root, TokenizerSpec& spec) {
   }
   spec.vocab.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    ASSIGN_OR_RETURN(const int32_t id, GetId(it.value(), absl::StrCat("model.vocab[", Quote(it.key()), "]")));
+    ASSIGN_OR_RETURN(const int32_t id,
+                     GetId(it.value(), absl::StrCat("model.vocab[", Quote(it.key()), "]")));
     spec.vocab[it.key()] = id;
   }
   const Json* merges = Member(*model, "merges");
@@ -311,7 +313,6 @@ absl::StatusOr<TokenizerSpec> ReadSpec(std::string_view json) {
 }
 
 }  // namespace
-
 
 // ---------------------------------------------------------------------------------------------
 // Construction.
@@ -362,11 +363,21 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
   tokenizer->normalize_nfc_ = spec.nfc;
   tokenizer->add_prefix_space_ = spec.add_prefix_space;
   tokenizer->use_regex_ = spec.use_regex;
-  ASSIGN_OR_RETURN(tokenizer->model_, BpeModel::Create(spec.vocab, spec.merges, spec.ignore_merges));
+  ASSIGN_OR_RETURN(tokenizer->model_,
+                   BpeModel::Create(spec.vocab, spec.merges, spec.ignore_merges));
 
   // id -> token string, refusing two strings for one id (HF would keep an arbitrary one).
   int32_t max_id = -1;
   for (const auto& [token, id] : spec.vocab) max_id = std::max(max_id, id);
+  // Ids index dense tables; a file with a few tokens at huge ids would make them enormous.
+  const auto check_dense = [&](size_t token_count) {
+    return static_cast<size_t>(max_id) < 2 * token_count + 1024
+               ? absl::OkStatus()
+               : absl::InvalidArgumentError(
+                     absl::StrCat("unsupported tokenizer feature: sparse ids (", token_count,
+                                  " tokens, largest id ", max_id, ")"));
+  };
+  RETURN_IF_ERROR(check_dense(spec.vocab.size() + spec.added_tokens.size()));
   std::vector<const std::string*> vocab_by_id(static_cast<size_t>(max_id + 1), nullptr);
   for (const auto& [token, id] : spec.vocab) {
     const std::string*& slot = vocab_by_id[static_cast<size_t>(id)];
@@ -383,11 +394,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
   // ignores it (it only logs a warning), so the ids are the ones the model was trained with.
   absl::flat_hash_map<std::string, int32_t> added_ids;
   std::vector<const AddedTokenSpec*> accepted;
+  absl::flat_hash_map<std::string, std::vector<const AddedTokenSpec*>> accepted_by_content;
+  const auto vocab_count = static_cast<int32_t>(spec.vocab.size());
+  int32_t max_added = -1;
   for (const AddedTokenSpec& token : spec.added_tokens) {
     if (token.content.empty()) continue;
-    if (std::any_of(accepted.begin(), accepted.end(),
+    std::vector<const AddedTokenSpec*>& same_content = accepted_by_content[token.content];
+    if (std::any_of(same_content.begin(), same_content.end(),
                     [&](const AddedTokenSpec* other) { return *other == token; })) {
-      continue;
+      continue;  // an exact duplicate: HF ignores it
     }
     int32_t id;
     if (auto it = added_ids.find(token.content); it != added_ids.end()) {
@@ -395,16 +410,15 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
     } else if (auto vocab_it = spec.vocab.find(token.content); vocab_it != spec.vocab.end()) {
       id = vocab_it->second;
     } else {
-      const auto vocab_count = static_cast<int32_t>(spec.vocab.size());
-      int32_t max_added = -1;
-      for (const auto& [content, added_id] : added_ids) max_added = std::max(max_added, added_id);
-      id = max_added < 0 ? vocab_count
-                         : (max_added >= vocab_count || vocab_count == 0 ? max_added + 1 : vocab_count);
+      id = max_added < 0 || max_added < vocab_count ? vocab_count : max_added + 1;
     }
     added_ids[token.content] = id;
+    max_added = std::max(max_added, id);
+    same_content.push_back(&token);
     accepted.push_back(&token);
     max_id = std::max(max_id, id);
   }
+  RETURN_IF_ERROR(check_dense(spec.vocab.size() + added_ids.size()));
 
   tokenizer->tokens_.resize(static_cast<size_t>(max_id + 1));
   for (size_t id = 0; id < vocab_by_id.size(); ++id) {
@@ -423,7 +437,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Build(const TokenizerSpec&
       info.content = token->content;  // the added token's content wins, as in HF's id_to_token
       info.valid = true;
       info.special = info.special || token->special;
-      AddedTokenPattern pattern{token->content, id, token->single_word, token->lstrip, token->rstrip};
+      AddedTokenPattern pattern{token->content, id, token->single_word, token->lstrip,
+                                token->rstrip};
       if (token->normalized) {
         if (spec.nfc) pattern.content = unicode::Nfc(pattern.content);
         normalized_patterns.push_back(std::move(pattern));
@@ -513,11 +528,13 @@ void Tokenizer::EncodeOrdinaryText(std::string_view text, std::vector<int32_t>& 
 // Decoding and vocabulary queries.
 
 bool Tokenizer::IsValidId(int32_t id) const {
-  return id >= 0 && static_cast<size_t>(id) < tokens_.size() && tokens_[static_cast<size_t>(id)].valid;
+  return id >= 0 && static_cast<size_t>(id) < tokens_.size() &&
+         tokens_[static_cast<size_t>(id)].valid;
 }
 
 std::string_view Tokenizer::TokenBytes(int32_t id) const {
-  return IsValidId(id) ? std::string_view(tokens_[static_cast<size_t>(id)].bytes) : std::string_view();
+  return IsValidId(id) ? std::string_view(tokens_[static_cast<size_t>(id)].bytes)
+                       : std::string_view();
 }
 
 std::string_view Tokenizer::TokenString(int32_t id) const {

@@ -77,7 +77,7 @@ class Tokenizer {
   // True for added tokens marked `special` (e.g. "<|endoftext|>", "<|padding|>").
   bool IsSpecialToken(int32_t id) const;
 
-  int32_t vocab_size() const;  // max id + 1
+  int32_t vocab_size() const;                   // max id + 1
   std::optional<int32_t> eos_token_id() const;  // "<|endoftext|>" if present
 
  private:

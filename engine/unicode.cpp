@@ -27,7 +27,9 @@ constexpr char32_t kHangulLCount = 19, kHangulVCount = 21, kHangulTCount = 28;
 constexpr char32_t kHangulNCount = kHangulVCount * kHangulTCount;
 constexpr char32_t kHangulSCount = kHangulLCount * kHangulNCount;
 
-bool IsHangulSyllable(char32_t cp) { return cp >= kHangulSBase && cp < kHangulSBase + kHangulSCount; }
+bool IsHangulSyllable(char32_t cp) {
+  return cp >= kHangulSBase && cp < kHangulSBase + kHangulSCount;
+}
 
 // Two-stage table: block_index[cp >> 8] picks a 256-entry block of flags. Identical blocks are
 // shared, which keeps the whole code space in ~100 KB (most of it is unassigned and flag-free).
@@ -52,7 +54,8 @@ class FlagTable {
 
   uint8_t Get(char32_t cp) const {
     if (cp >= kCodePointLimit) return 0;
-    return blocks_[(size_t{block_index_[cp >> kBlockBits]} << kBlockBits) | (cp & (kBlockSize - 1))];
+    return blocks_[(size_t{block_index_[cp >> kBlockBits]} << kBlockBits) |
+                   (cp & (kBlockSize - 1))];
   }
 
  private:
@@ -119,8 +122,8 @@ void AppendDecomposition(char32_t cp, std::vector<char32_t>& out) {
 char32_t Compose(char32_t first, char32_t second) {
   if (first >= kHangulLBase && first < kHangulLBase + kHangulLCount && second >= kHangulVBase &&
       second < kHangulVBase + kHangulVCount) {
-    return kHangulSBase + ((first - kHangulLBase) * kHangulVCount + (second - kHangulVBase)) *
-                              kHangulTCount;
+    return kHangulSBase +
+           ((first - kHangulLBase) * kHangulVCount + (second - kHangulVBase)) * kHangulTCount;
   }
   if (IsHangulSyllable(first) && (first - kHangulSBase) % kHangulTCount == 0 &&
       second > kHangulTBase && second < kHangulTBase + kHangulTCount) {
@@ -128,17 +131,19 @@ char32_t Compose(char32_t first, char32_t second) {
   }
   const data::Composition* begin = data::kCompositions;
   const data::Composition* end = begin + data::kCompositionCount;
-  const auto* it = std::lower_bound(begin, end, std::pair{first, second},
-                                    [](const data::Composition& e, std::pair<char32_t, char32_t> k) {
-                                      return std::pair{e.first, e.second} < k;
-                                    });
+  const auto* it =
+      std::lower_bound(begin, end, std::pair{first, second},
+                       [](const data::Composition& e, std::pair<char32_t, char32_t> k) {
+                         return std::pair{e.first, e.second} < k;
+                       });
   return it != end && it->first == first && it->second == second ? it->composite : 0;
 }
 
 // Full NFC of one segment (a run bounded by normalization boundaries).
 void NormalizeSegment(std::string_view segment, std::vector<char32_t>& buffer, std::string& out) {
   buffer.clear();
-  for (size_t pos = 0; pos < segment.size();) AppendDecomposition(utf8::DecodeValid(segment, pos), buffer);
+  for (size_t pos = 0; pos < segment.size();)
+    AppendDecomposition(utf8::DecodeValid(segment, pos), buffer);
 
   // Canonical ordering: stable sort of every run of non-starters by combining class. A sort
   // rather than the textbook bubble pass, so a hostile run of marks costs O(n log n).

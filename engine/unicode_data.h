@@ -9,8 +9,8 @@ namespace sinkserve::unicode_data {
 
 struct CharFlagRange {
   char32_t first;
-  char32_t last;   // inclusive
-  uint8_t flags;   // CharFlag bits (unicode.h)
+  char32_t last;  // inclusive
+  uint8_t flags;  // CharFlag bits (unicode.h)
 };
 
 struct CodePointValue {

@@ -14,11 +14,16 @@ struct SecondByteRange {
 };
 SecondByteRange SecondRange(uint8_t b0) {
   switch (b0) {
-    case 0xE0: return {0xA0, 0xBF};
-    case 0xED: return {0x80, 0x9F};
-    case 0xF0: return {0x90, 0xBF};
-    case 0xF4: return {0x80, 0x8F};
-    default: return {0x80, 0xBF};
+    case 0xE0:
+      return {0xA0, 0xBF};
+    case 0xED:
+      return {0x80, 0x9F};
+    case 0xF0:
+      return {0x90, 0xBF};
+    case 0xF4:
+      return {0x80, 0x8F};
+    default:
+      return {0x80, 0xBF};
   }
 }
 
@@ -43,13 +48,17 @@ std::string Reason(std::string_view bytes, size_t pos, const Sequence& seq) {
   }
   if (need == 0) {
     if (b0 >= 0x80 && b0 <= 0xBF) return absl::StrCat("unexpected continuation byte ", Hex(b0));
-    if (b0 == 0xC0 || b0 == 0xC1) return absl::StrCat("overlong encoding (lead byte ", Hex(b0), ")");
+    if (b0 == 0xC0 || b0 == 0xC1) {
+      return absl::StrCat("overlong encoding (lead byte ", Hex(b0), ")");
+    }
     return absl::StrCat("byte ", Hex(b0), " never occurs in UTF-8 (code point above U+10FFFF)");
   }
   const uint8_t bad = byte(pos + static_cast<size_t>(seq.length));
   if (seq.length == 1 && (bad & 0xC0) == 0x80) {
     // A continuation byte outside the tightened range: the lead byte says what is wrong.
-    if (b0 == 0xE0 || b0 == 0xF0) return absl::StrCat("overlong encoding (", Hex(b0), " ", Hex(bad), ")");
+    if (b0 == 0xE0 || b0 == 0xF0) {
+      return absl::StrCat("overlong encoding (", Hex(b0), " ", Hex(bad), ")");
+    }
     if (b0 == 0xED) return absl::StrCat("UTF-16 surrogate (", Hex(b0), " ", Hex(bad), ")");
     return absl::StrCat("code point above U+10FFFF (", Hex(b0), " ", Hex(bad), ")");
   }

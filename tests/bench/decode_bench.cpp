@@ -29,7 +29,8 @@ double MeasureReadBandwidth(ThreadPool& pool) {
   std::vector<float> sums(pool.size());
   for (int pass = 0; pass < 5; ++pass) {
     const auto start = std::chrono::steady_clock::now();
-    pool.Run([&](int thread, int threads) {
+    const int threads = pool.size();
+    pool.ParallelFor(threads, 1, [&](int64_t thread, int64_t, int) {
       const size_t begin = floats * thread / threads, end = floats * (thread + 1) / threads;
       __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
       for (size_t i = begin; i + 32 <= end; i += 32) {

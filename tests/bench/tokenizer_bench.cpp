@@ -30,8 +30,8 @@ std::string ReadFile(const std::string& path) {
 }
 
 const std::string& WikiText() {
-  static const std::string* text =
-      new std::string(ReadFile(std::string(SINKSERVE_SHARED_DATA) + "/wikitext-2-raw/wiki.test.raw"));
+  static const std::string* text = new std::string(
+      ReadFile(std::string(SINKSERVE_SHARED_DATA) + "/wikitext-2-raw/wiki.test.raw"));
   return *text;
 }
 

@@ -21,7 +21,7 @@ struct Result {
 };
 
 // Runs `sinkserve ARGS` through the shell, capturing stdout and stderr.
-Result Run(const std::string& args) {
+Result RunSinkserve(const std::string& args) {
   testing::TempDir dir;
   const std::string command = std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve " + args +
                               " >" + dir.File("out") + " 2>" + dir.File("err");
@@ -53,7 +53,7 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     std::string text;
     for (int64_t id : ids) text += std::to_string(id) + (id % 3 ? " " : "\n");
     testing::WriteTextFile(dir.File("ids.txt"), text);
-    const Result result = Run("perplexity --model " + Fixture(model) + " --token-ids-file " +
+    const Result result = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
                               dir.File("ids.txt") + " --json");
     ASSERT_EQ(result.exit_code, 0) << result.err;
     const nlohmann::json out = nlohmann::json::parse(result.out);
@@ -69,7 +69,7 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     EXPECT_NEAR(out["ppl"].get<double>(), std::exp(sum / expected.size()), 1e-6);
 
     // --max-tokens N scores the first N tokens only.
-    const Result cut = Run("perplexity --model " + Fixture(model) + " --token-ids-file " +
+    const Result cut = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
                            dir.File("ids.txt") + " --json --max-tokens 10");
     ASSERT_EQ(cut.exit_code, 0) << cut.err;
     EXPECT_EQ(nlohmann::json::parse(cut.out)["token_nll"].size(), 9u);
@@ -77,13 +77,13 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
 }
 
 TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
-  const Result result = Run("generate --prompt 'Hello' --max-new-tokens 16 --seed 3");
+  const Result result = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.err.find("DEMO"), std::string::npos) << result.err;
   EXPECT_FALSE(result.out.empty());
   // Same seed, same text; greedy too.
-  EXPECT_EQ(Run("generate --prompt 'Hello' --max-new-tokens 16 --seed 3").out, result.out);
-  const Result greedy = Run("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
+  EXPECT_EQ(RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3").out, result.out);
+  const Result greedy = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
   ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
 }
 
@@ -94,7 +94,7 @@ TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
   const std::string text = "Streaming LLMs keep 4 attention sinks.\n\n  Ça marche — ok?";
   testing::WriteTextFile(dir.File("text.txt"), text);
   const Result result =
-      Run("tokenize --model " + dir.path() + " --text-file " + dir.File("text.txt") + " --json");
+      RunSinkserve("tokenize --model " + dir.path() + " --text-file " + dir.File("text.txt") + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   absl::StatusOr<std::unique_ptr<Tokenizer>> reference = Tokenizer::FromFile(tokenizer);
   ASSERT_TRUE(reference.ok());
@@ -103,26 +103,26 @@ TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
 }
 
 TEST(CliTest, ErrorsAreClearAndExitNonZero) {
-  Result result = Run("generate --no-such-flag 1");
+  Result result = RunSinkserve("generate --no-such-flag 1");
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("--no-such-flag"), std::string::npos) << result.err;
 
-  result = Run("generate --max-new-tokens lots");
+  result = RunSinkserve("generate --max-new-tokens lots");
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("--max-new-tokens"), std::string::npos) << result.err;
 
-  result = Run("perplexity --model /nonexistent/model --token-ids-file /dev/null");
+  result = RunSinkserve("perplexity --model /nonexistent/model --token-ids-file /dev/null");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("/nonexistent/model"), std::string::npos) << result.err;
 
   // A fixture checkpoint has no tokenizer.json: text input says what to do.
-  result = Run("generate --model " + Fixture("pythia_f32_d64") + " --prompt hi");
+  result = RunSinkserve("generate --model " + Fixture("pythia_f32_d64") + " --prompt hi");
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("tokenizer.json"), std::string::npos) << result.err;
 
-  result = Run("frobnicate");
+  result = RunSinkserve("frobnicate");
   EXPECT_EQ(result.exit_code, 2);
-  result = Run("generate --help");
+  result = RunSinkserve("generate --help");
   EXPECT_EQ(result.exit_code, 0);
   EXPECT_NE(result.out.find("--max-new-tokens"), std::string::npos);
 }
@@ -136,7 +136,7 @@ TEST(CliTest, TruncatedCheckpointIsRefusedNamingTheFile) {
   std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
   testing::WriteTextFile(dir.File("ids.txt"), "1 2 3");
   const Result result =
-      Run("perplexity --model " + dir.path() + " --token-ids-file " + dir.File("ids.txt"));
+      RunSinkserve("perplexity --model " + dir.path() + " --token-ids-file " + dir.File("ids.txt"));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("model.safetensors"), std::string::npos) << result.err;
 }

@@ -190,7 +190,8 @@ TEST(ThreadPoolTest, EveryIndexOnceAcrossManyRegions) {
   ThreadPool pool(3);
   std::vector<std::atomic<int>> hits(1000);
   for (int region = 0; region < 2000; ++region) {
-    pool.ParallelFor(1000, 7, [&](int64_t begin, int64_t end) {
+    pool.ParallelFor(1000, 7, [&](int64_t begin, int64_t end, int thread_index) {
+      ASSERT_LT(thread_index, 3);
       for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
     });
   }

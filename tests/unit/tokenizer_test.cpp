@@ -136,7 +136,7 @@ TEST_F(PythiaTokenizerTest, Basics) {
   EXPECT_EQ(tokenizer_->vocab_size(), 50277);
   EXPECT_EQ(tokenizer_->eos_token_id(), 0);
   EXPECT_EQ(tokenizer_->TokenBytes(0), "<|endoftext|>");
-  EXPECT_EQ(tokenizer_->TokenBytes(50276), "  ");                   // normalized added token
+  EXPECT_EQ(tokenizer_->TokenBytes(50276), "  ");  // normalized added token
   EXPECT_EQ(tokenizer_->TokenBytes(50254), std::string(24, ' '));
   EXPECT_TRUE(tokenizer_->IsSpecialToken(0));
   EXPECT_TRUE(tokenizer_->IsSpecialToken(1));
@@ -170,8 +170,8 @@ TEST_F(PythiaTokenizerTest, WikiLinesWholeWikiAndBooksMatchHf) {
         auto ids = tokenizer_->Encode(lines[i]);
         ASSERT_TRUE(ids.ok()) << ids.status();
         if (*ids != want && ++mismatches <= 5) {
-          ADD_FAILURE() << source << " line " << i << " '" << Show(lines[i]) << "': "
-                        << FirstDifference(*tokenizer_, *ids, want);
+          ADD_FAILURE() << source << " line " << i << " '" << Show(lines[i])
+                        << "': " << FirstDifference(*tokenizer_, *ids, want);
         }
         EXPECT_EQ(tokenizer_->Decode(*ids), lines[i]) << "line " << i;
         ++texts_checked;
@@ -266,10 +266,10 @@ TEST(PretokenizerTest, Gpt2SplitByHand) {
   using V = std::vector<std::string>;
   EXPECT_EQ(split("Hello world"), (V{"Hello", " world"}));
   EXPECT_EQ(split("it's 'S"), (V{"it", "'s", " '", "S"}));
-  EXPECT_EQ(split("a  b"), (V{"a", " ", " b"}));      // \s+(?!\S) leaves the last space
+  EXPECT_EQ(split("a  b"), (V{"a", " ", " b"}));  // \s+(?!\S) leaves the last space
   EXPECT_EQ(split("a \n b"), (V{"a", " \n", " b"}));
-  EXPECT_EQ(split("a\nb"), (V{"a", "\n", "b"}));      // single \s before \S: plain \s+
-  EXPECT_EQ(split("end  "), (V{"end", "  "}));        // a run at the end is taken whole
+  EXPECT_EQ(split("a\nb"), (V{"a", "\n", "b"}));  // single \s before \S: plain \s+
+  EXPECT_EQ(split("end  "), (V{"end", "  "}));    // a run at the end is taken whole
   EXPECT_EQ(split("x 123!!"), (V{"x", " 123", "!!"}));
   EXPECT_EQ(split(""), V{});
 }
@@ -286,7 +286,8 @@ Json ApplyPatch(Json config, const Json& patch) {
   }
   if (patch.contains("append_added_tokens")) {
     int next_id = 0;
-    for (const Json& token : config["added_tokens"]) next_id = std::max(next_id, token["id"].get<int>() + 1);
+    for (const Json& token : config["added_tokens"])
+      next_id = std::max(next_id, token["id"].get<int>() + 1);
     for (Json token : patch["append_added_tokens"]) {
       token["id"] = next_id++;
       config["added_tokens"].push_back(token);
@@ -319,7 +320,8 @@ TEST(TokenizerVariantsTest, MatchHf) {
       auto ids = (*tokenizer)->Encode(text);
       ASSERT_TRUE(ids.ok()) << ids.status();
       if (*ids != want && ++failures <= 3) {
-        ADD_FAILURE() << name << " '" << Show(text) << "': " << FirstDifference(**tokenizer, *ids, want);
+        ADD_FAILURE() << name << " '" << Show(text)
+                      << "': " << FirstDifference(**tokenizer, *ids, want);
       }
       EXPECT_EQ((*tokenizer)->DecodeLossy(*ids), c["decoded"].get<std::string>()) << name;
     }
@@ -337,16 +339,18 @@ TEST_F(PythiaTokenizerTest, InvalidUtf8IsRefusedWithOffset) {
     const char* reason;
   };
   const std::vector<Case> cases = {
-      {"ab\x80", 2, "continuation"},             // lone continuation byte
-      {"\xC0\xAF", 0, "overlong"},               // overlong '/'
-      {"x\xE0\x80\xAF", 1, "overlong"},          // overlong 3-byte
-      {"\xF0\x80\x80\xAF", 0, "overlong"},       // overlong 4-byte
-      {"ok \xED\xA0\x80", 3, "surrogate"},       // U+D800
-      {"\xED\xBF\xBF", 0, "surrogate"},          // U+DFFF
-      {"\xF4\x90\x80\x80", 0, "U+10FFFF"},       // U+110000
+      {"ab\x80", 2, "continuation"},        // lone continuation byte
+      {"\xC0\xAF", 0, "overlong"},          // overlong '/'
+      {"x\xE0\x80\xAF", 1, "overlong"},     // overlong 3-byte
+      {"\xF0\x80\x80\xAF", 0, "overlong"},  // overlong 4-byte
+      {"ok \xED\xA0\x80", 3, "surrogate"},  // U+D800
+      {"\xED\xBF\xBF", 0, "surrogate"},     // U+DFFF
+      {"\xF4\x90\x80\x80", 0, "U+10FFFF"},  // U+110000
       {"\xFF", 0, "U+10FFFF"},
-      {"abc\xE2\x82", 3, "truncated"},           // truncated at the end
-      {"\xE2\x82" "abc", 0, "truncated"},        // truncated before ASCII
+      {"abc\xE2\x82", 3, "truncated"},  // truncated at the end
+      {"\xE2\x82"
+       "abc",
+       0, "truncated"},  // truncated before ASCII
       {"\xF0\x9F\x98", 0, "truncated"},
       {std::string("a\0b", 3) + "\xC3", 3, "truncated"},
   };
@@ -356,7 +360,8 @@ TEST_F(PythiaTokenizerTest, InvalidUtf8IsRefusedWithOffset) {
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
     const std::string message(ids.status().message());
     EXPECT_NE(message.find("invalid UTF-8"), std::string::npos) << message;
-    EXPECT_NE(message.find("byte offset " + std::to_string(c.offset)), std::string::npos) << message;
+    EXPECT_NE(message.find("byte offset " + std::to_string(c.offset)), std::string::npos)
+        << message;
     EXPECT_NE(message.find(c.reason), std::string::npos) << message;
   }
   EXPECT_TRUE(tokenizer_->Encode(std::string("nul\0ok", 6)).ok());
@@ -409,6 +414,7 @@ TEST(TokenizerJsonTest, MalformedOrUnsupportedJsonIsAnErrorNotACrash) {
       {with("/model/merges/0", Json::array({1, 2})), "merges[0]"},
       {with("/model/vocab/Ġthe", -4), "token id"},
       {with("/model/vocab/Ġthe", 1ll << 40), "token id"},
+      {with("/model/vocab/Ġthe", 1 << 22), "sparse ids"},
       {with("/model/vocab/Ġthe", "x"), "token id"},
       {with("/model/vocab/Ġthe", 5), "both"},
       {with("/added_tokens/0/lstrip", "yes"), "lstrip"},
@@ -454,7 +460,8 @@ void ExpectStreamsLikeDecode(const Tokenizer& tokenizer, const std::vector<int32
 TEST_F(PythiaTokenizerTest, IncrementalDetokenizerOnTortureAndWiki) {
   const Json torture = ReadJson(FixturePath("tokenizer/torture.json"));
   for (const Json& c : torture["cases"]) ExpectStreamsLikeDecode(*tokenizer_, Ids(c["ids"]));
-  for (const Json& c : torture["lossy_decodes"]) ExpectStreamsLikeDecode(*tokenizer_, Ids(c["ids"]));
+  for (const Json& c : torture["lossy_decodes"])
+    ExpectStreamsLikeDecode(*tokenizer_, Ids(c["ids"]));
   const std::string wiki = ReadFile(SharedDataPath("wikitext-2-raw/wiki.test.raw"));
   auto ids = tokenizer_->Encode(wiki.substr(0, 200000));
   ASSERT_TRUE(ids.ok());
@@ -483,7 +490,7 @@ TEST_F(PythiaTokenizerTest, IncrementalDetokenizerHoldsBackSplitEmoji) {
   EXPECT_EQ(bytes.Push('a'), "\uFFFDa");  // the held-back lead turned out invalid
   EXPECT_EQ(bytes.Push(0xE2), "");
   EXPECT_EQ(bytes.Push(0x82), "");
-  EXPECT_EQ(bytes.Finish(), "\uFFFD");    // one U+FFFD for the truncated sequence
+  EXPECT_EQ(bytes.Finish(), "\uFFFD");  // one U+FFFD for the truncated sequence
   EXPECT_EQ(bytes.Push(256), "<|endoftext|>");
 }
 
@@ -494,8 +501,8 @@ TEST(IncrementalDetokenizerTest, RandomByteStreams) {
     std::vector<int32_t> ids(rng() % 24);
     for (int32_t& id : ids) {
       const uint32_t pick = rng() % 4;
-      id = pick == 0 ? static_cast<int32_t>(0x80 + rng() % 64)      // continuation
-           : pick == 1 ? static_cast<int32_t>(0xC0 + rng() % 64)    // lead (or invalid)
+      id = pick == 0   ? static_cast<int32_t>(0x80 + rng() % 64)  // continuation
+           : pick == 1 ? static_cast<int32_t>(0xC0 + rng() % 64)  // lead (or invalid)
            : pick == 2 ? static_cast<int32_t>(rng() % 128)
                        : static_cast<int32_t>(rng() % 257);
     }
@@ -535,7 +542,8 @@ TEST(ByteLevelDemoTest, BytesRoundTrip) {
 // Concurrency: the pre-token cache is shared.
 
 TEST_F(PythiaTokenizerTest, ConcurrentEncodesAgree) {
-  const std::string wiki = ReadFile(SharedDataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
+  const std::string wiki =
+      ReadFile(SharedDataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
   std::vector<int32_t> results[2];
   std::thread threads[2];
   for (int t = 0; t < 2; ++t) {
