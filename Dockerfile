@@ -17,7 +17,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends libutf8proc2 \
+ && apt-get install -y -qq --no-install-recommends \
       $(apt-cache search --names-only '^libabsl[0-9]+$' | cut -d' ' -f1) \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 sinkserve

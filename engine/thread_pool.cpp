@@ -40,9 +40,17 @@ ThreadPool::ThreadPool(int num_threads) {
 
 ThreadPool::~ThreadPool() {
   stop_.store(true);
-  wake_.fetch_add(1);
-  wake_.notify_all();
+  Wake();
   for (std::thread& worker : workers_) worker.join();
+}
+
+void ThreadPool::Wake() {
+  wake_.fetch_add(1);  // seq_cst, ordered before the sleepers_ load (pairs with WorkerLoop)
+  if (sleepers_.load() > 0) {
+    // Taking the mutex orders this notify after a sleeper's last check of wake_.
+    { std::lock_guard<std::mutex> lock(wake_mutex_); }
+    wake_cv_.notify_all();
+  }
 }
 
 void ThreadPool::RunChunks(int thread_index) {
@@ -79,8 +87,7 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const Body& body) {
   grain_ = grain;
   chunks_done_.store(0, std::memory_order_relaxed);
   claim_.store(Pack(++loop_id_, chunks, 0), std::memory_order_release);
-  wake_.fetch_add(1);
-  if (sleepers_.load() > 0) wake_.notify_all();
+  Wake();
 
   RunChunks(0);
   for (int spin = 0; chunks_done_.load(std::memory_order_acquire) != chunks; ++spin) {
@@ -93,15 +100,17 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const Body& body) {
 }
 
 void ThreadPool::WorkerLoop(int thread_index) {
-  uint64_t seen = wake_.load();
+  // Not wake_.load(): the thread may start after loops (or the destructor) already bumped it.
+  uint64_t seen = 0;
   while (true) {
     uint64_t current = wake_.load(std::memory_order_acquire);
     for (int spin = 0; current == seen; ++spin) {
       if (spin < kWorkerSpins) {
         CpuRelax();
       } else {
-        sleepers_.fetch_add(1);
-        wake_.wait(seen);
+        std::unique_lock<std::mutex> lock(wake_mutex_);
+        sleepers_.fetch_add(1);  // seq_cst, before re-reading wake_ (pairs with Wake)
+        wake_cv_.wait(lock, [&] { return wake_.load() != seen || stop_.load(); });
         sleepers_.fetch_sub(1);
       }
       current = wake_.load(std::memory_order_acquire);

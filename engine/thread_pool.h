@@ -4,13 +4,16 @@
 // microseconds. Work is handed out in chunks from one atomic counter: whoever is running takes
 // the next chunk, so a worker that the OS has descheduled (a busy machine) delays the loop by
 // at most the chunk it holds — the caller, thread 0, simply does the rest. Idle workers spin
-// briefly, then sleep on a futex (std::atomic::wait).
+// briefly, then sleep on a condition variable. (Not std::atomic::wait: libstdc++ 12's
+// implementation for 64-bit atomics lost wake-ups here and deadlocked the destructor.)
 // Not re-entrant: one owner thread calls ParallelFor (the engine's scheduler thread).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -35,6 +38,7 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int thread_index);
+  void Wake();  // starts the workers on the current loop (or on stopping)
   // Takes and runs chunks of the current loop until none is left.
   void RunChunks(int thread_index);
 
@@ -52,9 +56,11 @@ class ThreadPool {
   std::atomic<int64_t> chunks_done_{0};
   uint16_t loop_id_ = 0;
 
-  std::atomic<uint64_t> wake_{0};   // bumped to start a loop; idle workers wait on it
-  std::atomic<int> sleepers_{0};    // workers blocked in wake_.wait (skip notify when none)
+  std::atomic<uint64_t> wake_{0};   // bumped to start a loop (or to stop)
+  std::atomic<int> sleepers_{0};    // workers asleep on wake_cv_ (skip the notify when none)
   std::atomic<bool> stop_{false};
+  std::mutex wake_mutex_;
+  std::condition_variable wake_cv_;
 };
 
 }  // namespace sinkserve

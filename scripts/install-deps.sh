@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
-  libabsl-dev nlohmann-json3-dev libutf8proc-dev libspdlog-dev
+  libabsl-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang lld            # libFuzzer targets (tests/fuzz)
 )

@@ -198,5 +198,19 @@ TEST(ThreadPoolTest, EveryIndexOnceAcrossManyRegions) {
   for (const std::atomic<int>& count : hits) ASSERT_EQ(count.load(), 2000);
 }
 
+// Pools destroyed before their threads even start, or right after one loop, must not hang
+// (a worker that starts late once missed the stop signal).
+TEST(ThreadPoolTest, CreateAndDestroyQuickly) {
+  for (int i = 0; i < 500; ++i) {
+    ThreadPool idle(2);
+  }
+  for (int i = 0; i < 500; ++i) {
+    ThreadPool pool(3);
+    std::atomic<int> sum{0};
+    pool.ParallelFor(10, 1, [&](int64_t begin, int64_t end, int) { sum += static_cast<int>(end - begin); });
+    ASSERT_EQ(sum.load(), 10);
+  }
+}
+
 }  // namespace
 }  // namespace sinkserve
