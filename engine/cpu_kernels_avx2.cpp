@@ -94,6 +94,14 @@ inline void RowsAllTokens(const MatMulArgs& a, int64_t row) {
 template <DType kDType>
 void Rows(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
   int64_t row = row_begin;
+  if (a.n_tokens == 1) {
+    // Batch 1: 8 rows in flight keep more loads outstanding (the step is memory-bound).
+    const int64_t row_bytes = a.w->cols * static_cast<int64_t>(DTypeSize(kDType));
+    for (; row + 8 <= row_end; row += 8) {
+      Tile<kDType, 8, 1>(a.w->data, row_bytes, a.w->cols, a.x, a.w->cols, a.y, a.w->rows, row,
+                         a.bias);
+    }
+  }
   for (; row + 4 <= row_end; row += 4) RowsAllTokens<kDType, 4>(a, row);
   for (; row < row_end; ++row) RowsAllTokens<kDType, 1>(a, row);
 }
