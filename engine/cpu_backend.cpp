@@ -29,6 +29,36 @@ std::unique_ptr<KvCache> CpuBackend::NewDenseCache(int capacity_tokens) const {
       KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
 }
 
+void CpuBackend::ReserveRankRotary(int64_t ranks) {
+  const size_t row = 2 * static_cast<size_t>(config_.rotary_ndims);
+  const int64_t have = static_cast<int64_t>(state_.rank_rotary.size() / row);
+  if (ranks <= have) return;
+  state_.rank_rotary.resize(ranks * row);
+  for (int64_t rank = have; rank < ranks; ++rank) {
+    float* cos = &state_.rank_rotary[rank * row];
+    rotary_.Compute(rank, cos, cos + config_.rotary_ndims);
+  }
+}
+
+void CpuBackend::ScoresRotatingKeys(const float* query, const float* keys, int n,
+                                    int64_t rank_begin, float scale, float* key_scratch,
+                                    float* scores) const {
+  const int d = config_.head_dim;
+  const int rot = config_.rotary_ndims;
+  for (int j = 0; j < n; ++j) {
+    const float* key = keys + static_cast<size_t>(j) * d;
+    const float* cos = &state_.rank_rotary[(rank_begin + j) * 2 * rot];
+    std::copy(key, key + rot, key_scratch);
+    cpu::ApplyRotary(key_scratch, rot, cos, cos + rot);
+    // The pass-through dims are read in place; the rotated prefix from the scratch.
+    float dot;
+    cpu::AttentionScores(query, key_scratch, 1, rot, 1.0f, &dot);
+    float rest = 0.0f;
+    if (rot < d) cpu::AttentionScores(query + rot, key + rot, 1, d - rot, 1.0f, &rest);
+    scores[j] = (dot + rest) * scale;
+  }
+}
+
 void CpuBackend::Reserve(int n, int cache_capacity) {
   const size_t h = config_.hidden_size;
   if (n > state_.tokens) {
@@ -45,6 +75,7 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
   }
   state_.scores.resize(pool_.size());
   state_.queries.assign(pool_.size(), std::vector<float>(config_.head_dim));
+  state_.keys.assign(pool_.size(), std::vector<float>(config_.head_dim));
   for (std::vector<float>& scores : state_.scores) {
     if (static_cast<int>(scores.size()) < cache_capacity) scores.resize(cache_capacity);
   }
@@ -69,18 +100,27 @@ absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache
   }
   if (absl::Status status = cache.BeginStep(n); !status.ok()) return status;
   Reserve(n, cache.capacity_tokens());
+  if (state_.spans.size() < static_cast<size_t>(n)) state_.spans.resize(n);
 
   // Positions are the same in every layer: rotary tables once per step.
   const int rot = config_.rotary_ndims;
+  int64_t ranks_needed = 0;
   for (int t = 0; t < n; ++t) {
     cache.Visible(t, &state_.spans[t]);
     float* table = &state_.rotary[static_cast<size_t>(t) * (kMaxSpans + 1) * 2 * rot];
-    rotary_.Compute(cache.NewKeyPosition(t), table, table + rot);
+    if (cache.NewKeyPosition(t) >= 0) rotary_.Compute(cache.NewKeyPosition(t), table, table + rot);
+    for (const KvSpan& span : state_.spans[t]) {
+      if (span.key_rank_begin >= 0) {
+        ranks_needed = std::max(ranks_needed, span.key_rank_begin + span.num_slots);
+      }
+    }
     for (size_t s = 0; s < state_.spans[t].size() && s < kMaxSpans; ++s) {
       float* span_table = table + (s + 1) * 2 * rot;
       rotary_.Compute(state_.spans[t][s].query_position, span_table, span_table + rot);
     }
   }
+
+  ReserveRankRotary(ranks_needed);
 
   const int h = config_.hidden_size;
   for (int t = 0; t < n; ++t) {
@@ -150,16 +190,17 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const size_t table_stride = static_cast<size_t>(kMaxSpans + 1) * 2 * rot;
 
-  // Rotate each new key at its position and store it with its value.
+  // Store each new key (rotated at its position, if the cache keeps keys rotated) and value.
   for (int t = 0; t < n; ++t) {
     const float* table = &state_.rotary[t * table_stride];
+    const bool rotate = cache.NewKeyPosition(t) >= 0;
     const int slot = cache.NewSlot(t);
     for (int head = 0; head < heads; ++head) {
       float* q_k_v = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
       float* key = cache.keys(layer, head) + static_cast<size_t>(slot) * d;
       float* value = cache.values(layer, head) + static_cast<size_t>(slot) * d;
       std::copy(q_k_v + d, q_k_v + 2 * d, key);
-      cpu::ApplyRotary(key, rot, table, table + rot);
+      if (rotate) cpu::ApplyRotary(key, rot, table, table + rot);
       std::copy(q_k_v + 2 * d, q_k_v + 3 * d, value);
     }
   }
@@ -183,8 +224,13 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
         std::copy(q, q + d, query);
         cpu::ApplyRotary(query, rot, table, table + rot);
         const KvSpan& span = spans[s];
-        cpu::AttentionScores(query, keys + static_cast<size_t>(span.begin_slot) * d,
-                             span.num_slots, d, scale, scores + count);
+        const float* span_keys = keys + static_cast<size_t>(span.begin_slot) * d;
+        if (span.key_rank_begin < 0) {
+          cpu::AttentionScores(query, span_keys, span.num_slots, d, scale, scores + count);
+        } else {
+          ScoresRotatingKeys(query, span_keys, span.num_slots, span.key_rank_begin, scale,
+                             state_.keys[thread_index].data(), scores + count);
+        }
         for (int j = 0; j < span.num_slots; ++j) max_score = std::max(max_score, scores[count + j]);
         count += span.num_slots;
       }

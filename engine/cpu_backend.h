@@ -38,9 +38,17 @@ class CpuBackend final : public Backend {
     std::vector<std::vector<KvSpan>> spans;  // [n] what token i attends
     std::vector<std::vector<float>> scores;   // [threads][cached keys] softmax scratch
     std::vector<std::vector<float>> queries;  // [threads][head_dim] rotated query scratch
+    std::vector<std::vector<float>> keys;     // [threads][head_dim] key rotated at its rank
+    // cos, sin of rank r at [r][2][rotary_ndims], for caches whose keys are stored un-rotated
+    // (ranks are < S + W + 1, so this stays small and is computed once).
+    std::vector<float> rank_rotary;
   };
 
   void Reserve(int n_tokens, int cache_capacity);
+  void ReserveRankRotary(int64_t ranks);
+  // scores[j] = scale · q·R(rank_begin + j)·keys[j]: keys rotated at their rank on the fly.
+  void ScoresRotatingKeys(const float* query, const float* keys, int n, int64_t rank_begin,
+                          float scale, float* key_scratch, float* scores) const;
   void Attention(int layer, int n_tokens, KvCache& cache);
   void Layer(int layer, int n_tokens, KvCache& cache);
 

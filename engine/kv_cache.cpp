@@ -1,5 +1,7 @@
 #include "engine/kv_cache.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace sinkserve {
@@ -18,6 +20,10 @@ size_t KvCache::Offset(int layer, int head, int kind) const {
 DenseKvCache::DenseKvCache(const KvShape& shape, int capacity_tokens)
     : KvCache(shape, capacity_tokens) {}
 
+std::string DenseKvCache::Describe() const {
+  return absl::StrCat("dense (", capacity_tokens(), " tokens)");
+}
+
 absl::Status DenseKvCache::BeginStep(int n_tokens) {
   if (n_tokens <= 0) return absl::InvalidArgumentError("a step needs at least one token");
   if (cached_ + n_tokens > capacity_tokens()) {
@@ -32,7 +38,7 @@ absl::Status DenseKvCache::BeginStep(int n_tokens) {
 
 void DenseKvCache::Visible(int i, std::vector<KvSpan>* spans) const {
   spans->clear();
-  spans->push_back(KvSpan{0, cached_ + i + 1, cached_ + i});
+  spans->push_back(KvSpan{0, cached_ + i + 1, cached_ + i, /*key_rank_begin=*/-1});
 }
 
 void DenseKvCache::EndStep() {
@@ -45,6 +51,89 @@ void DenseKvCache::Reset() {
   cached_ = 0;
   step_tokens_ = 0;
   tokens_seen_ = 0;
+}
+
+StreamingKvCache::StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens)
+    : KvCache(shape, sink_tokens + window_tokens + 1),
+      sink_tokens_(sink_tokens),
+      window_tokens_(window_tokens),
+      window_begin_(sink_tokens) {}
+
+std::string StreamingKvCache::Describe() const {
+  return absl::StrCat("streaming (sink ", sink_tokens_, ", window ", window_tokens_, ")");
+}
+
+int StreamingKvCache::tokens_cached() const {
+  const int64_t sinks = std::min<int64_t>(tokens_seen_, sink_tokens_);
+  const int64_t window = std::max<int64_t>(0, tokens_seen_ - window_begin_);
+  return static_cast<int>(sinks + window);
+}
+
+int64_t StreamingKvCache::tokens_evicted() const { return tokens_seen_ - tokens_cached(); }
+
+int StreamingKvCache::MaxStepTokens() const {
+  return sink_tokens_ + window_tokens_ + 1 - tokens_cached();
+}
+
+int StreamingKvCache::SlotOf(int64_t stream_position) const {
+  if (stream_position < sink_tokens_) return static_cast<int>(stream_position);
+  return sink_tokens_ + static_cast<int>((stream_position - sink_tokens_) % (window_tokens_ + 1));
+}
+
+absl::Status StreamingKvCache::BeginStep(int n_tokens) {
+  if (n_tokens <= 0) return absl::InvalidArgumentError("a step needs at least one token");
+  if (n_tokens > MaxStepTokens()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a streaming step of ", n_tokens, " tokens would evict inside the step; at most ",
+        MaxStepTokens(), " fit exactly (split the prompt with MaxStepTokens())"));
+  }
+  step_tokens_ = n_tokens;
+  return absl::OkStatus();
+}
+
+int StreamingKvCache::NewSlot(int i) const { return SlotOf(tokens_seen_ + i); }
+
+void StreamingKvCache::Visible(int i, std::vector<KvSpan>* spans) const {
+  spans->clear();
+  const int64_t t = tokens_seen_ + i;  // stream position of the new token
+  // Sinks: the first min(S, t+1) tokens, ranks 0.. in place.
+  const int sinks = static_cast<int>(std::min<int64_t>(sink_tokens_, t + 1));
+  // Window: stream positions [window_begin_, t], ranks continuing after the sinks. Nothing is
+  // evicted within a step, so window_begin_ is the same for every token of the step.
+  const int64_t query_rank = t < sink_tokens_ ? t : sink_tokens_ + (t - window_begin_);
+  if (sinks > 0) spans->push_back(KvSpan{0, sinks, query_rank, 0});
+  if (t < sink_tokens_) return;
+  int64_t position = window_begin_;
+  int64_t rank = sink_tokens_;
+  while (position <= t) {
+    // A contiguous run of ring slots: up to the end of the ring or of the window.
+    const int slot = SlotOf(position);
+    const int64_t ring_end = sink_tokens_ + window_tokens_ + 1;
+    const int64_t run = std::min<int64_t>(t - position + 1, ring_end - slot);
+    spans->push_back(KvSpan{slot, static_cast<int>(run), query_rank, rank});
+    position += run;
+    rank += run;
+  }
+}
+
+void StreamingKvCache::EndStep() {
+  tokens_seen_ += step_tokens_;
+  step_tokens_ = 0;
+  // Evict the oldest non-sinks beyond the window: only the boundary moves.
+  window_begin_ = std::max<int64_t>(window_begin_, tokens_seen_ - window_tokens_);
+}
+
+void StreamingKvCache::Reset() {
+  tokens_seen_ = 0;
+  step_tokens_ = 0;
+  window_begin_ = sink_tokens_;
+}
+
+std::vector<int64_t> StreamingKvCache::CachedStreamPositions() const {
+  std::vector<int64_t> positions;
+  for (int64_t t = 0; t < std::min<int64_t>(tokens_seen_, sink_tokens_); ++t) positions.push_back(t);
+  for (int64_t t = window_begin_; t < tokens_seen_; ++t) positions.push_back(t);
+  return positions;
 }
 
 }  // namespace sinkserve

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -22,13 +23,16 @@ struct KvShape {
   int head_dim = 0;
 };
 
-// A run of cache slots that a query attends, and the rotary position the query takes against
-// them. Keys are stored rotated at their own position; a policy that re-ranks positions (the
-// streaming cache) states per span the query position that gives the same relative distance.
+// A run of cache slots that a query attends, with the rotary positions to use.
+// The query is rotated at query_position. Keys are either stored already rotated
+// (key_rank_begin < 0: the dense cache, whose positions never change) or stored un-rotated and
+// rotated on the fly: key j of the span at position key_rank_begin + j (the streaming cache,
+// whose positions are ranks that shift as tokens are evicted — DESIGN §4).
 struct KvSpan {
   int begin_slot = 0;
   int num_slots = 0;
   int64_t query_position = 0;
+  int64_t key_rank_begin = -1;
 };
 
 class KvCache {
@@ -38,10 +42,15 @@ class KvCache {
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
 
-  // Reserves slots for n new tokens. OUT_OF_RANGE when they cannot fit (dense cache full).
+  // The most tokens the next step may hold and stay exact (≥ 1 unless a dense cache is full).
+  virtual int MaxStepTokens() const = 0;
+  // Reserves slots for n new tokens. OUT_OF_RANGE when they cannot fit (dense cache full),
+  // INVALID_ARGUMENT when n > MaxStepTokens().
   virtual absl::Status BeginStep(int n_tokens) = 0;
-  // Slot and rotary position of the key of new token i of the current step.
+  // Slot of the key/value of new token i of the current step.
   virtual int NewSlot(int i) const = 0;
+  // Rotary position at which new token i's key is stored, or −1 when keys are stored
+  // un-rotated (then Visible() gives their ranks).
   virtual int64_t NewKeyPosition(int i) const = 0;
   // The slots new token i attends — every token before it that is cached, and itself.
   virtual void Visible(int i, std::vector<KvSpan>* spans) const = 0;
@@ -51,6 +60,8 @@ class KvCache {
   virtual void Reset() = 0;
 
   virtual int tokens_cached() const = 0;  // tokens whose keys are held now
+  virtual int64_t tokens_evicted() const { return 0; }
+  virtual std::string Describe() const = 0;  // "dense (2048 tokens)", "streaming (sink 4, window 256)"
   int64_t tokens_seen() const { return tokens_seen_; }  // tokens ever appended
   int capacity_tokens() const { return capacity_tokens_; }
   const KvShape& shape() const { return shape_; }
@@ -82,6 +93,7 @@ class DenseKvCache final : public KvCache {
  public:
   DenseKvCache(const KvShape& shape, int capacity_tokens);
 
+  int MaxStepTokens() const override { return capacity_tokens() - cached_; }
   absl::Status BeginStep(int n_tokens) override;
   int NewSlot(int i) const override { return cached_ + i; }
   int64_t NewKeyPosition(int i) const override { return cached_ + i; }
@@ -89,9 +101,52 @@ class DenseKvCache final : public KvCache {
   void EndStep() override;
   void Reset() override;
   int tokens_cached() const override { return cached_; }
+  std::string Describe() const override;
 
  private:
   int cached_ = 0;
+  int step_tokens_ = 0;
+};
+
+// Streaming policy (StreamingLLM, DESIGN §4): the first `sink_tokens` tokens ever seen and the
+// `window_tokens` most recent; positions are ranks within the cache; after each step the
+// oldest non-sinks are evicted. Keys are stored un-rotated and rotated at their current rank
+// when attended, exactly as the StreamingLLM reference re-rotates them.
+//
+// Memory: [0, S) hold the sinks; [S, S+W+1) are a ring indexed by stream position
+// (slot = S + (t − S) mod (W+1)), so eviction moves nothing: it only advances `window_begin_`.
+// The extra ring slot holds the new token of a step before its eviction.
+//
+// A step of n tokens is exact (equal to feeding them one by one) when no eviction would have
+// happened between them: cached + n ≤ S + W + 1, which MaxStepTokens() reports. Each token of
+// such a step attends the same cached window plus the step's earlier tokens, at the same ranks
+// as in the one-by-one order, and the single eviction point is after the step.
+class StreamingKvCache final : public KvCache {
+ public:
+  StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens);
+
+  int MaxStepTokens() const override;
+  absl::Status BeginStep(int n_tokens) override;
+  int NewSlot(int i) const override;
+  int64_t NewKeyPosition(int) const override { return -1; }
+  void Visible(int i, std::vector<KvSpan>* spans) const override;
+  void EndStep() override;
+  void Reset() override;
+  int tokens_cached() const override;
+  int64_t tokens_evicted() const override;
+  std::string Describe() const override;
+
+  int sink_tokens() const { return sink_tokens_; }
+  int window_tokens() const { return window_tokens_; }
+  // Stream positions of the cached tokens in cache (rank) order: sinks, then the window.
+  std::vector<int64_t> CachedStreamPositions() const;
+
+ private:
+  int SlotOf(int64_t stream_position) const;
+
+  int sink_tokens_;
+  int window_tokens_;
+  int64_t window_begin_ = 0;  // stream position of the oldest cached non-sink (≥ S)
   int step_tokens_ = 0;
 };
 

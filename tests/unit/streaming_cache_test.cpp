@@ -1,0 +1,177 @@
+// The streaming KV cache (sinks + window with position shift) against the independent
+// StreamingLLM reference (tests/fixtures/make_streaming_fixtures.py): per-token NLL, logits at
+// every step, and which tokens stay cached — token by token and in exact chunks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <regex>
+
+#include "engine/model.h"
+#include "engine/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/test_util.h"
+
+namespace sinkserve {
+namespace {
+
+std::vector<std::string> FixtureModels() {
+  const nlohmann::json manifest =
+      nlohmann::json::parse(testing::ReadTextFile(testing::FixturePath("models/manifest.json")));
+  std::vector<std::string> names;
+  for (const nlohmann::json& model : manifest["models"]) names.push_back(model["name"]);
+  return names;
+}
+
+template <typename T>
+std::vector<T> Read(const TensorInfo& info) {
+  std::vector<T> values(info.numel());
+  std::memcpy(values.data(), info.data, info.nbytes);
+  return values;
+}
+
+double Nll(std::span<const float> logits, int32_t target) {
+  double max_logit = logits[0];
+  for (float logit : logits) max_logit = std::max<double>(max_logit, logit);
+  double sum = 0;
+  for (float logit : logits) sum += std::exp(logit - max_logit);
+  return std::log(sum) + max_logit - logits[target];
+}
+
+struct Config {
+  int sink, window;
+};
+
+class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string dir = testing::FixturePath("models/" + GetParam());
+    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(ModelOptions{dir, 2});
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> reference =
+        SafetensorsFile::Open(dir + "/streaming.safetensors");
+    ASSERT_TRUE(reference.ok()) << reference.status();
+    reference_ = std::move(*reference);
+    const std::vector<int64_t> tokens = Read<int64_t>(*reference_->Find("tokens"));
+    tokens_.assign(tokens.begin(), tokens.end());
+    const std::regex name(R"(stream\.S(\d+)_W(\d+)\.nll)");
+    for (const TensorInfo& info : reference_->tensors()) {
+      std::smatch match;
+      if (std::regex_match(info.name, match, name)) {
+        configs_.push_back({std::stoi(match[1]), std::stoi(match[2])});
+      }
+    }
+    ASSERT_FALSE(configs_.empty());
+  }
+
+  std::string Prefix(const Config& c) const {
+    return "stream.S" + std::to_string(c.sink) + "_W" + std::to_string(c.window);
+  }
+
+  // Feeds the tokens in steps no larger than `max_chunk` (and what the cache allows), and
+  // returns the logits at every position.
+  std::vector<float> Feed(StreamingKvCache& cache, int max_chunk, std::mt19937_64* rng) {
+    const int vocab = model_->config().vocab_size;
+    std::vector<float> logits(tokens_.size() * vocab);
+    for (size_t begin = 0; begin < tokens_.size();) {
+      int chunk = std::min<int>(max_chunk, cache.MaxStepTokens());
+      if (rng != nullptr) chunk = 1 + static_cast<int>((*rng)() % chunk);
+      chunk = std::min<int>(chunk, static_cast<int>(tokens_.size() - begin));
+      const absl::Status status = model_->backend().Forward(
+          std::span(tokens_).subspan(begin, chunk), cache,
+          std::span(logits).subspan(begin * vocab), /*all_logits=*/true);
+      EXPECT_TRUE(status.ok()) << status;
+      if (!status.ok()) break;
+      begin += chunk;
+    }
+    return logits;
+  }
+
+  void ExpectMatchesReference(const Config& c, const std::vector<float>& logits,
+                              const StreamingKvCache& cache, const std::string& how) {
+    SCOPED_TRACE(Prefix(c) + " " + how);
+    const int vocab = model_->config().vocab_size;
+    const std::vector<float> nll = Read<float>(*reference_->Find(Prefix(c) + ".nll"));
+    ASSERT_EQ(nll.size() + 1, tokens_.size());
+    double worst = 0;
+    for (size_t t = 0; t + 1 < tokens_.size(); ++t) {
+      const double ours = Nll(std::span(logits).subspan(t * vocab, vocab), tokens_[t + 1]);
+      worst = std::max(worst, std::abs(ours - nll[t]));
+    }
+    EXPECT_LE(worst, 4e-4) << "max |ΔNLL|";
+    if (const TensorInfo* expected = reference_->Find(Prefix(c) + ".logits")) {
+      const std::vector<float> reference = Read<float>(*expected);
+      float max_reference = 0, max_error = 0;
+      for (size_t i = 0; i < reference.size(); ++i) {
+        max_reference = std::max(max_reference, std::abs(reference[i]));
+        max_error = std::max(max_error, std::abs(reference[i] - logits[i]));
+      }
+      EXPECT_LE(max_error, 1e-4 * max_reference);
+    }
+    const std::vector<int64_t> cached = Read<int64_t>(*reference_->Find(Prefix(c) + ".cached"));
+    EXPECT_EQ(cache.CachedStreamPositions(), cached);
+    EXPECT_LE(cache.tokens_cached(), c.sink + c.window);
+    EXPECT_EQ(cache.tokens_evicted() + cache.tokens_cached(), static_cast<int64_t>(tokens_.size()));
+  }
+
+  KvShape Shape() const {
+    const ModelConfig& config = model_->config();
+    return KvShape{config.num_layers, config.num_heads, config.head_dim};
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<SafetensorsFile> reference_;
+  std::vector<int32_t> tokens_;
+  std::vector<Config> configs_;
+};
+
+TEST_P(StreamingCacheTest, TokenByTokenMatchesReference) {
+  for (const Config& c : configs_) {
+    StreamingKvCache cache(Shape(), c.sink, c.window);
+    const std::vector<float> logits = Feed(cache, 1, nullptr);
+    ExpectMatchesReference(c, logits, cache, "token by token");
+  }
+}
+
+TEST_P(StreamingCacheTest, ExactChunksMatchReference) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  for (const Config& c : configs_) {
+    StreamingKvCache greedy_chunks(Shape(), c.sink, c.window);
+    ExpectMatchesReference(c, Feed(greedy_chunks, 1 << 20, nullptr), greedy_chunks,
+                           "largest exact chunks");
+    StreamingKvCache random_chunks(Shape(), c.sink, c.window);
+    ExpectMatchesReference(c, Feed(random_chunks, 1 << 20, &rng), random_chunks,
+                           "random exact chunks");
+  }
+}
+
+TEST_P(StreamingCacheTest, ResetStartsAFreshStream) {
+  const Config c = configs_.front();
+  StreamingKvCache cache(Shape(), c.sink, c.window);
+  Feed(cache, 1, nullptr);
+  cache.Reset();
+  EXPECT_EQ(cache.tokens_cached(), 0);
+  ExpectMatchesReference(c, Feed(cache, 1, nullptr), cache, "after reset");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, StreamingCacheTest, ::testing::ValuesIn(FixtureModels()),
+                         [](const auto& info) { return info.param; });
+
+TEST(StreamingKvCacheTest, RefusesStepsThatWouldEvictInside) {
+  StreamingKvCache cache(KvShape{1, 1, 8}, 2, 3);
+  EXPECT_EQ(cache.MaxStepTokens(), 6);
+  EXPECT_EQ(cache.BeginStep(7).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(cache.BeginStep(6).ok());
+  cache.EndStep();
+  EXPECT_EQ(cache.tokens_cached(), 5);
+  EXPECT_EQ(cache.MaxStepTokens(), 1);
+  EXPECT_EQ(cache.CachedStreamPositions(), (std::vector<int64_t>{0, 1, 3, 4, 5}));
+  EXPECT_EQ(cache.bytes(), 2u * 1 * 6 * 8 * sizeof(float));  // fixed at creation: S + W + 1 slots
+}
+
+}  // namespace
+}  // namespace sinkserve
