@@ -23,8 +23,16 @@ class Backend {
 
   // A dense cache of the model's geometry holding `capacity_tokens`.
   virtual std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const = 0;
+  // A cache of the model's geometry under `policy`.
+  virtual std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const = 0;
 
   virtual std::string name() const = 0;  // "cpu (8 threads, avx2+fma+f16c)"
 };
+
+// Feeds `tokens` through Forward in the largest steps that stay exact for `cache` (at most
+// `max_step_tokens` each), leaving the last token's logits in `logits` ([vocab]).
+// This is how prompts are prefilled: one step per chunk reads the weights once per chunk.
+absl::Status FeedTokens(Backend& backend, std::span<const int32_t> tokens, KvCache& cache,
+                        std::span<float> logits, int max_step_tokens = 256);
 
 }  // namespace sinkserve

@@ -29,6 +29,11 @@ std::unique_ptr<KvCache> CpuBackend::NewDenseCache(int capacity_tokens) const {
       KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
 }
 
+std::unique_ptr<KvCache> CpuBackend::NewCache(const CachePolicy& policy) const {
+  return NewKvCache(KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, policy,
+                    config_.max_position_embeddings);
+}
+
 void CpuBackend::ReserveRankRotary(int64_t ranks) {
   const size_t row = 2 * static_cast<size_t>(config_.rotary_ndims);
   const int64_t have = static_cast<int64_t>(state_.rank_rotary.size() / row);

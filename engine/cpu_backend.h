@@ -21,6 +21,7 @@ class CpuBackend final : public Backend {
   absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
                        bool all_logits) override;
   std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const override;
+  std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const override;
   std::string name() const override;
 
  private:

@@ -136,4 +136,42 @@ std::vector<int64_t> StreamingKvCache::CachedStreamPositions() const {
   return positions;
 }
 
+absl::Status CachePolicy::Validate() const {
+  if (kind == Kind::kCachePolicyDense) {
+    if (dense_capacity_tokens < 0) {
+      return absl::InvalidArgumentError("dense_capacity_tokens must be >= 0 (0 = model context)");
+    }
+    return absl::OkStatus();
+  }
+  if (sink_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("sink_tokens must be >= 0, got ", sink_tokens));
+  }
+  if (window_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("window_tokens must be >= 1, got ", window_tokens));
+  }
+  if (static_cast<int64_t>(sink_tokens) + window_tokens > (1 << 24)) {
+    return absl::InvalidArgumentError("sink_tokens + window_tokens must be <= 16777216");
+  }
+  return absl::OkStatus();
+}
+
+std::string CachePolicy::Describe() const {
+  if (kind == Kind::kCachePolicyDense) {
+    return dense_capacity_tokens > 0 ? absl::StrCat("dense (", dense_capacity_tokens, " tokens)")
+                                     : "dense (model context)";
+  }
+  return absl::StrCat("streaming (sink ", sink_tokens, ", window ", window_tokens, ")");
+}
+
+std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,
+                                    int max_positions) {
+  if (policy.kind == CachePolicy::Kind::kCachePolicyDense) {
+    const int capacity =
+        policy.dense_capacity_tokens > 0 ? policy.dense_capacity_tokens : max_positions;
+    return std::make_unique<DenseKvCache>(shape, capacity);
+  }
+  return std::make_unique<StreamingKvCache>(shape, policy.sink_tokens, policy.window_tokens);
+}
+
 }  // namespace sinkserve

@@ -150,4 +150,20 @@ class StreamingKvCache final : public KvCache {
   int step_tokens_ = 0;
 };
 
+// Which cache a session gets (DESIGN §4). Default: streaming, 4 sinks + 256 window.
+struct CachePolicy {
+  enum class Kind { kCachePolicyDense, kCachePolicyStreaming };
+  Kind kind = Kind::kCachePolicyStreaming;
+  int sink_tokens = 4;
+  int window_tokens = 256;
+  int dense_capacity_tokens = 0;  // 0 = the model's max_position_embeddings
+
+  absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
+  std::string Describe() const;
+};
+
+// A cache of `shape` under `policy`; `max_positions` bounds a dense cache's default capacity.
+std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,
+                                    int max_positions);
+
 }  // namespace sinkserve

@@ -71,6 +71,29 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
   return ids;
 }
 
+void CacheFlags::AddTo(Flags& flags) {
+  flags.Add("sink", &sink, "streaming cache: attention-sink tokens kept forever");
+  flags.Add("window", &window, "streaming cache: most recent tokens kept");
+  flags.Add("dense", &dense, "dense cache instead (no eviction, bounded by the model context)");
+}
+
+absl::StatusOr<CachePolicy> CacheFlags::ToPolicy() const {
+  CachePolicy policy;
+  if (dense) {
+    policy.kind = CachePolicy::Kind::kCachePolicyDense;
+    return policy;
+  }
+  if (sink < 0 || sink > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("--sink must be in [0, 1048576], got ", sink));
+  }
+  if (window < 1 || window > (1 << 22)) {
+    return absl::InvalidArgumentError(absl::StrCat("--window must be in [1, 4194304], got ", window));
+  }
+  policy.sink_tokens = static_cast<int>(sink);
+  policy.window_tokens = static_cast<int>(window);
+  return policy;
+}
+
 ProgressBar::ProgressBar(std::string label, int64_t total)
     : label_(std::move(label)),
       total_(total),

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "server/cli/flags.h"
 
@@ -32,6 +33,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Whitespace-separated integers ("1 2 3\n4"), INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
+
+// --sink / --window / --dense, shared by the commands that run the model.
+struct CacheFlags {
+  int64_t sink = 4;
+  int64_t window = 256;
+  bool dense = false;
+
+  void AddTo(Flags& flags);
+  absl::StatusOr<CachePolicy> ToPolicy() const;  // INVALID_ARGUMENT naming the flag
+};
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.
 class ProgressBar {

@@ -12,7 +12,7 @@ namespace sinkserve::cli {
 namespace {
 
 // Prompt tokens fed per forward call: larger chunks read the weights fewer times.
-constexpr size_t kPrefillChunk = 256;
+constexpr int kPrefillChunk = 256;
 
 }  // namespace
 
@@ -32,6 +32,8 @@ int RunGenerate(int argc, char** argv) {
   flags.Add("seed", &seed, "random seed: same seed and inputs, same tokens");
   flags.Add("ignore-eos", &ignore_eos, "keep generating past the end-of-text token");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  CacheFlags cache_flags;
+  cache_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
 
   SamplingParams params;
@@ -45,6 +47,8 @@ int RunGenerate(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--max-new-tokens must be >= 0"));
   }
 
+  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  if (!policy.ok()) return Fail(policy.status());
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, threads);
   if (!model.ok()) return Fail(model.status());
   absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
@@ -60,27 +64,26 @@ int RunGenerate(int argc, char** argv) {
   }
 
   const ModelConfig& config = (*model)->config();
-  const int64_t capacity = std::min<int64_t>(config.max_position_embeddings,
-                                             tokens.size() + max_new_tokens);
-  if (static_cast<int64_t>(tokens.size()) > config.max_position_embeddings) {
-    return Fail(absl::OutOfRangeError(absl::StrCat(
-        "the prompt has ", tokens.size(), " tokens; the model's context holds ",
-        config.max_position_embeddings)));
+  if (policy->kind == CachePolicy::Kind::kCachePolicyDense) {
+    // A dense cache only as large as this request needs, within the model's context.
+    policy->dense_capacity_tokens = static_cast<int>(std::min<int64_t>(
+        config.max_position_embeddings, tokens.size() + max_new_tokens));
+    if (static_cast<int64_t>(tokens.size()) > config.max_position_embeddings) {
+      return Fail(absl::OutOfRangeError(absl::StrCat(
+          "the prompt has ", tokens.size(), " tokens; a dense cache holds the model's context of ",
+          config.max_position_embeddings, " (drop --dense to stream with sinks + window)")));
+    }
   }
   Backend& backend = (*model)->backend();
-  std::unique_ptr<KvCache> cache = backend.NewDenseCache(static_cast<int>(capacity));
+  std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
   std::vector<float> logits(config.vocab_size);
   Sampler sampler(params);
   IncrementalDetokenizer detokenizer(**tokenizer);
 
   const auto start = std::chrono::steady_clock::now();
-  for (size_t begin = 0; begin < tokens.size(); begin += kPrefillChunk) {
-    const size_t count = std::min(kPrefillChunk, tokens.size() - begin);
-    if (absl::Status status = backend.Forward(std::span(tokens).subspan(begin, count), *cache,
-                                              logits, /*all_logits=*/false);
-        !status.ok()) {
-      return Fail(status);
-    }
+  if (absl::Status status = FeedTokens(backend, tokens, *cache, logits, kPrefillChunk);
+      !status.ok()) {
+    return Fail(status);
   }
   std::chrono::steady_clock::time_point first_token_time;
   int64_t generated = 0;
@@ -98,8 +101,8 @@ int RunGenerate(int argc, char** argv) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     if (generated == max_new_tokens) break;
-    if (cache->tokens_cached() >= capacity) {
-      finish_reason = "length (context full)";
+    if (cache->MaxStepTokens() < 1) {
+      finish_reason = "length (dense cache full)";
       break;
     }
     const int32_t step[1] = {next};
@@ -118,10 +121,11 @@ int RunGenerate(int argc, char** argv) {
   const double tpot = generated > 1 ? (total - ttft) / (generated - 1) : 0.0;
   std::fprintf(stderr,
                "sinkserve: %zu prompt + %lld generated tokens, finish: %s; TTFT %.1f ms, "
-               "TPOT %.2f ms (%.1f tok/s)\n",
+               "TPOT %.2f ms (%.1f tok/s); cache %s, %d cached, %lld evicted\n",
                prompt_ids->empty() ? size_t{1} : prompt_ids->size(),
                static_cast<long long>(generated), finish_reason.c_str(), ttft * 1e3, tpot * 1e3,
-               tpot > 0 ? 1.0 / tpot : 0.0);
+               tpot > 0 ? 1.0 / tpot : 0.0, cache->Describe().c_str(), cache->tokens_cached(),
+               static_cast<long long>(cache->tokens_evicted()));
   return kExitOk;
 }
 

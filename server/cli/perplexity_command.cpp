@@ -35,11 +35,15 @@ int RunPerplexity(int argc, char** argv) {
   flags.Add("json", &json,
             "print {\"tokens\":N,\"nll_mean\":x,\"ppl\":y,\"token_nll\":[...]}");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  CacheFlags cache_flags;
+  cache_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
   if (flags.was_set("text-file") == flags.was_set("token-ids-file")) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text-file or --token-ids-file"));
   }
   if (max_tokens < 0) return Fail(absl::InvalidArgumentError("--max-tokens must be >= 0"));
+  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  if (!policy.ok()) return Fail(policy.status());
 
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, threads);
   if (!model.ok()) return Fail(model.status());
@@ -68,14 +72,17 @@ int RunPerplexity(int argc, char** argv) {
   const ModelConfig& config = (*model)->config();
   // Only the first n-1 tokens are fed (the last is only predicted).
   const int64_t fed = static_cast<int64_t>(tokens.size()) - 1;
-  if (fed > config.max_position_embeddings) {
-    return Fail(absl::OutOfRangeError(absl::StrCat(
-        "the input has ", tokens.size(), " tokens but the dense cache holds the model's context of ",
-        config.max_position_embeddings, " tokens; pass --max-tokens ",
-        config.max_position_embeddings + 1, " or fewer")));
+  if (policy->kind == CachePolicy::Kind::kCachePolicyDense) {
+    if (fed > config.max_position_embeddings) {
+      return Fail(absl::OutOfRangeError(absl::StrCat(
+          "the input has ", tokens.size(), " tokens but a dense cache holds the model's context "
+          "of ", config.max_position_embeddings, " tokens; pass --max-tokens ",
+          config.max_position_embeddings + 1, " or fewer, or drop --dense to stream")));
+    }
+    policy->dense_capacity_tokens = static_cast<int>(fed);
   }
   Backend& backend = (*model)->backend();
-  std::unique_ptr<KvCache> cache = backend.NewDenseCache(static_cast<int>(fed));
+  std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
   std::vector<float> logits(config.vocab_size);
   std::vector<double> token_nll;
   token_nll.reserve(fed);
@@ -102,10 +109,11 @@ int RunPerplexity(int argc, char** argv) {
   const double ppl = std::exp(nll_mean);
   if (json) {
     nlohmann::json out = {{"tokens", tokens.size()}, {"nll_mean", nll_mean}, {"ppl", ppl},
-                          {"token_nll", token_nll}};
+                          {"cache", cache->Describe()}, {"token_nll", token_nll}};
     std::puts(out.dump().c_str());
   } else {
-    std::printf("tokens %zu  nll_mean %.6f  ppl %.4f\n", tokens.size(), nll_mean, ppl);
+    std::printf("tokens %zu  nll_mean %.6f  ppl %.4f  cache %s\n", tokens.size(), nll_mean, ppl,
+                cache->Describe().c_str());
   }
   return kExitOk;
 }

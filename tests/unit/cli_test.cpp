@@ -15,18 +15,18 @@
 namespace sinkserve {
 namespace {
 
-struct Result {
+struct RunResult {
   int exit_code = -1;
   std::string out, err;
 };
 
 // Runs `sinkserve ARGS` through the shell, capturing stdout and stderr.
-Result RunSinkserve(const std::string& args) {
+RunResult RunSinkserve(const std::string& args) {
   testing::TempDir dir;
   const std::string command = std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve " + args +
                               " >" + dir.File("out") + " 2>" + dir.File("err");
   const int status = std::system(command.c_str());
-  Result result;
+  RunResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   result.out = testing::ReadTextFile(dir.File("out"));
   result.err = testing::ReadTextFile(dir.File("err"));
@@ -53,7 +53,7 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     std::string text;
     for (int64_t id : ids) text += std::to_string(id) + (id % 3 ? " " : "\n");
     testing::WriteTextFile(dir.File("ids.txt"), text);
-    const Result result = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+    const RunResult result = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
                               dir.File("ids.txt") + " --json");
     ASSERT_EQ(result.exit_code, 0) << result.err;
     const nlohmann::json out = nlohmann::json::parse(result.out);
@@ -69,21 +69,58 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     EXPECT_NEAR(out["ppl"].get<double>(), std::exp(sum / expected.size()), 1e-6);
 
     // --max-tokens N scores the first N tokens only.
-    const Result cut = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+    const RunResult cut = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
                            dir.File("ids.txt") + " --json --max-tokens 10");
     ASSERT_EQ(cut.exit_code, 0) << cut.err;
     EXPECT_EQ(nlohmann::json::parse(cut.out)["token_nll"].size(), 9u);
   }
 }
 
+// --sink/--window select the streaming cache; the NLLs are the StreamingLLM reference's.
+TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
+  const std::string model = "pythia_f32_d64";
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> reference =
+      SafetensorsFile::Open(Fixture(model) + "/streaming.safetensors");
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  const TensorInfo* tokens = (*reference)->Find("tokens");
+  std::vector<int64_t> ids(tokens->numel());
+  std::memcpy(ids.data(), tokens->data, tokens->nbytes);
+  testing::TempDir dir;
+  std::string text;
+  for (int64_t id : ids) text += std::to_string(id) + " ";
+  testing::WriteTextFile(dir.File("ids.txt"), text);
+  for (const auto& [flags, tensor] : std::vector<std::pair<std::string, std::string>>{
+           {"--sink 4 --window 16", "stream.S4_W16.nll"},
+           {"--sink 0 --window 16", "stream.S0_W16.nll"},
+           {"--sink 1 --window 7", "stream.S1_W7.nll"}}) {
+    const TensorInfo* nll = (*reference)->Find(tensor);
+    ASSERT_NE(nll, nullptr) << tensor;
+    std::vector<float> expected(nll->numel());
+    std::memcpy(expected.data(), nll->data, nll->nbytes);
+    const RunResult result = RunSinkserve("perplexity --model " + Fixture(model) +
+                                          " --token-ids-file " + dir.File("ids.txt") + " --json " +
+                                          flags);
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const std::vector<double> token_nll = nlohmann::json::parse(result.out)["token_nll"];
+    ASSERT_EQ(token_nll.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_NEAR(token_nll[i], expected[i], 4e-4) << flags << " token " << i + 1;
+    }
+  }
+  const RunResult bad = RunSinkserve("perplexity --model " + Fixture(model) +
+                                     " --token-ids-file " + dir.File("ids.txt") + " --window 0");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--window"), std::string::npos) << bad.err;
+}
+
 TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
-  const Result result = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3");
+  const RunResult result = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.err.find("DEMO"), std::string::npos) << result.err;
   EXPECT_FALSE(result.out.empty());
   // Same seed, same text; greedy too.
   EXPECT_EQ(RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3").out, result.out);
-  const Result greedy = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
+  const RunResult greedy = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
   ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
 }
 
@@ -93,7 +130,7 @@ TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
   std::filesystem::create_symlink(tokenizer, dir.File("tokenizer.json"));
   const std::string text = "Streaming LLMs keep 4 attention sinks.\n\n  Ça marche — ok?";
   testing::WriteTextFile(dir.File("text.txt"), text);
-  const Result result =
+  const RunResult result =
       RunSinkserve("tokenize --model " + dir.path() + " --text-file " + dir.File("text.txt") + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   absl::StatusOr<std::unique_ptr<Tokenizer>> reference = Tokenizer::FromFile(tokenizer);
@@ -103,7 +140,7 @@ TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
 }
 
 TEST(CliTest, ErrorsAreClearAndExitNonZero) {
-  Result result = RunSinkserve("generate --no-such-flag 1");
+  RunResult result = RunSinkserve("generate --no-such-flag 1");
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.err.find("--no-such-flag"), std::string::npos) << result.err;
 
@@ -135,7 +172,7 @@ TEST(CliTest, TruncatedCheckpointIsRefusedNamingTheFile) {
   const std::string weights = dir.File("model.safetensors");
   std::filesystem::resize_file(weights, std::filesystem::file_size(weights) / 2);
   testing::WriteTextFile(dir.File("ids.txt"), "1 2 3");
-  const Result result =
+  const RunResult result =
       RunSinkserve("perplexity --model " + dir.path() + " --token-ids-file " + dir.File("ids.txt"));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("model.safetensors"), std::string::npos) << result.err;
