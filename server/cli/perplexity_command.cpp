@@ -3,24 +3,12 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "engine/perplexity.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
 #include "server/cli/common.h"
 
 namespace sinkserve::cli {
-namespace {
-
-// −log softmax(logits)[target], in double so that a long text's mean NLL does not drift.
-double TokenNll(std::span<const float> logits, int32_t target) {
-  double max_logit = logits[0];
-  for (float logit : logits) max_logit = std::max<double>(max_logit, logit);
-  double sum = 0.0;
-  for (float logit : logits) sum += std::exp(logit - max_logit);
-  return std::log(sum) + max_logit - logits[target];
-}
-
-}  // namespace
-
 int RunPerplexity(int argc, char** argv) {
   std::string model_path = "demo", text_file, ids_file;
   int64_t max_tokens = 0, threads = 0;

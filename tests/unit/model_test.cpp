@@ -23,14 +23,6 @@ namespace {
 
 constexpr double kRelativeTolerance = 1e-4;
 
-std::vector<std::string> FixtureModels() {
-  const nlohmann::json manifest =
-      nlohmann::json::parse(testing::ReadTextFile(testing::FixturePath("models/manifest.json")));
-  std::vector<std::string> names;
-  for (const nlohmann::json& model : manifest["models"]) names.push_back(model["name"]);
-  return names;
-}
-
 template <typename T>
 std::vector<T> Read(const SafetensorsFile& file, const std::string& name) {
   const TensorInfo* info = file.Find(name);
@@ -179,7 +171,7 @@ TEST_P(ModelTest, DenseCacheRefusesToOverflow) {
   EXPECT_EQ(cache->tokens_cached(), 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ModelTest, ::testing::ValuesIn(FixtureModels()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelTest, ::testing::ValuesIn(testing::FixtureModelNames()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "engine/model.h"
+#include "engine/perplexity.h"
 #include "engine/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
@@ -16,27 +17,11 @@
 namespace sinkserve {
 namespace {
 
-std::vector<std::string> FixtureModels() {
-  const nlohmann::json manifest =
-      nlohmann::json::parse(testing::ReadTextFile(testing::FixturePath("models/manifest.json")));
-  std::vector<std::string> names;
-  for (const nlohmann::json& model : manifest["models"]) names.push_back(model["name"]);
-  return names;
-}
-
 template <typename T>
 std::vector<T> Read(const TensorInfo& info) {
   std::vector<T> values(info.numel());
   std::memcpy(values.data(), info.data, info.nbytes);
   return values;
-}
-
-double Nll(std::span<const float> logits, int32_t target) {
-  double max_logit = logits[0];
-  for (float logit : logits) max_logit = std::max<double>(max_logit, logit);
-  double sum = 0;
-  for (float logit : logits) sum += std::exp(logit - max_logit);
-  return std::log(sum) + max_logit - logits[target];
 }
 
 struct Config {
@@ -97,7 +82,7 @@ class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
     ASSERT_EQ(nll.size() + 1, tokens_.size());
     double worst = 0;
     for (size_t t = 0; t + 1 < tokens_.size(); ++t) {
-      const double ours = Nll(std::span(logits).subspan(t * vocab, vocab), tokens_[t + 1]);
+      const double ours = TokenNll(std::span(logits).subspan(t * vocab, vocab), tokens_[t + 1]);
       worst = std::max(worst, std::abs(ours - nll[t]));
     }
     EXPECT_LE(worst, 4e-4) << "max |ΔNLL|";
@@ -158,7 +143,7 @@ TEST_P(StreamingCacheTest, ResetStartsAFreshStream) {
   ExpectMatchesReference(c, Feed(cache, 1, nullptr), cache, "after reset");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, StreamingCacheTest, ::testing::ValuesIn(FixtureModels()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, StreamingCacheTest, ::testing::ValuesIn(testing::FixtureModelNames()),
                          [](const auto& info) { return info.param; });
 
 TEST(StreamingKvCacheTest, RefusesStepsThatWouldEvictInside) {

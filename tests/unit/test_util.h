@@ -12,11 +12,24 @@
 #include <string>
 #include <vector>
 
+#include "nlohmann/json.hpp"
+
 namespace sinkserve::testing {
 
 inline std::string FixturePath(const std::string& relative) {
   return std::string(SINKSERVE_FIXTURES) + "/" + relative;
 }
+// The fixture checkpoints listed in tests/fixtures/models/manifest.json.
+inline std::vector<std::string> FixtureModelNames() {
+  std::ifstream file(FixturePath("models/manifest.json"));
+  const nlohmann::json manifest = nlohmann::json::parse(file);
+  std::vector<std::string> names;
+  for (const nlohmann::json& model : manifest["models"]) {
+    names.push_back(model["name"]);
+  }
+  return names;
+}
+
 inline std::string SharedDataPath(const std::string& relative) {
   return std::string(SINKSERVE_SHARED_DATA) + "/" + relative;
 }

@@ -1,0 +1,12 @@
+// Perplexity arithmetic shared by the CLI and (later) the Score RPC.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace sinkserve {
+
+// −log softmax(logits)[target], in double so that a long text's mean NLL does not drift.
+double TokenNll(std::span<const float> logits, int32_t target);
+
+}  // namespace sinkserve
