@@ -21,6 +21,13 @@ class Backend {
   virtual absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache,
                                std::span<float> logits, bool all_logits) = 0;
 
+  // One decode step for N sessions at once: row i is token tokens[i] appended to caches[i]
+  // (all distinct). Weights are read once for all rows; logits [N][vocab]. The result equals
+  // N separate Forward calls bit for bit (same per-row arithmetic, only the weight reads are
+  // shared). On error nothing changes.
+  virtual absl::Status ForwardBatch(std::span<const int32_t> tokens,
+                                    std::span<KvCache* const> caches, std::span<float> logits) = 0;
+
   // A dense cache of the model's geometry holding `capacity_tokens`.
   virtual std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const = 0;
   // A cache of the model's geometry under `policy`.

@@ -104,16 +104,69 @@ absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache
                                                    " floats, ", logits_needed, " needed"));
   }
   if (absl::Status status = cache.BeginStep(n); !status.ok()) return status;
-  Reserve(n, cache.capacity_tokens());
+  state_.row_cache.assign(n, &cache);
+  state_.row_index.resize(n);
+  for (int t = 0; t < n; ++t) state_.row_index[t] = t;
+  Run(tokens, logits, all_logits ? 0 : n - 1);
+  cache.EndStep();
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::ForwardBatch(std::span<const int32_t> tokens,
+                                      std::span<KvCache* const> caches, std::span<float> logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int64_t vocab = config_.vocab_size;
+  if (n == 0 || caches.size() != tokens.size()) {
+    return absl::InvalidArgumentError("ForwardBatch needs one cache per token, at least one");
+  }
+  if (logits.size() < static_cast<size_t>(n * vocab)) {
+    return absl::InvalidArgumentError("logits buffer too small for the batch");
+  }
+  // Check everything before touching any cache: a bad row fails the batch, changing nothing.
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " of batch row ", i,
+                                                     " is outside the vocabulary [0, ", vocab,
+                                                     ")"));
+    }
+    if (caches[i]->MaxStepTokens() < 1) {
+      return absl::OutOfRangeError(absl::StrCat("batch row ", i, ": ", caches[i]->Describe(),
+                                                " is full"));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (caches[j] == caches[i]) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("batch rows ", j, " and ", i, " share a cache; a batch takes one token "
+                         "per session"));
+      }
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    if (absl::Status status = caches[i]->BeginStep(1); !status.ok()) return status;
+  }
+  state_.row_cache.assign(caches.begin(), caches.end());
+  state_.row_index.assign(n, 0);
+  Run(tokens, logits, 0);
+  for (KvCache* cache : caches) cache->EndStep();
+  return absl::OkStatus();
+}
+
+void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits) {
+  const int n = static_cast<int>(tokens.size());
+  int capacity = 0;
+  for (const KvCache* cache : state_.row_cache) capacity = std::max(capacity, cache->capacity_tokens());
+  Reserve(n, capacity);
   if (state_.spans.size() < static_cast<size_t>(n)) state_.spans.resize(n);
 
   // Positions are the same in every layer: rotary tables once per step.
   const int rot = config_.rotary_ndims;
   int64_t ranks_needed = 0;
   for (int t = 0; t < n; ++t) {
-    cache.Visible(t, &state_.spans[t]);
+    const KvCache& cache = *state_.row_cache[t];
+    const int i = state_.row_index[t];
+    cache.Visible(i, &state_.spans[t]);
     float* table = &state_.rotary[static_cast<size_t>(t) * (kMaxSpans + 1) * 2 * rot];
-    if (cache.NewKeyPosition(t) >= 0) rotary_.Compute(cache.NewKeyPosition(t), table, table + rot);
+    if (cache.NewKeyPosition(i) >= 0) rotary_.Compute(cache.NewKeyPosition(i), table, table + rot);
     for (const KvSpan& span : state_.spans[t]) {
       if (span.key_rank_begin >= 0) {
         ranks_needed = std::max(ranks_needed, span.key_rank_begin + span.num_slots);
@@ -124,28 +177,25 @@ absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache
       rotary_.Compute(state_.spans[t][s].query_position, span_table, span_table + rot);
     }
   }
-
   ReserveRankRotary(ranks_needed);
 
   const int h = config_.hidden_size;
   for (int t = 0; t < n; ++t) {
     cpu::EmbeddingRow(weights_.embed_in, tokens[t], &state_.residual[static_cast<size_t>(t) * h]);
   }
-  for (int layer = 0; layer < config_.num_layers; ++layer) Layer(layer, n, cache);
+  for (int layer = 0; layer < config_.num_layers; ++layer) Layer(layer, n);
 
-  // Final LayerNorm and the LM head, for every token or only the last.
-  const int first = all_logits ? 0 : n - 1;
-  for (int t = first; t < n; ++t) {
+  // Final LayerNorm and the LM head, for rows first_logits..n-1.
+  for (int t = first_logits; t < n; ++t) {
     cpu::LayerNorm(&state_.residual[static_cast<size_t>(t) * h], weights_.final_norm_weight.data(),
                    weights_.final_norm_bias.data(), h, config_.layer_norm_eps,
-                   &state_.normed[static_cast<size_t>(t - first) * h]);
+                   &state_.normed[static_cast<size_t>(t - first_logits) * h]);
   }
-  cpu::MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first, logits.data(), pool_);
-  cache.EndStep();
-  return absl::OkStatus();
+  cpu::MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first_logits, logits.data(),
+              pool_);
 }
 
-void CpuBackend::Layer(int layer, int n, KvCache& cache) {
+void CpuBackend::Layer(int layer, int n) {
   const LayerWeights& w = weights_.layers[layer];
   const int h = config_.hidden_size;
   const float eps = config_.layer_norm_eps;
@@ -157,7 +207,7 @@ void CpuBackend::Layer(int layer, int n, KvCache& cache) {
                    normed + t * h);
   }
   cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_);
-  Attention(layer, n, cache);
+  Attention(layer, n);
   cpu::MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n,
               state_.attn_out.data(), pool_);
 
@@ -188,7 +238,7 @@ void CpuBackend::Layer(int layer, int n, KvCache& cache) {
   }
 }
 
-void CpuBackend::Attention(int layer, int n, KvCache& cache) {
+void CpuBackend::Attention(int layer, int n) {
   const int heads = config_.num_heads;
   const int d = config_.head_dim;
   const int rot = config_.rotary_ndims;
@@ -198,8 +248,9 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
   // Store each new key (rotated at its position, if the cache keeps keys rotated) and value.
   for (int t = 0; t < n; ++t) {
     const float* table = &state_.rotary[t * table_stride];
-    const bool rotate = cache.NewKeyPosition(t) >= 0;
-    const int slot = cache.NewSlot(t);
+    KvCache& cache = *state_.row_cache[t];
+    const bool rotate = cache.NewKeyPosition(state_.row_index[t]) >= 0;
+    const int slot = cache.NewSlot(state_.row_index[t]);
     for (int head = 0; head < heads; ++head) {
       float* q_k_v = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
       float* key = cache.keys(layer, head) + static_cast<size_t>(slot) * d;
@@ -218,6 +269,7 @@ void CpuBackend::Attention(int layer, int n, KvCache& cache) {
       const int t = static_cast<int>(task / heads);
       const int head = static_cast<int>(task % heads);
       const float* q = &state_.qkv[(static_cast<size_t>(t) * heads + head) * 3 * d];
+      const KvCache& cache = *state_.row_cache[t];
       const float* keys = cache.keys(layer, head);
       const float* values = cache.values(layer, head);
       const std::vector<KvSpan>& spans = state_.spans[t];

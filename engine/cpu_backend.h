@@ -20,6 +20,8 @@ class CpuBackend final : public Backend {
 
   absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
                        bool all_logits) override;
+  absl::Status ForwardBatch(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
+                            std::span<float> logits) override;
   std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const override;
   std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const override;
   std::string name() const override;
@@ -36,7 +38,9 @@ class CpuBackend final : public Backend {
     std::vector<float> mlp_hidden;   // [n][F]
     std::vector<float> mlp_out;      // [n][H]
     std::vector<float> rotary;       // [n][max_spans + 1][2][rotary_ndims] cos, sin per position
-    std::vector<std::vector<KvSpan>> spans;  // [n] what token i attends
+    std::vector<std::vector<KvSpan>> spans;  // [n] what row t attends
+    std::vector<KvCache*> row_cache;         // [n] the cache row t belongs to
+    std::vector<int> row_index;              // [n] row t's index within its cache's step
     std::vector<std::vector<float>> scores;   // [threads][cached keys] softmax scratch
     std::vector<std::vector<float>> queries;  // [threads][head_dim] rotated query scratch
     std::vector<std::vector<float>> keys;     // [threads][head_dim] key rotated at its rank
@@ -50,8 +54,10 @@ class CpuBackend final : public Backend {
   // scores[j] = scale · q·R(rank_begin + j)·keys[j]: keys rotated at their rank on the fly.
   void ScoresRotatingKeys(const float* query, const float* keys, int n, int64_t rank_begin,
                           float scale, float* key_scratch, float* scores) const;
-  void Attention(int layer, int n_tokens, KvCache& cache);
-  void Layer(int layer, int n_tokens, KvCache& cache);
+  // The forward over state_.row_cache/row_index rows; logits for rows first_logits.. .
+  void Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits);
+  void Attention(int layer, int n_rows);
+  void Layer(int layer, int n_rows);
 
   const ModelConfig config_;
   const ModelWeights& weights_;

@@ -1,0 +1,88 @@
+// A batched decode step over N sessions equals N separate steps, bit for bit.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "engine/model.h"
+#include "tests/unit/test_util.h"
+
+namespace sinkserve {
+namespace {
+
+class BatchedStepTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::Load(ModelOptions{testing::FixturePath("models/" + GetParam()), 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  Backend& backend = (*model)->backend();
+  const int vocab = (*model)->config().vocab_size;
+
+  // Sessions with different policies and histories (some already evicting).
+  std::vector<CachePolicy> policies(5);
+  policies[0].kind = CachePolicy::Kind::kCachePolicyDense;
+  policies[0].dense_capacity_tokens = 200;
+  policies[1].sink_tokens = 4, policies[1].window_tokens = 16;
+  policies[2].sink_tokens = 0, policies[2].window_tokens = 8;
+  policies[3].sink_tokens = 2, policies[3].window_tokens = 3;
+  policies[4].sink_tokens = 4, policies[4].window_tokens = 256;
+  std::vector<std::unique_ptr<KvCache>> batched, separate;
+  std::vector<int32_t> next(policies.size());
+  std::vector<float> logits(vocab);
+  for (size_t i = 0; i < policies.size(); ++i) {
+    std::vector<int32_t> prompt(1 + rng() % 40);
+    for (int32_t& token : prompt) token = static_cast<int32_t>(rng() % vocab);
+    for (auto* caches : {&batched, &separate}) {
+      caches->push_back(backend.NewCache(policies[i]));
+      ASSERT_TRUE(FeedTokens(backend, prompt, *caches->back(), logits).ok());
+    }
+    next[i] = static_cast<int32_t>(rng() % vocab);
+  }
+
+  std::vector<KvCache*> rows;
+  for (auto& cache : batched) rows.push_back(cache.get());
+  std::vector<float> batch_logits(rows.size() * vocab), single_logits(vocab);
+  for (int step = 0; step < 40; ++step) {
+    ASSERT_TRUE(backend.ForwardBatch(next, rows, batch_logits).ok());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const int32_t token[1] = {next[i]};
+      ASSERT_TRUE(backend.Forward(token, *separate[i], single_logits, false).ok());
+      ASSERT_EQ(std::memcmp(&batch_logits[i * vocab], single_logits.data(), vocab * sizeof(float)),
+                0)
+          << "session " << i << " step " << step;
+      ASSERT_EQ(batched[i]->tokens_cached(), separate[i]->tokens_cached());
+      next[i] = static_cast<int32_t>(
+          std::max_element(single_logits.begin(), single_logits.end()) - single_logits.begin());
+    }
+  }
+}
+
+TEST(BatchedStepErrorsTest, BadRowChangesNothing) {
+  absl::StatusOr<std::unique_ptr<Model>> model =
+      Model::Load(ModelOptions{testing::FixturePath("models/pythia_f32_d64"), 1});
+  ASSERT_TRUE(model.ok()) << model.status();
+  Backend& backend = (*model)->backend();
+  std::unique_ptr<KvCache> a = backend.NewCache(CachePolicy{});
+  std::unique_ptr<KvCache> b = backend.NewCache(CachePolicy{});
+  std::vector<float> logits(2 * (*model)->config().vocab_size);
+  const int32_t bad[] = {1, (*model)->config().vocab_size};
+  KvCache* caches[] = {a.get(), b.get()};
+  EXPECT_EQ(backend.ForwardBatch(bad, caches, logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a->tokens_seen(), 0);
+  const int32_t good[] = {1, 2};
+  KvCache* shared[] = {a.get(), a.get()};
+  EXPECT_EQ(backend.ForwardBatch(good, shared, logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(backend.ForwardBatch(good, caches, logits).ok());
+  EXPECT_EQ(a->tokens_seen(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedStepTest,
+                         ::testing::ValuesIn(testing::FixtureModelNames()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace sinkserve
