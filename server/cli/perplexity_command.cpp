@@ -9,6 +9,57 @@
 #include "server/cli/common.h"
 
 namespace sinkserve::cli {
+namespace {
+
+// The StreamingLLM protocol (DESIGN §4): feed tokens one at a time; nll[i] = NLL of token i+1.
+absl::Status TokenByTokenNll(Backend& backend, std::span<const int32_t> tokens, KvCache& cache,
+                             const ModelConfig& config, std::vector<double>* nll) {
+  std::vector<float> logits(config.vocab_size);
+  ProgressBar progress("perplexity", static_cast<int64_t>(tokens.size()) - 1);
+  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+    if (absl::Status status = backend.Forward(tokens.subspan(i, 1), cache, logits, false);
+        !status.ok()) {
+      return status;
+    }
+    nll->push_back(TokenNll(logits, tokens[i + 1]));
+    progress.Update(static_cast<int64_t>(i) + 1);
+  }
+  progress.Finish();
+  return absl::OkStatus();
+}
+
+// The seed's protocol (DESIGN §1), for side-by-side comparison only: independent chunks of
+// `chunk` tokens, each run from an empty dense cache; within a chunk every token but the first
+// is scored given the chunk's earlier tokens (the first token of a chunk is never predicted).
+absl::Status ChunkedNll(Backend& backend, std::span<const int32_t> tokens, int chunk,
+                        const ModelConfig& config, std::vector<double>* nll) {
+  if (chunk < 2 || chunk > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--chunk-protocol must be in [2, ", config.max_position_embeddings, "], got ", chunk));
+  }
+  const size_t vocab = config.vocab_size;
+  std::vector<float> logits(static_cast<size_t>(chunk) * vocab);
+  std::unique_ptr<KvCache> cache = backend.NewDenseCache(chunk);
+  ProgressBar progress("perplexity (chunked)", static_cast<int64_t>(tokens.size()));
+  for (size_t begin = 0; begin + 1 < tokens.size(); begin += chunk) {
+    const size_t length = std::min<size_t>(chunk, tokens.size() - begin);
+    cache->Reset();
+    if (absl::Status status =
+            backend.Forward(tokens.subspan(begin, length), *cache, logits, /*all_logits=*/true);
+        !status.ok()) {
+      return status;
+    }
+    for (size_t i = 0; i + 1 < length; ++i) {
+      nll->push_back(TokenNll(std::span(logits).subspan(i * vocab, vocab), tokens[begin + i + 1]));
+    }
+    progress.Update(static_cast<int64_t>(begin + length));
+  }
+  progress.Finish();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 int RunPerplexity(int argc, char** argv) {
   std::string model_path = "demo", text_file, ids_file;
   int64_t max_tokens = 0, threads = 0;
@@ -23,6 +74,10 @@ int RunPerplexity(int argc, char** argv) {
   flags.Add("json", &json,
             "print {\"tokens\":N,\"nll_mean\":x,\"ppl\":y,\"token_nll\":[...]}");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+  int64_t chunk_protocol = 0;
+  flags.Add("chunk-protocol", &chunk_protocol,
+            "score in independent N-token chunks instead (the seed report's protocol, e.g. 512;"
+            " for comparison only; ignores the cache flags); 0 = off");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
@@ -58,50 +113,53 @@ int RunPerplexity(int argc, char** argv) {
   }
 
   const ModelConfig& config = (*model)->config();
-  // Only the first n-1 tokens are fed (the last is only predicted).
-  const int64_t fed = static_cast<int64_t>(tokens.size()) - 1;
-  if (policy->kind == CachePolicy::Kind::kCachePolicyDense) {
-    if (fed > config.max_position_embeddings) {
-      return Fail(absl::OutOfRangeError(absl::StrCat(
-          "the input has ", tokens.size(), " tokens but a dense cache holds the model's context "
-          "of ", config.max_position_embeddings, " tokens; pass --max-tokens ",
-          config.max_position_embeddings + 1, " or fewer, or drop --dense to stream")));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= config.vocab_size) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "token id ", tokens[i], " at index ", i, " is outside the vocabulary [0, ",
+          config.vocab_size, ")")));
     }
-    policy->dense_capacity_tokens = static_cast<int>(fed);
   }
   Backend& backend = (*model)->backend();
-  std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
-  std::vector<float> logits(config.vocab_size);
   std::vector<double> token_nll;
-  token_nll.reserve(fed);
-  ProgressBar progress("perplexity", fed);
-  double total = 0.0;
-  for (int64_t i = 0; i < fed; ++i) {
-    if (absl::Status status =
-            backend.Forward(std::span(tokens).subspan(i, 1), *cache, logits, false);
+  std::string cache_description;
+  if (chunk_protocol > 0) {
+    absl::Status status = ChunkedNll(backend, tokens, static_cast<int>(std::min<int64_t>(
+                                                          chunk_protocol, 1 << 30)),
+                                     config, &token_nll);
+    if (!status.ok()) return Fail(status);
+    cache_description = absl::StrCat("chunk protocol (", chunk_protocol, "-token chunks, dense)");
+  } else {
+    // Only the first n-1 tokens are fed (the last is only predicted).
+    const int64_t fed = static_cast<int64_t>(tokens.size()) - 1;
+    if (policy->kind == CachePolicy::Kind::kCachePolicyDense) {
+      if (fed > config.max_position_embeddings) {
+        return Fail(absl::OutOfRangeError(absl::StrCat(
+            "the input has ", tokens.size(), " tokens but a dense cache holds the model's context "
+            "of ", config.max_position_embeddings, " tokens; pass --max-tokens ",
+            config.max_position_embeddings + 1, " or fewer, or drop --dense to stream")));
+      }
+      policy->dense_capacity_tokens = static_cast<int>(fed);
+    }
+    std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
+    if (absl::Status status = TokenByTokenNll(backend, tokens, *cache, config, &token_nll);
         !status.ok()) {
       return Fail(status);
     }
-    const int32_t target = tokens[i + 1];
-    if (target >= config.vocab_size) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "token id ", target, " at index ", i + 1, " is outside the vocabulary [0, ",
-          config.vocab_size, ")")));
-    }
-    token_nll.push_back(TokenNll(logits, target));
-    total += token_nll.back();
-    progress.Update(i + 1);
+    cache_description = cache->Describe();
   }
-  progress.Finish();
+  double total = 0.0;
+  for (double nll : token_nll) total += nll;
+  const size_t fed = token_nll.size();
   const double nll_mean = total / fed;
   const double ppl = std::exp(nll_mean);
   if (json) {
     nlohmann::json out = {{"tokens", tokens.size()}, {"nll_mean", nll_mean}, {"ppl", ppl},
-                          {"cache", cache->Describe()}, {"token_nll", token_nll}};
+                          {"cache", cache_description}, {"token_nll", token_nll}};
     std::puts(out.dump().c_str());
   } else {
     std::printf("tokens %zu  nll_mean %.6f  ppl %.4f  cache %s\n", tokens.size(), nll_mean, ppl,
-                cache->Describe().c_str());
+                cache_description.c_str());
   }
   return kExitOk;
 }

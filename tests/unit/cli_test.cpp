@@ -68,6 +68,16 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     EXPECT_NEAR(out["nll_mean"].get<double>(), sum / expected.size(), 1e-9);
     EXPECT_NEAR(out["ppl"].get<double>(), std::exp(sum / expected.size()), 1e-6);
 
+    // The seed's chunk protocol: chunk 50 → two independent chunks of 49 scored tokens; the
+    // first chunk's NLLs are HF's (positions depend only on earlier tokens).
+    const RunResult chunked = RunSinkserve("perplexity --model " + Fixture(model) +
+                                           " --token-ids-file " + dir.File("ids.txt") +
+                                           " --json --chunk-protocol 50");
+    ASSERT_EQ(chunked.exit_code, 0) << chunked.err;
+    const std::vector<double> chunk_nll = nlohmann::json::parse(chunked.out)["token_nll"];
+    ASSERT_EQ(chunk_nll.size(), 98u);
+    for (size_t i = 0; i < 49; ++i) EXPECT_NEAR(chunk_nll[i], expected[i], 4e-4) << i;
+
     // --max-tokens N scores the first N tokens only.
     const RunResult cut = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
                            dir.File("ids.txt") + " --json --max-tokens 10");
