@@ -34,6 +34,10 @@ class Backend {
   virtual std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const = 0;
 
   virtual std::string name() const = 0;  // "cpu (8 threads, avx2+fma+f16c)"
+
+  // Wall time the last Forward/ForwardBatch spent in attention (all layers: storing the new
+  // keys/values, scores, softmax, weighted sum). The future attention_seconds metric.
+  virtual double last_step_attention_seconds() const = 0;
 };
 
 // Feeds `tokens` through Forward in the largest steps that stay exact for `cache` (at most

@@ -1,6 +1,7 @@
 #include "engine/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -183,6 +184,7 @@ void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, i
   for (int t = 0; t < n; ++t) {
     cpu::EmbeddingRow(weights_.embed_in, tokens[t], &state_.residual[static_cast<size_t>(t) * h]);
   }
+  attention_seconds_ = 0;
   for (int layer = 0; layer < config_.num_layers; ++layer) Layer(layer, n);
 
   // Final LayerNorm and the LM head, for rows first_logits..n-1.
@@ -207,7 +209,10 @@ void CpuBackend::Layer(int layer, int n) {
                    normed + t * h);
   }
   cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_);
+  const auto attention_start = std::chrono::steady_clock::now();
   Attention(layer, n);
+  attention_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
   cpu::MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n,
               state_.attn_out.data(), pool_);
 

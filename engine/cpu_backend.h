@@ -25,6 +25,7 @@ class CpuBackend final : public Backend {
   std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const override;
   std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const override;
   std::string name() const override;
+  double last_step_attention_seconds() const override { return attention_seconds_; }
 
  private:
   // Scratch activations of one step, grown to the largest step seen (run state, STYLE §3).
@@ -64,6 +65,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   cpu::RotaryTable rotary_;
   RunState state_;
+  double attention_seconds_ = 0;  // of the last step
 };
 
 }  // namespace sinkserve
