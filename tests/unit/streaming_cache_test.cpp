@@ -146,6 +146,44 @@ TEST_P(StreamingCacheTest, ResetStartsAFreshStream) {
   ExpectMatchesReference(c, Feed(cache, 1, nullptr), cache, "after reset");
 }
 
+// 512-token streams for S=4 W=16, S=1 W=8, S=0 W=16 and S=4 W=64: per-token NLL within 1e-4
+// of the reference at every step, and the same tokens cached at the end.
+TEST_P(StreamingCacheTest, LongStreamsMatchReference) {
+  const TensorInfo* long_tokens = reference_->Find("long.tokens");
+  ASSERT_NE(long_tokens, nullptr);
+  const std::vector<int64_t> ids = Read<int64_t>(*long_tokens);
+  const std::vector<int32_t> tokens(ids.begin(), ids.end());
+  ASSERT_GE(tokens.size(), 400u);
+  const std::regex name(R"(long\.S(\d+)_W(\d+)\.nll)");
+  int configs = 0;
+  for (const TensorInfo& info : reference_->tensors()) {
+    std::smatch match;
+    if (!std::regex_match(info.name, match, name)) continue;
+    ++configs;
+    const int sink = std::stoi(match[1]), window = std::stoi(match[2]);
+    SCOPED_TRACE(info.name);
+    StreamingKvCache cache(Shape(), sink, window);
+    const std::vector<float> expected = Read<float>(info);
+    ASSERT_EQ(expected.size() + 1, tokens.size());
+    std::vector<float> logits(model_->config().vocab_size);
+    double worst = 0;
+    for (size_t t = 0; t + 1 < tokens.size(); ++t) {
+      ASSERT_TRUE(model_->backend().Forward(std::span(tokens).subspan(t, 1), cache, logits, false)
+                      .ok());
+      worst = std::max(worst, std::abs(TokenNll(logits, tokens[t + 1]) - expected[t]));
+    }
+    EXPECT_LE(worst, 1e-4) << "max |ΔNLL|";
+    const std::string cached_name =
+        "long.S" + std::to_string(sink) + "_W" + std::to_string(window) + ".cached";
+    ASSERT_NE(reference_->Find(cached_name), nullptr);
+    // The reference's cache state is after every token, the last one included.
+    ASSERT_TRUE(
+        model_->backend().Forward(std::span(tokens).last(1), cache, logits, false).ok());
+    EXPECT_EQ(cache.CachedStreamPositions(), Read<int64_t>(*reference_->Find(cached_name)));
+  }
+  EXPECT_GE(configs, 4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, StreamingCacheTest, ::testing::ValuesIn(testing::FixtureModelNames()),
                          [](const auto& info) { return info.param; });
 
