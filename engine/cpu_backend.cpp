@@ -46,25 +46,6 @@ void CpuBackend::ReserveRankRotary(int64_t ranks) {
   }
 }
 
-void CpuBackend::ScoresRotatingKeys(const float* query, const float* keys, int n,
-                                    int64_t rank_begin, float scale, float* key_scratch,
-                                    float* scores) const {
-  const int d = config_.head_dim;
-  const int rot = config_.rotary_ndims;
-  for (int j = 0; j < n; ++j) {
-    const float* key = keys + static_cast<size_t>(j) * d;
-    const float* cos = &state_.rank_rotary[(rank_begin + j) * 2 * rot];
-    std::copy(key, key + rot, key_scratch);
-    cpu::ApplyRotary(key_scratch, rot, cos, cos + rot);
-    // The pass-through dims are read in place; the rotated prefix from the scratch.
-    float dot;
-    cpu::AttentionScores(query, key_scratch, 1, rot, 1.0f, &dot);
-    float rest = 0.0f;
-    if (rot < d) cpu::AttentionScores(query + rot, key + rot, 1, d - rot, 1.0f, &rest);
-    scores[j] = (dot + rest) * scale;
-  }
-}
-
 void CpuBackend::Reserve(int n, int cache_capacity) {
   const size_t h = config_.hidden_size;
   if (n > state_.tokens) {
@@ -81,7 +62,6 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
   }
   state_.scores.resize(pool_.size());
   state_.queries.assign(pool_.size(), std::vector<float>(config_.head_dim));
-  state_.keys.assign(pool_.size(), std::vector<float>(config_.head_dim));
   for (std::vector<float>& scores : state_.scores) {
     if (static_cast<int>(scores.size()) < cache_capacity) scores.resize(cache_capacity);
   }
@@ -290,8 +270,9 @@ void CpuBackend::Attention(int layer, int n) {
         if (span.key_rank_begin < 0) {
           cpu::AttentionScores(query, span_keys, span.num_slots, d, scale, scores + count);
         } else {
-          ScoresRotatingKeys(query, span_keys, span.num_slots, span.key_rank_begin, scale,
-                             state_.keys[thread_index].data(), scores + count);
+          cpu::RotatedKeyScores(query, span_keys, span.num_slots, d, rot,
+                                &state_.rank_rotary[span.key_rank_begin * 2 * rot], scale,
+                                scores + count);
         }
         for (int j = 0; j < span.num_slots; ++j) max_score = std::max(max_score, scores[count + j]);
         count += span.num_slots;

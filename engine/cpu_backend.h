@@ -44,7 +44,6 @@ class CpuBackend final : public Backend {
     std::vector<int> row_index;              // [n] row t's index within its cache's step
     std::vector<std::vector<float>> scores;   // [threads][cached keys] softmax scratch
     std::vector<std::vector<float>> queries;  // [threads][head_dim] rotated query scratch
-    std::vector<std::vector<float>> keys;     // [threads][head_dim] key rotated at its rank
     // cos, sin of rank r at [r][2][rotary_ndims], for caches whose keys are stored un-rotated
     // (ranks are < S + W + 1, so this stays small and is computed once).
     std::vector<float> rank_rotary;
@@ -52,9 +51,6 @@ class CpuBackend final : public Backend {
 
   void Reserve(int n_tokens, int cache_capacity);
   void ReserveRankRotary(int64_t ranks);
-  // scores[j] = scale · q·R(rank_begin + j)·keys[j]: keys rotated at their rank on the fly.
-  void ScoresRotatingKeys(const float* query, const float* keys, int n, int64_t rank_begin,
-                          float scale, float* key_scratch, float* scores) const;
   // The forward over state_.row_cache/row_index rows; logits for rows first_logits.. .
   void Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits);
   void Attention(int layer, int n_rows);

@@ -31,6 +31,7 @@ struct Isa {
   void (*rows)(const MatMulArgs&, int64_t, int64_t);
   void (*scores)(const float*, const float*, int, int, float, float*);
   void (*weighted_sum)(const float*, const float*, int, int, float*);
+  void (*rotated_scores)(const float*, const float*, int, int, int, const float*, float, float*);
   const char* name;
 };
 
@@ -39,10 +40,12 @@ Isa SelectIsa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c")) {
-    return {MatMulRowsAvx2, AttentionScoresAvx2, WeightedSumAvx2, "avx2+fma+f16c"};
+    return {MatMulRowsAvx2, AttentionScoresAvx2, WeightedSumAvx2, RotatedKeyScoresAvx2,
+            "avx2+fma+f16c"};
   }
 #endif
-  return {MatMulRowsPortable, AttentionScoresPortable, WeightedSumPortable, "portable"};
+  return {MatMulRowsPortable, AttentionScoresPortable, WeightedSumPortable,
+          RotatedKeyScoresPortable, "portable"};
 }
 
 const Isa& ChosenIsa() {
@@ -95,6 +98,29 @@ void WeightedSumPortable(const float* p, const float* values, int n, int d, floa
     const float* value = values + static_cast<int64_t>(j) * d;
     for (int k = 0; k < d; ++k) out[k] += p[j] * value[k];
   }
+}
+
+void RotatedKeyScoresPortable(const float* q, const float* keys, int n, int d, int rot,
+                              const float* table, float scale, float* scores) {
+  const int half = rot / 2;
+  for (int j = 0; j < n; ++j) {
+    const float* key = keys + static_cast<int64_t>(j) * d;
+    const float* cos = table + static_cast<int64_t>(j) * 2 * rot;
+    const float* sin = cos + rot;
+    float dot = 0.0f;
+    for (int i = 0; i < half; ++i) {
+      const float k1 = key[i], k2 = key[i + half];
+      dot += q[i] * (k1 * cos[i] - k2 * sin[i]);
+      dot += q[i + half] * (k2 * cos[i + half] + k1 * sin[i + half]);
+    }
+    for (int i = rot; i < d; ++i) dot += q[i] * key[i];
+    scores[j] = dot * scale;
+  }
+}
+
+void RotatedKeyScores(const float* q, const float* keys, int n, int d, int rot,
+                      const float* table, float scale, float* scores) {
+  ChosenIsa().rotated_scores(q, keys, n, d, rot, table, scale, scores);
 }
 
 void AttentionScores(const float* q, const float* keys, int n, int d, float scale,

@@ -41,6 +41,11 @@ void EmbeddingRow(const Matrix& table, int64_t row, float* out);
 // scores[j] = scale · q·keys[j];  out[k] += Σ_j p[j]·values[j][k].
 void AttentionScores(const float* q, const float* keys, int n, int d, float scale, float* scores);
 void WeightedSum(const float* p, const float* values, int n, int d, float* out);
+// Scores against keys stored un-rotated (the streaming cache): key j is rotated at the
+// position whose cos/sin are table row j ([cos rot][sin rot], stride 2·rot) inside the dot
+// product, without writing the rotated key anywhere.
+void RotatedKeyScores(const float* q, const float* keys, int n, int d, int rot,
+                      const float* table, float scale, float* scores);
 
 // Rotary position table: cos/sin of position·inv_freq, computed in fp32 exactly as HF does
 // (inv_freq = 1 / base^(2i/rotary_ndims)). Each row holds rotary_ndims values: the half-width

@@ -136,6 +136,40 @@ void AttentionScoresAvx2(const float* q, const float* keys, int n, int d, float 
   }
 }
 
+void RotatedKeyScoresAvx2(const float* q, const float* keys, int n, int d, int rot,
+                          const float* table, float scale, float* scores) {
+  const int half = rot / 2;
+  const int vector_half = half & ~7;
+  const int pass_begin = rot;
+  const int vector_pass_end = rot + ((d - rot) & ~7);
+  for (int j = 0; j < n; ++j) {
+    const float* key = keys + static_cast<int64_t>(j) * d;
+    const float* cos = table + static_cast<int64_t>(j) * 2 * rot;
+    const float* sin = cos + rot;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < vector_half; i += 8) {
+      const __m256 k1 = _mm256_loadu_ps(key + i), k2 = _mm256_loadu_ps(key + i + half);
+      const __m256 first = _mm256_fmsub_ps(k1, _mm256_loadu_ps(cos + i),
+                                           _mm256_mul_ps(k2, _mm256_loadu_ps(sin + i)));
+      const __m256 second = _mm256_fmadd_ps(k2, _mm256_loadu_ps(cos + i + half),
+                                            _mm256_mul_ps(k1, _mm256_loadu_ps(sin + i + half)));
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), first, acc);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i + half), second, acc);
+    }
+    for (int i = pass_begin; i < vector_pass_end; i += 8) {
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(key + i), acc);
+    }
+    float dot = HorizontalSum(acc);
+    for (int i = vector_half; i < half; ++i) {
+      const float k1 = key[i], k2 = key[i + half];
+      dot += q[i] * (k1 * cos[i] - k2 * sin[i]);
+      dot += q[i + half] * (k2 * cos[i + half] + k1 * sin[i + half]);
+    }
+    for (int i = vector_pass_end; i < d; ++i) dot += q[i] * key[i];
+    scores[j] = dot * scale;
+  }
+}
+
 void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out) {
   const int vector_d = d & ~7;
   for (int k = 0; k < vector_d; k += 8) {

@@ -21,12 +21,18 @@ void MatMulRowsPortable(const MatMulArgs& args, int64_t row_begin, int64_t row_e
 // scores[j] = scale · q·keys[j] for j < n; keys: [n][d].
 void AttentionScoresPortable(const float* q, const float* keys, int n, int d, float scale,
                              float* scores);
+// scores[j] = scale · q·R(rank j)·keys[j]: the first `rot` dims of each key rotated (NeoX
+// rotate_half) with table row j ([cos rot][sin rot], stride 2·rot), the rest as stored.
+void RotatedKeyScoresPortable(const float* q, const float* keys, int n, int d, int rot,
+                              const float* table, float scale, float* scores);
 // out[k] += Σ_j p[j]·values[j][k]; values: [n][d].
 void WeightedSumPortable(const float* p, const float* values, int n, int d, float* out);
 #if defined(__x86_64__)
 void MatMulRowsAvx2(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
 void AttentionScoresAvx2(const float* q, const float* keys, int n, int d, float scale,
                          float* scores);
+void RotatedKeyScoresAvx2(const float* q, const float* keys, int n, int d, int rot,
+                          const float* table, float scale, float* scores);
 void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out);
 #endif
 

@@ -126,6 +126,31 @@ TEST(AttentionLoopsTest, MatchPortable) {
   }
 }
 
+// Fused rotate-and-dot against rotating a copy of each key and taking a plain dot product.
+TEST(AttentionLoopsTest, RotatedKeyScoresMatchRotatingACopy) {
+  std::mt19937_64 rng(TestSeed());
+  for (const auto& [d, rot] : {std::pair{64, 16}, {80, 20}, {64, 64}, {80, 40}, {32, 2}}) {
+    const int n = 37;
+    cpu::RotaryTable rotary(rot, 10000.0);
+    std::vector<float> table(static_cast<size_t>(n) * 2 * rot);
+    for (int j = 0; j < n; ++j) rotary.Compute(100 + j, &table[j * 2 * rot], &table[j * 2 * rot + rot]);
+    const std::vector<float> q = RandomFloats(rng, d), keys = RandomFloats(rng, n * d);
+    std::vector<float> fast(n), portable(n), expected(n);
+    cpu::RotatedKeyScores(q.data(), keys.data(), n, d, rot, table.data(), 0.125f, fast.data());
+    cpu::RotatedKeyScoresPortable(q.data(), keys.data(), n, d, rot, table.data(), 0.125f,
+                                  portable.data());
+    for (int j = 0; j < n; ++j) {
+      std::vector<float> key(keys.begin() + j * d, keys.begin() + (j + 1) * d);
+      cpu::ApplyRotary(key.data(), rot, &table[j * 2 * rot], &table[j * 2 * rot + rot]);
+      double dot = 0;
+      for (int k = 0; k < d; ++k) dot += static_cast<double>(q[k]) * key[k];
+      expected[j] = static_cast<float>(dot * 0.125);
+      ASSERT_NEAR(fast[j], expected[j], 1e-5f * (1 + std::abs(expected[j]))) << d << "/" << rot;
+      ASSERT_NEAR(portable[j], expected[j], 1e-5f * (1 + std::abs(expected[j]))) << d << "/" << rot;
+    }
+  }
+}
+
 TEST(LayerNormTest, MatchesDefinition) {
   std::mt19937_64 rng(TestSeed());
   const int dim = 300;

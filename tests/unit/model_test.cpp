@@ -16,7 +16,7 @@
 #include "engine/safetensors.h"
 #include "engine/sampler.h"
 #include "nlohmann/json.hpp"
-#include "tests/unit/test_util.h"
+#include "tests/unit/fixture_model.h"
 
 namespace sinkserve {
 namespace {
@@ -27,11 +27,7 @@ template <typename T>
 std::vector<T> Read(const SafetensorsFile& file, const std::string& name) {
   const TensorInfo* info = file.Find(name);
   EXPECT_NE(info, nullptr) << name;
-  if (info == nullptr) return {};
-  std::vector<T> values(info->numel());
-  EXPECT_EQ(info->nbytes, values.size() * sizeof(T)) << name;
-  std::memcpy(values.data(), info->data, info->nbytes);
-  return values;
+  return info == nullptr ? std::vector<T>{} : testing::ReadTensor<T>(*info);
 }
 
 std::vector<int32_t> ReadIds(const SafetensorsFile& file, const std::string& name) {
@@ -39,18 +35,9 @@ std::vector<int32_t> ReadIds(const SafetensorsFile& file, const std::string& nam
   return std::vector<int32_t>(ids.begin(), ids.end());
 }
 
-class ModelTest : public ::testing::TestWithParam<std::string> {
+class ModelTest : public testing::FixtureModelTest {
  protected:
-  void SetUp() override {
-    const std::string dir = testing::FixturePath("models/" + GetParam());
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(ModelOptions{dir, 2});
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = std::move(*model);
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> reference =
-        SafetensorsFile::Open(dir + "/reference.safetensors");
-    ASSERT_TRUE(reference.ok()) << reference.status();
-    reference_ = std::move(*reference);
-  }
+  void SetUp() override { LoadFixture("reference.safetensors"); }
 
   int NumSequences() const {
     int n = 0;
@@ -93,8 +80,6 @@ class ModelTest : public ::testing::TestWithParam<std::string> {
         << worst / model_->config().vocab_size << "), max |logit| " << max_reference;
   }
 
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<SafetensorsFile> reference_;
 };
 
 TEST_P(ModelTest, LogitsMatchHuggingFaceWholeSequence) {

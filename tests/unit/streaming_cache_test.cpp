@@ -15,34 +15,23 @@
 #include "engine/perplexity.h"
 #include "engine/safetensors.h"
 #include "nlohmann/json.hpp"
-#include "tests/unit/test_util.h"
+#include "tests/unit/fixture_model.h"
 
 namespace sinkserve {
 namespace {
 
-template <typename T>
-std::vector<T> Read(const TensorInfo& info) {
-  std::vector<T> values(info.numel());
-  std::memcpy(values.data(), info.data, info.nbytes);
-  return values;
-}
+using testing::ReadTensor;
 
 struct Config {
   int sink, window;
 };
 
-class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
+class StreamingCacheTest : public testing::FixtureModelTest {
  protected:
   void SetUp() override {
-    const std::string dir = testing::FixturePath("models/" + GetParam());
-    absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(ModelOptions{dir, 2});
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = std::move(*model);
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> reference =
-        SafetensorsFile::Open(dir + "/streaming.safetensors");
-    ASSERT_TRUE(reference.ok()) << reference.status();
-    reference_ = std::move(*reference);
-    const std::vector<int64_t> tokens = Read<int64_t>(*reference_->Find("tokens"));
+    LoadFixture("streaming.safetensors");
+    if (HasFatalFailure()) return;
+    const std::vector<int64_t> tokens = ReadTensor<int64_t>(*reference_->Find("tokens"));
     tokens_.assign(tokens.begin(), tokens.end());
     const std::regex name(R"(stream\.S(\d+)_W(\d+)\.nll)");
     for (const TensorInfo& info : reference_->tensors()) {
@@ -81,7 +70,7 @@ class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
                               const StreamingKvCache& cache, const std::string& how) {
     SCOPED_TRACE(Prefix(c) + " " + how);
     const int vocab = model_->config().vocab_size;
-    const std::vector<float> nll = Read<float>(*reference_->Find(Prefix(c) + ".nll"));
+    const std::vector<float> nll = ReadTensor<float>(*reference_->Find(Prefix(c) + ".nll"));
     ASSERT_EQ(nll.size() + 1, tokens_.size());
     double worst = 0;
     for (size_t t = 0; t + 1 < tokens_.size(); ++t) {
@@ -90,7 +79,7 @@ class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
     }
     EXPECT_LE(worst, 1e-4) << "max |ΔNLL|";
     if (const TensorInfo* expected = reference_->Find(Prefix(c) + ".logits")) {
-      const std::vector<float> reference = Read<float>(*expected);
+      const std::vector<float> reference = ReadTensor<float>(*expected);
       float max_reference = 0, max_error = 0;
       for (size_t i = 0; i < reference.size(); ++i) {
         max_reference = std::max(max_reference, std::abs(reference[i]));
@@ -98,7 +87,7 @@ class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
       }
       EXPECT_LE(max_error, 1e-4 * max_reference);
     }
-    const std::vector<int64_t> cached = Read<int64_t>(*reference_->Find(Prefix(c) + ".cached"));
+    const std::vector<int64_t> cached = ReadTensor<int64_t>(*reference_->Find(Prefix(c) + ".cached"));
     EXPECT_EQ(cache.CachedStreamPositions(), cached);
     EXPECT_LE(cache.tokens_cached(), c.sink + c.window);
     EXPECT_EQ(cache.tokens_evicted() + cache.tokens_cached(), static_cast<int64_t>(tokens_.size()));
@@ -109,8 +98,6 @@ class StreamingCacheTest : public ::testing::TestWithParam<std::string> {
     return KvShape{config.num_layers, config.num_heads, config.head_dim};
   }
 
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<SafetensorsFile> reference_;
   std::vector<int32_t> tokens_;
   std::vector<Config> configs_;
 };
@@ -151,7 +138,7 @@ TEST_P(StreamingCacheTest, ResetStartsAFreshStream) {
 TEST_P(StreamingCacheTest, LongStreamsMatchReference) {
   const TensorInfo* long_tokens = reference_->Find("long.tokens");
   ASSERT_NE(long_tokens, nullptr);
-  const std::vector<int64_t> ids = Read<int64_t>(*long_tokens);
+  const std::vector<int64_t> ids = ReadTensor<int64_t>(*long_tokens);
   const std::vector<int32_t> tokens(ids.begin(), ids.end());
   ASSERT_GE(tokens.size(), 400u);
   const std::regex name(R"(long\.S(\d+)_W(\d+)\.nll)");
@@ -163,7 +150,7 @@ TEST_P(StreamingCacheTest, LongStreamsMatchReference) {
     const int sink = std::stoi(match[1]), window = std::stoi(match[2]);
     SCOPED_TRACE(info.name);
     StreamingKvCache cache(Shape(), sink, window);
-    const std::vector<float> expected = Read<float>(info);
+    const std::vector<float> expected = ReadTensor<float>(info);
     ASSERT_EQ(expected.size() + 1, tokens.size());
     std::vector<float> logits(model_->config().vocab_size);
     double worst = 0;
@@ -179,7 +166,7 @@ TEST_P(StreamingCacheTest, LongStreamsMatchReference) {
     // The reference's cache state is after every token, the last one included.
     ASSERT_TRUE(
         model_->backend().Forward(std::span(tokens).last(1), cache, logits, false).ok());
-    EXPECT_EQ(cache.CachedStreamPositions(), Read<int64_t>(*reference_->Find(cached_name)));
+    EXPECT_EQ(cache.CachedStreamPositions(), ReadTensor<int64_t>(*reference_->Find(cached_name)));
   }
   EXPECT_GE(configs, 4);
 }
