@@ -1,0 +1,48 @@
+// Weight quantization formats, bit-exact with bitsandbytes (DESIGN §5):
+//   int8 — per output row absmax (bnb's SCB), q = round_half_even(w · fp32(fp32(1/absmax)·127));
+//   NF4  — blocks of 64 consecutive elements of the row-major weight, fp32 absmax per block,
+//          each element → the nearest of the 16 NF4 values (a value exactly between two takes
+//          the lower one), element 2j in the high nibble, 2j+1 in the low nibble.
+// The rules were established against bitsandbytes 0.50.2 itself; see
+// tests/fixtures/quant/README.md. Quantization happens once, at load; the kernels that read
+// these formats come with the quantized backends.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace sinkserve {
+
+inline constexpr int kNf4BlockSize = 64;
+
+// The 16 NF4 values (normal-float quantiles), ascending.
+inline constexpr float kNf4Values[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+struct Int8Rows {
+  int64_t rows = 0, cols = 0;
+  std::vector<int8_t> codes;      // [rows][cols]
+  std::vector<float> row_absmax;  // [rows] (bnb SCB); an all-zero row has 0 and codes 0
+};
+
+struct Nf4Blocks {
+  int64_t numel = 0;                // a multiple of kNf4BlockSize
+  std::vector<uint8_t> codes;       // [numel / 2], element 2j in the high nibble
+  std::vector<float> block_absmax;  // [numel / 64]; an all-zero block has 0 and codes 7 (0x77)
+};
+
+// w: [rows][cols] fp32.
+Int8Rows QuantizeInt8Rows(std::span<const float> w, int64_t rows, int64_t cols);
+// out[r][c] = (q · absmax[r]) · fp32(1/127), as bnb dequantizes.
+void DequantizeInt8Rows(const Int8Rows& q, std::span<float> out);
+
+// w.size() must be a multiple of kNf4BlockSize.
+Nf4Blocks QuantizeNf4(std::span<const float> w);
+// out[i] = kNf4Values[code_i] · absmax[block of i].
+void DequantizeNf4(const Nf4Blocks& q, std::span<float> out);
+
+}  // namespace sinkserve
