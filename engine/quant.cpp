@@ -18,6 +18,12 @@ constexpr std::array<float, 15> Nf4Midpoints() {
 }
 constexpr std::array<float, 15> kNf4Midpoints = Nf4Midpoints();
 
+std::array<float, 255> DynamicMapMidpoints() {
+  std::array<float, 255> midpoints{};
+  for (int k = 0; k < 255; ++k) midpoints[k] = (kDynamicMap[k] + kDynamicMap[k + 1]) / 2.0f;
+  return midpoints;
+}
+
 uint8_t Nf4Code(float normalized) {
   return static_cast<uint8_t>(
       std::lower_bound(kNf4Midpoints.begin(), kNf4Midpoints.end(), normalized) -
@@ -76,6 +82,41 @@ void DequantizeNf4(const Nf4Blocks& q, std::span<float> out) {
     const uint8_t byte = q.codes[i / 2];
     const int code = i % 2 == 0 ? byte >> 4 : byte & 0xf;
     out[i] = kNf4Values[code] * q.block_absmax[i / kNf4BlockSize];
+  }
+}
+
+QuantizedAbsmax DoubleQuantize(std::span<const float> absmax) {
+  double sum = 0.0;
+  for (float value : absmax) sum += value;
+  return DoubleQuantize(absmax, absmax.empty() ? 0.0f : static_cast<float>(sum / absmax.size()));
+}
+
+QuantizedAbsmax DoubleQuantize(std::span<const float> absmax, float offset) {
+  static const std::array<float, 255> midpoints = DynamicMapMidpoints();
+  const size_t n = absmax.size();
+  QuantizedAbsmax q{std::vector<uint8_t>(n),
+                    std::vector<float>((n + kDoubleQuantBlockSize - 1) / kDoubleQuantBlockSize),
+                    offset};
+  for (size_t block = 0; block < q.block_scale.size(); ++block) {
+    const size_t begin = block * kDoubleQuantBlockSize;
+    const size_t end = std::min(n, begin + kDoubleQuantBlockSize);
+    float scale = 0.0f;
+    for (size_t i = begin; i < end; ++i) scale = std::max(scale, std::abs(absmax[i] - offset));
+    q.block_scale[block] = scale;
+    const float inverse = 1.0f / std::max(scale, 1e-38f);
+    for (size_t i = begin; i < end; ++i) {
+      const float normalized = std::clamp((absmax[i] - offset) * inverse, -1.0f, 1.0f);
+      // Nearest map value; exactly between two takes the lower (the count of midpoints below).
+      q.codes[i] = static_cast<uint8_t>(
+          std::lower_bound(midpoints.begin(), midpoints.end(), normalized) - midpoints.begin());
+    }
+  }
+  return q;
+}
+
+void DequantizeAbsmax(const QuantizedAbsmax& q, std::span<float> out) {
+  for (size_t i = 0; i < q.codes.size(); ++i) {
+    out[i] = kDynamicMap[q.codes[i]] * q.block_scale[i / kDoubleQuantBlockSize] + q.offset;
   }
 }
 

@@ -35,6 +35,24 @@ struct Nf4Blocks {
   std::vector<float> block_absmax;  // [numel / 64]; an all-zero block has 0 and codes 7 (0x77)
 };
 
+// Double quantization of NF4 absmax values (bnb compress_statistics=True): subtract their
+// mean, then 8-bit blockwise (256) quantization with bnb's signed dynamic map.
+inline constexpr int kDoubleQuantBlockSize = 256;
+extern const float kDynamicMap[256];  // ascending; engine/quant_dynamic_map.cpp (generated)
+
+struct QuantizedAbsmax {
+  std::vector<uint8_t> codes;       // [n] indices into kDynamicMap
+  std::vector<float> block_scale;   // [ceil(n / 256)] max |absmax − offset| per block
+  float offset = 0.0f;              // mean of the absmax values
+};
+
+// offset defaults to the fp32 mean; pass one to reproduce another implementation's exactly
+// (torch's mean may differ from ours by an ulp through its summation order).
+QuantizedAbsmax DoubleQuantize(std::span<const float> absmax);
+QuantizedAbsmax DoubleQuantize(std::span<const float> absmax, float offset);
+// out[i] = kDynamicMap[code_i] · block_scale[i / 256] + offset.
+void DequantizeAbsmax(const QuantizedAbsmax& q, std::span<float> out);
+
 // w: [rows][cols] fp32.
 Int8Rows QuantizeInt8Rows(std::span<const float> w, int64_t rows, int64_t cols);
 // out[r][c] = (q · absmax[r]) · fp32(1/127), as bnb dequantizes.

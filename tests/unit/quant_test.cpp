@@ -71,5 +71,43 @@ TEST_F(QuantTest, Nf4CodesAndAbsmaxAreBnbExact) {
   }
 }
 
+TEST_F(QuantTest, DynamicMapMatchesReference) {
+  ExpectBitEqual(kDynamicMap, ReadTensor<float>(Get("dynamic_map")), "dynamic_map");
+}
+
+// Double-quantized absmax: with bnb's offset the codes and scales are bit-exact; with our own
+// fp32 mean the offset is within an ulp of torch's, and a code can flip at a midpoint, so the
+// recovered absmax is within half a code step (≤ 1% of the block scale).
+TEST_F(QuantTest, DoubleQuantizedAbsmaxIsBnbExact) {
+  struct Case {
+    std::string absmax, codes, scale, offset, dequant;
+  };
+  std::vector<Case> cases = {{"dqx.absmax", "dqx.absmax_codes", "dqx.absmax_scale", "dqx.offset",
+                              "dqx.absmax_dequant"}};
+  for (int i = 0; i < 4; ++i) {
+    const std::string n = std::to_string(i);
+    cases.push_back({"nf4.absmax." + n, "nf4dq.absmax_codes." + n, "nf4dq.absmax_scale." + n,
+                     "nf4dq.offset." + n, "nf4dq.absmax_dequant." + n});
+  }
+  for (const Case& c : cases) {
+    const std::vector<float> absmax = ReadTensor<float>(Get(c.absmax));
+    const float bnb_offset = ReadTensor<float>(Get(c.offset))[0];
+    const QuantizedAbsmax q = DoubleQuantize(absmax, bnb_offset);
+    EXPECT_EQ(q.codes, ReadTensor<uint8_t>(Get(c.codes))) << c.codes;
+    ExpectBitEqual(q.block_scale, ReadTensor<float>(Get(c.scale)), c.scale);
+    std::vector<float> recovered(absmax.size());
+    DequantizeAbsmax(q, recovered);
+    ExpectBitEqual(recovered, ReadTensor<float>(Get(c.dequant)), c.dequant);
+
+    const QuantizedAbsmax own = DoubleQuantize(absmax);
+    EXPECT_LE(std::abs(own.offset - bnb_offset), std::abs(bnb_offset) * 2.5e-7f) << c.offset;
+    DequantizeAbsmax(own, recovered);
+    const std::vector<float> expected = ReadTensor<float>(Get(c.dequant));
+    for (size_t k = 0; k < expected.size(); ++k) {
+      ASSERT_NEAR(recovered[k], expected[k], 1e-6f + 1e-2f * q.block_scale[k / 256]) << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sinkserve
