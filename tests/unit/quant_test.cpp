@@ -5,7 +5,10 @@
 
 #include <bit>
 #include <cstring>
+#include <random>
+#include <tuple>
 
+#include "engine/quant_kernels.h"
 #include "engine/safetensors.h"
 #include "tests/unit/fixture_model.h"
 
@@ -105,6 +108,57 @@ TEST_F(QuantTest, DoubleQuantizedAbsmaxIsBnbExact) {
     const std::vector<float> expected = ReadTensor<float>(Get(c.dequant));
     for (size_t k = 0; k < expected.size(); ++k) {
       ASSERT_NEAR(recovered[k], expected[k], 1e-6f + 1e-2f * q.block_scale[k / 256]) << k;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+namespace sinkserve {
+namespace {
+
+// A quantized layer's output equals dequantize(W)·x to fp32 rounding:
+// |Δ| ≤ (cols + 2)·2^-23·Σ_k |dequant(w)[r][k]·x[k]| (ε stated per element).
+TEST(QuantKernelsTest, EqualDequantizedProduct) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  ThreadPool pool(2);
+  for (const auto& [rows, cols, tokens] :
+       {std::tuple{67, 128, 1}, {130, 256, 3}, {8, 64, 8}, {200, 1024, 2}}) {
+    const std::vector<float> w = testing::RandomFloats(rng, static_cast<size_t>(rows) * cols);
+    const std::vector<float> x = testing::RandomFloats(rng, static_cast<size_t>(tokens) * cols);
+    const std::vector<float> bias = testing::RandomFloats(rng, rows);
+    const Int8Rows int8 = QuantizeInt8Rows(w, rows, cols);
+    const Nf4Blocks nf4 = QuantizeNf4(w);
+    std::vector<float> int8_w(w.size()), nf4_w(w.size());
+    DequantizeInt8Rows(int8, int8_w);
+    DequantizeNf4(nf4, nf4_w);
+    std::vector<float> y_int8(static_cast<size_t>(tokens) * rows), y_nf4(y_int8.size()),
+        y_int8_portable(y_int8.size()), y_nf4_portable(y_int8.size());
+    cpu::MatMulInt8(int8, bias.data(), x.data(), tokens, y_int8.data(), pool);
+    cpu::MatMulNf4(nf4, rows, cols, bias.data(), x.data(), tokens, y_nf4.data(), pool);
+    cpu::MatMulInt8Portable(int8, bias.data(), x.data(), tokens, y_int8_portable.data(), 0, rows);
+    cpu::MatMulNf4Portable(nf4, cols, bias.data(), x.data(), tokens, y_nf4_portable.data(), rows,
+                           0, rows);
+    for (int t = 0; t < tokens; ++t) {
+      for (int r = 0; r < rows; ++r) {
+        double exact_int8 = bias[r], exact_nf4 = bias[r], mag_int8 = 0, mag_nf4 = 0;
+        for (int k = 0; k < cols; ++k) {
+          const double xk = x[static_cast<size_t>(t) * cols + k];
+          exact_int8 += int8_w[static_cast<size_t>(r) * cols + k] * xk;
+          exact_nf4 += nf4_w[static_cast<size_t>(r) * cols + k] * xk;
+          mag_int8 += std::abs(int8_w[static_cast<size_t>(r) * cols + k] * xk);
+          mag_nf4 += std::abs(nf4_w[static_cast<size_t>(r) * cols + k] * xk);
+        }
+        const size_t at = static_cast<size_t>(t) * rows + r;
+        const double eps = (cols + 2) * 0x1.0p-23;
+        ASSERT_NEAR(y_int8[at], exact_int8, eps * mag_int8 + 1e-6) << rows << "x" << cols;
+        ASSERT_NEAR(y_int8_portable[at], exact_int8, eps * mag_int8 + 1e-6);
+        ASSERT_NEAR(y_nf4[at], exact_nf4, eps * mag_nf4 + 1e-6) << rows << "x" << cols;
+        ASSERT_NEAR(y_nf4_portable[at], exact_nf4, eps * mag_nf4 + 1e-6);
+      }
     }
   }
 }
