@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "engine/avx2_helpers.h"
+
 #include "engine/cpu_kernels_isa.h"
 #include "engine/half.h"
 
@@ -37,13 +39,6 @@ inline float LoadScalar(const std::byte* row, int64_t k) {
     std::memcpy(&bits, row + 2 * k, 2);
     return kDType == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
   }
-}
-
-inline float HorizontalSum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
 }
 
 // A tile of kRows weight rows × kTokens tokens: kRows·kTokens independent FMA chains hide the

@@ -4,19 +4,14 @@
 
 #include <cstring>
 
+#include "engine/avx2_helpers.h"
+
 #include "engine/quant_kernels.h"
 
 namespace sinkserve::cpu {
 namespace {
 
 constexpr float kInverse127 = 7.874015718698502e-3f;
-
-inline float HorizontalSum(__m256 v) {
-  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
-  sum = _mm_add_ss(sum, _mm_movehdup_ps(sum));
-  return _mm_cvtss_f32(sum);
-}
 
 // 8 int8 codes → 8 fp32 values.
 inline __m256 LoadInt8x8(const int8_t* q) {
