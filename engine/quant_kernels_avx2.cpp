@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "engine/avx2_helpers.h"
-
 #include "engine/quant_kernels.h"
 
 namespace sinkserve::cpu {
