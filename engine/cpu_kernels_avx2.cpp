@@ -1,11 +1,10 @@
-// MatMul rows and attention inner loops with AVX2 + FMA + F16C. This file alone is compiled with -mavx2 -mfma -mf16c;
-// cpu_kernels.cpp calls it only after checking the CPU supports those (runtime dispatch).
+// MatMul rows and attention inner loops with AVX2 + FMA + F16C. This file is compiled with
+// -mavx2 -mfma -mf16c; cpu_kernels.cpp calls it only after checking the CPU supports those.
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "engine/avx2_helpers.h"
-
 #include "engine/cpu_kernels_isa.h"
 #include "engine/half.h"
 
