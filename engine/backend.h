@@ -7,9 +7,17 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
 
 namespace sinkserve {
+
+struct DeviceMemoryStats {
+  uint64_t used_bytes = 0;   // held by the backend now: weights, caches, scratch, pooled blocks
+  uint64_t peak_bytes = 0;   // the most it ever held
+  uint64_t total_bytes = 0;  // the device's memory
+  uint64_t free_bytes = 0;   // free on the device now (all processes)
+};
 
 class Backend {
  public:
@@ -28,16 +36,20 @@ class Backend {
   virtual absl::Status ForwardBatch(std::span<const int32_t> tokens,
                                     std::span<KvCache* const> caches, std::span<float> logits) = 0;
 
-  // A dense cache of the model's geometry holding `capacity_tokens`.
-  virtual std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const = 0;
-  // A cache of the model's geometry under `policy`.
-  virtual std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const = 0;
+  // A dense cache of the model's geometry holding `capacity_tokens`. RESOURCE_EXHAUSTED when
+  // the backend's memory (the GPU's) cannot hold it.
+  virtual absl::StatusOr<std::unique_ptr<KvCache>> NewDenseCache(int capacity_tokens) const = 0;
+  // A cache of the model's geometry under `policy`; RESOURCE_EXHAUSTED likewise.
+  virtual absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CachePolicy& policy) const = 0;
 
   virtual std::string name() const = 0;  // "cpu (8 threads, avx2+fma+f16c)"
 
   // Wall time the last Forward/ForwardBatch spent in attention (all layers: storing the new
   // keys/values, scores, softmax, weighted sum). The future attention_seconds metric.
   virtual double last_step_attention_seconds() const = 0;
+
+  // Device memory held by the backend (the gpu_memory_* metrics); zeros on the CPU.
+  virtual DeviceMemoryStats device_memory() const { return {}; }
 };
 
 // Feeds `tokens` through Forward in the largest steps that stay exact for `cache` (at most

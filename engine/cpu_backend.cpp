@@ -8,12 +8,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace sinkserve {
-namespace {
-
-// A policy splits what a token attends into at most this many spans (sinks + a wrapped ring).
-constexpr int kMaxSpans = 4;
-
-}  // namespace
 
 CpuBackend::CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads)
     : config_(config),
@@ -25,12 +19,12 @@ std::string CpuBackend::name() const {
   return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::MatMulIsa(), ")");
 }
 
-std::unique_ptr<KvCache> CpuBackend::NewDenseCache(int capacity_tokens) const {
+absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::NewDenseCache(int capacity_tokens) const {
   return std::make_unique<DenseKvCache>(
       KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
 }
 
-std::unique_ptr<KvCache> CpuBackend::NewCache(const CachePolicy& policy) const {
+absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::NewCache(const CachePolicy& policy) const {
   return NewKvCache(KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, policy,
                     config_.max_position_embeddings);
 }
@@ -57,7 +51,7 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
     state_.attn_out.resize(n * h);
     state_.mlp_hidden.resize(static_cast<size_t>(n) * config_.intermediate_size);
     state_.mlp_out.resize(n * h);
-    state_.rotary.resize(static_cast<size_t>(n) * (kMaxSpans + 1) * 2 * config_.rotary_ndims);
+    state_.rotary.resize(static_cast<size_t>(n) * (kMaxVisibleSpans + 1) * 2 * config_.rotary_ndims);
     state_.spans.resize(n);
   }
   state_.scores.resize(pool_.size());
@@ -146,14 +140,14 @@ void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, i
     const KvCache& cache = *state_.row_cache[t];
     const int i = state_.row_index[t];
     cache.Visible(i, &state_.spans[t]);
-    float* table = &state_.rotary[static_cast<size_t>(t) * (kMaxSpans + 1) * 2 * rot];
+    float* table = &state_.rotary[static_cast<size_t>(t) * (kMaxVisibleSpans + 1) * 2 * rot];
     if (cache.NewKeyPosition(i) >= 0) rotary_.Compute(cache.NewKeyPosition(i), table, table + rot);
     for (const KvSpan& span : state_.spans[t]) {
       if (span.key_rank_begin >= 0) {
         ranks_needed = std::max(ranks_needed, span.key_rank_begin + span.num_slots);
       }
     }
-    for (size_t s = 0; s < state_.spans[t].size() && s < kMaxSpans; ++s) {
+    for (size_t s = 0; s < state_.spans[t].size() && s < kMaxVisibleSpans; ++s) {
       float* span_table = table + (s + 1) * 2 * rot;
       rotary_.Compute(state_.spans[t][s].query_position, span_table, span_table + rot);
     }
@@ -228,7 +222,7 @@ void CpuBackend::Attention(int layer, int n) {
   const int d = config_.head_dim;
   const int rot = config_.rotary_ndims;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const size_t table_stride = static_cast<size_t>(kMaxSpans + 1) * 2 * rot;
+  const size_t table_stride = static_cast<size_t>(kMaxVisibleSpans + 1) * 2 * rot;
 
   // Store each new key (rotated at its position, if the cache keeps keys rotated) and value.
   for (int t = 0; t < n; ++t) {

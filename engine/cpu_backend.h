@@ -22,8 +22,8 @@ class CpuBackend final : public Backend {
                        bool all_logits) override;
   absl::Status ForwardBatch(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
                             std::span<float> logits) override;
-  std::unique_ptr<KvCache> NewDenseCache(int capacity_tokens) const override;
-  std::unique_ptr<KvCache> NewCache(const CachePolicy& policy) const override;
+  absl::StatusOr<std::unique_ptr<KvCache>> NewDenseCache(int capacity_tokens) const override;
+  absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CachePolicy& policy) const override;
   std::string name() const override;
   double last_step_attention_seconds() const override { return attention_seconds_; }
 

@@ -6,19 +6,24 @@
 
 namespace sinkserve {
 
-KvCache::KvCache(const KvShape& shape, int capacity_tokens)
-    : shape_(shape),
-      capacity_tokens_(capacity_tokens),
-      data_(static_cast<size_t>(shape.num_layers) * 2 * shape.num_heads * capacity_tokens *
-            shape.head_dim) {}
+KvCache::KvCache(const KvShape& shape, int capacity_tokens, const KvStorageFactory& storage)
+    : shape_(shape), capacity_tokens_(capacity_tokens) {
+  if (storage) {
+    storage_ = storage(capacity_tokens);
+  } else {
+    data_.resize(static_cast<size_t>(shape.num_layers) * 2 * shape.num_heads * capacity_tokens *
+                 shape.head_dim);
+  }
+}
 
 size_t KvCache::Offset(int layer, int head, int kind) const {
   const size_t head_block = static_cast<size_t>(capacity_tokens_) * shape_.head_dim;
   return ((static_cast<size_t>(layer) * 2 + kind) * shape_.num_heads + head) * head_block;
 }
 
-DenseKvCache::DenseKvCache(const KvShape& shape, int capacity_tokens)
-    : KvCache(shape, capacity_tokens) {}
+DenseKvCache::DenseKvCache(const KvShape& shape, int capacity_tokens,
+                           const KvStorageFactory& storage)
+    : KvCache(shape, capacity_tokens, storage) {}
 
 std::string DenseKvCache::Describe() const {
   return absl::StrCat("dense (", capacity_tokens(), " tokens)");
@@ -53,8 +58,9 @@ void DenseKvCache::Reset() {
   tokens_seen_ = 0;
 }
 
-StreamingKvCache::StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens)
-    : KvCache(shape, sink_tokens + window_tokens + 1),
+StreamingKvCache::StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens,
+                                   const KvStorageFactory& storage)
+    : KvCache(shape, sink_tokens + window_tokens + 1, storage),
       sink_tokens_(sink_tokens),
       window_tokens_(window_tokens),
       window_begin_(sink_tokens) {}
@@ -164,14 +170,20 @@ std::string CachePolicy::Describe() const {
   return absl::StrCat("streaming (sink ", sink_tokens, ", window ", window_tokens, ")");
 }
 
-std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,
-                                    int max_positions) {
-  if (policy.kind == CachePolicy::Kind::kCachePolicyDense) {
-    const int capacity =
-        policy.dense_capacity_tokens > 0 ? policy.dense_capacity_tokens : max_positions;
-    return std::make_unique<DenseKvCache>(shape, capacity);
+int CachePolicy::CapacityTokens(int max_positions) const {
+  if (kind == Kind::kCachePolicyDense) {
+    return dense_capacity_tokens > 0 ? dense_capacity_tokens : max_positions;
   }
-  return std::make_unique<StreamingKvCache>(shape, policy.sink_tokens, policy.window_tokens);
+  return sink_tokens + window_tokens + 1;
+}
+
+std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,
+                                    int max_positions, const KvStorageFactory& storage) {
+  if (policy.kind == CachePolicy::Kind::kCachePolicyDense) {
+    return std::make_unique<DenseKvCache>(shape, policy.CapacityTokens(max_positions), storage);
+  }
+  return std::make_unique<StreamingKvCache>(shape, policy.sink_tokens, policy.window_tokens,
+                                            storage);
 }
 
 }  // namespace sinkserve

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,21 @@ struct KvShape {
   int head_dim = 0;
 };
 
+// A policy splits what one token attends into at most this many spans (sinks + a ring that
+// wraps once: see StreamingKvCache::Visible).
+inline constexpr int kMaxVisibleSpans = 4;
+
+// Keys and values held somewhere other than host memory (a device backend's pool). The cache
+// owns it and frees it with itself; the backend that made it knows its layout.
+class KvStorage {
+ public:
+  virtual ~KvStorage() = default;
+  virtual uint64_t bytes() const = 0;
+};
+
+// Makes the storage of a cache of `capacity_tokens`; empty = host fp32 arrays.
+using KvStorageFactory = std::function<std::unique_ptr<KvStorage>(int capacity_tokens)>;
+
 // A run of cache slots that a query attends, with the rotary positions to use.
 // The query is rotated at query_position. Keys are either stored already rotated
 // (key_rank_begin < 0: the dense cache, whose positions never change) or stored un-rotated and
@@ -37,7 +53,7 @@ struct KvSpan {
 
 class KvCache {
  public:
-  KvCache(const KvShape& shape, int capacity_tokens);
+  KvCache(const KvShape& shape, int capacity_tokens, const KvStorageFactory& storage);
   virtual ~KvCache() = default;
   KvCache(const KvCache&) = delete;
   KvCache& operator=(const KvCache&) = delete;
@@ -65,9 +81,13 @@ class KvCache {
   int64_t tokens_seen() const { return tokens_seen_; }  // tokens ever appended
   int capacity_tokens() const { return capacity_tokens_; }
   const KvShape& shape() const { return shape_; }
-  uint64_t bytes() const { return data_.size() * sizeof(float); }
+  uint64_t bytes() const {
+    return storage_ != nullptr ? storage_->bytes() : data_.size() * sizeof(float);
+  }
+  // The device storage, or nullptr for a host cache.
+  KvStorage* storage() const { return storage_.get(); }
 
-  // Keys / values of one layer and head: [capacity_tokens][head_dim] fp32.
+  // Keys / values of one layer and head of a host cache: [capacity_tokens][head_dim] fp32.
   float* keys(int layer, int head) { return data_.data() + Offset(layer, head, 0); }
   float* values(int layer, int head) { return data_.data() + Offset(layer, head, 1); }
   const float* keys(int layer, int head) const { return data_.data() + Offset(layer, head, 0); }
@@ -83,15 +103,16 @@ class KvCache {
 
   KvShape shape_;
   int capacity_tokens_;
-  // [num_layers][2 (keys, values)][num_heads][capacity_tokens][head_dim], fp32.
+  // Host caches: [num_layers][2 (keys, values)][num_heads][capacity_tokens][head_dim], fp32.
   std::vector<float> data_;
+  std::unique_ptr<KvStorage> storage_;  // device caches (then data_ is empty)
 };
 
 // Dense policy: nothing is evicted, positions are absolute; going past capacity is
 // OUT_OF_RANGE, never a silent truncation.
 class DenseKvCache final : public KvCache {
  public:
-  DenseKvCache(const KvShape& shape, int capacity_tokens);
+  DenseKvCache(const KvShape& shape, int capacity_tokens, const KvStorageFactory& storage = {});
 
   int MaxStepTokens() const override { return capacity_tokens() - cached_; }
   absl::Status BeginStep(int n_tokens) override;
@@ -123,7 +144,8 @@ class DenseKvCache final : public KvCache {
 // as in the one-by-one order, and the single eviction point is after the step.
 class StreamingKvCache final : public KvCache {
  public:
-  StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens);
+  StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens,
+                   const KvStorageFactory& storage = {});
 
   int MaxStepTokens() const override;
   absl::Status BeginStep(int n_tokens) override;
@@ -160,10 +182,12 @@ struct CachePolicy {
 
   absl::Status Validate() const;  // INVALID_ARGUMENT naming the field
   std::string Describe() const;
+  // Slots a cache of this policy holds; `max_positions` is a dense cache's default.
+  int CapacityTokens(int max_positions) const;
 };
 
 // A cache of `shape` under `policy`; `max_positions` bounds a dense cache's default capacity.
 std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,
-                                    int max_positions);
+                                    int max_positions, const KvStorageFactory& storage = {});
 
 }  // namespace sinkserve

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_backend.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/demo_model.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
@@ -35,7 +36,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
       ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile(tokenizer_path.string()));
     }
   }
-  model->backend_ = std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads);
+  std::string backend = options.backend;
+  if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
+  if (backend == "cuda") {
+    ASSIGN_OR_RETURN(model->backend_,
+                     NewCudaBackend(model->config_, model->weights_, CudaOptions{}));
+  } else if (backend == "cpu") {
+    model->backend_ =
+        std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be auto, cpu or cuda, got \"", backend, "\""));
+  }
   return model;
 }
 

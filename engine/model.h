@@ -16,6 +16,8 @@ namespace sinkserve {
 struct ModelOptions {
   std::string path = "demo";  // a HF checkpoint directory, or "demo" for the built-in model
   int threads = 0;            // CPU threads; 0 = all cores
+  // "cpu", "cuda", or "auto" (cuda when this build has it and a device is present, else cpu).
+  std::string backend = "cpu";
 };
 
 class Model {
@@ -31,6 +33,7 @@ class Model {
   bool is_demo() const { return is_demo_; }
   const std::string& name() const { return name_; }
   uint64_t weights_bytes() const { return weights_.bytes(); }
+  const ModelWeights& weights() const { return weights_; }
 
   // The tokenizer, or FAILED_PRECONDITION explaining that the checkpoint lacks tokenizer.json.
   absl::StatusOr<const Tokenizer*> RequireTokenizer() const;
@@ -39,7 +42,7 @@ class Model {
   Model() = default;
 
   ModelConfig config_;
-  ModelWeights weights_;
+  ModelWeights weights_;  // the CUDA backend keeps its own device copy
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Backend> backend_;
   bool is_demo_ = false;

@@ -37,7 +37,9 @@ absl::StatusOr<Session*> SessionStore::Create(const SessionOptions& options) {
     free->second.pop_back();
     cache->Reset();
   } else {
-    cache = backend_.NewCache(options.policy);
+    absl::StatusOr<std::unique_ptr<KvCache>> fresh = backend_.NewCache(options.policy);
+    if (!fresh.ok()) return fresh.status();
+    cache = std::move(*fresh);
   }
   const uint64_t id = next_id_++;
   auto session = std::make_unique<Session>(id, std::move(cache), options);

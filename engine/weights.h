@@ -14,17 +14,26 @@
 #include "absl/status/statusor.h"
 #include "engine/config.h"
 #include "engine/dtype.h"
+#include "engine/quant.h"
 
 namespace sinkserve {
 
 class Checkpoint;
 
-// A row-major [rows][cols] matrix in its stored dtype, y = W·x (rows = outputs).
+// How a matrix's elements are held: dense in its dtype, or quantized (DESIGN §5).
+enum class QuantFormat : uint8_t { kNone, kInt8, kNf4 };
+
+// A row-major [rows][cols] matrix, y = W·x (rows = outputs): dense in its stored dtype, or
+// quantized in one of the engine/quant.h formats.
 struct Matrix {
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
-  const std::byte* data = nullptr;  // rows·cols elements of dtype; owned by ModelWeights
+  const std::byte* data = nullptr;  // dense: rows·cols elements of dtype; owned by ModelWeights
+  QuantFormat quant = QuantFormat::kNone;
+  const Int8Rows* int8 = nullptr;   // kInt8
+  const Nf4Blocks* nf4 = nullptr;   // kNf4
+  const QuantizedAbsmax* nf4_absmax = nullptr;  // kNf4 with double-quantized absmax
 
   size_t bytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
 };

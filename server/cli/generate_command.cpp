@@ -75,7 +75,9 @@ int RunGenerate(int argc, char** argv) {
     }
   }
   Backend& backend = (*model)->backend();
-  std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
+  absl::StatusOr<std::unique_ptr<KvCache>> new_cache = backend.NewCache(*policy);
+  if (!new_cache.ok()) return Fail(new_cache.status());
+  std::unique_ptr<KvCache> cache = std::move(*new_cache);
   std::vector<float> logits(config.vocab_size);
   Sampler sampler(params);
   IncrementalDetokenizer detokenizer(**tokenizer);

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/perplexity.h"
+#include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
 #include "server/cli/common.h"
@@ -39,7 +40,7 @@ absl::Status ChunkedNll(Backend& backend, std::span<const int32_t> tokens, int c
   }
   const size_t vocab = config.vocab_size;
   std::vector<float> logits(static_cast<size_t>(chunk) * vocab);
-  std::unique_ptr<KvCache> cache = backend.NewDenseCache(chunk);
+  ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, backend.NewDenseCache(chunk));
   ProgressBar progress("perplexity (chunked)", static_cast<int64_t>(tokens.size()));
   for (size_t begin = 0; begin + 1 < tokens.size(); begin += chunk) {
     const size_t length = std::min<size_t>(chunk, tokens.size() - begin);
@@ -141,12 +142,13 @@ int RunPerplexity(int argc, char** argv) {
       }
       policy->dense_capacity_tokens = static_cast<int>(fed);
     }
-    std::unique_ptr<KvCache> cache = backend.NewCache(*policy);
-    if (absl::Status status = TokenByTokenNll(backend, tokens, *cache, config, &token_nll);
+    absl::StatusOr<std::unique_ptr<KvCache>> cache = backend.NewCache(*policy);
+    if (!cache.ok()) return Fail(cache.status());
+    if (absl::Status status = TokenByTokenNll(backend, tokens, **cache, config, &token_nll);
         !status.ok()) {
       return Fail(status);
     }
-    cache_description = cache->Describe();
+    cache_description = (*cache)->Describe();
   }
   double total = 0.0;
   for (double nll : token_nll) total += nll;

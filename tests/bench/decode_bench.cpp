@@ -98,7 +98,7 @@ void BM_DecodeStep(benchmark::State& state) {
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
   CpuBackend backend(config, weights, 0);
-  std::unique_ptr<KvCache> cache = backend.NewDenseCache(context + 1024);
+  std::unique_ptr<KvCache> cache = *backend.NewDenseCache(context + 1024);
   std::vector<float> logits(config.vocab_size);
   std::vector<int32_t> prompt(context);
   for (int i = 0; i < context; ++i) prompt[i] = (i * 7919) % config.vocab_size;
@@ -151,7 +151,7 @@ void BM_DecodeVsStreamLength(benchmark::State& state) {
     policy.kind = CachePolicy::Kind::kCachePolicyDense;
     policy.dense_capacity_tokens = stream + 4096;
   }
-  std::unique_ptr<KvCache> cache = backend.NewCache(policy);
+  std::unique_ptr<KvCache> cache = *backend.NewCache(policy);
   std::vector<float> logits(config.vocab_size);
   AdvanceWithoutCompute(*cache, stream);
   int32_t token = 42;
@@ -182,7 +182,7 @@ void BM_DecodeBatch(benchmark::State& state) {
   std::vector<KvCache*> rows;
   std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
   for (int s = 0; s < sessions; ++s) {
-    caches.push_back(backend.NewCache(CachePolicy{}));
+    caches.push_back(*backend.NewCache(CachePolicy{}));
     rows.push_back(caches.back().get());
     AdvanceWithoutCompute(*caches.back(), 300 + s);
   }

@@ -37,7 +37,7 @@ TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
     std::vector<int32_t> prompt(1 + rng() % 40);
     for (int32_t& token : prompt) token = static_cast<int32_t>(rng() % vocab);
     for (auto* caches : {&batched, &separate}) {
-      caches->push_back(backend.NewCache(policies[i]));
+      caches->push_back(*backend.NewCache(policies[i]));
       ASSERT_TRUE(FeedTokens(backend, prompt, *caches->back(), logits).ok());
     }
     next[i] = static_cast<int32_t>(rng() % vocab);
@@ -66,8 +66,8 @@ TEST(BatchedStepErrorsTest, BadRowChangesNothing) {
       Model::Load(ModelOptions{testing::FixturePath("models/pythia_f32_d64"), 1});
   ASSERT_TRUE(model.ok()) << model.status();
   Backend& backend = (*model)->backend();
-  std::unique_ptr<KvCache> a = backend.NewCache(CachePolicy{});
-  std::unique_ptr<KvCache> b = backend.NewCache(CachePolicy{});
+  std::unique_ptr<KvCache> a = *backend.NewCache(CachePolicy{});
+  std::unique_ptr<KvCache> b = *backend.NewCache(CachePolicy{});
   std::vector<float> logits(2 * (*model)->config().vocab_size);
   const int32_t bad[] = {1, (*model)->config().vocab_size};
   KvCache* caches[] = {a.get(), b.get()};

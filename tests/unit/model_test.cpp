@@ -50,7 +50,7 @@ class ModelTest : public testing::FixtureModelTest {
                                     const std::vector<int>& chunks) {
     const int vocab = model_->config().vocab_size;
     std::unique_ptr<KvCache> cache =
-        model_->backend().NewDenseCache(static_cast<int>(tokens.size()));
+        *model_->backend().NewDenseCache(static_cast<int>(tokens.size()));
     std::vector<float> logits(tokens.size() * vocab);
     size_t begin = 0;
     for (int chunk : chunks) {
@@ -123,7 +123,7 @@ TEST_P(ModelTest, GreedyContinuationIsIdentical) {
     std::vector<int32_t> tokens = ReadIds(*reference_, "greedy.prompt." + std::to_string(i));
     const std::vector<int32_t> expected = ReadIds(*reference_, "greedy.output." + std::to_string(i));
     std::unique_ptr<KvCache> cache =
-        model_->backend().NewDenseCache(static_cast<int>(tokens.size() + expected.size()));
+        *model_->backend().NewDenseCache(static_cast<int>(tokens.size() + expected.size()));
     std::vector<float> logits(model_->config().vocab_size);
     ASSERT_TRUE(model_->backend().Forward(tokens, *cache, logits, false).ok());
     SamplingParams greedy;
@@ -143,7 +143,7 @@ TEST_P(ModelTest, GreedyContinuationIsIdentical) {
 }
 
 TEST_P(ModelTest, DenseCacheRefusesToOverflow) {
-  std::unique_ptr<KvCache> cache = model_->backend().NewDenseCache(4);
+  std::unique_ptr<KvCache> cache = *model_->backend().NewDenseCache(4);
   std::vector<float> logits(model_->config().vocab_size);
   const std::vector<int32_t> tokens = {1, 2, 3};
   ASSERT_TRUE(model_->backend().Forward(tokens, *cache, logits, false).ok());

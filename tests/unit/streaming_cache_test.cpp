@@ -190,7 +190,7 @@ TEST(StreamingKvCacheTest, MemoryIsConstantOverA20000TokenStream) {
   CachePolicy policy;
   policy.sink_tokens = 4;
   policy.window_tokens = 64;
-  std::unique_ptr<KvCache> cache = (*model)->backend().NewCache(policy);
+  std::unique_ptr<KvCache> cache = *(*model)->backend().NewCache(policy);
   const uint64_t bytes = cache->bytes();
   std::vector<float> logits((*model)->config().vocab_size);
   std::mt19937_64 rng(testing::TestSeed());

@@ -16,8 +16,10 @@
 
 namespace sinkserve::testing {
 
+// $SINKSERVE_FIXTURES overrides the build's path (test binaries copied to a GPU machine).
 inline std::string FixturePath(const std::string& relative) {
-  return std::string(SINKSERVE_FIXTURES) + "/" + relative;
+  const char* root = std::getenv("SINKSERVE_FIXTURES");
+  return std::string(root != nullptr ? root : SINKSERVE_FIXTURES) + "/" + relative;
 }
 // The fixture checkpoints listed in tests/fixtures/models/manifest.json.
 inline std::vector<std::string> FixtureModelNames() {

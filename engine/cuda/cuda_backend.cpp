@@ -1,0 +1,583 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/cpu_kernels.h"
+#include "engine/cuda/device_memory.h"
+#include "engine/cuda/gemm.h"
+#include "engine/cuda/kernels.h"
+#include "engine/half.h"
+#include "engine/quant.h"
+#include "engine/status_macros.h"
+#include "engine/thread_pool.h"
+
+namespace sinkserve {
+namespace cuda {
+namespace {
+
+absl::Status CudaStatus(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(error)));
+}
+
+#define CUDA_RETURN_IF_ERROR(expr) RETURN_IF_ERROR(CudaStatus((expr), #expr))
+
+// A session's keys and values on the device: [layers][2][heads][capacity][head_dim] fp16, one
+// block of the backend's pool, returned to the pool (not to the driver) with the cache.
+class DeviceKvStorage final : public KvStorage {
+ public:
+  DeviceKvStorage(DeviceAllocator* allocator, void* data, size_t bytes, const void* owner)
+      : allocator_(allocator), data_(data), bytes_(bytes), owner_(owner) {}
+  ~DeviceKvStorage() override { allocator_->Release(data_, bytes_); }
+  uint64_t bytes() const override { return bytes_; }
+  Half* data() const { return static_cast<Half*>(data_); }
+  const void* owner() const { return owner_; }
+
+ private:
+  DeviceAllocator* allocator_;
+  void* data_;
+  size_t bytes_;
+  const void* owner_;  // the backend that made it
+};
+
+struct DeviceMatrix {
+  DeviceMatrixView view;
+  DeviceArray<std::byte> data;
+  DeviceArray<float> absmax;
+  DeviceArray<uint8_t> absmax_codes;
+  DeviceArray<float> absmax_block_scale;
+};
+
+struct DeviceLayer {
+  DeviceMatrix qkv, attn_out, mlp_up, mlp_down;
+  DeviceArray<float> input_norm_weight, input_norm_bias, post_norm_weight, post_norm_bias;
+  DeviceArray<float> qkv_bias, attn_out_bias, mlp_up_bias, mlp_down_bias;
+};
+
+template <typename T>
+absl::StatusOr<DeviceArray<T>> Upload(DeviceAllocator& allocator, const T* host, size_t size,
+                                      const std::string& what) {
+  ASSIGN_OR_RETURN(DeviceArray<T> array, DeviceArray<T>::Make(allocator, size, what));
+  CUDA_RETURN_IF_ERROR(cudaMemcpy(array.get(), host, size * sizeof(T), cudaMemcpyHostToDevice));
+  return array;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const ModelConfig& config, const CudaOptions& options)
+      : config_(config), options_(options) {}
+  ~CudaBackend() override;
+
+  absl::Status Init(const ModelWeights& weights);
+
+  absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
+                       bool all_logits) override;
+  absl::Status ForwardBatch(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
+                            std::span<float> logits) override;
+  absl::StatusOr<std::unique_ptr<KvCache>> NewDenseCache(int capacity_tokens) const override;
+  absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CachePolicy& policy) const override;
+  std::string name() const override { return name_; }
+  double last_step_attention_seconds() const override { return attention_seconds_; }
+  DeviceMemoryStats device_memory() const override;
+
+ private:
+  absl::StatusOr<DeviceMatrix> UploadMatrix(const Matrix& matrix, const std::string& what);
+  absl::Status UploadLayer(const LayerWeights& layer, int index);
+  absl::Status Reserve(int n_rows, int max_blocks);
+  absl::Status EnsureRotary(int64_t positions);
+  // Checks the caches of a step and describes its rows for the attention kernels.
+  absl::Status PrepareRows(std::span<KvCache* const> row_caches, std::span<const int> row_index);
+  // The forward over the prepared rows; logits of rows first_logits.. into `logits`.
+  absl::Status Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits);
+  absl::Status Layer(int layer, int n_rows, bool timed);
+
+  const ModelConfig config_;
+  const CudaOptions options_;
+  std::string name_;
+  uint64_t device_total_bytes_ = 0;
+  std::unique_ptr<DeviceAllocator> allocator_ = std::make_unique<DeviceAllocator>();
+  cudaStream_t stream_ = nullptr;
+  Gemm gemm_;
+  ThreadPool pool_{0};  // converts weights to fp16 at upload
+
+  DeviceMatrix embed_in_, embed_out_;
+  bool tied_embeddings_ = false;
+  std::vector<DeviceLayer> layers_;
+  DeviceArray<float> final_norm_weight_, final_norm_bias_;
+  DeviceArray<float> dynamic_map_;  // bnb's map, for double-quantized NF4 absmax
+
+  // cos/sin per position, [positions][2][rotary_ndims], grown on demand.
+  DeviceArray<float> rotary_;
+  int64_t rotary_positions_ = 0;
+
+  // Step state (STYLE §3 run state), grown to the largest step seen.
+  int capacity_rows_ = 0;
+  int capacity_blocks_ = 0;
+  int max_blocks_ = 0;  // of the current step
+  DeviceArray<int32_t> tokens_;
+  DeviceArray<AttentionRow> rows_;
+  DeviceArray<float> x_, qkv_, attn_out_, mlp_hidden_, mlp_out_, partials_, logits_;
+  DeviceArray<Half> normed_, attn_, mlp_act_;
+  std::vector<AttentionRow> host_rows_;
+  std::vector<KvSpan> spans_;
+
+  std::vector<cudaEvent_t> attention_events_;  // [layers][start, stop]
+  int64_t steps_ = 0;
+  double attention_seconds_ = 0;
+};
+
+CudaBackend::~CudaBackend() {
+  for (cudaEvent_t event : attention_events_) cudaEventDestroy(event);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+absl::Status CudaBackend::Init(const ModelWeights& weights) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  cudaDeviceProp properties{};
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&properties, options_.device));
+  name_ = absl::StrCat("cuda (", properties.name, ", sm_", properties.major, properties.minor,
+                       ", ", properties.multiProcessorCount, " SMs)");
+  size_t free_bytes = 0, total_bytes = 0;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+  device_total_bytes_ = total_bytes;
+
+  const int h = config_.hidden_size, f = config_.intermediate_size, d = config_.head_dim;
+  if (h % 32 != 0 || f % 32 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the CUDA backend needs hidden_size and intermediate_size to be multiples of 32 (got ",
+        h, " and ", f, "); use --backend cpu"));
+  }
+  if (d > kAttentionKeysPerBlock || d % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the CUDA backend needs an even head_dim of at most ", kAttentionKeysPerBlock, " (got ",
+        d, "); use --backend cpu"));
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  attention_events_.resize(2 * config_.num_layers);
+  for (cudaEvent_t& event : attention_events_) CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
+
+  ASSIGN_OR_RETURN(dynamic_map_, Upload(*allocator_, kDynamicMap, 256, "the NF4 dynamic map"));
+  ASSIGN_OR_RETURN(embed_in_, UploadMatrix(weights.embed_in, "embed_in"));
+  tied_embeddings_ = weights.embed_out.data == weights.embed_in.data &&
+                     weights.embed_out.int8 == weights.embed_in.int8 &&
+                     weights.embed_out.nf4 == weights.embed_in.nf4;
+  if (!tied_embeddings_) {
+    ASSIGN_OR_RETURN(embed_out_, UploadMatrix(weights.embed_out, "embed_out"));
+  }
+  for (int i = 0; i < config_.num_layers; ++i) RETURN_IF_ERROR(UploadLayer(weights.layers[i], i));
+  ASSIGN_OR_RETURN(final_norm_weight_, Upload(*allocator_, weights.final_norm_weight.data(), h,
+                                              "final_layer_norm"));
+  ASSIGN_OR_RETURN(final_norm_bias_,
+                   Upload(*allocator_, weights.final_norm_bias.data(), h, "final_layer_norm"));
+
+  size_t largest_quantized = 0;
+  auto consider = [&](const DeviceMatrix& m) {
+    if (m.view.format != DeviceMatrixView::Format::kF16) {
+      largest_quantized = std::max<size_t>(largest_quantized, m.view.rows * m.view.cols);
+    }
+  };
+  consider(embed_in_);
+  consider(embed_out_);
+  for (const DeviceLayer& layer : layers_) {
+    for (const DeviceMatrix* m : {&layer.qkv, &layer.attn_out, &layer.mlp_up, &layer.mlp_down}) {
+      consider(*m);
+    }
+  }
+  RETURN_IF_ERROR(gemm_.Init(*allocator_, largest_quantized));
+  return EnsureRotary(std::max(config_.max_position_embeddings, 4096));
+}
+
+absl::StatusOr<DeviceMatrix> CudaBackend::UploadMatrix(const Matrix& matrix,
+                                                       const std::string& what) {
+  DeviceMatrix m;
+  m.view.rows = matrix.rows;
+  m.view.cols = matrix.cols;
+  const size_t numel = static_cast<size_t>(matrix.rows * matrix.cols);
+  switch (matrix.quant) {
+    case QuantFormat::kInt8: {
+      m.view.format = DeviceMatrixView::Format::kInt8;
+      ASSIGN_OR_RETURN(m.data, Upload(*allocator_,
+                                      reinterpret_cast<const std::byte*>(matrix.int8->codes.data()),
+                                      numel, what));
+      ASSIGN_OR_RETURN(m.absmax, Upload(*allocator_, matrix.int8->row_absmax.data(),
+                                        matrix.int8->row_absmax.size(), what));
+      break;
+    }
+    case QuantFormat::kNf4: {
+      m.view.format = DeviceMatrixView::Format::kNf4;
+      ASSIGN_OR_RETURN(m.data, Upload(*allocator_,
+                                      reinterpret_cast<const std::byte*>(matrix.nf4->codes.data()),
+                                      matrix.nf4->codes.size(), what));
+      if (matrix.nf4_absmax != nullptr) {
+        ASSIGN_OR_RETURN(m.absmax_codes, Upload(*allocator_, matrix.nf4_absmax->codes.data(),
+                                                matrix.nf4_absmax->codes.size(), what));
+        ASSIGN_OR_RETURN(m.absmax_block_scale,
+                         Upload(*allocator_, matrix.nf4_absmax->block_scale.data(),
+                                matrix.nf4_absmax->block_scale.size(), what));
+        m.view.absmax_offset = matrix.nf4_absmax->offset;
+      } else {
+        ASSIGN_OR_RETURN(m.absmax, Upload(*allocator_, matrix.nf4->block_absmax.data(),
+                                          matrix.nf4->block_absmax.size(), what));
+      }
+      break;
+    }
+    case QuantFormat::kNone: {
+      m.view.format = DeviceMatrixView::Format::kF16;
+      if (matrix.dtype == DType::kF16) {
+        ASSIGN_OR_RETURN(m.data, Upload(*allocator_, matrix.data, numel * 2, what));
+        break;
+      }
+      // F32 / BF16 checkpoints: converted to fp16 on the host, in parallel.
+      std::vector<uint16_t> staging(numel);
+      pool_.ParallelFor(static_cast<int64_t>(numel), 1 << 16, [&](int64_t begin, int64_t end, int) {
+        for (int64_t i = begin; i < end; ++i) {
+          float value;
+          if (matrix.dtype == DType::kF32) {
+            std::memcpy(&value, matrix.data + 4 * i, 4);
+          } else {
+            uint16_t bits;
+            std::memcpy(&bits, matrix.data + 2 * i, 2);
+            value = Bf16ToFloat(bits);
+          }
+          staging[i] = FloatToF16(value);
+        }
+      });
+      ASSIGN_OR_RETURN(m.data, Upload(*allocator_, reinterpret_cast<const std::byte*>(staging.data()),
+                                      numel * 2, what));
+      break;
+    }
+  }
+  m.view.data = m.data.get();
+  m.view.absmax = m.absmax.get();
+  m.view.absmax_codes = m.absmax_codes.get();
+  m.view.absmax_block_scale = m.absmax_block_scale.get();
+  m.view.dynamic_map = dynamic_map_.get();
+  return m;
+}
+
+absl::Status CudaBackend::UploadLayer(const LayerWeights& w, int index) {
+  const std::string name = absl::StrCat("layer ", index);
+  DeviceLayer layer;
+  ASSIGN_OR_RETURN(layer.qkv, UploadMatrix(w.qkv, name + " query_key_value"));
+  ASSIGN_OR_RETURN(layer.attn_out, UploadMatrix(w.attn_out, name + " attention.dense"));
+  ASSIGN_OR_RETURN(layer.mlp_up, UploadMatrix(w.mlp_up, name + " dense_h_to_4h"));
+  ASSIGN_OR_RETURN(layer.mlp_down, UploadMatrix(w.mlp_down, name + " dense_4h_to_h"));
+  auto vector = [&](const std::vector<float>& v) {
+    return Upload(*allocator_, v.data(), v.size(), name);
+  };
+  ASSIGN_OR_RETURN(layer.input_norm_weight, vector(w.input_norm_weight));
+  ASSIGN_OR_RETURN(layer.input_norm_bias, vector(w.input_norm_bias));
+  ASSIGN_OR_RETURN(layer.post_norm_weight, vector(w.post_norm_weight));
+  ASSIGN_OR_RETURN(layer.post_norm_bias, vector(w.post_norm_bias));
+  ASSIGN_OR_RETURN(layer.qkv_bias, vector(w.qkv_bias));
+  ASSIGN_OR_RETURN(layer.attn_out_bias, vector(w.attn_out_bias));
+  ASSIGN_OR_RETURN(layer.mlp_up_bias, vector(w.mlp_up_bias));
+  ASSIGN_OR_RETURN(layer.mlp_down_bias, vector(w.mlp_down_bias));
+  layers_.push_back(std::move(layer));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::EnsureRotary(int64_t positions) {
+  if (positions <= rotary_positions_) return absl::OkStatus();
+  positions = std::max<int64_t>(positions, 2 * rotary_positions_);
+  const int rot = config_.rotary_ndims;
+  std::vector<float> table(static_cast<size_t>(positions) * 2 * rot);
+  const cpu::RotaryTable rotary(rot, config_.rotary_base);
+  for (int64_t p = 0; p < positions; ++p) {
+    float* row = &table[static_cast<size_t>(p) * 2 * rot];
+    rotary.Compute(p, row, row + rot);
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the old table may be in use
+  ASSIGN_OR_RETURN(rotary_, Upload(*allocator_, table.data(), table.size(), "the rotary table"));
+  rotary_positions_ = positions;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Reserve(int n, int max_blocks) {
+  const size_t h = config_.hidden_size, f = config_.intermediate_size;
+  if (n > capacity_rows_) {
+    const size_t rows = std::max(n, 2 * capacity_rows_);
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    DeviceAllocator& a = *allocator_;
+    const std::string what = "step activations";
+    ASSIGN_OR_RETURN(tokens_, DeviceArray<int32_t>::Make(a, rows, what));
+    ASSIGN_OR_RETURN(rows_, DeviceArray<AttentionRow>::Make(a, rows, what));
+    ASSIGN_OR_RETURN(x_, DeviceArray<float>::Make(a, rows * h, what));
+    ASSIGN_OR_RETURN(qkv_, DeviceArray<float>::Make(a, rows * 3 * h, what));
+    ASSIGN_OR_RETURN(attn_out_, DeviceArray<float>::Make(a, rows * h, what));
+    ASSIGN_OR_RETURN(mlp_hidden_, DeviceArray<float>::Make(a, rows * f, what));
+    ASSIGN_OR_RETURN(mlp_out_, DeviceArray<float>::Make(a, rows * h, what));
+    ASSIGN_OR_RETURN(logits_, DeviceArray<float>::Make(a, rows * config_.vocab_size, what));
+    ASSIGN_OR_RETURN(normed_, DeviceArray<Half>::Make(a, rows * h, what));
+    ASSIGN_OR_RETURN(attn_, DeviceArray<Half>::Make(a, rows * h, what));
+    ASSIGN_OR_RETURN(mlp_act_, DeviceArray<Half>::Make(a, rows * f, what));
+    capacity_rows_ = static_cast<int>(rows);
+    capacity_blocks_ = 0;  // partials are sized by rows too
+  }
+  if (max_blocks > capacity_blocks_) {
+    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    const int blocks = std::max(max_blocks, 2 * capacity_blocks_);
+    ASSIGN_OR_RETURN(partials_, DeviceArray<float>::Make(
+                                    *allocator_,
+                                    static_cast<size_t>(capacity_rows_) * config_.num_heads *
+                                        blocks * (config_.head_dim + 2),
+                                    "attention partials"));
+    capacity_blocks_ = blocks;
+  }
+  return absl::OkStatus();
+}
+
+DeviceMemoryStats CudaBackend::device_memory() const {
+  DeviceMemoryStats stats;
+  stats.used_bytes = allocator_->used_bytes();
+  stats.peak_bytes = allocator_->peak_bytes();
+  stats.total_bytes = device_total_bytes_;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) stats.free_bytes = free_bytes;
+  return stats;
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::NewCache(const CachePolicy& policy) const {
+  RETURN_IF_ERROR(policy.Validate());
+  const KvShape shape{config_.num_layers, config_.num_heads, config_.head_dim};
+  const int capacity = policy.CapacityTokens(config_.max_position_embeddings);
+  const size_t bytes = static_cast<size_t>(shape.num_layers) * 2 * shape.num_heads * capacity *
+                       shape.head_dim * sizeof(Half);
+  ASSIGN_OR_RETURN(void* block,
+                   allocator_->Acquire(bytes, absl::StrCat("a KV cache, ", policy.Describe())));
+  DeviceAllocator* allocator = allocator_.get();
+  const void* owner = this;
+  return NewKvCache(shape, policy, config_.max_position_embeddings, [&](int) {
+    return std::make_unique<DeviceKvStorage>(allocator, block, bytes, owner);
+  });
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::NewDenseCache(int capacity_tokens) const {
+  CachePolicy policy;
+  policy.kind = CachePolicy::Kind::kCachePolicyDense;
+  policy.dense_capacity_tokens = capacity_tokens;
+  return NewCache(policy);
+}
+
+absl::Status CudaBackend::PrepareRows(std::span<KvCache* const> row_caches,
+                                      std::span<const int> row_index) {
+  const int n = static_cast<int>(row_caches.size());
+  host_rows_.resize(n);
+  int64_t positions = 0;
+  int max_keys = 0;
+  for (int t = 0; t < n; ++t) {
+    const KvCache& cache = *row_caches[t];
+    const int i = row_index[t];
+    AttentionRow& row = host_rows_[t];
+    const auto* storage = static_cast<const DeviceKvStorage*>(cache.storage());
+    row.kv = storage->data();
+    row.capacity = cache.capacity_tokens();
+    row.new_slot = cache.NewSlot(i);
+    row.new_key_position = static_cast<int32_t>(cache.NewKeyPosition(i));
+    positions = std::max<int64_t>(positions, row.new_key_position + 1);
+    cache.Visible(i, &spans_);
+    row.num_spans = static_cast<int32_t>(spans_.size());
+    row.total_keys = 0;
+    for (size_t s = 0; s < spans_.size(); ++s) {
+      const KvSpan& span = spans_[s];
+      row.spans[s] = AttentionSpan{span.begin_slot, span.num_slots,
+                                   static_cast<int32_t>(span.query_position),
+                                   static_cast<int32_t>(span.key_rank_begin)};
+      row.total_keys += span.num_slots;
+      positions = std::max<int64_t>(positions, span.query_position + 1);
+      positions = std::max<int64_t>(positions, span.key_rank_begin + span.num_slots);
+    }
+    max_keys = std::max(max_keys, row.total_keys);
+  }
+  max_blocks_ = (max_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
+  RETURN_IF_ERROR(EnsureRotary(positions));
+  return Reserve(n, max_blocks_);
+}
+
+// A cache this backend can use: made by it (device storage of this backend).
+absl::Status CheckCache(const KvCache& cache, const void* backend, int row) {
+  const auto* storage = dynamic_cast<const DeviceKvStorage*>(cache.storage());
+  if (storage == nullptr || storage->owner() != backend) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the cache of row ", row, " was not made by this CUDA backend (use its NewCache)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(std::span<const int32_t> tokens, KvCache& cache,
+                                  std::span<float> logits, bool all_logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int64_t vocab = config_.vocab_size;
+  if (n == 0) return absl::InvalidArgumentError("Forward needs at least one token");
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ", vocab,
+                                                     ")"));
+    }
+  }
+  const size_t logits_needed = (all_logits ? n : 1) * vocab;
+  if (logits.size() < logits_needed) {
+    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", logits.size(),
+                                                   " floats, ", logits_needed, " needed"));
+  }
+  RETURN_IF_ERROR(CheckCache(cache, this, 0));
+  RETURN_IF_ERROR(cache.BeginStep(n));
+  std::vector<KvCache*> row_caches(n, &cache);
+  std::vector<int> row_index(n);
+  for (int t = 0; t < n; ++t) row_index[t] = t;
+  RETURN_IF_ERROR(PrepareRows(row_caches, row_index));
+  RETURN_IF_ERROR(Run(tokens, logits, all_logits ? 0 : n - 1));
+  cache.EndStep();
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ForwardBatch(std::span<const int32_t> tokens,
+                                       std::span<KvCache* const> caches,
+                                       std::span<float> logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int64_t vocab = config_.vocab_size;
+  if (n == 0 || caches.size() != tokens.size()) {
+    return absl::InvalidArgumentError("ForwardBatch needs one cache per token, at least one");
+  }
+  if (logits.size() < static_cast<size_t>(n * vocab)) {
+    return absl::InvalidArgumentError("logits buffer too small for the batch");
+  }
+  for (int i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " of batch row ", i,
+                                                     " is outside the vocabulary [0, ", vocab,
+                                                     ")"));
+    }
+    RETURN_IF_ERROR(CheckCache(*caches[i], this, i));
+    if (caches[i]->MaxStepTokens() < 1) {
+      return absl::OutOfRangeError(absl::StrCat("batch row ", i, ": ", caches[i]->Describe(),
+                                                " is full"));
+    }
+    for (int j = 0; j < i; ++j) {
+      if (caches[j] == caches[i]) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "batch rows ", j, " and ", i, " share a cache; a batch takes one token per session"));
+      }
+    }
+  }
+  for (KvCache* cache : caches) RETURN_IF_ERROR(cache->BeginStep(1));
+  const std::vector<int> row_index(n, 0);
+  RETURN_IF_ERROR(PrepareRows(caches, row_index));
+  RETURN_IF_ERROR(Run(tokens, logits, 0));
+  for (KvCache* cache : caches) cache->EndStep();
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> logits,
+                              int first_logits) {
+  const int n = static_cast<int>(tokens.size());
+  const int h = config_.hidden_size;
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), tokens.data(), n * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream_));
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows_.get(), host_rows_.data(), n * sizeof(AttentionRow),
+                                       cudaMemcpyHostToDevice, stream_));
+  LaunchEmbedding(embed_in_.view, tokens_.get(), n, x_.get(), stream_);
+
+  const bool timed =
+      options_.attention_timing_every > 0 && steps_ % options_.attention_timing_every == 0;
+  ++steps_;
+  for (int layer = 0; layer < config_.num_layers; ++layer) RETURN_IF_ERROR(Layer(layer, n, timed));
+
+  const int n_logits = n - first_logits;
+  LaunchLayerNorm(x_.get() + static_cast<size_t>(first_logits) * h, final_norm_weight_.get(),
+                  final_norm_bias_.get(), n_logits, h, config_.layer_norm_eps, normed_.get(),
+                  stream_);
+  const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
+  RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), logits_.get(),
+                                       static_cast<size_t>(n_logits) * config_.vocab_size *
+                                           sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream_));
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (timed) {
+    double seconds = 0;
+    for (int layer = 0; layer < config_.num_layers; ++layer) {
+      float ms = 0;
+      CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, attention_events_[2 * layer],
+                                                attention_events_[2 * layer + 1]));
+      seconds += ms * 1e-3;
+    }
+    attention_seconds_ = seconds;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Layer(int index, int n, bool timed) {
+  const DeviceLayer& w = layers_[index];
+  const int h = config_.hidden_size;
+  const float eps = config_.layer_norm_eps;
+  const int64_t elements = static_cast<int64_t>(n) * h;
+
+  LaunchLayerNorm(x_.get(), w.input_norm_weight.get(), w.input_norm_bias.get(), n, h, eps,
+                  normed_.get(), stream_);
+  RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_));
+
+  const AttentionShape shape{config_.num_heads, config_.head_dim, config_.rotary_ndims, index};
+  if (timed) CUDA_RETURN_IF_ERROR(cudaEventRecord(attention_events_[2 * index], stream_));
+  LaunchStoreKv(rows_.get(), n, shape, qkv_.get(), rotary_.get(), stream_);
+  LaunchAttention(rows_.get(), n, max_blocks_, shape, qkv_.get(), rotary_.get(), partials_.get(),
+                  attn_.get(), stream_);
+  if (timed) CUDA_RETURN_IF_ERROR(cudaEventRecord(attention_events_[2 * index + 1], stream_));
+
+  RETURN_IF_ERROR(gemm_.Run(w.attn_out.view, w.attn_out_bias.get(), attn_.get(), n,
+                            attn_out_.get(), stream_));
+  if (config_.parallel_residual) {
+    LaunchLayerNorm(x_.get(), w.post_norm_weight.get(), w.post_norm_bias.get(), n, h, eps,
+                    normed_.get(), stream_);
+  } else {
+    LaunchAddInPlace(attn_out_.get(), x_.get(), elements, stream_);
+    LaunchLayerNorm(attn_out_.get(), w.post_norm_weight.get(), w.post_norm_bias.get(), n, h, eps,
+                    normed_.get(), stream_);
+  }
+  RETURN_IF_ERROR(gemm_.Run(w.mlp_up.view, w.mlp_up_bias.get(), normed_.get(), n,
+                            mlp_hidden_.get(), stream_));
+  LaunchGelu(mlp_hidden_.get(), static_cast<int64_t>(n) * config_.intermediate_size,
+             config_.activation == Activation::kActivationGeluTanh, mlp_act_.get(), stream_);
+  RETURN_IF_ERROR(gemm_.Run(w.mlp_down.view, w.mlp_down_bias.get(), mlp_act_.get(), n,
+                            mlp_out_.get(), stream_));
+  LaunchResidual(x_.get(), mlp_out_.get(), attn_out_.get(), elements, config_.parallel_residual,
+                 stream_);
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace cuda
+
+absl::Status CudaAvailable() {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(
+        absl::StrCat("no usable CUDA device (", cudaGetErrorString(error),
+                     "); check the NVIDIA driver (nvidia-smi), or use --backend cpu"));
+  }
+  if (count == 0) {
+    return absl::UnavailableError("no CUDA device found; use --backend cpu");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const ModelConfig& config,
+                                                        const ModelWeights& weights,
+                                                        const CudaOptions& options) {
+  RETURN_IF_ERROR(CudaAvailable());
+  auto backend = std::make_unique<cuda::CudaBackend>(config, options);
+  RETURN_IF_ERROR(backend->Init(weights));
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace sinkserve

@@ -1,0 +1,37 @@
+// CudaBackend: the GPT-NeoX forward on an NVIDIA GPU, behind the same Backend interface as the
+// CPU engine (DESIGN §6) and checked against it op by op (tests/gpu).
+//
+// Weights live on the device as fp16 (dense checkpoints, any stored width), int8 or NF4 (the
+// quantized matrices of ModelWeights, uploaded as they are). Matrix products of up to
+// kGemvMaxTokens rows run in our own dequantize-in-registers kernels, larger ones in cuBLASLt
+// (tensor cores, fp32 accumulation). Each session's KV cache is fp16 on the device, in blocks
+// from the backend's pool. This header includes no CUDA header: it is what the rest of the
+// engine sees, with or without a CUDA build.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "engine/weights.h"
+
+namespace sinkserve {
+
+struct CudaOptions {
+  int device = 0;
+  // Measure attention time with CUDA events on every Nth step (0 = never); the other steps
+  // report the last measured value.
+  int attention_timing_every = 1;
+};
+
+// OK when this build has CUDA and a device can be used; otherwise why not, in words a user
+// can act on ("built without CUDA", "no CUDA device: ...").
+absl::Status CudaAvailable();
+
+// Uploads `weights` (which may be freed afterwards) and prepares the kernels.
+absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const ModelConfig& config,
+                                                        const ModelWeights& weights,
+                                                        const CudaOptions& options);
+
+}  // namespace sinkserve

@@ -1,0 +1,119 @@
+#include "engine/cuda/gemm.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace sinkserve::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = 32 << 20;
+
+absl::Status LtStatus(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("cuBLASLt ", what, " failed: ",
+                                          cublasLtGetStatusString(status)));
+}
+
+#define LT_RETURN_IF_ERROR(expr)                                               \
+  do {                                                                         \
+    if (absl::Status lt_status = LtStatus((expr), #expr); !lt_status.ok()) { \
+      return lt_status;                                                        \
+    }                                                                          \
+  } while (0)
+
+}  // namespace
+
+Gemm::~Gemm() {
+  for (auto& [key, plan] : plans_) {
+    cublasLtMatrixLayoutDestroy(plan.a);
+    cublasLtMatrixLayoutDestroy(plan.b);
+    cublasLtMatrixLayoutDestroy(plan.c);
+    cublasLtMatmulDescDestroy(plan.desc);
+  }
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+absl::Status Gemm::Init(DeviceAllocator& allocator, size_t max_dequant_elements) {
+  LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
+  absl::StatusOr<DeviceArray<std::byte>> workspace =
+      DeviceArray<std::byte>::Make(allocator, kWorkspaceBytes, "the cuBLASLt workspace");
+  if (!workspace.ok()) return workspace.status();
+  workspace_ = std::move(*workspace);
+  if (max_dequant_elements > 0) {
+    absl::StatusOr<DeviceArray<Half>> scratch = DeviceArray<Half>::Make(
+        allocator, max_dequant_elements, "the fp16 scratch of quantized matrix products");
+    if (!scratch.ok()) return scratch.status();
+    dequantized_ = std::move(*scratch);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias) {
+  const auto key = std::make_tuple(rows, cols, n_tokens, bias);
+  if (auto it = plans_.find(key); it != plans_.end()) return &it->second;
+  Plan plan;
+  // Column-major view: Yᵀ[rows × n] = W[rows × cols] · Xᵀ[cols × n], where the row-major
+  // weight is a column-major [cols × rows] matrix used transposed.
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                    &transpose, sizeof(transpose)));
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                    &none, sizeof(none)));
+  const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                    &epilogue, sizeof(epilogue)));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, cols, rows, cols));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16F, cols, n_tokens, cols));
+  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, rows, n_tokens, rows));
+
+  cublasLtMatmulPreference_t preference = nullptr;
+  LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
+  const size_t workspace_bytes = kWorkspaceBytes;
+  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes, sizeof(workspace_bytes));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+      handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, preference, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(preference);
+  LT_RETURN_IF_ERROR(status);
+  if (found == 0) {
+    return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for a ", rows, "x", cols,
+                                            " fp16 matrix times ", n_tokens, " rows"));
+  }
+  plan.algo = result.algo;
+  return &(plans_[key] = plan);
+}
+
+absl::Status Gemm::RunLt(const Half* w, int64_t rows, int64_t cols, const float* bias,
+                         const Half* x, int n_tokens, float* y, cudaStream_t stream) {
+  absl::StatusOr<Plan*> plan = GetPlan(rows, cols, n_tokens, bias != nullptr);
+  if (!plan.ok()) return plan.status();
+  if (bias != nullptr) {
+    LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        (*plan)->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, (*plan)->desc, &alpha, w, (*plan)->a, x,
+                                    (*plan)->b, &beta, y, (*plan)->c, y, (*plan)->c,
+                                    &(*plan)->algo, workspace_.get(), workspace_.bytes(), stream));
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
+                       float* y, cudaStream_t stream) {
+  if (n_tokens <= kGemvMaxTokens) {
+    LaunchGemv(w, bias, x, n_tokens, y, stream);
+    return absl::OkStatus();
+  }
+  if (w.format == DeviceMatrixView::Format::kF16) {
+    return RunLt(static_cast<const Half*>(w.data), w.rows, w.cols, bias, x, n_tokens, y, stream);
+  }
+  if (dequantized_.size() < static_cast<size_t>(w.rows * w.cols)) {
+    return absl::InternalError("the dequantization scratch is smaller than a quantized matrix");
+  }
+  LaunchDequantize(w, dequantized_.get(), stream);
+  return RunLt(dequantized_.get(), w.rows, w.cols, bias, x, n_tokens, y, stream);
+}
+
+}  // namespace sinkserve::cuda

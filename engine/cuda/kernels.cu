@@ -1,0 +1,473 @@
+// The CUDA kernels of the GPT-NeoX forward (see kernels.h for the contract of each).
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+
+#include "engine/cuda/kernels.h"
+
+namespace sinkserve::cuda {
+namespace {
+
+__constant__ float kNf4Lut[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+__device__ __forceinline__ float WarpSum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+__device__ __forceinline__ float WarpMax(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  }
+  return value;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
+__device__ float BlockSum(float value, float* scratch /* [32] */) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  value = WarpSum(value);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = value;
+  __syncthreads();
+  value = lane < blockDim.x / 32 ? scratch[lane] : 0.0f;
+  return WarpSum(value);
+}
+
+__device__ float BlockMax(float value, float* scratch /* [32] */) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  value = WarpMax(value);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = value;
+  __syncthreads();
+  value = lane < blockDim.x / 32 ? scratch[lane] : -FLT_MAX;
+  return WarpMax(value);
+}
+
+// 8 fp16 values of one 16-byte load, accumulated as fp32 dot products with 8 weights.
+__device__ __forceinline__ void Unpack8(const uint4& bits, float* out) {
+  const __half2* h = reinterpret_cast<const __half2*>(&bits);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+__device__ __forceinline__ float Dot8(const float* w, const uint4& x_bits) {
+  float x[8];
+  Unpack8(x_bits, x);
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sum = fmaf(w[i], x[i], sum);
+  return sum;
+}
+
+__device__ __forceinline__ float Nf4Absmax(const DeviceMatrixView& w, int64_t block) {
+  if (w.absmax != nullptr) return w.absmax[block];
+  return w.dynamic_map[w.absmax_codes[block]] * w.absmax_block_scale[block / 256] +
+         w.absmax_offset;
+}
+
+// One warp per output row; lane l reads 16-byte weight vectors l, l+32, ... of the row.
+// Weights per vector: 8 (fp16), 16 (int8), 32 (NF4).
+template <DeviceMatrixView::Format kFormat, int kMaxTokens>
+__global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const float* bias,
+                                                  const __half* x, int n_tokens, float* y) {
+  __shared__ float lut[16];
+  if (kFormat == DeviceMatrixView::Format::kNf4 && threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
+  if (kFormat == DeviceMatrixView::Format::kNf4) __syncthreads();
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= w.rows) return;
+  constexpr int kPerVector = kFormat == DeviceMatrixView::Format::kF16    ? 8
+                             : kFormat == DeviceMatrixView::Format::kInt8 ? 16
+                                                                          : 32;
+  const int64_t cols = w.cols;
+  const int64_t vectors = cols / kPerVector;
+  const uint4* row_data = reinterpret_cast<const uint4*>(w.data) + row * vectors;
+  float acc[kMaxTokens];
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
+
+#pragma unroll 2
+  for (int64_t v = lane; v < vectors; v += 32) {
+    const uint4 bits = __ldg(row_data + v);
+    float wf[kPerVector];
+    if constexpr (kFormat == DeviceMatrixView::Format::kF16) {
+      Unpack8(bits, wf);
+    } else if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(&bits);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) wf[i] = static_cast<float>(q[i]);
+    } else {
+      const uint8_t* q = reinterpret_cast<const uint8_t*>(&bits);
+      // 32 elements = half of a 64-block: one absmax for the whole vector.
+      const float scale = Nf4Absmax(w, (row * cols + v * 32) / 64);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        wf[2 * i] = lut[q[i] >> 4] * scale;
+        wf[2 * i + 1] = lut[q[i] & 15] * scale;
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kMaxTokens; ++t) {
+      if (t < n_tokens) {
+        const uint4* xv = reinterpret_cast<const uint4*>(x + t * cols + v * kPerVector);
+#pragma unroll
+        for (int j = 0; j < kPerVector / 8; ++j) acc[t] += Dot8(wf + 8 * j, __ldg(xv + j));
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxTokens; ++t) {
+    if (t < n_tokens) {
+      float sum = WarpSum(acc[t]);
+      if (lane == 0) {
+        if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
+          sum *= w.absmax[row] * (1.0f / 127.0f);
+        }
+        y[t * w.rows + row] = sum + (bias != nullptr ? bias[row] : 0.0f);
+      }
+    }
+  }
+}
+
+template <DeviceMatrixView::Format kFormat>
+void LaunchGemvFormat(const DeviceMatrixView& w, const float* bias, const __half* x, int n,
+                      float* y, cudaStream_t stream) {
+  const dim3 block(256);
+  const dim3 grid(static_cast<unsigned>((w.rows + 7) / 8));
+  if (n == 1) {
+    GemvKernel<kFormat, 1><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+  } else if (n == 2) {
+    GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+  } else if (n <= 4) {
+    GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+  } else {
+    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+  }
+}
+
+// Dequantization of one element, with the NF4 values in shared memory (`lut`).
+__device__ __forceinline__ float DequantizeElement(const DeviceMatrixView& w, int64_t i,
+                                                   const float* lut) {
+  switch (w.format) {
+    case DeviceMatrixView::Format::kF16:
+      return __half2float(static_cast<const __half*>(w.data)[i]);
+    case DeviceMatrixView::Format::kInt8:
+      return static_cast<float>(static_cast<const int8_t*>(w.data)[i]) * w.absmax[i / w.cols] *
+             (1.0f / 127.0f);
+    case DeviceMatrixView::Format::kNf4: {
+      const uint8_t byte = static_cast<const uint8_t*>(w.data)[i / 2];
+      return lut[(i % 2 == 0) ? byte >> 4 : byte & 15] * Nf4Absmax(w, i / 64);
+    }
+  }
+  return 0.0f;
+}
+
+__global__ void DequantizeKernel(DeviceMatrixView w, __half* out) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
+  __syncthreads();
+  const int64_t n = w.rows * w.cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    out[i] = __float2half_rn(DequantizeElement(w, i, lut));
+  }
+}
+
+__global__ void EmbeddingKernel(DeviceMatrixView table, const int32_t* tokens, float* out) {
+  __shared__ float lut[16];
+  if (threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
+  __syncthreads();
+  const int t = blockIdx.x;
+  const int64_t base = static_cast<int64_t>(tokens[t]) * table.cols;
+  for (int64_t k = threadIdx.x; k < table.cols; k += blockDim.x) {
+    out[t * table.cols + k] = DequantizeElement(table, base + k, lut);
+  }
+}
+
+// One block per row; two passes over the row (mean, then variance of x − mean) in fp32.
+__global__ void LayerNormKernel(const float* x, const float* weight, const float* bias, int dim,
+                                float eps, __half* out) {
+  __shared__ float scratch[32];
+  const float* row = x + static_cast<int64_t>(blockIdx.x) * dim;
+  float sum = 0.0f;
+  for (int k = threadIdx.x; k < dim; k += blockDim.x) sum += row[k];
+  const float mean = BlockSum(sum, scratch) / dim;
+  float squares = 0.0f;
+  for (int k = threadIdx.x; k < dim; k += blockDim.x) {
+    const float centered = row[k] - mean;
+    squares += centered * centered;
+  }
+  const float inv_std = rsqrtf(BlockSum(squares, scratch) / dim + eps);
+  __half* out_row = out + static_cast<int64_t>(blockIdx.x) * dim;
+  for (int k = threadIdx.x; k < dim; k += blockDim.x) {
+    out_row[k] = __float2half_rn((row[k] - mean) * inv_std * weight[k] + bias[k]);
+  }
+}
+
+__global__ void AddInPlaceKernel(float* a, const float* x, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    a[i] += x[i];
+  }
+}
+
+__global__ void ResidualKernel(float* x, const float* mlp, const float* attn, int64_t n,
+                               bool parallel) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] = parallel ? (mlp[i] + attn[i]) + x[i] : mlp[i] + attn[i];
+  }
+}
+
+__global__ void GeluKernel(const float* in, int64_t n, bool tanh_approximation, __half* out) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float v = in[i];
+    float g;
+    if (tanh_approximation) {
+      g = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    } else {
+      g = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+    }
+    out[i] = __float2half_rn(g);
+  }
+}
+
+// cos/sin row of `position` in the rotary table: [cos rot][sin rot].
+__device__ __forceinline__ const float* RotaryRow(const float* rotary, int rot, int position) {
+  return rotary + static_cast<int64_t>(position) * 2 * rot;
+}
+
+// Grid (rows, heads); one thread per head dimension.
+__global__ void StoreKvKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
+                              const float* rotary) {
+  const AttentionRow& r = rows[blockIdx.x];
+  const int head = blockIdx.y, d = shape.head_dim, rot = shape.rotary_ndims, half = rot / 2;
+  const float* q_k_v = qkv + (static_cast<int64_t>(blockIdx.x) * shape.num_heads + head) * 3 * d;
+  const float* key = q_k_v + d;
+  const float* value = q_k_v + 2 * d;
+  const int64_t head_block = static_cast<int64_t>(r.capacity) * d;
+  __half* keys = reinterpret_cast<__half*>(r.kv) +
+                 ((static_cast<int64_t>(shape.layer) * 2 + 0) * shape.num_heads + head) * head_block;
+  __half* values = reinterpret_cast<__half*>(r.kv) +
+                   ((static_cast<int64_t>(shape.layer) * 2 + 1) * shape.num_heads + head) * head_block;
+  for (int k = threadIdx.x; k < d; k += blockDim.x) {
+    float out = key[k];
+    if (r.new_key_position >= 0 && k < rot) {
+      const float* cos = RotaryRow(rotary, rot, r.new_key_position);
+      const float* sin = cos + rot;
+      out = k < half ? key[k] * cos[k] - key[k + half] * sin[k]
+                     : key[k] * cos[k] + key[k - half] * sin[k];
+    }
+    keys[static_cast<int64_t>(r.new_slot) * d + k] = __float2half_rn(out);
+    values[static_cast<int64_t>(r.new_slot) * d + k] = __float2half_rn(value[k]);
+  }
+}
+
+// Grid (rows·heads, blocks of 256 keys); 256 threads, one key each for the scores.
+// Writes (max, sum, Σ p·v [d]) of its keys to partials.
+__global__ void __launch_bounds__(kAttentionKeysPerBlock)
+    AttentionBlockKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
+                         const float* rotary, float* partials, int max_blocks) {
+  extern __shared__ float shared[];
+  const int d = shape.head_dim, rot = shape.rotary_ndims, half = rot / 2;
+  const int row_index = blockIdx.x / shape.num_heads, head = blockIdx.x % shape.num_heads;
+  const AttentionRow& r = rows[row_index];
+  const int key_begin = blockIdx.y * kAttentionKeysPerBlock;
+  if (key_begin >= r.total_keys) return;
+  const int n_keys = min(kAttentionKeysPerBlock, r.total_keys - key_begin);
+
+  float* queries = shared;                                   // [spans][d], rotated per span
+  float* probs = queries + kAttentionMaxSpans * d;           // [256]
+  int* slots = reinterpret_cast<int*>(probs + kAttentionKeysPerBlock);  // [256]
+  float* sums = reinterpret_cast<float*>(slots + kAttentionKeysPerBlock);  // [256]
+  float* scratch = sums + kAttentionKeysPerBlock;            // [32]
+
+  const float* q = qkv + (static_cast<int64_t>(row_index) * shape.num_heads + head) * 3 * d;
+  for (int i = threadIdx.x; i < r.num_spans * d; i += blockDim.x) {
+    const int s = i / d, k = i % d;
+    float value = q[k];
+    if (k < rot) {
+      const float* cos = RotaryRow(rotary, rot, r.spans[s].query_position);
+      const float* sin = cos + rot;
+      value = k < half ? q[k] * cos[k] - q[k + half] * sin[k] : q[k] * cos[k] + q[k - half] * sin[k];
+    }
+    queries[s * d + k] = value;
+  }
+  __syncthreads();
+
+  const int64_t head_block = static_cast<int64_t>(r.capacity) * d;
+  const __half* keys = reinterpret_cast<const __half*>(r.kv) +
+                       ((static_cast<int64_t>(shape.layer) * 2 + 0) * shape.num_heads + head) * head_block;
+  const __half* values = reinterpret_cast<const __half*>(r.kv) +
+                         ((static_cast<int64_t>(shape.layer) * 2 + 1) * shape.num_heads + head) * head_block;
+  const float scale = rsqrtf(static_cast<float>(d));
+
+  float score = -FLT_MAX;
+  if (threadIdx.x < n_keys) {
+    // Which span the key falls in, and its offset there.
+    int j = key_begin + threadIdx.x, s = 0;
+    while (j >= r.spans[s].num_slots) j -= r.spans[s++].num_slots;
+    const AttentionSpan& span = r.spans[s];
+    const int slot = span.begin_slot + j;
+    slots[threadIdx.x] = slot;
+    const __half* key = keys + static_cast<int64_t>(slot) * d;
+    const float* query = queries + s * d;
+    float dot = 0.0f;
+    int k = 0;
+    if (span.key_rank_begin >= 0) {
+      // Rotate the key at its rank inside the dot product (never written back).
+      const float* cos = RotaryRow(rotary, rot, span.key_rank_begin + j);
+      const float* sin = cos + rot;
+      for (; k < half; ++k) {
+        const float k1 = __half2float(key[k]), k2 = __half2float(key[k + half]);
+        dot = fmaf(query[k], k1 * cos[k] - k2 * sin[k], dot);
+        dot = fmaf(query[k + half], k2 * cos[k + half] + k1 * sin[k + half], dot);
+      }
+      k = rot;
+    }
+    const __half2* key2 = reinterpret_cast<const __half2*>(key);
+    if (k % 2 == 1) {  // an odd rotary width leaves one dimension before the pairs
+      dot = fmaf(query[k], __half2float(key[k]), dot);
+      ++k;
+    }
+    for (; k + 1 < d; k += 2) {
+      const float2 kk = __half22float2(key2[k / 2]);
+      dot = fmaf(query[k], kk.x, dot);
+      dot = fmaf(query[k + 1], kk.y, dot);
+    }
+    if (k < d) dot = fmaf(query[k], __half2float(key[k]), dot);
+    score = dot * scale;
+  }
+  const float max_score = BlockMax(score, scratch);
+  const float p = threadIdx.x < n_keys ? __expf(score - max_score) : 0.0f;
+  probs[threadIdx.x] = p;
+  const float sum = BlockSum(p, scratch);  // its barriers also publish probs and slots
+
+  // Σ p·v: groups of d threads, group g takes keys g, g + groups, ...
+  const int groups = blockDim.x / d;
+  const int g = threadIdx.x / d, k = threadIdx.x % d;
+  float acc = 0.0f;
+  if (g < groups) {
+    for (int j = g; j < n_keys; j += groups) {
+      acc = fmaf(probs[j], __half2float(values[static_cast<int64_t>(slots[j]) * d + k]), acc);
+    }
+    sums[threadIdx.x] = acc;
+  }
+  __syncthreads();
+  float* partial = partials + ((static_cast<int64_t>(blockIdx.x) * max_blocks) + blockIdx.y) * (d + 2);
+  if (threadIdx.x < d) {
+    float total = 0.0f;
+    for (int gg = 0; gg < groups; ++gg) total += sums[gg * d + threadIdx.x];
+    partial[2 + threadIdx.x] = total;
+  }
+  if (threadIdx.x == 0) {
+    partial[0] = max_score;
+    partial[1] = sum;
+  }
+}
+
+// Grid rows·heads; combines the key blocks of one (row, head).
+__global__ void AttentionCombineKernel(const AttentionRow* rows, AttentionShape shape,
+                                       const float* partials, int max_blocks, __half* out) {
+  const int d = shape.head_dim;
+  const int row_index = blockIdx.x / shape.num_heads, head = blockIdx.x % shape.num_heads;
+  const int blocks = (rows[row_index].total_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
+  const float* partial = partials + static_cast<int64_t>(blockIdx.x) * max_blocks * (d + 2);
+  float max_score = -FLT_MAX;
+  for (int b = 0; b < blocks; ++b) max_score = fmaxf(max_score, partial[b * (d + 2)]);
+  float denominator = 0.0f;
+  for (int b = 0; b < blocks; ++b) {
+    denominator += partial[b * (d + 2) + 1] * __expf(partial[b * (d + 2)] - max_score);
+  }
+  for (int k = threadIdx.x; k < d; k += blockDim.x) {
+    float numerator = 0.0f;
+    for (int b = 0; b < blocks; ++b) {
+      numerator += partial[b * (d + 2) + 2 + k] * __expf(partial[b * (d + 2)] - max_score);
+    }
+    out[(static_cast<int64_t>(row_index) * shape.num_heads + head) * d + k] =
+        __float2half_rn(numerator / denominator);
+  }
+}
+
+unsigned ElementwiseBlocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
+}
+
+}  // namespace
+
+void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
+                float* y, cudaStream_t stream) {
+  const __half* xh = reinterpret_cast<const __half*>(x);
+  switch (w.format) {
+    case DeviceMatrixView::Format::kF16:
+      return LaunchGemvFormat<DeviceMatrixView::Format::kF16>(w, bias, xh, n_tokens, y, stream);
+    case DeviceMatrixView::Format::kInt8:
+      return LaunchGemvFormat<DeviceMatrixView::Format::kInt8>(w, bias, xh, n_tokens, y, stream);
+    case DeviceMatrixView::Format::kNf4:
+      return LaunchGemvFormat<DeviceMatrixView::Format::kNf4>(w, bias, xh, n_tokens, y, stream);
+  }
+}
+
+void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream) {
+  DequantizeKernel<<<ElementwiseBlocks(w.rows * w.cols), 256, 0, stream>>>(
+      w, reinterpret_cast<__half*>(out));
+}
+
+void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n_tokens,
+                     float* out, cudaStream_t stream) {
+  EmbeddingKernel<<<n_tokens, 256, 0, stream>>>(table, tokens, out);
+}
+
+void LaunchLayerNorm(const float* x, const float* weight, const float* bias, int n_rows, int dim,
+                     float eps, Half* out, cudaStream_t stream) {
+  LayerNormKernel<<<n_rows, 256, 0, stream>>>(x, weight, bias, dim, eps,
+                                               reinterpret_cast<__half*>(out));
+}
+
+void LaunchAddInPlace(float* a, const float* x, int64_t n, cudaStream_t stream) {
+  AddInPlaceKernel<<<ElementwiseBlocks(n), 256, 0, stream>>>(a, x, n);
+}
+
+void LaunchResidual(float* x, const float* mlp, const float* attn, int64_t n, bool parallel,
+                    cudaStream_t stream) {
+  ResidualKernel<<<ElementwiseBlocks(n), 256, 0, stream>>>(x, mlp, attn, n, parallel);
+}
+
+void LaunchGelu(const float* in, int64_t n, bool tanh_approximation, Half* out,
+                cudaStream_t stream) {
+  GeluKernel<<<ElementwiseBlocks(n), 256, 0, stream>>>(in, n, tanh_approximation,
+                                                        reinterpret_cast<__half*>(out));
+}
+
+void LaunchStoreKv(const AttentionRow* rows, int n_rows, const AttentionShape& shape,
+                   const float* qkv, const float* rotary, cudaStream_t stream) {
+  const dim3 grid(n_rows, shape.num_heads);
+  StoreKvKernel<<<grid, 128, 0, stream>>>(rows, shape, qkv, rotary);
+}
+
+void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
+                     const AttentionShape& shape, const float* qkv, const float* rotary,
+                     float* partials, Half* out, cudaStream_t stream) {
+  const dim3 grid(n_rows * shape.num_heads, max_blocks);
+  const size_t shared_bytes =
+      (kAttentionMaxSpans * shape.head_dim + 3 * kAttentionKeysPerBlock + 32) * sizeof(float);
+  AttentionBlockKernel<<<grid, kAttentionKeysPerBlock, shared_bytes, stream>>>(
+      rows, shape, qkv, rotary, partials, max_blocks);
+  AttentionCombineKernel<<<n_rows * shape.num_heads, 128, 0, stream>>>(
+      rows, shape, partials, max_blocks, reinterpret_cast<__half*>(out));
+}
+
+}  // namespace sinkserve::cuda

@@ -1,0 +1,111 @@
+// The CUDA kernels of the GPT-NeoX forward, as plain launch functions (no CUDA types beyond
+// cudaStream_t), so the host code that sequences them compiles with the host compiler.
+//
+// Activations: the residual stream and every matrix product's output are fp32; the inputs of
+// matrix products (LayerNorm, attention and GELU outputs) are fp16. Weights are fp16, int8
+// (per-row absmax) or NF4 (per-64 absmax, optionally double-quantized) — DESIGN §5. Every
+// launch function only enqueues work on `stream`; the caller checks cudaGetLastError().
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sinkserve::cuda {
+
+// fp16 values travel as their bits through host code.
+using Half = uint16_t;
+
+// A weight matrix [rows][cols] (y = W·x) as it sits on the device.
+struct DeviceMatrixView {
+  enum class Format : uint8_t { kF16, kInt8, kNf4 };
+  Format format = Format::kF16;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  // kF16: Half[rows][cols]; kInt8: int8[rows][cols]; kNf4: uint8[rows·cols/2], element 2j in
+  // the high nibble.
+  const void* data = nullptr;
+  // kInt8: absmax[rows]. kNf4: absmax[rows·cols/64] (null when double-quantized).
+  const float* absmax = nullptr;
+  // kNf4 double-quantized absmax: absmax[b] = dynamic_map[codes[b]]·block_scale[b/256] + offset.
+  const uint8_t* absmax_codes = nullptr;
+  const float* absmax_block_scale = nullptr;
+  const float* dynamic_map = nullptr;  // [256]
+  float absmax_offset = 0.0f;
+};
+
+// The most tokens the fused dequantize-and-multiply kernels take in one pass over the weights.
+inline constexpr int kGemvMaxTokens = 8;
+
+// y[t][r] = bias[r] + Σ_k W[r][k]·x[t][k] for t < n_tokens ≤ kGemvMaxTokens; x: [n][cols] fp16,
+// y: [n][rows] fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and
+// dequantizes in registers with fp32 accumulation. Needs cols a multiple of 32 (one NF4
+// vector of 32 elements then never straddles a 64-element block).
+void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
+                float* y, cudaStream_t stream);
+
+// out = dequantize(W) as fp16 [rows][cols] (larger batches then go through cuBLASLt).
+void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream);
+
+// out[t][0..cols) = dequantize(table)[tokens[t]] as fp32.
+void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n_tokens,
+                     float* out, cudaStream_t stream);
+
+// out[t] = LayerNorm(x[t]) as fp16, statistics in fp32 (two passes), for t < n_rows.
+void LaunchLayerNorm(const float* x, const float* weight, const float* bias, int n_rows, int dim,
+                     float eps, Half* out, cudaStream_t stream);
+
+// Sequential residual: a[i] += x[i] (a = attn(ln1 x) + x), then the caller normalizes a.
+void LaunchAddInPlace(float* a, const float* x, int64_t n, cudaStream_t stream);
+
+// The end of a layer: parallel residual x = (mlp + attn) + x; sequential x = mlp + attn (attn
+// already holds attn + x). HF's summation order in both cases.
+void LaunchResidual(float* x, const float* mlp, const float* attn, int64_t n, bool parallel,
+                    cudaStream_t stream);
+
+// out[i] = gelu(in[i]) as fp16; tanh_approximation selects gelu_new/gelu_fast.
+void LaunchGelu(const float* in, int64_t n, bool tanh_approximation, Half* out,
+                cudaStream_t stream);
+
+// What one query row of a step attends (the device form of KvCache::Visible).
+struct AttentionSpan {
+  int32_t begin_slot;
+  int32_t num_slots;
+  int32_t query_position;
+  int32_t key_rank_begin;  // ≥ 0: keys stored un-rotated, key j rotated at this rank + j
+};
+inline constexpr int kAttentionMaxSpans = 4;
+
+struct AttentionRow {
+  Half* kv;                // the row's cache: [layers][2][heads][capacity][head_dim] fp16
+  int32_t capacity;
+  int32_t new_slot;        // where this row's key/value go
+  int32_t new_key_position;  // rotate the stored key here; −1 = store un-rotated
+  int32_t num_spans;
+  int32_t total_keys;      // Σ num_slots
+  AttentionSpan spans[kAttentionMaxSpans];
+};
+
+struct AttentionShape {
+  int num_heads;
+  int head_dim;
+  int rotary_ndims;
+  int layer;
+};
+
+// Keys per block of the split-key attention (flash-decoding: each block reduces its keys to
+// (max, sum, Σ p·v), a second kernel combines the blocks).
+inline constexpr int kAttentionKeysPerBlock = 256;
+
+// Writes each row's new key (rotated at new_key_position when ≥ 0) and value into its cache.
+// qkv: [n_rows][heads][3][head_dim] fp32; rotary: [positions][2][rotary_ndims] (cos, sin).
+void LaunchStoreKv(const AttentionRow* rows, int n_rows, const AttentionShape& shape,
+                   const float* qkv, const float* rotary, cudaStream_t stream);
+
+// out[t][head·d + k] = softmax(q·K/√d)·V over row t's spans, as fp16. `partials` holds
+// n_rows·heads·max_blocks·(head_dim + 2) floats, max_blocks = ceil(max total_keys / 256).
+void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
+                     const AttentionShape& shape, const float* qkv, const float* rotary,
+                     float* partials, Half* out, cudaStream_t stream);
+
+}  // namespace sinkserve::cuda

@@ -1,0 +1,275 @@
+// Decode speed and memory of the CUDA backend on a model of a real size with random weights
+// (default: Pythia-2.8B's shape), for the configurations of the benchmark table (DESIGN §1):
+// dense fp16, streaming fp16, streaming int8, streaming NF4 (double-quantized absmax, as the
+// seed) × decode batch sizes. The seed's protocol: a 500-token prompt per session, then greedy
+// decode. Prints a Markdown table and writes JSON (--out DIR).
+//
+// TPOT here is the time of one batched decode step: the device work plus the logits' copy to
+// the host (what a scheduler waits for); host sampling is timed separately.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/cuda_backend.h"
+#include "engine/half.h"
+#include "engine/thread_pool.h"
+#include "nlohmann/json.hpp"
+#include "tests/gpu/quantized_copy.h"
+
+namespace sinkserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string out_dir;
+  int prompt_tokens = 500;
+  int generate_tokens = 500;          // batch 1
+  int generate_tokens_batched = 128;  // larger batches (throughput is steady by then)
+  std::vector<int> batches = {1, 16, 64};
+  int layers = 32, hidden = 2560, heads = 32, vocab = 50304;
+};
+
+ModelConfig Pythia28bShape(const Options& o) {
+  ModelConfig config;
+  config.hidden_size = o.hidden;
+  config.num_layers = o.layers;
+  config.num_heads = o.heads;
+  config.head_dim = o.hidden / o.heads;
+  config.intermediate_size = 4 * o.hidden;
+  config.rotary_ndims = config.head_dim / 4;
+  config.vocab_size = o.vocab;
+  config.max_position_embeddings = 2048;
+  return config;
+}
+
+// Random fp16 weights, filled in parallel (counter-based, so any thread count gives the same
+// model): uniform with the variance of N(0, 1/fan_in).
+ModelWeights FastRandomWeights(const ModelConfig& config, ThreadPool& pool) {
+  ModelWeights weights;
+  uint64_t stream = 0;
+  auto matrix = [&](int64_t rows, int64_t cols) {
+    auto buffer = std::make_unique<std::byte[]>(rows * cols * 2);
+    uint16_t* values = reinterpret_cast<uint16_t*>(buffer.get());
+    const float bound = std::sqrt(3.0f / static_cast<float>(cols));
+    const uint64_t seed = ++stream * 0x9e3779b97f4a7c15ull;
+    pool.ParallelFor(rows * cols, 1 << 16, [&](int64_t begin, int64_t end, int) {
+      for (int64_t i = begin; i < end; ++i) {
+        uint64_t z = seed + static_cast<uint64_t>(i) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
+        z ^= z >> 29;
+        const float unit = static_cast<float>(z >> 40) * 0x1.0p-24f;  // [0, 1)
+        values[i] = FloatToF16((2.0f * unit - 1.0f) * bound);
+      }
+    });
+    Matrix m{DType::kF16, rows, cols, buffer.get()};
+    weights.owned.push_back(std::move(buffer));
+    return m;
+  };
+  auto vector = [](int64_t n, float value) { return std::vector<float>(n, value); };
+  const int64_t h = config.hidden_size, f = config.intermediate_size, v = config.vocab_size;
+  weights.embed_in = matrix(v, h);
+  for (int i = 0; i < config.num_layers; ++i) {
+    LayerWeights layer;
+    layer.input_norm_weight = layer.post_norm_weight = vector(h, 1.0f);
+    layer.input_norm_bias = layer.post_norm_bias = vector(h, 0.0f);
+    layer.qkv = matrix(3 * h, h);
+    layer.qkv_bias = vector(3 * h, 0.01f);
+    layer.attn_out = matrix(h, h);
+    layer.attn_out_bias = vector(h, 0.01f);
+    layer.mlp_up = matrix(f, h);
+    layer.mlp_up_bias = vector(f, 0.01f);
+    layer.mlp_down = matrix(h, f);
+    layer.mlp_down_bias = vector(h, 0.01f);
+    weights.layers.push_back(std::move(layer));
+  }
+  weights.final_norm_weight = vector(h, 1.0f);
+  weights.final_norm_bias = vector(h, 0.0f);
+  weights.embed_out = matrix(v, h);
+  return weights;
+}
+
+struct Result {
+  std::string config;
+  int batch = 0;
+  double tokens_per_second = 0, tpot_ms = 0, ttft_ms = 0, attention_us_per_layer = 0;
+  double sampling_ms = 0;
+  double peak_gb = 0, weights_gb = 0;
+};
+
+void Die(const absl::Status& status) {
+  std::fprintf(stderr, "cuda_decode_bench: %s\n", std::string(status.message()).c_str());
+  std::exit(1);
+}
+
+int32_t Argmax(const float* logits, int vocab) {
+  return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+}
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+std::vector<Result> RunConfig(const std::string& name, const ModelConfig& config,
+                              const ModelWeights& weights, const CachePolicy& policy,
+                              const Options& o, const CudaOptions& cuda_options,
+                              std::vector<int> batches) {
+  absl::StatusOr<std::unique_ptr<Backend>> made = NewCudaBackend(config, weights, cuda_options);
+  if (!made.ok()) Die(made.status());
+  Backend& backend = **made;
+  const double weights_gb = backend.device_memory().used_bytes / 1e9;
+  std::vector<Result> results;
+  std::mt19937_64 rng(7);
+  const int vocab = config.vocab_size;
+  for (int batch : batches) {
+    const int steps = batch == 1 ? o.generate_tokens : o.generate_tokens_batched;
+    std::vector<std::unique_ptr<KvCache>> caches;
+    std::vector<KvCache*> rows;
+    std::vector<float> logits(static_cast<size_t>(batch) * vocab);
+    std::vector<int32_t> next(batch);
+    double ttft_ms = 0;
+    for (int b = 0; b < batch; ++b) {
+      absl::StatusOr<std::unique_ptr<KvCache>> cache = backend.NewCache(policy);
+      if (!cache.ok()) Die(cache.status());
+      std::vector<int32_t> prompt(o.prompt_tokens);
+      for (int32_t& t : prompt) t = static_cast<int32_t>(rng() % vocab);
+      const auto start = Clock::now();
+      if (absl::Status s = FeedTokens(backend, prompt, **cache,
+                                      std::span(logits).subspan(static_cast<size_t>(b) * vocab, vocab));
+          !s.ok()) {
+        Die(s);
+      }
+      if (b == 0) ttft_ms = Ms(Clock::now() - start);
+      next[b] = Argmax(&logits[static_cast<size_t>(b) * vocab], vocab);
+      rows.push_back(cache->get());
+      caches.push_back(std::move(*cache));
+    }
+    double step_ms = 0, sampling_ms = 0, attention_s = 0;
+    const int warmup = 3;
+    for (int step = 0; step < steps + warmup; ++step) {
+      const auto start = Clock::now();
+      if (absl::Status s = backend.ForwardBatch(next, rows, logits); !s.ok()) Die(s);
+      const auto forward_end = Clock::now();
+      for (int b = 0; b < batch; ++b) next[b] = Argmax(&logits[static_cast<size_t>(b) * vocab], vocab);
+      if (step >= warmup) {
+        step_ms += Ms(forward_end - start);
+        sampling_ms += Ms(Clock::now() - forward_end);
+        attention_s += backend.last_step_attention_seconds();
+      }
+    }
+    Result r;
+    r.config = name;
+    r.batch = batch;
+    r.tpot_ms = step_ms / steps;
+    r.tokens_per_second = batch * steps / (step_ms / 1e3);
+    r.ttft_ms = ttft_ms;
+    r.sampling_ms = sampling_ms / steps;
+    r.attention_us_per_layer = attention_s / steps / config.num_layers * 1e6;
+    r.peak_gb = backend.device_memory().peak_bytes / 1e9;
+    r.weights_gb = weights_gb;
+    std::printf("  %-34s batch %3d: %9.1f tok/s  TPOT %7.3f ms  TTFT %8.2f ms  attn %7.2f us/layer  "
+                "sampling %.3f ms  peak %.2f GB\n",
+                name.c_str(), batch, r.tokens_per_second, r.tpot_ms, r.ttft_ms,
+                r.attention_us_per_layer, r.sampling_ms, r.peak_gb);
+    std::fflush(stdout);
+    results.push_back(r);
+  }
+  return results;
+}
+
+std::vector<int> ParseList(const std::string& text) {
+  std::vector<int> values;
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    values.push_back(std::stoi(text.substr(begin, end - begin)));
+    begin = end + 1;
+  }
+  return values;
+}
+
+int Main(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", arg.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--out") o.out_dir = value();
+    else if (arg == "--prompt") o.prompt_tokens = std::stoi(value());
+    else if (arg == "--gen") o.generate_tokens = std::stoi(value());
+    else if (arg == "--gen-batched") o.generate_tokens_batched = std::stoi(value());
+    else if (arg == "--batches") o.batches = ParseList(value());
+    else if (arg == "--layers") o.layers = std::stoi(value());
+    else if (arg == "--hidden") o.hidden = std::stoi(value());
+    else if (arg == "--heads") o.heads = std::stoi(value());
+    else {
+      std::fprintf(stderr,
+                   "usage: cuda_decode_bench [--out DIR] [--prompt 500] [--gen 500] "
+                   "[--gen-batched 128] [--batches 1,16,64] [--layers 32 --hidden 2560 --heads 32]\n");
+      return 2;
+    }
+  }
+  if (absl::Status status = CudaAvailable(); !status.ok()) Die(status);
+  const ModelConfig config = Pythia28bShape(o);
+  std::printf("model: %s, %.2f B parameters, random fp16 weights\n", config.Describe().c_str(),
+              config.ParameterCount() / 1e9);
+  ThreadPool pool(0);
+  const auto start = Clock::now();
+  const ModelWeights fp16 = FastRandomWeights(config, pool);
+  std::printf("weights generated in %.1f s\n", Ms(Clock::now() - start) / 1e3);
+
+  CachePolicy dense;
+  dense.kind = CachePolicy::Kind::kCachePolicyDense;
+  dense.dense_capacity_tokens = o.prompt_tokens + std::max(o.generate_tokens, o.generate_tokens_batched) + 8;
+  const CachePolicy streaming;  // sink 4, window 256
+  std::vector<Result> results;
+  auto add = [&](std::vector<Result> more) { results.insert(results.end(), more.begin(), more.end()); };
+  add(RunConfig("Baseline (FP16, dense cache)", config, fp16, dense, o, CudaOptions{}, o.batches));
+  add(RunConfig("Streaming (FP16)", config, fp16, streaming, o, CudaOptions{}, o.batches));
+  CudaOptions untimed;
+  untimed.attention_timing_every = 0;
+  add(RunConfig("Streaming (FP16), attention untimed", config, fp16, streaming, o, untimed, {1}));
+  {
+    const auto q = Clock::now();
+    auto int8 = testing::Quantize(fp16, QuantFormat::kInt8, false, pool);
+    std::printf("int8 quantization: %.1f s\n", Ms(Clock::now() - q) / 1e3);
+    add(RunConfig("Streaming + Int8", config, int8->weights, streaming, o, CudaOptions{}, o.batches));
+  }
+  {
+    const auto q = Clock::now();
+    auto nf4 = testing::Quantize(fp16, QuantFormat::kNf4, true, pool);
+    std::printf("nf4 quantization: %.1f s\n", Ms(Clock::now() - q) / 1e3);
+    add(RunConfig("Streaming + NF4", config, nf4->weights, streaming, o, CudaOptions{}, o.batches));
+  }
+
+  std::printf("\n| Configuration | Batch | Throughput (tok/s) | TPOT (ms) | TTFT (ms) | Avg Attn (us/layer) | Peak Mem (GB) | After load (GB) |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  nlohmann::json json = nlohmann::json::array();
+  for (const Result& r : results) {
+    std::printf("| %s | %d | %.1f | %.3f | %.2f | %.2f | %.2f | %.2f |\n", r.config.c_str(), r.batch,
+                r.tokens_per_second, r.tpot_ms, r.ttft_ms, r.attention_us_per_layer, r.peak_gb,
+                r.weights_gb);
+    json.push_back({{"config", r.config}, {"batch", r.batch},
+                    {"tokens_per_second", r.tokens_per_second}, {"tpot_ms", r.tpot_ms},
+                    {"ttft_ms", r.ttft_ms}, {"attention_us_per_layer", r.attention_us_per_layer},
+                    {"sampling_ms", r.sampling_ms}, {"peak_gpu_memory_gb", r.peak_gb},
+                    {"weights_gb", r.weights_gb}, {"prompt_tokens", o.prompt_tokens}});
+  }
+  if (!o.out_dir.empty()) {
+    std::ofstream(o.out_dir + "/cuda_decode_bench.json") << json.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+int main(int argc, char** argv) { return sinkserve::Main(argc, argv); }

@@ -1,0 +1,215 @@
+// The CUDA backend against the CPU engine (the reference, itself checked against HF): whole-model
+// logits on every fixture checkpoint (prefill, token by token, dense and streaming caches,
+// batched steps), the quantized kernels against the CPU on dequantized weights, and the memory
+// accounting. Skipped, with the reason, where no CUDA device is usable.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "engine/cpu_backend.h"
+#include "engine/cuda/cuda_backend.h"
+#include "engine/model.h"
+#include "tests/gpu/quantized_copy.h"
+#include "tests/unit/test_util.h"
+
+namespace sinkserve {
+namespace {
+
+// ‖a − b‖ / ‖b‖ over all elements.
+double RelativeError(std::span<const float> a, std::span<const float> b) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    norm += double(b[i]) * b[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+// fp16 weights and fp16 matrix-product inputs against fp32 everywhere on the CPU.
+constexpr double kLogitTolerance = 1e-2;
+
+std::vector<int32_t> RandomTokens(int n, int vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> tokens(n);
+  for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % vocab);
+  return tokens;
+}
+
+class CudaBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (absl::Status status = CudaAvailable(); !status.ok()) GTEST_SKIP() << status.message();
+    absl::StatusOr<std::unique_ptr<Model>> model =
+        Model::Load(ModelOptions{testing::FixturePath("models/" + GetParam()), 2});
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+    absl::StatusOr<std::unique_ptr<Backend>> cuda =
+        NewCudaBackend(model_->config(), model_->weights(), CudaOptions{});
+    ASSERT_TRUE(cuda.ok()) << cuda.status();
+    cuda_ = std::move(*cuda);
+    vocab_ = model_->config().vocab_size;
+  }
+
+  // Logits at every position, feeding `tokens` in steps of `step` tokens.
+  std::vector<float> Logits(Backend& backend, KvCache& cache, std::span<const int32_t> tokens,
+                            int step) {
+    std::vector<float> logits(tokens.size() * vocab_);
+    for (size_t begin = 0; begin < tokens.size();) {
+      const int n = std::min<int>({step, cache.MaxStepTokens(),
+                                   static_cast<int>(tokens.size() - begin)});
+      const absl::Status status =
+          backend.Forward(tokens.subspan(begin, n), cache,
+                          std::span(logits).subspan(begin * vocab_), /*all_logits=*/true);
+      EXPECT_TRUE(status.ok()) << status;
+      begin += n;
+    }
+    return logits;
+  }
+
+  std::vector<float> Run(Backend& backend, const CachePolicy& policy,
+                         std::span<const int32_t> tokens, int step) {
+    absl::StatusOr<std::unique_ptr<KvCache>> cache = backend.NewCache(policy);
+    EXPECT_TRUE(cache.ok()) << cache.status();
+    return Logits(backend, **cache, tokens, step);
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Backend> cuda_;
+  int vocab_ = 0;
+};
+
+CachePolicy Dense() {
+  CachePolicy policy;
+  policy.kind = CachePolicy::Kind::kCachePolicyDense;
+  policy.dense_capacity_tokens = 512;
+  return policy;
+}
+
+CachePolicy Streaming(int sink, int window) {
+  CachePolicy policy;
+  policy.sink_tokens = sink;
+  policy.window_tokens = window;
+  return policy;
+}
+
+TEST_P(CudaBackendTest, DenseLogitsMatchCpuInPrefillAndTokenByToken) {
+  const std::vector<int32_t> tokens = RandomTokens(300, vocab_, 11);
+  const std::vector<float> expected = Run(model_->backend(), Dense(), tokens, 1);
+  for (int step : {1, 7, 256}) {
+    const std::vector<float> got = Run(*cuda_, Dense(), tokens, step);
+    EXPECT_LT(RelativeError(got, expected), kLogitTolerance) << "step " << step;
+  }
+}
+
+TEST_P(CudaBackendTest, StreamingLogitsMatchCpuThroughEvictions) {
+  const std::vector<int32_t> tokens = RandomTokens(400, vocab_, 12);
+  for (const CachePolicy& policy : {Streaming(4, 16), Streaming(0, 8), Streaming(4, 256)}) {
+    const std::vector<float> expected = Run(model_->backend(), policy, tokens, 1);
+    for (int step : {1, 5, 300}) {
+      const std::vector<float> got = Run(*cuda_, policy, tokens, step);
+      EXPECT_LT(RelativeError(got, expected), kLogitTolerance)
+          << policy.Describe() << " step " << step;
+    }
+  }
+}
+
+TEST_P(CudaBackendTest, BatchedStepMatchesCpu) {
+  // 11 sessions (past the fused kernels' 8 rows: the cuBLASLt path) with mixed policies and
+  // prompt lengths, then 20 batched decode steps.
+  constexpr int kSessions = 11;
+  std::vector<std::unique_ptr<KvCache>> cpu_caches, gpu_caches;
+  std::vector<float> logits(vocab_), gpu_logits(vocab_);
+  for (int i = 0; i < kSessions; ++i) {
+    const CachePolicy policy = i % 3 == 0 ? Dense() : Streaming(i % 2 * 4, 8 + i);
+    cpu_caches.push_back(*model_->backend().NewCache(policy));
+    gpu_caches.push_back(*cuda_->NewCache(policy));
+    const std::vector<int32_t> prompt = RandomTokens(5 + 3 * i, vocab_, 100 + i);
+    ASSERT_TRUE(FeedTokens(model_->backend(), prompt, *cpu_caches.back(), logits).ok());
+    ASSERT_TRUE(FeedTokens(*cuda_, prompt, *gpu_caches.back(), gpu_logits).ok());
+  }
+  std::vector<KvCache*> cpu_rows, gpu_rows;
+  for (int i = 0; i < kSessions; ++i) {
+    cpu_rows.push_back(cpu_caches[i].get());
+    gpu_rows.push_back(gpu_caches[i].get());
+  }
+  std::vector<float> expected(kSessions * vocab_), got(kSessions * vocab_);
+  for (int step = 0; step < 20; ++step) {
+    for (int rows : {kSessions, 3}) {  // the cuBLASLt path and the fused one
+      const std::vector<int32_t> tokens = RandomTokens(rows, vocab_, 1000 + step * 7 + rows);
+      std::span<KvCache* const> cpu_batch(cpu_rows.data(), rows), gpu_batch(gpu_rows.data(), rows);
+      ASSERT_TRUE(model_->backend().ForwardBatch(tokens, cpu_batch, expected).ok());
+      ASSERT_TRUE(cuda_->ForwardBatch(tokens, gpu_batch, got).ok());
+      EXPECT_LT(RelativeError(std::span(got).first(rows * vocab_),
+                              std::span(expected).first(rows * vocab_)),
+                kLogitTolerance)
+          << "step " << step << " rows " << rows;
+    }
+  }
+}
+
+TEST_P(CudaBackendTest, QuantizedKernelsMatchCpuOnDequantizedWeights) {
+  ThreadPool pool(2);
+  const std::vector<int32_t> tokens = RandomTokens(120, vocab_, 13);
+  struct Case {
+    QuantFormat format;
+    bool double_quant;
+    const char* name;
+  };
+  for (const Case& c : {Case{QuantFormat::kInt8, false, "int8"}, Case{QuantFormat::kNf4, false, "nf4"},
+                        Case{QuantFormat::kNf4, true, "nf4 double-quant"}}) {
+    std::unique_ptr<testing::QuantizedCopy> quantized =
+        testing::Quantize(model_->weights(), c.format, c.double_quant, pool);
+    std::unique_ptr<testing::QuantizedCopy> dequantized = testing::Dequantize(quantized->weights);
+    absl::StatusOr<std::unique_ptr<Backend>> gpu =
+        NewCudaBackend(model_->config(), quantized->weights, CudaOptions{});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    CpuBackend cpu(model_->config(), dequantized->weights, 2);
+    for (int step : {1, 4, 120}) {  // fused kernels (1..8 rows) and dequantize + cuBLASLt
+      const std::vector<float> expected = Run(cpu, Streaming(4, 32), tokens, step);
+      const std::vector<float> got = Run(**gpu, Streaming(4, 32), tokens, step);
+      EXPECT_LT(RelativeError(got, expected), kLogitTolerance) << c.name << " step " << step;
+    }
+  }
+}
+
+TEST_P(CudaBackendTest, MemoryAccountingCountsCachesAndPoolsThem) {
+  const uint64_t before = cuda_->device_memory().used_bytes;
+  EXPECT_GT(before, 0u);
+  EXPECT_GE(cuda_->device_memory().total_bytes, before);
+  uint64_t cache_bytes = 0;
+  {
+    absl::StatusOr<std::unique_ptr<KvCache>> cache = cuda_->NewCache(Streaming(4, 64));
+    ASSERT_TRUE(cache.ok());
+    cache_bytes = (*cache)->bytes();
+    const KvShape& shape = (*cache)->shape();
+    EXPECT_EQ(cache_bytes, uint64_t{2} * shape.num_layers * 2 * shape.num_heads * 69 * shape.head_dim);
+    EXPECT_EQ(cuda_->device_memory().used_bytes, before + cache_bytes);
+  }
+  // Released to the pool, reused by the next cache of the same size.
+  EXPECT_EQ(cuda_->device_memory().used_bytes, before + cache_bytes);
+  absl::StatusOr<std::unique_ptr<KvCache>> again = cuda_->NewCache(Streaming(4, 64));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(cuda_->device_memory().used_bytes, before + cache_bytes);
+  EXPECT_GE(cuda_->device_memory().peak_bytes, before + cache_bytes);
+}
+
+TEST_P(CudaBackendTest, RefusesForeignCachesAndBadTokens) {
+  std::unique_ptr<KvCache> cpu_cache = *model_->backend().NewCache(Streaming(4, 16));
+  std::vector<float> logits(vocab_);
+  const std::vector<int32_t> token = {1};
+  EXPECT_EQ(cuda_->Forward(token, *cpu_cache, logits, false).code(),
+            absl::StatusCode::kInvalidArgument);
+  std::unique_ptr<KvCache> cache = *cuda_->NewCache(Streaming(4, 16));
+  const std::vector<int32_t> bad = {vocab_};
+  EXPECT_EQ(cuda_->Forward(bad, *cache, logits, false).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->tokens_seen(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaBackendTest,
+                         ::testing::ValuesIn(testing::FixtureModelNames()));
+
+}  // namespace
+}  // namespace sinkserve
