@@ -153,9 +153,10 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
         "the CUDA backend needs hidden_size and intermediate_size to be multiples of 32 (got ",
         h, " and ", f, "); use --backend cpu"));
   }
-  if (d > kAttentionKeysPerBlock || d % 2 != 0) {
+  if (d > kAttentionMaxHeadDim || d % 8 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the CUDA backend needs an even head_dim of at most ", kAttentionKeysPerBlock, " (got ",
+        "the CUDA backend needs a head_dim that is a multiple of 8, at most ",
+        kAttentionMaxHeadDim, " (got ",
         d, "); use --backend cpu"));
   }
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

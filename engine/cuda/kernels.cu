@@ -152,8 +152,10 @@ void LaunchGemvFormat(const DeviceMatrixView& w, const float* bias, const __half
     GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y);
   } else if (n <= 4) {
     GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y);
-  } else {
+  } else if (n <= 8) {
     GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+  } else {
+    GemvKernel<kFormat, 16><<<grid, block, 0, stream>>>(w, bias, x, n, y);
   }
 }
 
@@ -174,14 +176,37 @@ __device__ __forceinline__ float DequantizeElement(const DeviceMatrixView& w, in
   return 0.0f;
 }
 
+// One thread per 16-byte vector of codes (16 int8 or 32 NF4 weights), written as fp16 with
+// 16-byte stores: a pass at memory speed before the cuBLASLt product of a large batch.
+template <DeviceMatrixView::Format kFormat>
 __global__ void DequantizeKernel(DeviceMatrixView w, __half* out) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
   __syncthreads();
-  const int64_t n = w.rows * w.cols;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = __float2half_rn(DequantizeElement(w, i, lut));
+  constexpr int kPerVector = kFormat == DeviceMatrixView::Format::kInt8 ? 16 : 32;
+  const int64_t vectors_per_row = w.cols / kPerVector;
+  const int64_t vectors = w.rows * vectors_per_row;
+  for (int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v < vectors;
+       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 bits = __ldg(reinterpret_cast<const uint4*>(w.data) + v);
+    __align__(16) __half values[kPerVector];
+    if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(&bits);
+      const float scale = w.absmax[v / vectors_per_row] * (1.0f / 127.0f);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) values[i] = __float2half_rn(static_cast<float>(q[i]) * scale);
+    } else {
+      const uint8_t* q = reinterpret_cast<const uint8_t*>(&bits);
+      const float scale = Nf4Absmax(w, v / 2);  // 32 elements = half a 64-block
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        values[2 * i] = __float2half_rn(lut[q[i] >> 4] * scale);
+        values[2 * i + 1] = __float2half_rn(lut[q[i] & 15] * scale);
+      }
+    }
+    uint4* destination = reinterpret_cast<uint4*>(out + v * kPerVector);
+#pragma unroll
+    for (int j = 0; j < kPerVector / 8; ++j) destination[j] = reinterpret_cast<const uint4*>(values)[j];
   }
 }
 
@@ -276,9 +301,10 @@ __global__ void StoreKvKernel(const AttentionRow* rows, AttentionShape shape, co
   }
 }
 
-// Grid (rows·heads, blocks of 256 keys); 256 threads, one key each for the scores.
-// Writes (max, sum, Σ p·v [d]) of its keys to partials.
-__global__ void __launch_bounds__(kAttentionKeysPerBlock)
+// Grid (rows·heads, blocks of kAttentionKeysPerBlock keys); one thread per key for the scores
+// (16-byte key loads), then groups of head_dim threads for Σ p·v. Writes (max, sum, Σ p·v [d])
+// of its keys to partials.
+__global__ void __launch_bounds__(256)
     AttentionBlockKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
                          const float* rotary, float* partials, int max_blocks) {
   extern __shared__ float shared[];
@@ -289,11 +315,11 @@ __global__ void __launch_bounds__(kAttentionKeysPerBlock)
   if (key_begin >= r.total_keys) return;
   const int n_keys = min(kAttentionKeysPerBlock, r.total_keys - key_begin);
 
-  float* queries = shared;                                   // [spans][d], rotated per span
-  float* probs = queries + kAttentionMaxSpans * d;           // [256]
-  int* slots = reinterpret_cast<int*>(probs + kAttentionKeysPerBlock);  // [256]
-  float* sums = reinterpret_cast<float*>(slots + kAttentionKeysPerBlock);  // [256]
-  float* scratch = sums + kAttentionKeysPerBlock;            // [32]
+  float* queries = shared;                                    // [spans][d], rotated per span
+  float* probs = queries + kAttentionMaxSpans * d;            // [keys per block]
+  int* slots = reinterpret_cast<int*>(probs + kAttentionKeysPerBlock);  // [keys per block]
+  float* sums = reinterpret_cast<float*>(slots + kAttentionKeysPerBlock);  // [blockDim]
+  float* scratch = sums + blockDim.x;                         // [32]
 
   const float* q = qkv + (static_cast<int64_t>(row_index) * shape.num_heads + head) * 3 * d;
   for (int i = threadIdx.x; i < r.num_spans * d; i += blockDim.x) {
@@ -323,44 +349,42 @@ __global__ void __launch_bounds__(kAttentionKeysPerBlock)
     const AttentionSpan& span = r.spans[s];
     const int slot = span.begin_slot + j;
     slots[threadIdx.x] = slot;
-    const __half* key = keys + static_cast<int64_t>(slot) * d;
+    const uint4* key = reinterpret_cast<const uint4*>(keys + static_cast<int64_t>(slot) * d);
     const float* query = queries + s * d;
+    // A key stored un-rotated is rotated at its rank through the query instead:
+    // q·R(θ)k = q'·k with q'[i] = q[i]·cos + q[i+h]·sin, q'[i+h] = q[i+h]·cos − q[i]·sin.
+    const bool rotate = span.key_rank_begin >= 0;
+    const float* cos = RotaryRow(rotary, rot, rotate ? span.key_rank_begin + j : 0);
+    const float* sin = cos + rot;
     float dot = 0.0f;
-    int k = 0;
-    if (span.key_rank_begin >= 0) {
-      // Rotate the key at its rank inside the dot product (never written back).
-      const float* cos = RotaryRow(rotary, rot, span.key_rank_begin + j);
-      const float* sin = cos + rot;
-      for (; k < half; ++k) {
-        const float k1 = __half2float(key[k]), k2 = __half2float(key[k + half]);
-        dot = fmaf(query[k], k1 * cos[k] - k2 * sin[k], dot);
-        dot = fmaf(query[k + half], k2 * cos[k + half] + k1 * sin[k + half], dot);
+#pragma unroll 4
+    for (int c = 0; c < d / 8; ++c) {
+      float k8[8];
+      Unpack8(__ldg(key + c), k8);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const int k = 8 * c + e;
+        float qk = query[k];
+        if (rotate && k < rot) {
+          qk = k < half ? query[k] * cos[k] + query[k + half] * sin[k]
+                        : query[k] * cos[k] - query[k - half] * sin[k];
+        }
+        dot = fmaf(qk, k8[e], dot);
       }
-      k = rot;
     }
-    const __half2* key2 = reinterpret_cast<const __half2*>(key);
-    if (k % 2 == 1) {  // an odd rotary width leaves one dimension before the pairs
-      dot = fmaf(query[k], __half2float(key[k]), dot);
-      ++k;
-    }
-    for (; k + 1 < d; k += 2) {
-      const float2 kk = __half22float2(key2[k / 2]);
-      dot = fmaf(query[k], kk.x, dot);
-      dot = fmaf(query[k + 1], kk.y, dot);
-    }
-    if (k < d) dot = fmaf(query[k], __half2float(key[k]), dot);
     score = dot * scale;
   }
   const float max_score = BlockMax(score, scratch);
   const float p = threadIdx.x < n_keys ? __expf(score - max_score) : 0.0f;
-  probs[threadIdx.x] = p;
+  if (threadIdx.x < kAttentionKeysPerBlock) probs[threadIdx.x] = p;
   const float sum = BlockSum(p, scratch);  // its barriers also publish probs and slots
 
   // Σ p·v: groups of d threads, group g takes keys g, g + groups, ...
   const int groups = blockDim.x / d;
   const int g = threadIdx.x / d, k = threadIdx.x % d;
-  float acc = 0.0f;
   if (g < groups) {
+    float acc = 0.0f;
+#pragma unroll 4
     for (int j = g; j < n_keys; j += groups) {
       acc = fmaf(probs[j], __half2float(values[static_cast<int64_t>(slots[j]) * d + k]), acc);
     }
@@ -422,8 +446,14 @@ void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int
 }
 
 void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream) {
-  DequantizeKernel<<<ElementwiseBlocks(w.rows * w.cols), 256, 0, stream>>>(
-      w, reinterpret_cast<__half*>(out));
+  __half* destination = reinterpret_cast<__half*>(out);
+  if (w.format == DeviceMatrixView::Format::kInt8) {
+    DequantizeKernel<DeviceMatrixView::Format::kInt8>
+        <<<ElementwiseBlocks(w.rows * w.cols / 16), 256, 0, stream>>>(w, destination);
+  } else if (w.format == DeviceMatrixView::Format::kNf4) {
+    DequantizeKernel<DeviceMatrixView::Format::kNf4>
+        <<<ElementwiseBlocks(w.rows * w.cols / 32), 256, 0, stream>>>(w, destination);
+  }
 }
 
 void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n_tokens,
@@ -462,10 +492,13 @@ void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                      const AttentionShape& shape, const float* qkv, const float* rotary,
                      float* partials, Half* out, cudaStream_t stream) {
   const dim3 grid(n_rows * shape.num_heads, max_blocks);
+  // At least head_dim threads (the Σ p·v groups) and the block's keys, in whole warps.
+  const int threads = std::max(128, (shape.head_dim + 31) / 32 * 32);
   const size_t shared_bytes =
-      (kAttentionMaxSpans * shape.head_dim + 3 * kAttentionKeysPerBlock + 32) * sizeof(float);
-  AttentionBlockKernel<<<grid, kAttentionKeysPerBlock, shared_bytes, stream>>>(
-      rows, shape, qkv, rotary, partials, max_blocks);
+      (kAttentionMaxSpans * shape.head_dim + 2 * kAttentionKeysPerBlock + threads + 32) *
+      sizeof(float);
+  AttentionBlockKernel<<<grid, threads, shared_bytes, stream>>>(rows, shape, qkv, rotary,
+                                                                partials, max_blocks);
   AttentionCombineKernel<<<n_rows * shape.num_heads, 128, 0, stream>>>(
       rows, shape, partials, max_blocks, reinterpret_cast<__half*>(out));
 }

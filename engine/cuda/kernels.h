@@ -35,7 +35,7 @@ struct DeviceMatrixView {
 };
 
 // The most tokens the fused dequantize-and-multiply kernels take in one pass over the weights.
-inline constexpr int kGemvMaxTokens = 8;
+inline constexpr int kGemvMaxTokens = 16;
 
 // y[t][r] = bias[r] + Σ_k W[r][k]·x[t][k] for t < n_tokens ≤ kGemvMaxTokens; x: [n][cols] fp16,
 // y: [n][rows] fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and
@@ -44,7 +44,8 @@ inline constexpr int kGemvMaxTokens = 8;
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
                 float* y, cudaStream_t stream);
 
-// out = dequantize(W) as fp16 [rows][cols] (larger batches then go through cuBLASLt).
+// out = dequantize(W) as fp16 [rows][cols] for int8 / NF4 (larger batches then go through
+// cuBLASLt).
 void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream);
 
 // out[t][0..cols) = dequantize(table)[tokens[t]] as fp32.
@@ -94,8 +95,10 @@ struct AttentionShape {
 };
 
 // Keys per block of the split-key attention (flash-decoding: each block reduces its keys to
-// (max, sum, Σ p·v), a second kernel combines the blocks).
-inline constexpr int kAttentionKeysPerBlock = 256;
+// (max, sum, Σ p·v), a second kernel combines the blocks). 64 spreads a 260-token streaming
+// cache over 5 blocks per head, so a batch-1 step still fills the GPU.
+inline constexpr int kAttentionKeysPerBlock = 64;
+inline constexpr int kAttentionMaxHeadDim = 256;
 
 // Writes each row's new key (rotated at new_key_position when ≥ 0) and value into its cache.
 // qkv: [n_rows][heads][3][head_dim] fp32; rotary: [positions][2][rotary_ndims] (cos, sin).
@@ -103,7 +106,8 @@ void LaunchStoreKv(const AttentionRow* rows, int n_rows, const AttentionShape& s
                    const float* qkv, const float* rotary, cudaStream_t stream);
 
 // out[t][head·d + k] = softmax(q·K/√d)·V over row t's spans, as fp16. `partials` holds
-// n_rows·heads·max_blocks·(head_dim + 2) floats, max_blocks = ceil(max total_keys / 256).
+// n_rows·heads·max_blocks·(head_dim + 2) floats, max_blocks = ceil(max total_keys / 64).
+// head_dim must be a multiple of 8 (16-byte key loads) and at most kAttentionMaxHeadDim.
 void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                      const AttentionShape& shape, const float* qkv, const float* rotary,
                      float* partials, Half* out, cudaStream_t stream);
