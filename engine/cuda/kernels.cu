@@ -152,10 +152,8 @@ void LaunchGemvFormat(const DeviceMatrixView& w, const float* bias, const __half
     GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y);
   } else if (n <= 4) {
     GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y);
-  } else if (n <= 8) {
-    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y);
   } else {
-    GemvKernel<kFormat, 16><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y);
   }
 }
 

@@ -35,7 +35,9 @@ struct DeviceMatrixView {
 };
 
 // The most tokens the fused dequantize-and-multiply kernels take in one pass over the weights.
-inline constexpr int kGemvMaxTokens = 16;
+// Measured on an H100 (BENCHMARKS.md): at 16 tokens they are slower than cuBLASLt (fp16) and
+// than dequantize + cuBLASLt (int8, NF4), since x is re-read per token from L1.
+inline constexpr int kGemvMaxTokens = 8;
 
 // y[t][r] = bias[r] + Σ_k W[r][k]·x[t][k] for t < n_tokens ≤ kGemvMaxTokens; x: [n][cols] fp16,
 // y: [n][rows] fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and

@@ -117,7 +117,7 @@ TEST_P(CudaBackendTest, StreamingLogitsMatchCpuThroughEvictions) {
 }
 
 TEST_P(CudaBackendTest, BatchedStepMatchesCpu) {
-  // 20 sessions (past the fused kernels' 16 rows: the cuBLASLt path) with mixed policies and
+  // 20 sessions (past the fused kernels' 8 rows: the cuBLASLt path) with mixed policies and
   // prompt lengths, then 20 batched decode steps.
   constexpr int kSessions = 20;
   std::vector<std::unique_ptr<KvCache>> cpu_caches, gpu_caches;
@@ -167,7 +167,7 @@ TEST_P(CudaBackendTest, QuantizedKernelsMatchCpuOnDequantizedWeights) {
         NewCudaBackend(model_->config(), quantized->weights, CudaOptions{});
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     CpuBackend cpu(model_->config(), dequantized->weights, 2);
-    for (int step : {1, 4, 12, 120}) {  // fused kernels (1..16 rows), dequantize + cuBLASLt
+    for (int step : {1, 4, 12, 120}) {  // fused kernels (1..8 rows), dequantize + cuBLASLt
       const std::vector<float> expected = Run(cpu, Streaming(4, 32), tokens, step);
       const std::vector<float> got = Run(**gpu, Streaming(4, 32), tokens, step);
       EXPECT_LT(RelativeError(got, expected), kLogitTolerance) << c.name << " step " << step;
