@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine: install dependencies, build, run every test.
 #   unit, model, e2e  — the ctest suites (Release build)
+#   gpu               — the CUDA backend against the CPU (skipped without a GPU)
 #   fuzz              — each libFuzzer target for FUZZ_SECONDS (default 30) on its corpus
 # Set SKIP_FUZZ=1 to skip the fuzzers (they need clang and rebuild the libraries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-(cd build && ctest --output-on-failure -L 'unit|model|e2e' -j "$(nproc)")
+(cd build && ctest --output-on-failure -L 'unit|model|e2e|gpu' -j "$(nproc)")
 
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   if [[ ! -f build-fuzz/build.ninja ]]; then
     CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DSINKSERVE_BUILD_FUZZERS=ON -DSINKSERVE_BUILD_BENCHMARKS=OFF \
+      -DSINKSERVE_BUILD_FUZZERS=ON -DSINKSERVE_BUILD_BENCHMARKS=OFF -DSINKSERVE_WITH_CUDA=OFF \
       -DSINKSERVE_FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
   fi
   cmake --build build-fuzz -j "$(nproc)" --target tokenizer_fuzz safetensors_fuzz
