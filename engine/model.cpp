@@ -11,6 +11,9 @@
 namespace sinkserve {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) {
+  const WeightConversion conversion{options.quant, options.double_quant,
+                                    options.quantize_embeddings};
+  if (absl::Status status = conversion.Validate(); !status.ok()) return status;
   std::unique_ptr<Model> model(new Model());
   if (options.path.empty() || options.path == "demo") {
     model->is_demo_ = true;
@@ -35,6 +38,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
       ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile(tokenizer_path.string()));
     }
   }
+  {
+    ThreadPool pool(options.threads);
+    RETURN_IF_ERROR(
+        ConvertWeights(conversion, model->weights_, pool, options.conversion_progress));
+  }
+  model->weights_format_ = conversion.Describe(model->weights_);
   model->backend_ = std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads);
   return model;
 }
