@@ -1,34 +1,21 @@
 #include "engine/cpu_kernels.h"
 
 #include <cmath>
-#include <cstring>
+#include <vector>
 
 #include "engine/cpu_kernels_isa.h"
-#include "engine/half.h"
 
 namespace sinkserve::cpu {
 namespace {
 
-float LoadWeight(const Matrix& w, int64_t index) {
-  switch (w.dtype) {
-    case DType::kF32: {
-      float value;
-      std::memcpy(&value, w.data + 4 * index, 4);
-      return value;
-    }
-    case DType::kF16:
-    case DType::kBF16: {
-      uint16_t bits;
-      std::memcpy(&bits, w.data + 2 * index, 2);
-      return w.dtype == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
-    }
-    default:
-      return 0.0f;  // weights are validated to be F32/F16/BF16 at load
-  }
-}
+using RowsFunction = void (*)(const MatMulArgs&, int64_t, int64_t);
 
 struct Isa {
-  void (*rows)(const MatMulArgs&, int64_t, int64_t);
+  RowsFunction rows;       // dense F32/F16/BF16
+  RowsFunction int8_rows;
+  RowsFunction nf4_rows;   // rows of a matrix with cols % kNf4BlockSize == 0
+  // Reorders each token's input for nf4_rows (nullptr: it reads the input as it is).
+  void (*nf4_input_order)(const float* x, int64_t cols, int n_tokens, float* out);
   void (*scores)(const float*, const float*, int, int, float, float*);
   void (*weighted_sum)(const float*, const float*, int, int, float*);
   void (*rotated_scores)(const float*, const float*, int, int, int, const float*, float, float*);
@@ -40,11 +27,13 @@ Isa SelectIsa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c")) {
-    return {MatMulRowsAvx2, AttentionScoresAvx2, WeightedSumAvx2, RotatedKeyScoresAvx2,
-            "avx2+fma+f16c"};
+    return {MatMulRowsAvx2,      Int8RowsAvx2,        Nf4RowsAvx2,
+            Nf4InputOrderAvx2,   AttentionScoresAvx2, WeightedSumAvx2,
+            RotatedKeyScoresAvx2, "avx2+fma+f16c"};
   }
 #endif
-  return {MatMulRowsPortable, AttentionScoresPortable, WeightedSumPortable,
+  return {MatMulRowsPortable,      MatMulRowsPortable,  MatMulRowsPortable,
+          nullptr,                 AttentionScoresPortable, WeightedSumPortable,
           RotatedKeyScoresPortable, "portable"};
 }
 
@@ -56,12 +45,16 @@ const Isa& ChosenIsa() {
 }  // namespace
 
 void MatMulRowsPortable(const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  // The definition itself: the row in fp32 (converted or dequantized), then dot products.
   const int64_t cols = a.w->cols;
+  thread_local std::vector<float> row_values;
+  row_values.resize(cols);
   for (int64_t row = row_begin; row < row_end; ++row) {
+    a.w->RowToFloat(row, row_values.data());
     for (int t = 0; t < a.n_tokens; ++t) {
       const float* x = a.x + t * cols;
       float sum = 0.0f;
-      for (int64_t k = 0; k < cols; ++k) sum += LoadWeight(*a.w, row * cols + k) * x[k];
+      for (int64_t k = 0; k < cols; ++k) sum += row_values[k] * x[k];
       a.y[t * a.w->rows + row] = sum + (a.bias != nullptr ? a.bias[row] : 0.0f);
     }
   }
@@ -69,10 +62,26 @@ void MatMulRowsPortable(const MatMulArgs& a, int64_t row_begin, int64_t row_end)
 
 void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
             ThreadPool& pool) {
-  const MatMulArgs args{&w, bias, x, n_tokens, y};
-  const auto rows = ChosenIsa().rows;
+  const Isa& isa = ChosenIsa();
+  MatMulArgs args{&w, bias, x, n_tokens, y};
+  RowsFunction rows = isa.rows;
+  if (w.quant == QuantFormat::kInt8) rows = isa.int8_rows;
+  if (w.quant == QuantFormat::kNf4) {
+    // The SIMD NF4 kernel needs blocks aligned with rows (every Pythia width is a multiple
+    // of 64); other shapes take the portable path.
+    const bool aligned = w.cols % kNf4BlockSize == 0;
+    rows = aligned ? isa.nf4_rows : MatMulRowsPortable;
+    if (aligned && isa.nf4_input_order != nullptr) {
+      thread_local std::vector<float> ordered;
+      ordered.resize(static_cast<size_t>(n_tokens) * w.cols);
+      isa.nf4_input_order(x, w.cols, n_tokens, ordered.data());
+      args.x = ordered.data();
+    }
+  }
   // Chunks of 64 rows (a multiple of the 4-row tile): ≥ 48 KB of weights each, so claiming a
-  // chunk costs nothing next to reading it, and a slow thread holds back little.
+  // chunk costs nothing next to reading it, and a slow thread holds back little. The chunking
+  // never changes a row's arithmetic: each (row, token) is one accumulation in a fixed order,
+  // whatever the tile, the batch size or the thread — so batched steps equal single ones.
   pool.ParallelFor(w.rows, 64, [&](int64_t begin, int64_t end, int) { rows(args, begin, end); });
 }
 
@@ -161,9 +170,7 @@ void Gelu(Activation activation, float* x, int64_t n) {
   }
 }
 
-void EmbeddingRow(const Matrix& table, int64_t row, float* out) {
-  for (int64_t k = 0; k < table.cols; ++k) out[k] = LoadWeight(table, row * table.cols + k);
-}
+void EmbeddingRow(const Matrix& table, int64_t row, float* out) { table.RowToFloat(row, out); }
 
 RotaryTable::RotaryTable(int rotary_ndims, double base)
     : rotary_ndims_(rotary_ndims), inv_freq_(rotary_ndims / 2) {

@@ -12,6 +12,9 @@
 namespace sinkserve {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) {
+  const WeightConversion conversion{options.quant, options.double_quant,
+                                    options.quantize_embeddings};
+  if (absl::Status status = conversion.Validate(); !status.ok()) return status;
   std::unique_ptr<Model> model(new Model());
   if (options.path.empty() || options.path == "demo") {
     model->is_demo_ = true;
@@ -36,6 +39,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
       ASSIGN_OR_RETURN(model->tokenizer_, Tokenizer::FromFile(tokenizer_path.string()));
     }
   }
+  {
+    ThreadPool pool(options.threads);
+    RETURN_IF_ERROR(
+        ConvertWeights(conversion, model->weights_, pool, options.conversion_progress));
+  }
+  model->weights_format_ = conversion.Describe(model->weights_);
   std::string backend = options.backend;
   if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
   if (backend == "cuda") {

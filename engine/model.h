@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/config.h"
+#include "engine/quantize_weights.h"
 #include "engine/tokenizer.h"
 #include "engine/weights.h"
 
@@ -18,6 +19,13 @@ struct ModelOptions {
   int threads = 0;            // CPU threads; 0 = all cores
   // "cpu", "cuda", or "auto" (cuda when this build has it and a device is present, else cpu).
   std::string backend = "cpu";
+  // Weight format (engine/quantize_weights.h): as stored, another dense width, or int8 / NF4
+  // block matrices quantized at load.
+  WeightFormat quant = WeightFormat::kAsStored;
+  bool double_quant = false;         // NF4 only: 8-bit quantized absmax
+  bool quantize_embeddings = false;  // int8 / NF4 only: embed_in and embed_out quantized too
+  // Called during load-time conversion (elements converted, of total); may be empty.
+  ConversionProgress conversion_progress = nullptr;
 };
 
 class Model {
@@ -32,8 +40,11 @@ class Model {
   Backend& backend() { return *backend_; }
   bool is_demo() const { return is_demo_; }
   const std::string& name() const { return name_; }
+  // The exact bytes the weights occupy as loaded (quantized codes and their statistics).
   uint64_t weights_bytes() const { return weights_.bytes(); }
   const ModelWeights& weights() const { return weights_; }
+  // E.g. "nf4, embeddings F16"; "as stored (F16)".
+  const std::string& weights_format() const { return weights_format_; }
 
   // The tokenizer, or FAILED_PRECONDITION explaining that the checkpoint lacks tokenizer.json.
   absl::StatusOr<const Tokenizer*> RequireTokenizer() const;
@@ -47,6 +58,7 @@ class Model {
   std::unique_ptr<Backend> backend_;
   bool is_demo_ = false;
   std::string name_;
+  std::string weights_format_;
 };
 
 }  // namespace sinkserve

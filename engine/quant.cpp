@@ -7,9 +7,6 @@
 namespace sinkserve {
 namespace {
 
-// bnb's int8 dequantization constant, fp32(1/127).
-constexpr float kInverse127 = 7.874015718698502e-3f;
-
 // fp32 midpoints between consecutive NF4 values: code = how many lie strictly below x.
 constexpr std::array<float, 15> Nf4Midpoints() {
   std::array<float, 15> midpoints{};
@@ -32,20 +29,25 @@ uint8_t Nf4Code(float normalized) {
 
 }  // namespace
 
+void QuantizeInt8Row(std::span<const float> row, int8_t* codes, float* absmax_out) {
+  float absmax = 0.0f;
+  for (float value : row) absmax = std::max(absmax, std::abs(value));
+  *absmax_out = absmax;
+  if (absmax == 0.0f) {  // bnb: NaN codes, cast to 0 on x86; explicit here
+    std::fill(codes, codes + row.size(), int8_t{0});
+    return;
+  }
+  // Two roundings, as torch evaluates 127.0 / t: reciprocal, then times 127.
+  const float scale = (1.0f / absmax) * 127.0f;
+  for (size_t c = 0; c < row.size(); ++c) {
+    codes[c] = static_cast<int8_t>(std::clamp(std::nearbyint(row[c] * scale), -127.0f, 127.0f));
+  }
+}
+
 Int8Rows QuantizeInt8Rows(std::span<const float> w, int64_t rows, int64_t cols) {
   Int8Rows q{rows, cols, std::vector<int8_t>(rows * cols), std::vector<float>(rows)};
   for (int64_t r = 0; r < rows; ++r) {
-    const float* row = w.data() + r * cols;
-    float absmax = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) absmax = std::max(absmax, std::abs(row[c]));
-    q.row_absmax[r] = absmax;
-    if (absmax == 0.0f) continue;  // bnb: NaN codes, cast to 0 on x86; explicit here
-    // Two roundings, as torch evaluates 127.0 / t: reciprocal, then times 127.
-    const float scale = (1.0f / absmax) * 127.0f;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float code = std::clamp(std::nearbyint(row[c] * scale), -127.0f, 127.0f);
-      q.codes[r * cols + c] = static_cast<int8_t>(code);
-    }
+    QuantizeInt8Row(w.subspan(r * cols, cols), &q.codes[r * cols], &q.row_absmax[r]);
   }
   return q;
 }
@@ -53,8 +55,21 @@ Int8Rows QuantizeInt8Rows(std::span<const float> w, int64_t rows, int64_t cols) 
 void DequantizeInt8Rows(const Int8Rows& q, std::span<float> out) {
   for (int64_t r = 0; r < q.rows; ++r) {
     for (int64_t c = 0; c < q.cols; ++c) {
-      out[r * q.cols + c] = (q.codes[r * q.cols + c] * q.row_absmax[r]) * kInverse127;
+      out[r * q.cols + c] = DequantizeInt8(q.codes[r * q.cols + c], q.row_absmax[r]);
     }
+  }
+}
+
+void QuantizeNf4Block(const float* x, uint8_t* codes, float* absmax_out) {
+  float absmax = 0.0f;
+  for (int i = 0; i < kNf4BlockSize; ++i) absmax = std::max(absmax, std::abs(x[i]));
+  *absmax_out = absmax;
+  // bnb: x · (1 / max(absmax, 1e-38)), clamped; an all-zero block maps to code 7 (zero).
+  const float inverse = 1.0f / std::max(absmax, 1e-38f);
+  for (int i = 0; i < kNf4BlockSize; i += 2) {
+    const uint8_t high = Nf4Code(std::clamp(x[i] * inverse, -1.0f, 1.0f));
+    const uint8_t low = Nf4Code(std::clamp(x[i + 1] * inverse, -1.0f, 1.0f));
+    codes[i / 2] = static_cast<uint8_t>(high << 4 | low);
   }
 }
 
@@ -62,26 +77,15 @@ Nf4Blocks QuantizeNf4(std::span<const float> w) {
   const int64_t numel = static_cast<int64_t>(w.size());
   Nf4Blocks q{numel, std::vector<uint8_t>(numel / 2), std::vector<float>(numel / kNf4BlockSize)};
   for (int64_t block = 0; block < numel / kNf4BlockSize; ++block) {
-    const float* x = w.data() + block * kNf4BlockSize;
-    float absmax = 0.0f;
-    for (int i = 0; i < kNf4BlockSize; ++i) absmax = std::max(absmax, std::abs(x[i]));
-    q.block_absmax[block] = absmax;
-    // bnb: x · (1 / max(absmax, 1e-38)), clamped; an all-zero block maps to code 7 (zero).
-    const float inverse = 1.0f / std::max(absmax, 1e-38f);
-    for (int i = 0; i < kNf4BlockSize; i += 2) {
-      const uint8_t high = Nf4Code(std::clamp(x[i] * inverse, -1.0f, 1.0f));
-      const uint8_t low = Nf4Code(std::clamp(x[i + 1] * inverse, -1.0f, 1.0f));
-      q.codes[(block * kNf4BlockSize + i) / 2] = static_cast<uint8_t>(high << 4 | low);
-    }
+    QuantizeNf4Block(w.data() + block * kNf4BlockSize, &q.codes[block * kNf4BlockSize / 2],
+                     &q.block_absmax[block]);
   }
   return q;
 }
 
 void DequantizeNf4(const Nf4Blocks& q, std::span<float> out) {
   for (int64_t i = 0; i < q.numel; ++i) {
-    const uint8_t byte = q.codes[i / 2];
-    const int code = i % 2 == 0 ? byte >> 4 : byte & 0xf;
-    out[i] = kNf4Values[code] * q.block_absmax[i / kNf4BlockSize];
+    out[i] = kNf4Values[Nf4CodeAt(q.codes.data(), i)] * q.block_absmax[i / kNf4BlockSize];
   }
 }
 
@@ -115,9 +119,7 @@ QuantizedAbsmax DoubleQuantize(std::span<const float> absmax, float offset) {
 }
 
 void DequantizeAbsmax(const QuantizedAbsmax& q, std::span<float> out) {
-  for (size_t i = 0; i < q.codes.size(); ++i) {
-    out[i] = kDynamicMap[q.codes[i]] * q.block_scale[i / kDoubleQuantBlockSize] + q.offset;
-  }
+  for (size_t i = 0; i < q.codes.size(); ++i) out[i] = DequantizeAbsmaxAt(q, i);
 }
 
 }  // namespace sinkserve

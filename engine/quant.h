@@ -46,6 +46,22 @@ struct QuantizedAbsmax {
   float offset = 0.0f;              // mean of the absmax values
 };
 
+// bnb's int8 dequantization constant, fp32(1/127).
+inline constexpr float kInverse127 = 7.874015718698502e-3f;
+
+// One element, exactly as the Dequantize* functions below compute it (the kernels and the
+// row accessors share these so every path dequantizes the same way).
+inline float DequantizeInt8(int8_t code, float row_absmax) {
+  return (code * row_absmax) * kInverse127;
+}
+inline float DequantizeAbsmaxAt(const QuantizedAbsmax& q, int64_t i) {
+  return kDynamicMap[q.codes[i]] * q.block_scale[i / kDoubleQuantBlockSize] + q.offset;
+}
+// The NF4 code of element i (element 2j in the high nibble).
+inline int Nf4CodeAt(const uint8_t* codes, int64_t i) {
+  return i % 2 == 0 ? codes[i / 2] >> 4 : codes[i / 2] & 0xf;
+}
+
 // offset defaults to the fp32 mean; pass one to reproduce another implementation's exactly
 // (torch's mean may differ from ours by an ulp through its summation order).
 QuantizedAbsmax DoubleQuantize(std::span<const float> absmax);
@@ -55,11 +71,16 @@ void DequantizeAbsmax(const QuantizedAbsmax& q, std::span<float> out);
 
 // w: [rows][cols] fp32.
 Int8Rows QuantizeInt8Rows(std::span<const float> w, int64_t rows, int64_t cols);
+// One row into preallocated storage (codes: [row.size()]): what QuantizeInt8Rows does per row,
+// for callers that quantize a large matrix in parallel pieces without an fp32 copy of it.
+void QuantizeInt8Row(std::span<const float> row, int8_t* codes, float* absmax);
 // out[r][c] = (q · absmax[r]) · fp32(1/127), as bnb dequantizes.
 void DequantizeInt8Rows(const Int8Rows& q, std::span<float> out);
 
 // w.size() must be a multiple of kNf4BlockSize.
 Nf4Blocks QuantizeNf4(std::span<const float> w);
+// One block of kNf4BlockSize elements into codes[kNf4BlockSize / 2] and *absmax.
+void QuantizeNf4Block(const float* x, uint8_t* codes, float* absmax);
 // out[i] = kNf4Values[code_i] · absmax[block of i].
 void DequantizeNf4(const Nf4Blocks& q, std::span<float> out);
 

@@ -49,23 +49,7 @@ class TensorFinder {
     absl::StatusOr<const TensorInfo*> info = Get(name, {size});
     if (!info.ok()) return info.status();
     std::vector<float> values(size);
-    const std::byte* data = (*info)->data;
-    for (int64_t i = 0; i < size; ++i) {
-      switch ((*info)->dtype) {
-        case DType::kF32:
-          std::memcpy(&values[i], data + 4 * i, 4);
-          break;
-        case DType::kF16:
-        case DType::kBF16: {
-          uint16_t bits;
-          std::memcpy(&bits, data + 2 * i, 2);
-          values[i] = (*info)->dtype == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
-          break;
-        }
-        default:
-          break;  // rejected in Get()
-      }
-    }
+    Matrix{(*info)->dtype, 1, size, (*info)->data}.RowToFloat(0, values.data());
     return values;
   }
 
@@ -76,9 +60,87 @@ class TensorFinder {
 
 }  // namespace
 
+Matrix Matrix::Int8(const Int8Rows& q) {
+  Matrix m{DType::kI8, q.rows, q.cols};
+  m.quant = QuantFormat::kInt8;
+  m.int8 = &q;
+  return m;
+}
+
+Matrix Matrix::Nf4(const Nf4Blocks& q, int64_t rows, int64_t cols, const QuantizedAbsmax* absmax) {
+  Matrix m{DType::kU8, rows, cols};
+  m.quant = QuantFormat::kNf4;
+  m.nf4 = &q;
+  m.nf4_absmax = absmax;
+  return m;
+}
+
+size_t Matrix::bytes() const {
+  switch (quant) {
+    case QuantFormat::kNone:
+      return static_cast<size_t>(rows * cols) * DTypeSize(dtype);
+    case QuantFormat::kInt8:
+      return int8->codes.size() + int8->row_absmax.size() * sizeof(float);
+    case QuantFormat::kNf4: {
+      size_t total = nf4->codes.size() + nf4->block_absmax.size() * sizeof(float);
+      if (nf4_absmax != nullptr) {
+        total += nf4_absmax->codes.size() + nf4_absmax->block_scale.size() * sizeof(float) +
+                 sizeof(nf4_absmax->offset);
+      }
+      return total;
+    }
+  }
+  return 0;  // unreachable for valid enumerators
+}
+
+const void* Matrix::storage() const {
+  switch (quant) {
+    case QuantFormat::kNone:
+      return data;
+    case QuantFormat::kInt8:
+      return int8;
+    case QuantFormat::kNf4:
+      return nf4;
+  }
+  return nullptr;  // unreachable for valid enumerators
+}
+
+void Matrix::RowToFloat(int64_t row, float* out) const {
+  switch (quant) {
+    case QuantFormat::kNone: {
+      const size_t width = DTypeSize(dtype);
+      const std::byte* at = data + static_cast<size_t>(row * cols) * width;
+      for (int64_t k = 0; k < cols; ++k, at += width) {
+        if (dtype == DType::kF32) {
+          std::memcpy(&out[k], at, 4);
+        } else {
+          uint16_t bits;
+          std::memcpy(&bits, at, 2);
+          out[k] = dtype == DType::kF16 ? F16ToFloat(bits) : Bf16ToFloat(bits);
+        }
+      }
+      return;
+    }
+    case QuantFormat::kInt8:
+      for (int64_t k = 0; k < cols; ++k) {
+        out[k] = DequantizeInt8(int8->codes[row * cols + k], int8->row_absmax[row]);
+      }
+      return;
+    case QuantFormat::kNf4:
+      // A row need not start at a block boundary (cols % 64 != 0): index blocks by element.
+      for (int64_t i = row * cols; i < (row + 1) * cols; ++i) {
+        const int64_t block = i / kNf4BlockSize;
+        const float absmax = nf4_absmax != nullptr ? DequantizeAbsmaxAt(*nf4_absmax, block)
+                                                   : nf4->block_absmax[block];
+        out[i - row * cols] = kNf4Values[Nf4CodeAt(nf4->codes.data(), i)] * absmax;
+      }
+      return;
+  }
+}
+
 uint64_t ModelWeights::bytes() const {
   uint64_t total = embed_in.bytes();
-  if (embed_out.data != embed_in.data) total += embed_out.bytes();
+  if (embed_out.storage() != embed_in.storage()) total += embed_out.bytes();
   auto vector_bytes = [](const std::vector<float>& v) { return v.size() * sizeof(float); };
   for (const LayerWeights& layer : layers) {
     total += layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() +

@@ -1,9 +1,10 @@
-// ModelWeights: the tensors of a GPT-NeoX model, as views in their stored width.
+// ModelWeights: the tensors of a GPT-NeoX model, as views in their stored width or quantized.
 //
 // This is the only place that knows HF tensor names (DESIGN §2). Matrices stay in the dtype
 // they were stored in (F32, F16 or BF16) and are converted inside the kernels, so a model
-// takes the memory of its checkpoint, not of an fp32 copy. The small vectors (biases,
-// LayerNorm parameters) are converted to fp32 once at load: < 0.1% of the bytes.
+// takes the memory of its checkpoint, not of an fp32 copy; at load they may be converted to
+// another width or quantized to int8 / NF4 (engine/quantize_weights.h). The small vectors
+// (biases, LayerNorm parameters) are converted to fp32 once at load: < 0.1% of the bytes.
 #pragma once
 
 #include <cstdint>
@@ -20,22 +21,39 @@ namespace sinkserve {
 
 class Checkpoint;
 
-// How a matrix's elements are held: dense in its dtype, or quantized (DESIGN §5).
-enum class QuantFormat : uint8_t { kNone, kInt8, kNf4 };
+// How a matrix's elements are stored (DESIGN §5).
+enum class QuantFormat : uint8_t {
+  kNone,  // dense: rows·cols elements of `dtype` (F32, F16 or BF16) at `data`
+  kInt8,  // `int8`: per-row absmax int8 codes (bitsandbytes SCB rows)
+  kNf4,   // `nf4`: NF4 codes in blocks of 64, fp32 absmax per block, or double-quantized
+          // absmax in `nf4_absmax` (then nf4->block_absmax is empty)
+};
 
-// A row-major [rows][cols] matrix, y = W·x (rows = outputs): dense in its stored dtype, or
-// quantized in one of the engine/quant.h formats.
+// A row-major [rows][cols] matrix, y = W·x (rows = outputs): a view of storage owned by
+// ModelWeights (the mapped checkpoint, an owned buffer or a quantized struct). The quantized
+// structs are engine/quant.h's, as they are: a device backend uploads them unchanged.
 struct Matrix {
-  DType dtype = DType::kF32;
+  DType dtype = DType::kF32;        // kNone: element type of `data`; kInt8: kI8; kNf4: kU8
   int64_t rows = 0;
   int64_t cols = 0;
-  const std::byte* data = nullptr;  // dense: rows·cols elements of dtype; owned by ModelWeights
+  const std::byte* data = nullptr;  // kNone only: rows·cols elements of dtype
   QuantFormat quant = QuantFormat::kNone;
-  const Int8Rows* int8 = nullptr;   // kInt8
-  const Nf4Blocks* nf4 = nullptr;   // kNf4
-  const QuantizedAbsmax* nf4_absmax = nullptr;  // kNf4 with double-quantized absmax
+  const Int8Rows* int8 = nullptr;              // kInt8: codes [rows][cols], row_absmax [rows]
+  const Nf4Blocks* nf4 = nullptr;              // kNf4: codes [rows·cols/2], absmax [rows·cols/64]
+  const QuantizedAbsmax* nf4_absmax = nullptr;  // kNf4 with double quantization, else nullptr
 
-  size_t bytes() const { return static_cast<size_t>(rows * cols) * DTypeSize(dtype); }
+  static Matrix Int8(const Int8Rows& q);
+  // `absmax`: the double-quantized block absmax when q.block_absmax is empty, else nullptr.
+  static Matrix Nf4(const Nf4Blocks& q, int64_t rows, int64_t cols,
+                    const QuantizedAbsmax* absmax = nullptr);
+
+  // The bytes the matrix occupies: elements, or codes plus every scale/statistic.
+  size_t bytes() const;
+  // What the view reads: two views of one tensor (tied embeddings) have the same storage.
+  const void* storage() const;
+  // out[0..cols) = row `row` in fp32: converted from its dtype, or dequantized exactly as
+  // engine/quant.h dequantizes.
+  void RowToFloat(int64_t row, float* out) const;
 };
 
 struct LayerWeights {
@@ -57,11 +75,15 @@ struct ModelWeights {
   std::vector<float> final_norm_weight, final_norm_bias;  // [H]
   Matrix embed_out;  // [V][H] embed_out (aliases embed_in when tied)
 
-  // Keeps the memory the matrices point into alive: the mapped checkpoint, or owned buffers.
+  // Keeps the memory the matrices point into alive: the mapped checkpoint, owned buffers
+  // (converted or generated dense matrices) and the quantized matrices' structs.
   std::shared_ptr<const Checkpoint> checkpoint;
   std::vector<std::unique_ptr<std::byte[]>> owned;
+  std::vector<std::unique_ptr<Int8Rows>> int8_storage;
+  std::vector<std::unique_ptr<Nf4Blocks>> nf4_storage;
+  std::vector<std::unique_ptr<QuantizedAbsmax>> nf4_absmax_storage;
 
-  // Bytes of every distinct tensor (embed_out counted once when tied).
+  // Bytes of every distinct tensor as stored now (embed_out counted once when tied).
   uint64_t bytes() const;
 
   // Views the tensors of `checkpoint`, checking every shape and dtype against `config`.

@@ -165,9 +165,7 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
 
   ASSIGN_OR_RETURN(dynamic_map_, Upload(*allocator_, kDynamicMap, 256, "the NF4 dynamic map"));
   ASSIGN_OR_RETURN(embed_in_, UploadMatrix(weights.embed_in, "embed_in"));
-  tied_embeddings_ = weights.embed_out.data == weights.embed_in.data &&
-                     weights.embed_out.int8 == weights.embed_in.int8 &&
-                     weights.embed_out.nf4 == weights.embed_in.nf4;
+  tied_embeddings_ = weights.embed_out.storage() == weights.embed_in.storage();
   if (!tied_embeddings_) {
     ASSIGN_OR_RETURN(embed_out_, UploadMatrix(weights.embed_out, "embed_out"));
   }

@@ -1,5 +1,6 @@
 #include "server/cli/common.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -29,19 +30,68 @@ int Fail(const absl::Status& status) {
   return kExitError;
 }
 
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, int64_t threads) {
+void QuantFlags::AddTo(Flags& flags) {
+  flags.Add("quant", &quant,
+            "weight format: fp32, fp16, bf16 (dense), int8 (per-row absmax) or nf4 (blocks of "
+            "64), converted at load; default: as the checkpoint stores them");
+  flags.Add("double-quant", &double_quant,
+            "with --quant nf4: 8-bit quantize the block absmax too (bitsandbytes double quant)");
+  flags.Add("quantize-embeddings", &quantize_embeddings,
+            "with --quant int8|nf4: quantize embed_in and embed_out too (else kept 16-bit)");
+}
+
+absl::Status QuantFlags::ApplyTo(ModelOptions& options) const {
+  if (!quant.empty()) {
+    std::optional<WeightFormat> format = ParseWeightFormat(quant);
+    if (!format) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--quant must be one of fp32, fp16, bf16, int8, nf4; got \"", quant, "\""));
+    }
+    options.quant = *format;
+  }
+  if (double_quant && options.quant != WeightFormat::kNf4) {
+    return absl::InvalidArgumentError("--double-quant needs --quant nf4");
+  }
+  if (quantize_embeddings && options.quant != WeightFormat::kInt8 &&
+      options.quant != WeightFormat::kNf4) {
+    return absl::InvalidArgumentError("--quantize-embeddings needs --quant int8 or --quant nf4");
+  }
+  options.double_quant = double_quant;
+  options.quantize_embeddings = quantize_embeddings;
+  return absl::OkStatus();
+}
+
+uint64_t PeakRssBytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<uint64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options) {
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::unique_ptr<Model>> model =
-      Model::Load(ModelOptions{path, static_cast<int>(threads)});
+  // Millions of weights: the counts of a large model stay readable.
+  std::unique_ptr<ProgressBar> progress;
+  options.conversion_progress = [&](int64_t done, int64_t total) {
+    if (progress == nullptr) {
+      progress = std::make_unique<ProgressBar>(
+          absl::StrCat("converting weights to ", std::string(WeightFormatName(options.quant))),
+          total / 1000000, "M weights");
+    }
+    progress->Update(done / 1000000);
+    if (done == total) progress->Finish();
+  };
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
   if (!model.ok()) return model.status();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Model& loaded = **model;
-  std::fprintf(stderr, "sinkserve: model %s: %s, %.1f M parameters, %.1f MB of weights, %s, "
-               "loaded in %.2f s\n",
+  std::fprintf(stderr, "sinkserve: model %s: %s, %.1f M parameters, weights %s: %.1f MB "
+               "(weights_bytes %llu), %s, loaded in %.2f s, peak RSS %.1f MB\n",
                loaded.name().c_str(), loaded.config().Describe().c_str(),
-               loaded.config().ParameterCount() / 1e6, loaded.weights_bytes() / 1e6,
-               (*model)->backend().name().c_str(), seconds);
+               loaded.config().ParameterCount() / 1e6, loaded.weights_format().c_str(),
+               loaded.weights_bytes() / 1e6,
+               static_cast<unsigned long long>(loaded.weights_bytes()),
+               (*model)->backend().name().c_str(), seconds, PeakRssBytes() / 1e6);
   if (loaded.is_demo()) {
     std::fprintf(stderr, "sinkserve: NOTE: this is the built-in DEMO model with RANDOM weights: "
                          "its output is random text. Pass --model DIR for a real checkpoint.\n");
@@ -94,9 +144,10 @@ absl::StatusOr<CachePolicy> CacheFlags::ToPolicy() const {
   return policy;
 }
 
-ProgressBar::ProgressBar(std::string label, int64_t total)
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
     : label_(std::move(label)),
       total_(total),
+      unit_(std::move(unit)),
       enabled_(isatty(STDERR_FILENO) != 0),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
@@ -114,8 +165,9 @@ void ProgressBar::Update(int64_t done) {
   std::string bar(filled, '#');
   bar.resize(kWidth, '.');
   const double eta = rate > 0 ? (total_ - done) / rate : 0.0;
-  std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f tok/s  eta %.0fs ", label_.c_str(), bar.c_str(),
-               static_cast<long long>(done), static_cast<long long>(total_), rate, eta);
+  std::fprintf(stderr, "\r%s [%s] %lld/%lld  %.1f %s/s  eta %.0fs ", label_.c_str(), bar.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total_), rate, unit_.c_str(),
+               eta);
   std::fflush(stderr);
 }
 

@@ -25,8 +25,23 @@ int ParseFlagsOrExit(Flags& flags, int argc, char** argv);
 // Prints "error: <message>" to stderr and returns kExitError.
 int Fail(const absl::Status& status);
 
-// Loads a model, telling stderr what is loaded (and loudly when it is the random demo model).
-absl::StatusOr<std::unique_ptr<Model>> LoadModel(const std::string& path, int64_t threads);
+// --quant / --double-quant / --quantize-embeddings, shared by the commands that load a model.
+struct QuantFlags {
+  std::string quant;  // empty: as stored
+  bool double_quant = false;
+  bool quantize_embeddings = false;
+
+  void AddTo(Flags& flags);
+  absl::Status ApplyTo(ModelOptions& options) const;  // INVALID_ARGUMENT naming the flag
+};
+
+// Loads a model, telling stderr what is loaded (and loudly when it is the random demo model):
+// its weight format, weights_bytes and the peak RSS so far. Shows the load-time conversion's
+// progress on a terminal.
+absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options);
+
+// The process's peak resident set size so far (getrusage ru_maxrss), in bytes.
+uint64_t PeakRssBytes();
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
@@ -47,13 +62,15 @@ struct CacheFlags {
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.
 class ProgressBar {
  public:
-  ProgressBar(std::string label, int64_t total);
+  // `unit` names what is counted, for the rate ("tok" → "12.5 tok/s").
+  ProgressBar(std::string label, int64_t total, std::string unit = "tok");
   void Update(int64_t done);
   void Finish();
 
  private:
   std::string label_;
   int64_t total_;
+  std::string unit_;
   bool enabled_;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };

@@ -34,7 +34,11 @@ int RunGenerate(int argc, char** argv) {
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
+  QuantFlags quant_flags;
+  quant_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
+  ModelOptions model_options{model_path, static_cast<int>(threads)};
+  if (absl::Status status = quant_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
 
   SamplingParams params;
   params.temperature = static_cast<float>(temperature);
@@ -49,7 +53,7 @@ int RunGenerate(int argc, char** argv) {
 
   absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
   if (!policy.ok()) return Fail(policy.status());
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, threads);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_options);
   if (!model.ok()) return Fail(model.status());
   absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
   if (!tokenizer.ok()) return Fail(tokenizer.status());
@@ -123,11 +127,11 @@ int RunGenerate(int argc, char** argv) {
   const double tpot = generated > 1 ? (total - ttft) / (generated - 1) : 0.0;
   std::fprintf(stderr,
                "sinkserve: %zu prompt + %lld generated tokens, finish: %s; TTFT %.1f ms, "
-               "TPOT %.2f ms (%.1f tok/s); cache %s, %d cached, %lld evicted\n",
+               "TPOT %.2f ms (%.1f tok/s); cache %s, %d cached, %lld evicted; peak RSS %.1f MB\n",
                prompt_ids->empty() ? size_t{1} : prompt_ids->size(),
                static_cast<long long>(generated), finish_reason.c_str(), ttft * 1e3, tpot * 1e3,
                tpot > 0 ? 1.0 / tpot : 0.0, cache->Describe().c_str(), cache->tokens_cached(),
-               static_cast<long long>(cache->tokens_evicted()));
+               static_cast<long long>(cache->tokens_evicted()), PeakRssBytes() / 1e6);
   return kExitOk;
 }
 

@@ -73,7 +73,8 @@ int RunPerplexity(int argc, char** argv) {
   flags.Add("token-ids-file", &ids_file, "whitespace-separated token ids to score instead");
   flags.Add("max-tokens", &max_tokens, "score only the first N tokens; 0 = all");
   flags.Add("json", &json,
-            "print {\"tokens\":N,\"nll_mean\":x,\"ppl\":y,\"token_nll\":[...]}");
+            "print {\"tokens\":N,\"nll_mean\":x,\"ppl\":y,\"token_nll\":[...],"
+            "\"weights_bytes\":B,\"peak_rss_bytes\":R,...}");
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   int64_t chunk_protocol = 0;
   flags.Add("chunk-protocol", &chunk_protocol,
@@ -81,7 +82,11 @@ int RunPerplexity(int argc, char** argv) {
             " for comparison only; ignores the cache flags); 0 = off");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
+  QuantFlags quant_flags;
+  quant_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
+  ModelOptions model_options{model_path, static_cast<int>(threads)};
+  if (absl::Status status = quant_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
   if (flags.was_set("text-file") == flags.was_set("token-ids-file")) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text-file or --token-ids-file"));
   }
@@ -89,7 +94,7 @@ int RunPerplexity(int argc, char** argv) {
   absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
   if (!policy.ok()) return Fail(policy.status());
 
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_path, threads);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_options);
   if (!model.ok()) return Fail(model.status());
   std::vector<int32_t> tokens;
   if (!ids_file.empty()) {
@@ -156,12 +161,21 @@ int RunPerplexity(int argc, char** argv) {
   const double nll_mean = total / fed;
   const double ppl = std::exp(nll_mean);
   if (json) {
-    nlohmann::json out = {{"tokens", tokens.size()}, {"nll_mean", nll_mean}, {"ppl", ppl},
-                          {"cache", cache_description}, {"token_nll", token_nll}};
+    nlohmann::json out = {{"tokens", tokens.size()},
+                          {"nll_mean", nll_mean},
+                          {"ppl", ppl},
+                          {"cache", cache_description},
+                          {"weights", (*model)->weights_format()},
+                          {"weights_bytes", (*model)->weights_bytes()},
+                          {"peak_rss_bytes", PeakRssBytes()},
+                          {"token_nll", token_nll}};
     std::puts(out.dump().c_str());
   } else {
-    std::printf("tokens %zu  nll_mean %.6f  ppl %.4f  cache %s\n", tokens.size(), nll_mean, ppl,
-                cache_description.c_str());
+    std::printf("tokens %zu  nll_mean %.6f  ppl %.4f  cache %s  weights %s (%llu bytes)  "
+                "peak RSS %.1f MB\n",
+                tokens.size(), nll_mean, ppl, cache_description.c_str(),
+                (*model)->weights_format().c_str(),
+                static_cast<unsigned long long>((*model)->weights_bytes()), PeakRssBytes() / 1e6);
   }
   return kExitOk;
 }

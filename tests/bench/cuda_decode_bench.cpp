@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,7 +19,7 @@
 #include "engine/half.h"
 #include "engine/thread_pool.h"
 #include "nlohmann/json.hpp"
-#include "tests/gpu/quantized_copy.h"
+#include "engine/quantize_weights.h"
 
 namespace sinkserve {
 namespace {
@@ -250,7 +251,7 @@ int Main(int argc, char** argv) {
               config.ParameterCount() / 1e9);
   ThreadPool pool(0);
   const auto start = Clock::now();
-  const ModelWeights fp16 = FastRandomWeights(config, pool);
+  std::optional<ModelWeights> fp16 = FastRandomWeights(config, pool);
   std::printf("weights generated in %.1f s\n", Ms(Clock::now() - start) / 1e3);
 
   CachePolicy dense;
@@ -259,23 +260,25 @@ int Main(int argc, char** argv) {
   const CachePolicy streaming;  // sink 4, window 256
   std::vector<Result> results;
   auto add = [&](std::vector<Result> more) { results.insert(results.end(), more.begin(), more.end()); };
-  add(RunConfig("Baseline (FP16, dense cache)", config, fp16, dense, o, CudaOptions{}, o.batches));
-  add(RunConfig("Streaming (FP16)", config, fp16, streaming, o, CudaOptions{}, o.batches));
+  add(RunConfig("Baseline (FP16, dense cache)", config, *fp16, dense, o, CudaOptions{}, o.batches));
+  add(RunConfig("Streaming (FP16)", config, *fp16, streaming, o, CudaOptions{}, o.batches));
   CudaOptions untimed;
   untimed.attention_timing_every = 0;
-  add(RunConfig("Streaming (FP16), attention untimed", config, fp16, streaming, o, untimed, {1}));
-  {
+  add(RunConfig("Streaming (FP16), attention untimed", config, *fp16, streaming, o, untimed, {1}));
+  fp16.reset();
+  // Load-time quantization converts in place: a fresh fp16 model for each format.
+  auto quantized = [&](const WeightConversion& conversion) {
+    ModelWeights weights = FastRandomWeights(config, pool);
     const auto q = Clock::now();
-    auto int8 = testing::Quantize(fp16, QuantFormat::kInt8, false, pool);
-    std::printf("int8 quantization: %.1f s\n", Ms(Clock::now() - q) / 1e3);
-    add(RunConfig("Streaming + Int8", config, int8->weights, streaming, o, CudaOptions{}, o.batches));
-  }
-  {
-    const auto q = Clock::now();
-    auto nf4 = testing::Quantize(fp16, QuantFormat::kNf4, true, pool);
-    std::printf("nf4 quantization: %.1f s\n", Ms(Clock::now() - q) / 1e3);
-    add(RunConfig("Streaming + NF4", config, nf4->weights, streaming, o, CudaOptions{}, o.batches));
-  }
+    if (absl::Status s = ConvertWeights(conversion, weights, pool); !s.ok()) Die(s);
+    std::printf("%s: quantized in %.1f s\n", conversion.Describe(weights).c_str(),
+                Ms(Clock::now() - q) / 1e3);
+    return weights;
+  };
+  add(RunConfig("Streaming + Int8", config, quantized({WeightFormat::kInt8, false, false}),
+                streaming, o, CudaOptions{}, o.batches));
+  add(RunConfig("Streaming + NF4", config, quantized({WeightFormat::kNf4, true, false}), streaming,
+                o, CudaOptions{}, o.batches));
 
   std::printf("\n| Configuration | Batch | Throughput (tok/s) | TPOT (ms) | TTFT (ms) | Avg Attn (us/layer) | Peak Mem (GB) | After load (GB) |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");

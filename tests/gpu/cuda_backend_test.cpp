@@ -151,20 +151,23 @@ TEST_P(CudaBackendTest, BatchedStepMatchesCpu) {
 }
 
 TEST_P(CudaBackendTest, QuantizedKernelsMatchCpuOnDequantizedWeights) {
-  ThreadPool pool(2);
   const std::vector<int32_t> tokens = RandomTokens(120, vocab_, 13);
   struct Case {
-    QuantFormat format;
+    WeightFormat format;
     bool double_quant;
     const char* name;
   };
-  for (const Case& c : {Case{QuantFormat::kInt8, false, "int8"}, Case{QuantFormat::kNf4, false, "nf4"},
-                        Case{QuantFormat::kNf4, true, "nf4 double-quant"}}) {
-    std::unique_ptr<testing::QuantizedCopy> quantized =
-        testing::Quantize(model_->weights(), c.format, c.double_quant, pool);
-    std::unique_ptr<testing::QuantizedCopy> dequantized = testing::Dequantize(quantized->weights);
+  for (const Case& c : {Case{WeightFormat::kInt8, false, "int8"}, Case{WeightFormat::kNf4, false, "nf4"},
+                        Case{WeightFormat::kNf4, true, "nf4 double-quant"}}) {
+    ModelOptions options{testing::FixturePath("models/" + GetParam()), 2};
+    options.quant = c.format;
+    options.double_quant = c.double_quant;
+    absl::StatusOr<std::unique_ptr<Model>> quantized = Model::Load(options);
+    ASSERT_TRUE(quantized.ok()) << quantized.status();
+    std::unique_ptr<testing::DequantizedCopy> dequantized =
+        testing::Dequantize((*quantized)->weights());
     absl::StatusOr<std::unique_ptr<Backend>> gpu =
-        NewCudaBackend(model_->config(), quantized->weights, CudaOptions{});
+        NewCudaBackend(model_->config(), (*quantized)->weights(), CudaOptions{});
     ASSERT_TRUE(gpu.ok()) << gpu.status();
     CpuBackend cpu(model_->config(), dequantized->weights, 2);
     for (int step : {1, 4, 12, 120}) {  // fused kernels (1..8 rows), dequantize + cuBLASLt

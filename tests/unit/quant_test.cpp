@@ -8,7 +8,8 @@
 #include <random>
 #include <tuple>
 
-#include "engine/quant_kernels.h"
+#include "engine/cpu_kernels.h"
+#include "engine/weights.h"
 #include "engine/safetensors.h"
 #include "tests/unit/fixture_model.h"
 
@@ -118,49 +119,107 @@ TEST_F(QuantTest, DoubleQuantizedAbsmaxIsBnbExact) {
 namespace sinkserve {
 namespace {
 
-// A quantized layer's output equals dequantize(W)·x to fp32 rounding:
-// |Δ| ≤ (cols + 2)·2^-23·Σ_k |dequant(w)[r][k]·x[k]| (ε stated per element).
-TEST(QuantKernelsTest, EqualDequantizedProduct) {
+// A quantized matrix of one of the formats, with the storage its view points into.
+struct QuantizedCase {
+  std::string name;
+  Int8Rows int8;
+  Nf4Blocks nf4;
+  QuantizedAbsmax absmax;
+  Matrix matrix;
+};
+
+std::vector<std::unique_ptr<QuantizedCase>> QuantizeAllWays(const std::vector<float>& w,
+                                                            int64_t rows, int64_t cols) {
+  std::vector<std::unique_ptr<QuantizedCase>> cases;
+  auto int8 = std::make_unique<QuantizedCase>();
+  int8->name = "int8";
+  int8->int8 = QuantizeInt8Rows(w, rows, cols);
+  int8->matrix = Matrix::Int8(int8->int8);
+  cases.push_back(std::move(int8));
+  if ((rows * cols) % kNf4BlockSize != 0) return cases;
+  auto nf4 = std::make_unique<QuantizedCase>();
+  nf4->name = "nf4";
+  nf4->nf4 = QuantizeNf4(w);
+  nf4->matrix = Matrix::Nf4(nf4->nf4, rows, cols);
+  cases.push_back(std::move(nf4));
+  auto double_quant = std::make_unique<QuantizedCase>();
+  double_quant->name = "nf4+double-quant";
+  double_quant->nf4 = QuantizeNf4(w);
+  double_quant->absmax = DoubleQuantize(double_quant->nf4.block_absmax);
+  double_quant->nf4.block_absmax.clear();
+  double_quant->matrix = Matrix::Nf4(double_quant->nf4, rows, cols, &double_quant->absmax);
+  cases.push_back(std::move(double_quant));
+  return cases;
+}
+
+// A quantized layer's output equals dequantize(W)·x to fp32 rounding, for the SIMD kernels
+// (every tile shape: 1..16 tokens, odd row counts, 1-3 threads) and the portable reference:
+// |Δ| ≤ (cols + 2)·2^-23·Σ_k |dequant(w)[r][k]·x[k]| (ε stated per element). And a batch of
+// tokens gives each token exactly (bitwise) what it gets alone: the kernels' per-(row, token)
+// arithmetic does not depend on the tile it lands in.
+TEST(QuantKernelsTest, EqualDequantizedProductForEveryTileAndThreadCount) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
-  ThreadPool pool(2);
-  for (const auto& [rows, cols, tokens] :
-       {std::tuple{67, 128, 1}, {130, 256, 3}, {8, 64, 8}, {200, 1024, 2}}) {
-    const std::vector<float> w = testing::RandomFloats(rng, static_cast<size_t>(rows) * cols);
-    const std::vector<float> x = testing::RandomFloats(rng, static_cast<size_t>(tokens) * cols);
+  // cols 160: NF4 blocks straddle rows (portable path); cols 200: int8 with a scalar tail.
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{67, 128}, {13, 1024}, {130, 256},
+                                   {1, 64}, {5, 160}, {9, 200}, {72, 192}}) {
+    const std::vector<float> w = testing::RandomFloats(rng, static_cast<size_t>(rows * cols));
     const std::vector<float> bias = testing::RandomFloats(rng, rows);
-    const Int8Rows int8 = QuantizeInt8Rows(w, rows, cols);
-    const Nf4Blocks nf4 = QuantizeNf4(w);
-    std::vector<float> int8_w(w.size()), nf4_w(w.size());
-    DequantizeInt8Rows(int8, int8_w);
-    DequantizeNf4(nf4, nf4_w);
-    std::vector<float> y_int8(static_cast<size_t>(tokens) * rows), y_nf4(y_int8.size()),
-        y_int8_portable(y_int8.size()), y_nf4_portable(y_int8.size());
-    cpu::MatMulInt8(int8, bias.data(), x.data(), tokens, y_int8.data(), pool);
-    cpu::MatMulNf4(nf4, rows, cols, bias.data(), x.data(), tokens, y_nf4.data(), pool);
-    cpu::MatMulInt8Portable(int8, bias.data(), x.data(), tokens, y_int8_portable.data(), 0, rows);
-    cpu::MatMulNf4Portable(nf4, cols, bias.data(), x.data(), tokens, y_nf4_portable.data(), rows,
-                           0, rows);
-    for (int t = 0; t < tokens; ++t) {
-      for (int r = 0; r < rows; ++r) {
-        double exact_int8 = bias[r], exact_nf4 = bias[r], mag_int8 = 0, mag_nf4 = 0;
-        for (int k = 0; k < cols; ++k) {
-          const double xk = x[static_cast<size_t>(t) * cols + k];
-          exact_int8 += int8_w[static_cast<size_t>(r) * cols + k] * xk;
-          exact_nf4 += nf4_w[static_cast<size_t>(r) * cols + k] * xk;
-          mag_int8 += std::abs(int8_w[static_cast<size_t>(r) * cols + k] * xk);
-          mag_nf4 += std::abs(nf4_w[static_cast<size_t>(r) * cols + k] * xk);
+    const std::vector<float> x = testing::RandomFloats(rng, static_cast<size_t>(16 * cols));
+    for (const auto& quantized : QuantizeAllWays(w, rows, cols)) {
+      SCOPED_TRACE(quantized->name + " " + std::to_string(rows) + "x" + std::to_string(cols));
+      const Matrix& m = quantized->matrix;
+      std::vector<float> dequant(static_cast<size_t>(rows * cols));
+      for (int64_t r = 0; r < rows; ++r) m.RowToFloat(r, &dequant[r * cols]);
+      std::vector<float> single(static_cast<size_t>(16 * rows));
+      for (int threads = 1; threads <= 3; ++threads) {
+        ThreadPool pool(threads);
+        for (int tokens = 1; tokens <= 16; ++tokens) {
+          std::vector<float> y(static_cast<size_t>(tokens * rows)), reference(y.size());
+          cpu::MatMul(m, bias.data(), x.data(), tokens, y.data(), pool);
+          cpu::MatMulReference(m, bias.data(), x.data(), tokens, reference.data());
+          for (int t = 0; t < tokens; ++t) {
+            if (tokens == 1) {
+              cpu::MatMul(m, bias.data(), &x[t * cols], 1, &single[t * rows], pool);
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+              double exact = bias[r], magnitude = 0;
+              for (int64_t k = 0; k < cols; ++k) {
+                const double product = static_cast<double>(dequant[r * cols + k]) * x[t * cols + k];
+                exact += product;
+                magnitude += std::abs(product);
+              }
+              const double eps = (cols + 2) * 0x1.0p-23 * magnitude + 1e-6;
+              const size_t at = static_cast<size_t>(t * rows + r);
+              ASSERT_NEAR(y[at], exact, eps) << "tokens " << tokens << " threads " << threads
+                                             << " row " << r << " token " << t;
+              ASSERT_NEAR(reference[at], exact, eps) << "reference, row " << r;
+            }
+          }
+          if (tokens == 1) {
+            for (int t = 1; t < 16; ++t) {
+              cpu::MatMul(m, bias.data(), &x[t * cols], 1, &single[t * rows], pool);
+            }
+          }
+          ASSERT_EQ(std::memcmp(y.data(), single.data(), y.size() * sizeof(float)), 0)
+              << "a batch of " << tokens << " differs from single tokens (threads " << threads
+              << ")";
         }
-        const size_t at = static_cast<size_t>(t) * rows + r;
-        const double eps = (cols + 2) * 0x1.0p-23;
-        ASSERT_NEAR(y_int8[at], exact_int8, eps * mag_int8 + 1e-6) << rows << "x" << cols;
-        ASSERT_NEAR(y_int8_portable[at], exact_int8, eps * mag_int8 + 1e-6);
-        ASSERT_NEAR(y_nf4[at], exact_nf4, eps * mag_nf4 + 1e-6) << rows << "x" << cols;
-        ASSERT_NEAR(y_nf4_portable[at], exact_nf4, eps * mag_nf4 + 1e-6);
       }
     }
   }
+}
+
+// Matrix::bytes() counts the codes and every statistic, nothing else.
+TEST(QuantKernelsTest, BytesAreCodesPlusStatistics) {
+  std::mt19937_64 rng(7);
+  const std::vector<float> w = testing::RandomFloats(rng, 96 * 640);
+  const auto cases = QuantizeAllWays(w, 96, 640);
+  EXPECT_EQ(cases[0]->matrix.bytes(), 96u * 640 + 96 * 4);                   // int8
+  EXPECT_EQ(cases[1]->matrix.bytes(), 96u * 640 / 2 + 96 * 640 / 64 * 4);    // nf4
+  // Double quant: 960 absmax → 960 codes, 4 block scales (256 each), one offset.
+  EXPECT_EQ(cases[2]->matrix.bytes(), 96u * 640 / 2 + 960 + 4 * 4 + 4);
 }
 
 }  // namespace
