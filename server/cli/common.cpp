@@ -30,7 +30,10 @@ int Fail(const absl::Status& status) {
   return kExitError;
 }
 
-void QuantFlags::AddTo(Flags& flags) {
+void ModelFlags::AddTo(Flags& flags) {
+  flags.Add("backend", &backend,
+            "where the model runs: cpu, cuda (an NVIDIA GPU; weights become fp16, int8 or nf4 "
+            "there), or auto (cuda when this build has it and a GPU is present)");
   flags.Add("quant", &quant,
             "weight format: fp32, fp16, bf16 (dense), int8 (per-row absmax) or nf4 (blocks of "
             "64), converted at load; default: as the checkpoint stores them");
@@ -40,7 +43,12 @@ void QuantFlags::AddTo(Flags& flags) {
             "with --quant int8|nf4: quantize embed_in and embed_out too (else kept 16-bit)");
 }
 
-absl::Status QuantFlags::ApplyTo(ModelOptions& options) const {
+absl::Status ModelFlags::ApplyTo(ModelOptions& options) const {
+  if (backend != "auto" && backend != "cpu" && backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend must be auto, cpu or cuda; got \"", backend, "\""));
+  }
+  options.backend = backend;
   if (!quant.empty()) {
     std::optional<WeightFormat> format = ParseWeightFormat(quant);
     if (!format) {

@@ -25,8 +25,10 @@ int ParseFlagsOrExit(Flags& flags, int argc, char** argv);
 // Prints "error: <message>" to stderr and returns kExitError.
 int Fail(const absl::Status& status);
 
-// --quant / --double-quant / --quantize-embeddings, shared by the commands that load a model.
-struct QuantFlags {
+// --backend / --quant / --double-quant / --quantize-embeddings: how the commands that load a
+// model run it.
+struct ModelFlags {
+  std::string backend = "auto";
   std::string quant;  // empty: as stored
   bool double_quant = false;
   bool quantize_embeddings = false;

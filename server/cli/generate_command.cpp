@@ -34,11 +34,11 @@ int RunGenerate(int argc, char** argv) {
   flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
-  QuantFlags quant_flags;
-  quant_flags.AddTo(flags);
+  ModelFlags model_flags;
+  model_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
   ModelOptions model_options{model_path, static_cast<int>(threads)};
-  if (absl::Status status = quant_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
+  if (absl::Status status = model_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
 
   SamplingParams params;
   params.temperature = static_cast<float>(temperature);

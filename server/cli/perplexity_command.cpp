@@ -82,11 +82,11 @@ int RunPerplexity(int argc, char** argv) {
             " for comparison only; ignores the cache flags); 0 = off");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
-  QuantFlags quant_flags;
-  quant_flags.AddTo(flags);
+  ModelFlags model_flags;
+  model_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
   ModelOptions model_options{model_path, static_cast<int>(threads)};
-  if (absl::Status status = quant_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
+  if (absl::Status status = model_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
   if (flags.was_set("text-file") == flags.was_set("token-ids-file")) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text-file or --token-ids-file"));
   }
