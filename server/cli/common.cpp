@@ -71,6 +71,18 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
   return ids;
 }
 
+void ModelFlags::AddTo(Flags& flags) {
+  flags.Add("model", &path, "Hugging Face GPT-NeoX checkpoint directory, or demo (random weights)");
+  flags.Add("threads", &threads, "CPU threads; 0 = all cores");
+}
+
+ModelOptions ModelFlags::ToOptions() const {
+  ModelOptions options;
+  options.path = path;
+  options.threads = static_cast<int>(threads);
+  return options;
+}
+
 void CacheFlags::AddTo(Flags& flags) {
   flags.Add("sink", &sink, "streaming cache: attention-sink tokens kept forever");
   flags.Add("window", &window, "streaming cache: most recent tokens kept");

@@ -34,6 +34,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
 
+// --model / --threads: which model to load and how, shared by the commands that load one
+// (serve for now). Teammates add --quant / --backend here; ToOptions passes them through.
+struct ModelFlags {
+  std::string path = "demo";
+  int64_t threads = 0;
+
+  void AddTo(Flags& flags);
+  ModelOptions ToOptions() const;
+};
+
 // --sink / --window / --dense, shared by the commands that run the model.
 struct CacheFlags {
   int64_t sink = 4;
