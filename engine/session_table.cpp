@@ -101,7 +101,7 @@ absl::StatusOr<SessionEntry*> SessionTable::Find(const std::string& id) {
 
 void SessionTable::Close(SessionEntry* entry) { Remove(entry->id, "was closed"); }
 
-void SessionTable::Remove(const std::string& id, std::string reason) {
+void SessionTable::Remove(std::string id, std::string reason) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   (void)store_.Destroy(it->second.session->id());
@@ -141,6 +141,7 @@ absl::Status SessionTable::ReserveCacheBytes(uint64_t bytes) {
     }
     Remove(victim->id, "was evicted (least recently used) to make room under the server's "
                        "cache memory limit");
+    store_.ReleaseFreeCaches();  // the victim's cache went to the free list: really free it
   }
   return absl::OkStatus();
 }

@@ -108,7 +108,7 @@ class SessionTable {
  private:
   std::string NewId();
   // Destroys `entry`, remembering `reason` for its id's next use.
-  void Remove(const std::string& id, std::string reason);
+  void Remove(std::string id, std::string reason);  // by value: the entry owns the id
   // The least recently used idle session, or nullptr.
   SessionEntry* LeastRecentlyUsedIdle();
 

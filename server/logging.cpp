@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/stubs/logging.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -35,6 +36,17 @@ std::string TextValue(const LogField& field) {
       field.value);
 }
 
+// protobuf's own log lines, through ours. Its complaint about invalid UTF-8 in a request is
+// expected (the request gets INVALID_ARGUMENT naming the field): debug only.
+void ProtobufLog(google::protobuf::LogLevel level, const char* file, int line,
+                 const std::string& message) {
+  const bool expected = message.find("invalid UTF-8") != std::string::npos;
+  Log(expected ? spdlog::level::debug
+               : level >= google::protobuf::LOGLEVEL_ERROR ? spdlog::level::err
+                                                           : spdlog::level::warn,
+      "protobuf", {{"message", message}, {"file", file}, {"line", line}});
+}
+
 }  // namespace
 
 absl::Status ConfigureLogging(const std::string& level, const std::string& format) {
@@ -57,6 +69,7 @@ absl::Status ConfigureLogging(const std::string& level, const std::string& forma
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::info);
   spdlog::set_default_logger(logger);
+  google::protobuf::SetLogHandler(&ProtobufLog);
   return absl::OkStatus();
 }
 

@@ -1,10 +1,17 @@
 #include "server/metrics.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "server/status.h"
@@ -107,7 +114,29 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
                      .Register(r);
 }
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() {
+  if (!exposer_) return;
+  // civetweb's accept loop polls with a 2-second timeout before it sees the stop flag; a
+  // connection wakes it, so stopping takes milliseconds instead of up to 2 s.
+  std::atomic<bool> stopped{false};
+  std::thread knocker([&] {
+    while (!stopped.load()) {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_port = htons(static_cast<uint16_t>(port_));
+      if (inet_pton(AF_INET, knock_host_.c_str(), &address.sin_addr) != 1) {
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      }
+      (void)connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+      close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  exposer_.reset();
+  stopped = true;
+  knocker.join();
+}
 
 absl::Status Metrics::Expose(const std::string& bind_address) {
   try {
@@ -117,6 +146,8 @@ absl::Status Metrics::Expose(const std::string& bind_address) {
                                                error.what(), " (is the port in use? see --metrics-port)"));
   }
   exposer_->RegisterCollectable(registry_);
+  const std::string host = bind_address.substr(0, bind_address.rfind(':'));
+  knock_host_ = host == "0.0.0.0" || host.empty() ? "127.0.0.1" : host;
   const std::vector<int> ports = exposer_->GetListeningPorts();
   port_ = ports.empty() ? 0 : ports.front();
   return absl::OkStatus();

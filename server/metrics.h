@@ -67,6 +67,7 @@ class Metrics final : public SchedulerListener {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  std::string knock_host_;  // where the exposer listens, to wake it at shutdown
   uint64_t cache_limit_bytes_ = 0;
 
   prometheus::Histogram* time_to_first_token_;
