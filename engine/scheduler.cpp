@@ -4,9 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "engine/incremental_detokenizer.h"
-#include "engine/perplexity.h"
-#include "engine/stop_matcher.h"
+#include "engine/scheduler_job.h"
 
 namespace sinkserve {
 namespace {
@@ -21,20 +19,6 @@ const absl::Status& ShuttingDown() {
   return *status;
 }
 
-RequestTimings MakeTimings(SteadyClock::time_point arrival, SteadyClock::time_point admitted,
-                           SteadyClock::time_point first_token,
-                           SteadyClock::time_point last_token, int64_t generated,
-                           double attention_seconds, SteadyClock::time_point now) {
-  RequestTimings timings;
-  timings.queue_seconds = admitted >= arrival ? Seconds(admitted - arrival) : 0.0;
-  timings.time_to_first_token_seconds = generated > 0 ? Seconds(first_token - arrival) : 0.0;
-  timings.time_per_output_token_seconds =
-      generated > 1 ? Seconds(last_token - first_token) / static_cast<double>(generated - 1) : 0.0;
-  timings.attention_seconds = attention_seconds;
-  timings.e2e_seconds = Seconds(now - arrival);
-  return timings;
-}
-
 }  // namespace
 
 const char* FinishReasonName(FinishReason reason) {
@@ -46,53 +30,6 @@ const char* FinishReasonName(FinishReason reason) {
   }
   return "unknown";
 }
-
-// One Generate or Score request and its progress.
-struct Scheduler::Job {
-  bool is_score = false;
-  GenerateSpec generate;
-  ScoreSpec score;
-  std::shared_ptr<GenerateObserver> generate_observer;
-  std::shared_ptr<ScoreObserver> score_observer;
-  std::shared_ptr<RequestControl> control;
-
-  SessionEntry* entry = nullptr;  // the named session, set at intake
-  Session* session = nullptr;     // the stream (entry->session, or a one-shot stream)
-  bool finished = false;
-
-  // Tokens to run through the model before sampling: the session's unfed tail (`carried`
-  // tokens), then the prompt. For Score: every token but the last.
-  std::vector<int32_t> to_feed;
-  size_t fed = 0;
-  size_t carried = 0;
-
-  // Generate.
-  bool decoding = false;    // the prompt is fed; next_token is sampled and not yet fed
-  int32_t next_token = -1;
-  std::optional<Sampler> own_sampler;  // when the request has its own seed
-  Sampler* sampler = nullptr;
-  std::optional<IncrementalDetokenizer> detokenizer;
-  std::optional<StopStringMatcher> stop_matcher;
-  int64_t generated = 0;
-  int64_t evicted_at_start = 0;
-
-  // Score.
-  double nll_sum = 0;
-  int64_t scored = 0;
-  int64_t reported = 0;  // scored tokens at the last progress event
-  std::vector<double> pending_nll;
-
-  SteadyClock::time_point admitted, first_token, last_token;
-  double attention_seconds = 0;
-
-  const std::string& request_id() const {
-    return is_score ? score.request_id : generate.request_id;
-  }
-  SteadyClock::time_point arrival() const { return is_score ? score.arrival : generate.arrival; }
-  const std::optional<SteadyClock::time_point>& deadline() const {
-    return is_score ? score.deadline : generate.deadline;
-  }
-};
 
 void RequestControl::Cancel() {
   if (!cancelled_.exchange(true, std::memory_order_acq_rel)) scheduler_->Wake();
@@ -190,9 +127,8 @@ void Scheduler::CreateSession(std::optional<CachePolicy> policy,
                                    options_.history_limit_tokens};
     absl::StatusOr<SessionEntry*> entry = sessions_.Create(session_options, sampling_defaults);
     if (!entry.ok()) return done(entry.status());
-    const SteadyClock::time_point now = SteadyClock::now();
-    if (!next_expiry_) next_expiry_ = now + options_.session_limits.ttl;
-    done(sessions_.Info(**entry, now));
+    NoteIdle(**entry);
+    done(sessions_.Info(**entry, SteadyClock::now()));
   };
   if (!Post(command)) done(ShuttingDown());
 }
@@ -292,7 +228,7 @@ void Scheduler::Run() {
       if (stopping_) break;
     }
     const SteadyClock::time_point now = SteadyClock::now();
-    if (!next_expiry_ || now >= *next_expiry_) next_expiry_ = sessions_.ExpireIdle(now);
+    if (next_expiry_ && now >= *next_expiry_) next_expiry_ = sessions_.ExpireIdle(now);
     CheckCancellations();
     Admit();
     ReportGauges();
@@ -443,8 +379,8 @@ void Scheduler::Admit() {
 absl::Status Scheduler::StartGenerate(Job& job) {
   const ModelConfig& config = model_.config();
   const Tokenizer* tokenizer = model_.tokenizer();
-  const std::optional<int32_t> eos =
-      tokenizer != nullptr ? tokenizer->eos_token_id() : std::nullopt;
+  // The end-of-text token a new stream starts from; -1 when the tokenizer has none.
+  const int32_t eos = tokenizer != nullptr ? tokenizer->eos_token_id().value_or(-1) : -1;
   GenerateSpec& spec = job.generate;
 
   if (job.entry != nullptr) {
@@ -453,12 +389,12 @@ absl::Status Scheduler::StartGenerate(Job& job) {
     std::vector<int32_t> to_feed = entry.unfed_tokens;
     to_feed.insert(to_feed.end(), spec.prompt.begin(), spec.prompt.end());
     if (to_feed.empty()) {
-      if (cache.tokens_seen() != 0 || !eos) {
+      if (cache.tokens_seen() != 0 || eos < 0) {
         return absl::InvalidArgumentError(absl::StrCat(
             "prompt_text: empty, and session ", entry.id,
             " has no generated token to continue from; give a prompt"));
       }
-      to_feed.push_back(*eos);
+      to_feed.push_back(eos);
     }
     if (entry.session->options().policy.kind == CachePolicy::Kind::kCachePolicyDense &&
         static_cast<int64_t>(to_feed.size()) > cache.capacity_tokens() - cache.tokens_cached()) {
@@ -484,12 +420,12 @@ absl::Status Scheduler::StartGenerate(Job& job) {
     CachePolicy policy = spec.policy.value_or(options_.default_policy);
     job.to_feed = spec.prompt;
     if (job.to_feed.empty()) {
-      if (!eos) {
+      if (eos < 0) {
         return absl::InvalidArgumentError(
             "prompt_text: empty, and the model's tokenizer has no end-of-text token to start "
             "from; give a prompt");
       }
-      job.to_feed.push_back(*eos);
+      job.to_feed.push_back(eos);
     }
     if (policy.kind == CachePolicy::Kind::kCachePolicyDense) {
       const int64_t context = config.max_position_embeddings;
@@ -567,289 +503,11 @@ absl::Status Scheduler::StartScore(Job& job) {
   return absl::OkStatus();
 }
 
-void Scheduler::Step() {
-  stat_steps_.fetch_add(1, std::memory_order_relaxed);
-  rows_.clear();
-  int budget = options_.prefill_chunk_tokens;
-  for (auto& owned : running_) {
-    Job& job = *owned;
-    if (job.finished) continue;
-    KvCache& cache = job.session->cache();
-    const int max_step = cache.MaxStepTokens();
-    if (job.decoding) {
-      if (max_step < 1) {
-        FinishGenerate(job, FinishReason::kFinishReasonLength, absl::OkStatus(),
-                       absl::StrCat("dense cache full (", cache.capacity_tokens(), " tokens)"));
-      } else {
-        rows_.push_back({&job, job.next_token});
-      }
-      continue;
-    }
-    if (max_step < 1) {  // admission checked the room; a bug if reached
-      const absl::Status full = absl::OutOfRangeError("the dense cache is full");
-      if (job.is_score) {
-        FinishScore(job, full);
-      } else {
-        FinishGenerate(job, FinishReason::kFinishReasonError, full, std::string(full.message()));
-      }
-      continue;
-    }
-    int tokens = static_cast<int>(std::min<size_t>(job.to_feed.size() - job.fed, max_step));
-    if (tokens > 1) tokens = std::min(tokens, std::max(budget, 1));
-    if (tokens == 1) {
-      // One exact token: a row of the batched step like any decode.
-      rows_.push_back({&job, job.to_feed[job.fed]});
-    } else {
-      budget -= tokens;
-      RunChunk(job, tokens);
-    }
-  }
-  if (!rows_.empty()) RunBatch();
-  std::erase_if(running_, [](const auto& job) { return job->finished; });
-}
-
-void Scheduler::RunChunk(Job& job, int tokens) {
-  Backend& backend = model_.backend();
-  KvCache& cache = job.session->cache();
-  const std::span<const int32_t> chunk(job.to_feed.data() + job.fed, tokens);
-  // Score needs every token's logits; Generate only the last one's.
-  const std::span<float> logits(chunk_logits_.data(),
-                                static_cast<size_t>(job.is_score ? tokens : 1) * vocab_size_);
-  const int64_t evicted_before = cache.tokens_evicted();
-  const absl::Status status = backend.Forward(chunk, cache, logits, job.is_score);
-  const double attention = backend.last_step_attention_seconds();
-  stat_prefill_chunks_.fetch_add(1, std::memory_order_relaxed);
-  if (listener_) {
-    listener_->OnForward(StepPhase::kStepPhasePrefill, 1, tokens, attention);
-    listener_->OnEvictedTokens(cache.tokens_evicted() - evicted_before);
-  }
-  if (!status.ok()) {
-    if (job.is_score) {
-      FinishScore(job, status);
-    } else {
-      FinishGenerate(job, FinishReason::kFinishReasonError, status,
-                     std::string(status.message()));
-    }
-    return;
-  }
-  AfterFed(job, tokens, logits, attention);
-}
-
-void Scheduler::RunBatch() {
-  Backend& backend = model_.backend();
-  const size_t rows = rows_.size();
-  row_tokens_.clear();
-  row_caches_.clear();
-  int64_t evicted_before = 0;
-  bool any_decode = false;
-  for (const Row& row : rows_) {
-    row_tokens_.push_back(row.token);
-    row_caches_.push_back(&row.job->session->cache());
-    evicted_before += row.job->session->cache().tokens_evicted();
-    any_decode |= row.job->decoding;
-  }
-  const std::span<float> logits(batch_logits_.data(), rows * vocab_size_);
-  const absl::Status status = backend.ForwardBatch(row_tokens_, row_caches_, logits);
-  const double attention = backend.last_step_attention_seconds();
-  stat_batch_calls_.fetch_add(1, std::memory_order_relaxed);
-  stat_batch_rows_.fetch_add(rows, std::memory_order_relaxed);
-  if (rows > stat_max_batch_rows_.load(std::memory_order_relaxed)) {
-    stat_max_batch_rows_.store(rows, std::memory_order_relaxed);
-  }
-  if (listener_) {
-    int64_t evicted_after = 0;
-    for (KvCache* cache : row_caches_) evicted_after += cache->tokens_evicted();
-    listener_->OnForward(any_decode ? StepPhase::kStepPhaseDecode : StepPhase::kStepPhasePrefill,
-                         static_cast<int>(rows), static_cast<int>(rows), attention);
-    listener_->OnEvictedTokens(evicted_after - evicted_before);
-  }
-  const double share = attention / static_cast<double>(rows);
-  for (size_t i = 0; i < rows; ++i) {
-    Job& job = *rows_[i].job;
-    if (!status.ok()) {
-      if (job.is_score) {
-        FinishScore(job, status);
-      } else {
-        FinishGenerate(job, FinishReason::kFinishReasonError, status,
-                       std::string(status.message()));
-      }
-      continue;
-    }
-    const std::span<float> row_logits = logits.subspan(i * vocab_size_, vocab_size_);
-    if (job.decoding) {
-      job.attention_seconds += share;
-      job.session->Record(job.next_token);
-      SampleNext(job, row_logits);
-    } else {
-      AfterFed(job, 1, row_logits, share);
-    }
-  }
-}
-
-void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double attention_seconds) {
-  job.attention_seconds += attention_seconds;
-  if (listener_) listener_->OnPromptTokens(count);
-  if (job.is_score) {
-    for (int i = 0; i < count; ++i) {
-      const int32_t target = job.score.tokens[job.fed + i + 1];
-      const double nll = TokenNll(logits.subspan(static_cast<size_t>(i) * vocab_size_, vocab_size_),
-                                  target);
-      job.nll_sum += nll;
-      ++job.scored;
-      if (job.score.return_token_nll) job.pending_nll.push_back(nll);
-    }
-    job.fed += count;
-    if (job.fed == job.to_feed.size()) {
-      FinishScore(job, absl::OkStatus());
-    } else if (job.scored - job.reported >= job.score.progress_interval_tokens) {
-      job.reported = job.scored;
-      job.score_observer->OnProgress(
-          ScoreProgress{job.scored, static_cast<int64_t>(job.score.tokens.size()),
-                        std::move(job.pending_nll)});
-      job.pending_nll.clear();
-    }
-    return;
-  }
-  for (int i = 0; i < count; ++i) job.session->Record(job.to_feed[job.fed + i]);
-  job.fed += count;
-  if (job.fed < job.to_feed.size()) return;
-  if (job.generate.max_new_tokens == 0) {
-    FinishGenerate(job, FinishReason::kFinishReasonLength, absl::OkStatus(),
-                   "max_new_tokens is 0: the prompt was fed, nothing generated");
-    return;
-  }
-  SampleNext(job, logits.subspan(0, vocab_size_));
-}
-
-void Scheduler::SampleNext(Job& job, std::span<float> logits) {
-  const GenerateSpec& spec = job.generate;
-  if (spec.return_logprobs) logprob_scratch_.assign(logits.begin(), logits.end());
-  std::span<const int32_t> history;
-  if (job.sampler->params().repetition_penalty != 1.0f) {
-    history_scratch_.assign(job.session->history().begin(), job.session->history().end());
-    history = history_scratch_;
-  }
-  const int32_t token = job.sampler->Sample(logits, history);
-
-  const SteadyClock::time_point now = SteadyClock::now();
-  ++job.generated;
-  if (listener_) {
-    if (job.generated == 1) {
-      listener_->OnFirstToken(Seconds(now - job.arrival()));
-    } else {
-      listener_->OnInterToken(Seconds(now - job.last_token));
-    }
-  }
-  if (job.generated == 1) job.first_token = now;
-  job.last_token = now;
-  job.next_token = token;
-  job.decoding = true;
-
-  TokenDelta delta;
-  delta.token_ids.push_back(token);
-  if (spec.return_logprobs) {
-    delta.logprobs.push_back(static_cast<float>(-TokenNll(logprob_scratch_, token)));
-  }
-  // The end of the text: flush held-back bytes, which may still complete a stop string.
-  auto flush = [&](std::string* text) {
-    StopStringMatcher::Result tail =
-        job.stop_matcher->Push(job.detokenizer ? job.detokenizer->Finish() : std::string());
-    *text += tail.text;
-    if (!tail.stopped) *text += job.stop_matcher->Flush();
-    return tail;
-  };
-  std::optional<FinishReason> finish;
-  std::string detail;
-  if (std::find(spec.stop_token_ids.begin(), spec.stop_token_ids.end(), token) !=
-      spec.stop_token_ids.end()) {
-    finish = FinishReason::kFinishReasonStop;
-    detail = absl::StrCat("stop token id ", token);
-    flush(&delta.text);
-  } else {
-    StopStringMatcher::Result piece =
-        job.stop_matcher->Push(job.detokenizer ? job.detokenizer->Push(token) : std::string());
-    delta.text = std::move(piece.text);
-    if (!piece.stopped && job.generated >= spec.max_new_tokens) {
-      finish = FinishReason::kFinishReasonLength;
-      detail = absl::StrCat("max_new_tokens (", spec.max_new_tokens, ") reached");
-      piece = flush(&delta.text);
-    }
-    if (piece.stopped) {
-      finish = FinishReason::kFinishReasonStop;
-      detail = absl::StrCat("stop string \"", piece.matched, "\"");
-    }
-  }
-  job.generate_observer->OnTokens(std::move(delta));
-  if (finish) FinishGenerate(job, *finish, absl::OkStatus(), std::move(detail));
-}
-
-void Scheduler::FinishGenerate(Job& job, FinishReason reason, absl::Status status,
-                               std::string detail) {
-  if (job.finished) return;
-  job.finished = true;
-  const SteadyClock::time_point now = SteadyClock::now();
-  GenerateResult result;
-  result.status = std::move(status);
-  result.finish_reason = reason;
-  result.finish_detail = std::move(detail);
-  result.request_id = job.generate.request_id;
-  result.prompt_tokens = static_cast<int64_t>(job.fed);
-  result.generated_tokens = job.generated;
-  result.evicted_tokens = job.session->cache().tokens_evicted() - job.evicted_at_start;
-  result.timings = MakeTimings(job.arrival(), job.admitted, job.first_token, job.last_token,
-                               job.generated, job.attention_seconds, now);
-  if (job.entry != nullptr) {
-    SessionEntry& entry = *job.entry;
-    // What the stream has not run through the model yet: the last sampled token, or the
-    // carried-over tokens a cancelled prefill did not reach.
-    if (job.generated > 0) {
-      entry.unfed_tokens = {job.next_token};
-    } else if (job.fed < job.carried) {
-      entry.unfed_tokens.assign(job.to_feed.begin() + job.fed, job.to_feed.begin() + job.carried);
-    } else {
-      entry.unfed_tokens.clear();
-    }
-    entry.busy = false;
-    entry.last_used = now;
-    entry.last_used_unix_ms = UnixMillisNow();
-    ++entry.requests;
-    if (!next_expiry_) next_expiry_ = now + options_.session_limits.ttl;
-    result.session_id = entry.id;
-    result.session = sessions_.Info(entry, now);
-  } else {
-    (void)store_.Destroy(job.session->id());
-  }
-  job.session = nullptr;
-  if (listener_) listener_->OnGenerateFinished(result);
-  job.generate_observer->OnFinished(std::move(result));
-}
-
-void Scheduler::FinishScore(Job& job, absl::Status status) {
-  if (job.finished) return;
-  job.finished = true;
-  const SteadyClock::time_point now = SteadyClock::now();
-  const int64_t total = static_cast<int64_t>(job.score.tokens.size());
-  if (status.ok()) {
-    job.score_observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll)});
-  }
-  ScoreResult result;
-  result.status = std::move(status);
-  result.request_id = job.score.request_id;
-  result.tokens = total;
-  result.scored_tokens = job.scored;
-  result.nll_mean = job.scored > 0 ? job.nll_sum / static_cast<double>(job.scored) : 0.0;
-  result.perplexity = std::exp(result.nll_mean);
-  result.evicted_tokens = job.session->cache().tokens_evicted();
-  result.cache_description = job.session->cache().Describe();
-  result.timings = MakeTimings(job.arrival(), job.admitted, now, now, 0, job.attention_seconds, now);
-  (void)store_.Destroy(job.session->id());
-  job.session = nullptr;
-  if (listener_) listener_->OnScoreFinished(result);
-  job.score_observer->OnFinished(std::move(result));
-}
-
 void Scheduler::Reject(Job& job, absl::Status status) {
-  if (job.entry != nullptr) job.entry->busy = false;
+  if (job.entry != nullptr) {
+    job.entry->busy = false;
+    NoteIdle(*job.entry);
+  }
   job.finished = true;
   const double e2e = Seconds(SteadyClock::now() - job.arrival());
   if (job.is_score) {
@@ -869,6 +527,11 @@ void Scheduler::Reject(Job& job, absl::Status status) {
     result.timings.e2e_seconds = e2e;
     job.generate_observer->OnFinished(std::move(result));
   }
+}
+
+void Scheduler::NoteIdle(const SessionEntry& entry) {
+  const SteadyClock::time_point expiry = entry.last_used + options_.session_limits.ttl;
+  if (!next_expiry_ || expiry < *next_expiry_) next_expiry_ = expiry;
 }
 
 void Scheduler::ReportGauges() {

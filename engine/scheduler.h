@@ -262,6 +262,8 @@ class Scheduler {
   void FinishScore(Job& job, absl::Status status);
   // Ends a request that never ran (refused at intake or admission, or cancelled while queued).
   void Reject(Job& job, absl::Status status);
+  // `entry` became idle: its expiry may be the next one.
+  void NoteIdle(const SessionEntry& entry);
   void ReportGauges();
 
   Model& model_;
@@ -298,6 +300,7 @@ class Scheduler {
   std::vector<float> chunk_logits_;  // [prefill_chunk_tokens][vocab]
   std::vector<float> logprob_scratch_;
   std::vector<int32_t> history_scratch_;
+  // The earliest time an idle session may expire; nullopt: no idle session.
   std::optional<SteadyClock::time_point> next_expiry_;
 
   std::atomic<uint64_t> stat_steps_{0}, stat_batch_calls_{0}, stat_batch_rows_{0},
