@@ -135,6 +135,13 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
   void Done(const grpc::Status& status) override {
     metrics_->CountRequest("Score", status.error_code());
     const ScoreResult& r = result_;
+    if (r.rejected || r.request_id.empty()) {
+      Log(spdlog::level::warn, "request",
+          {{"rpc", "Score"}, {"request_id", r.request_id},
+           {"code", StatusCodeName(status.error_code())}, {"e2e_ms", MillisSince(start())},
+           {"error", status.error_message()}});
+      return;
+    }
     Log(status.ok() || status.error_code() == grpc::StatusCode::CANCELLED ? spdlog::level::info
                                                                           : spdlog::level::warn,
         "request",
@@ -143,8 +150,7 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
          {"scored_tokens", r.scored_tokens}, {"ppl", r.perplexity},
          {"cache", r.cache_description}, {"queue_ms", r.timings.queue_seconds * 1e3},
          {"attention_ms", r.timings.attention_seconds * 1e3},
-         {"e2e_ms", r.rejected ? MillisSince(start()) : r.timings.e2e_seconds * 1e3},
-         {"error", status.error_message()}});
+         {"e2e_ms", r.timings.e2e_seconds * 1e3}, {"error", status.error_message()}});
   }
 
  private:
@@ -200,9 +206,13 @@ std::string SinkserveService::NewRequestId() {
 
 void SinkserveService::UnaryCall::Finish(const grpc::Status& status) const {
   service->metrics_->CountRequest(rpc, status.error_code());
-  Log(status.ok() ? spdlog::level::info : spdlog::level::warn, "request",
-      {{"rpc", rpc}, {"code", StatusCodeName(status.error_code())},
-       {"e2e_ms", MillisSince(start)}, {"error", status.error_message()}});
+  if (status.ok()) {
+    Log(spdlog::level::info, "request", {{"rpc", rpc}, {"code", "OK"}, {"e2e_ms", MillisSince(start)}});
+  } else {
+    Log(spdlog::level::warn, "request",
+        {{"rpc", rpc}, {"code", StatusCodeName(status.error_code())},
+         {"e2e_ms", MillisSince(start)}, {"error", status.error_message()}});
+  }
   reactor->Finish(status);
 }
 
