@@ -219,7 +219,8 @@ TEST(LifecycleTest, DrainCancelsWhatOutlivesTheGracePeriod) {
 // complete, exit 0.
 TEST(LifecycleTest, SigtermDrainsTheProgram) {
   TempDir dir;
-  ChildProcess process({std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve", "serve",
+  // No command: `sinkserve` serves (here with flags, so that the ports are free ones).
+  ChildProcess process({std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
                         "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
                         "--threads", "1", "--grace-period-s", "60", "--log-format", "json"},
                        dir.File("server.log"));
