@@ -69,20 +69,7 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Submit(
   auto job = std::make_unique<Job>();
   job->generate = std::move(spec);
   job->generate_observer = std::move(observer);
-  job->control.reset(new RequestControl(this));
-  std::shared_ptr<RequestControl> control = job->control;
-  std::lock_guard lock(mutex_);
-  if (!accepting_) return absl::UnavailableError("the server is draining: not accepting requests");
-  if (waiting_count_ >= options_.max_queue) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "queue: ", waiting_count_, " requests are already waiting (the server's --max-queue); "
-        "retry later"));
-  }
-  ++waiting_count_;
-  idle_ = false;
-  incoming_.push_back(std::move(job));
-  wake_cv_.notify_one();
-  return control;
+  return Enqueue(std::move(job));
 }
 
 absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Submit(
@@ -91,6 +78,10 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Submit(
   job->is_score = true;
   job->score = std::move(spec);
   job->score_observer = std::move(observer);
+  return Enqueue(std::move(job));
+}
+
+absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_ptr<Job> job) {
   job->control.reset(new RequestControl(this));
   std::shared_ptr<RequestControl> control = job->control;
   std::lock_guard lock(mutex_);

@@ -241,6 +241,8 @@ class Scheduler {
   struct Job;
 
   void Wake();
+  // Queues a request (RESOURCE_EXHAUSTED / UNAVAILABLE as Submit says).
+  absl::StatusOr<std::shared_ptr<RequestControl>> Enqueue(std::unique_ptr<Job> job);
   // Queues a session command for the scheduler thread; false once that thread has ended.
   bool Post(std::function<void()> command);
   void Run();

@@ -221,20 +221,22 @@ void SinkserveService::UnaryCall::Reply(const google::protobuf::Message& message
   Finish(grpc::Status::OK);
 }
 
-grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Generate(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  auto* reactor = new GenerateReactor(metrics_);
+// Parses and validates a streaming request and submits it; any refusal closes the stream.
+template <typename Request, typename Stream, typename Reactor, typename Validate>
+Reactor* SinkserveService::StartStream(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer& raw, Reactor* reactor,
+                                       Validate validate) {
   const ServingEngine* serving = engine();
   if (serving == nullptr) {
     reactor->Close(Loading());
     return reactor;
   }
-  v1::GenerateRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
+  Request request;
+  if (grpc::Status parsed = ParseRequest(raw, &request); !parsed.ok()) {
     reactor->Close(parsed);
     return reactor;
   }
-  absl::StatusOr<GenerateSpec> spec = serving->validator->Generate(request);
+  auto spec = validate(*serving->validator, request);
   if (!spec.ok()) {
     reactor->Close(ToGrpcStatus(spec.status()));
     return reactor;
@@ -243,7 +245,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Generate(
   spec->arrival = reactor->start();
   spec->deadline = Deadline(*context);
   absl::StatusOr<std::shared_ptr<RequestControl>> control =
-      serving->scheduler->Submit(std::move(*spec), std::make_shared<GenerateStream>(reactor));
+      serving->scheduler->Submit(std::move(*spec), std::make_shared<Stream>(reactor));
   if (!control.ok()) {
     reactor->Close(ToGrpcStatus(control.status()));
     return reactor;
@@ -252,51 +254,56 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Generate(
   return reactor;
 }
 
+grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Generate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
+  return StartStream<v1::GenerateRequest, GenerateStream>(
+      context, *raw, new GenerateReactor(metrics_),
+      [](const RequestValidator& validator, const v1::GenerateRequest& request) {
+        return validator.Generate(request);
+      });
+}
+
 grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Score(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
-  auto* reactor = new ScoreReactor(metrics_);
+  return StartStream<v1::ScoreRequest, ScoreStream>(
+      context, *raw, new ScoreReactor(metrics_),
+      [](const RequestValidator& validator, const v1::ScoreRequest& request) {
+        return validator.Score(request);
+      });
+}
+
+// The engine, once the request parsed; otherwise the call is finished and nullptr returned.
+template <typename Request>
+const ServingEngine* SinkserveService::StartUnary(const UnaryCall& call,
+                                                  const grpc::ByteBuffer& raw, Request* request) {
   const ServingEngine* serving = engine();
   if (serving == nullptr) {
-    reactor->Close(Loading());
-    return reactor;
+    call.Finish(Loading());
+    return nullptr;
   }
-  v1::ScoreRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    reactor->Close(parsed);
-    return reactor;
+  if (grpc::Status parsed = ParseRequest(raw, request); !parsed.ok()) {
+    call.Finish(parsed);
+    return nullptr;
   }
-  absl::StatusOr<ScoreSpec> spec = serving->validator->Score(request);
-  if (!spec.ok()) {
-    reactor->Close(ToGrpcStatus(spec.status()));
-    return reactor;
-  }
-  spec->request_id = NewRequestId();
-  spec->arrival = reactor->start();
-  spec->deadline = Deadline(*context);
-  absl::StatusOr<std::shared_ptr<RequestControl>> control =
-      serving->scheduler->Submit(std::move(*spec), std::make_shared<ScoreStream>(reactor));
-  if (!control.ok()) {
-    reactor->Close(ToGrpcStatus(control.status()));
-    return reactor;
-  }
-  reactor->SetControl(*control);
-  return reactor;
+  return serving;
+}
+
+Scheduler::SessionCallback SinkserveService::UnaryCall::SessionReply() const {
+  return [call = *this](absl::StatusOr<SessionInfo> info) {
+    if (!info.ok()) return call.Finish(ToGrpcStatus(info.status()));
+    v1::Session session;
+    ToProto(*info, &session);
+    call.Reply(session);
+  };
 }
 
 grpc::ServerUnaryReactor* SinkserveService::CreateSession(grpc::CallbackServerContext* context,
                                                           const grpc::ByteBuffer* raw,
                                                           grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "CreateSession", Clock::now()};
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
-    return call.reactor;
-  }
   v1::CreateSessionRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    call.Finish(parsed);
-    return call.reactor;
-  }
+  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  if (serving == nullptr) return call.reactor;
   absl::StatusOr<std::optional<CachePolicy>> policy = serving->validator->Policy(
       request.has_cache_policy(), request.cache_policy(), "cache_policy");
   if (!policy.ok()) {
@@ -309,12 +316,7 @@ grpc::ServerUnaryReactor* SinkserveService::CreateSession(grpc::CallbackServerCo
     call.Finish(ToGrpcStatus(sampling.status()));
     return call.reactor;
   }
-  serving->scheduler->CreateSession(*policy, *sampling, [call](absl::StatusOr<SessionInfo> info) {
-    if (!info.ok()) return call.Finish(ToGrpcStatus(info.status()));
-    v1::Session session;
-    ToProto(*info, &session);
-    call.Reply(session);
-  });
+  serving->scheduler->CreateSession(*policy, *sampling, call.SessionReply());
   return call.reactor;
 }
 
@@ -322,26 +324,14 @@ grpc::ServerUnaryReactor* SinkserveService::GetSession(grpc::CallbackServerConte
                                                        const grpc::ByteBuffer* raw,
                                                        grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "GetSession", Clock::now()};
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
-    return call.reactor;
-  }
   v1::GetSessionRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    call.Finish(parsed);
-    return call.reactor;
-  }
+  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  if (serving == nullptr) return call.reactor;
   if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
     call.Finish(ToGrpcStatus(valid));
     return call.reactor;
   }
-  serving->scheduler->GetSession(request.session_id(), [call](absl::StatusOr<SessionInfo> info) {
-    if (!info.ok()) return call.Finish(ToGrpcStatus(info.status()));
-    v1::Session session;
-    ToProto(*info, &session);
-    call.Reply(session);
-  });
+  serving->scheduler->GetSession(request.session_id(), call.SessionReply());
   return call.reactor;
 }
 
@@ -349,16 +339,9 @@ grpc::ServerUnaryReactor* SinkserveService::ListSessions(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* raw,
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "ListSessions", Clock::now()};
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
-    return call.reactor;
-  }
   v1::ListSessionsRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    call.Finish(parsed);
-    return call.reactor;
-  }
+  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  if (serving == nullptr) return call.reactor;
   serving->scheduler->ListSessions([call](std::vector<SessionInfo> sessions) {
     v1::ListSessionsResponse list;
     for (const SessionInfo& info : sessions) ToProto(info, list.add_sessions());
@@ -371,26 +354,14 @@ grpc::ServerUnaryReactor* SinkserveService::CloseSession(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* raw,
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "CloseSession", Clock::now()};
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
-    return call.reactor;
-  }
   v1::CloseSessionRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    call.Finish(parsed);
-    return call.reactor;
-  }
+  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  if (serving == nullptr) return call.reactor;
   if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
     call.Finish(ToGrpcStatus(valid));
     return call.reactor;
   }
-  serving->scheduler->CloseSession(request.session_id(), [call](absl::StatusOr<SessionInfo> info) {
-    if (!info.ok()) return call.Finish(ToGrpcStatus(info.status()));
-    v1::Session session;
-    ToProto(*info, &session);
-    call.Reply(session);
-  });
+  serving->scheduler->CloseSession(request.session_id(), call.SessionReply());
   return call.reactor;
 }
 
@@ -398,16 +369,9 @@ grpc::ServerUnaryReactor* SinkserveService::GetModelInfo(grpc::CallbackServerCon
                                                          const grpc::ByteBuffer* raw,
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "GetModelInfo", Clock::now()};
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
-    return call.reactor;
-  }
   v1::GetModelInfoRequest request;
-  if (grpc::Status parsed = ParseRequest(*raw, &request); !parsed.ok()) {
-    call.Finish(parsed);
-    return call.reactor;
-  }
+  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  if (serving == nullptr) return call.reactor;
   call.Reply(serving->model_info);
   return call.reactor;
 }

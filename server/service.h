@@ -74,7 +74,16 @@ class SinkserveService final : public RawSinkserveService {
 
     void Finish(const grpc::Status& status) const;
     void Reply(const google::protobuf::Message& message) const;
+    // Replies with the session, or finishes with the error.
+    Scheduler::SessionCallback SessionReply() const;
   };
+
+  template <typename Request, typename Stream, typename Reactor, typename Validate>
+  Reactor* StartStream(grpc::CallbackServerContext* context, const grpc::ByteBuffer& raw,
+                       Reactor* reactor, Validate validate);
+  template <typename Request>
+  const ServingEngine* StartUnary(const UnaryCall& call, const grpc::ByteBuffer& raw,
+                                  Request* request);
 
   const ServingEngine* engine() const { return engine_.load(std::memory_order_acquire); }
   std::string NewRequestId();
