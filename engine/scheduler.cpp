@@ -86,7 +86,9 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_p
   std::shared_ptr<RequestControl> control = job->control;
   std::lock_guard lock(mutex_);
   if (!accepting_) return absl::UnavailableError("the server is draining: not accepting requests");
-  if (waiting_count_ >= options_.max_queue) {
+  // Requests the free batch slots will take at the next step do not count as waiting.
+  const int free_slots = std::max(0, options_.max_batch - running_count_.load());
+  if (waiting_count_ - free_slots >= options_.max_queue) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "queue: ", waiting_count_, " requests are already waiting (the server's --max-queue); "
         "retry later"));
@@ -526,6 +528,7 @@ void Scheduler::NoteIdle(const SessionEntry& entry) {
 }
 
 void Scheduler::ReportGauges() {
+  running_count_.store(static_cast<int>(running_.size()));
   if (!listener_) return;
   SchedulerGauges gauges;
   gauges.running = static_cast<int>(running_.size());

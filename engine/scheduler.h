@@ -45,7 +45,7 @@ const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancel
 
 struct SchedulerOptions {
   int max_batch = 16;             // requests running at once
-  int max_queue = 64;             // requests waiting for a slot; more → RESOURCE_EXHAUSTED
+  int max_queue = 64;             // requests waiting beyond the free slots; more → RESOURCE_EXHAUSTED
   int prefill_chunk_tokens = 128; // prompt tokens fed per step in multi-token chunks, all requests
   CachePolicy default_policy;     // of new streams that name none
   SessionTable::Limits session_limits;
@@ -282,6 +282,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Job>> incoming_;
   std::deque<std::function<void()>> commands_;
   int waiting_count_ = 0;  // submitted requests not yet admitted (incoming + waiting_)
+  std::atomic<int> running_count_{0};  // running_.size(), for Submit's queue check
   bool accepting_ = true;
   bool stopping_ = false;
   bool idle_ = true;

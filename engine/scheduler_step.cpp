@@ -70,6 +70,7 @@ void Scheduler::Step() {
   }
   if (!rows_.empty()) RunBatch();
   std::erase_if(running_, [](const auto& job) { return job->finished; });
+  running_count_.store(static_cast<int>(running_.size()));
 }
 
 void Scheduler::RunChunk(Job& job, int tokens) {

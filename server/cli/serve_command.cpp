@@ -52,7 +52,7 @@ int RunServe(int argc, char** argv) {
             "KV-cache memory of all sessions and requests; idle sessions are evicted LRU-first "
             "to stay within it; 0 = no limit");
   flags.Add("max-queue", &max_queue,
-            "requests waiting for a batch slot; more are refused (RESOURCE_EXHAUSTED)");
+            "requests waiting beyond the free batch slots; more are refused (RESOURCE_EXHAUSTED)");
   flags.Add("max-batch", &max_batch, "requests running at once (rows of a batched step)");
   flags.Add("prefill-chunk-tokens", &prefill_chunk_tokens,
             "prompt tokens fed per engine step across requests (chunked prefill)");

@@ -176,6 +176,23 @@ TEST(SchedulingTest, FullQueueIsResourceExhausted) {
   EXPECT_TRUE(later.status.ok()) << later.status.error_message();
 }
 
+// Requests that free batch slots can take are not "waiting": --max-queue 0 still runs
+// max_batch requests at once, and refuses the next.
+TEST(SchedulingTest, FreeSlotsAreNotTheQueue) {
+  server::ServerOptions options = TestServerOptions();
+  options.scheduler.max_batch = 3;
+  options.scheduler.max_queue = 0;
+  TestServer server(options);
+  std::vector<std::unique_ptr<BackgroundStream>> streams;
+  for (int i = 0; i < 3; ++i) {
+    streams.push_back(std::make_unique<BackgroundStream>(server.stub(), LongRequest("slot")));
+  }
+  for (auto& stream : streams) ASSERT_TRUE(stream->WaitFirst());
+  const GenerateOutput refused = Generate(server.stub(), GreedyRequest("no slot", 4));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (auto& stream : streams) stream->Cancel();
+}
+
 TEST(SchedulingTest, DeadlineStopsTheWork) {
   TestServer server;
   grpc::ClientContext context;
