@@ -25,6 +25,12 @@ absl::Status SamplingParams::Validate() const {
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), state_(params.seed) {}
 
+void Sampler::set_params(const SamplingParams& params) {
+  const uint64_t seed = params_.seed;
+  params_ = params;
+  params_.seed = seed;
+}
+
 double Sampler::NextUniform() {
   // splitmix64: tiny, fast, and identical everywhere.
   uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);

@@ -33,6 +33,9 @@ class Sampler {
   int32_t Sample(std::span<float> logits, std::span<const int32_t> history);
 
   const SamplingParams& params() const { return params_; }
+  // Changes the parameters for the next tokens; the random stream continues where it is
+  // (params.seed is ignored). How a session's later turns keep one random stream.
+  void set_params(const SamplingParams& params);
 
  private:
   double NextUniform();  // [0, 1) from the top 53 bits of splitmix64

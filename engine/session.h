@@ -72,6 +72,8 @@ class SessionStore {
   size_t size() const { return sessions_.size(); }
   uint64_t cache_bytes() const;         // held by live sessions
   uint64_t free_cache_bytes() const;    // kept for reuse
+  // Frees the caches kept for reuse (when memory is needed for a cache of another policy).
+  void ReleaseFreeCaches() { free_caches_.clear(); }
 
  private:
   const Backend& backend_;

@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev nlohmann-json3-dev libspdlog-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc   # the gRPC server
+  prometheus-cpp-dev   # the server's /metrics
+  prometheus           # tests/server: a real Prometheus scrapes the server
   libgtest-dev libgmock-dev libbenchmark-dev
   clang lld            # libFuzzer targets (tests/fuzz)
 )

@@ -7,10 +7,12 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = 32 << 20;
 
-absl::Status LtStatus(cublasStatus_t status, const char* what) {
+}  // namespace
+
+absl::Status Gemm::LtStatus(cublasStatus_t status, const char* what) const {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat("cuBLASLt ", what, " failed: ",
-                                          cublasLtGetStatusString(status)));
+                                          lt_->GetStatusString(status)));
 }
 
 #define LT_RETURN_IF_ERROR(expr)                                               \
@@ -20,20 +22,22 @@ absl::Status LtStatus(cublasStatus_t status, const char* what) {
     }                                                                          \
   } while (0)
 
-}  // namespace
-
 Gemm::~Gemm() {
+  if (lt_ == nullptr) return;
   for (auto& [key, plan] : plans_) {
-    cublasLtMatrixLayoutDestroy(plan.a);
-    cublasLtMatrixLayoutDestroy(plan.b);
-    cublasLtMatrixLayoutDestroy(plan.c);
-    cublasLtMatmulDescDestroy(plan.desc);
+    lt_->MatrixLayoutDestroy(plan.a);
+    lt_->MatrixLayoutDestroy(plan.b);
+    lt_->MatrixLayoutDestroy(plan.c);
+    lt_->MatmulDescDestroy(plan.desc);
   }
-  if (handle_ != nullptr) cublasLtDestroy(handle_);
+  if (handle_ != nullptr) lt_->Destroy(handle_);
 }
 
 absl::Status Gemm::Init(DeviceAllocator& allocator, size_t max_dequant_elements) {
-  LT_RETURN_IF_ERROR(cublasLtCreate(&handle_));
+  absl::StatusOr<const CublasLt*> lt = LoadCublasLt();
+  if (!lt.ok()) return lt.status();
+  lt_ = *lt;
+  LT_RETURN_IF_ERROR(lt_->Create(&handle_));
   absl::StatusOr<DeviceArray<std::byte>> workspace =
       DeviceArray<std::byte>::Make(allocator, kWorkspaceBytes, "the cuBLASLt workspace");
   if (!workspace.ok()) return workspace.status();
@@ -53,29 +57,29 @@ absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_toke
   Plan plan;
   // Column-major view: Yᵀ[rows × n] = W[rows × cols] · Xᵀ[cols × n], where the row-major
   // weight is a column-major [cols × rows] matrix used transposed.
-  LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LT_RETURN_IF_ERROR(lt_->MatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t transpose = CUBLAS_OP_T, none = CUBLAS_OP_N;
-  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
+  LT_RETURN_IF_ERROR(lt_->MatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                                     &transpose, sizeof(transpose)));
-  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
+  LT_RETURN_IF_ERROR(lt_->MatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB,
                                                     &none, sizeof(none)));
   const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-  LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+  LT_RETURN_IF_ERROR(lt_->MatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                     &epilogue, sizeof(epilogue)));
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16F, cols, rows, cols));
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16F, cols, n_tokens, cols));
-  LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, rows, n_tokens, rows));
+  LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.a, CUDA_R_16F, cols, rows, cols));
+  LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.b, CUDA_R_16F, cols, n_tokens, cols));
+  LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.c, CUDA_R_32F, rows, n_tokens, rows));
 
   cublasLtMatmulPreference_t preference = nullptr;
-  LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&preference));
+  LT_RETURN_IF_ERROR(lt_->MatmulPreferenceCreate(&preference));
   const size_t workspace_bytes = kWorkspaceBytes;
-  cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+  lt_->MatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                        &workspace_bytes, sizeof(workspace_bytes));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(
+  const cublasStatus_t status = lt_->MatmulAlgoGetHeuristic(
       handle_, plan.desc, plan.a, plan.b, plan.c, plan.c, preference, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(preference);
+  lt_->MatmulPreferenceDestroy(preference);
   LT_RETURN_IF_ERROR(status);
   if (found == 0) {
     return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for a ", rows, "x", cols,
@@ -90,11 +94,11 @@ absl::Status Gemm::RunLt(const Half* w, int64_t rows, int64_t cols, const float*
   absl::StatusOr<Plan*> plan = GetPlan(rows, cols, n_tokens, bias != nullptr);
   if (!plan.ok()) return plan.status();
   if (bias != nullptr) {
-    LT_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+    LT_RETURN_IF_ERROR(lt_->MatmulDescSetAttribute(
         (*plan)->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float alpha = 1.0f, beta = 0.0f;
-  LT_RETURN_IF_ERROR(cublasLtMatmul(handle_, (*plan)->desc, &alpha, w, (*plan)->a, x,
+  LT_RETURN_IF_ERROR(lt_->Matmul(handle_, (*plan)->desc, &alpha, w, (*plan)->a, x,
                                     (*plan)->b, &beta, y, (*plan)->c, y, (*plan)->c,
                                     &(*plan)->algo, workspace_.get(), workspace_.bytes(), stream));
   return absl::OkStatus();

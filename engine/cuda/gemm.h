@@ -5,13 +5,13 @@
 // through a per-call fp16 copy of the matrix in a scratch buffer.
 #pragma once
 
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <map>
 #include <tuple>
 
 #include "absl/status/status.h"
+#include "engine/cuda/cublaslt_library.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/kernels.h"
 
@@ -41,6 +41,9 @@ class Gemm {
                      int n_tokens, float* y, cudaStream_t stream);
   absl::StatusOr<Plan*> GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias);
 
+  absl::Status LtStatus(cublasStatus_t status, const char* what) const;
+
+  const CublasLt* lt_ = nullptr;
   cublasLtHandle_t handle_ = nullptr;
   DeviceArray<std::byte> workspace_;
   DeviceArray<Half> dequantized_;

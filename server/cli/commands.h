@@ -7,5 +7,6 @@ namespace sinkserve::cli {
 int RunGenerate(int argc, char** argv);    // sinkserve generate
 int RunTokenize(int argc, char** argv);    // sinkserve tokenize
 int RunPerplexity(int argc, char** argv);  // sinkserve perplexity
+int RunServe(int argc, char** argv);       // sinkserve serve (the gRPC server; server/cli/serve_command.cpp)
 
 }  // namespace sinkserve::cli

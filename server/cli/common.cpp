@@ -31,6 +31,8 @@ int Fail(const absl::Status& status) {
 }
 
 void ModelFlags::AddTo(Flags& flags) {
+  flags.Add("model", &path, "Hugging Face GPT-NeoX checkpoint directory, or demo (random weights)");
+  flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   flags.Add("backend", &backend,
             "where the model runs: cpu, cuda (an NVIDIA GPU; weights become fp16, int8 or nf4 "
             "there), or auto (cuda when this build has it and a GPU is present)");
@@ -43,7 +45,10 @@ void ModelFlags::AddTo(Flags& flags) {
             "with --quant int8|nf4: quantize embed_in and embed_out too (else kept 16-bit)");
 }
 
-absl::Status ModelFlags::ApplyTo(ModelOptions& options) const {
+absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
+  ModelOptions options;
+  options.path = path;
+  options.threads = static_cast<int>(threads);
   if (backend != "auto" && backend != "cpu" && backend != "cuda") {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend must be auto, cpu or cuda; got \"", backend, "\""));
@@ -66,7 +71,7 @@ absl::Status ModelFlags::ApplyTo(ModelOptions& options) const {
   }
   options.double_quant = double_quant;
   options.quantize_embeddings = quantize_embeddings;
-  return absl::OkStatus();
+  return options;
 }
 
 uint64_t PeakRssBytes() {

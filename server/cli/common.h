@@ -25,17 +25,6 @@ int ParseFlagsOrExit(Flags& flags, int argc, char** argv);
 // Prints "error: <message>" to stderr and returns kExitError.
 int Fail(const absl::Status& status);
 
-// --backend / --quant / --double-quant / --quantize-embeddings: how the commands that load a
-// model run it.
-struct ModelFlags {
-  std::string backend = "auto";
-  std::string quant;  // empty: as stored
-  bool double_quant = false;
-  bool quantize_embeddings = false;
-
-  void AddTo(Flags& flags);
-  absl::Status ApplyTo(ModelOptions& options) const;  // INVALID_ARGUMENT naming the flag
-};
 
 // Loads a model, telling stderr what is loaded (and loudly when it is the random demo model):
 // its weight format, weights_bytes and the peak RSS so far. Shows the load-time conversion's
@@ -50,6 +39,20 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Whitespace-separated integers ("1 2 3\n4"), INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
+
+// --model / --threads / --backend / --quant / --double-quant / --quantize-embeddings: which
+// model the commands load and how they run it.
+struct ModelFlags {
+  std::string path = "demo";
+  int64_t threads = 0;
+  std::string backend = "auto";
+  std::string quant;  // empty: as stored
+  bool double_quant = false;
+  bool quantize_embeddings = false;
+
+  void AddTo(Flags& flags);
+  absl::StatusOr<ModelOptions> ToOptions() const;  // INVALID_ARGUMENT naming the flag
+};
 
 // --sink / --window / --dense, shared by the commands that run the model.
 struct CacheFlags {

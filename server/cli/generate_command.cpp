@@ -17,12 +17,11 @@ constexpr int kPrefillChunk = 256;
 }  // namespace
 
 int RunGenerate(int argc, char** argv) {
-  std::string model_path = "demo", prompt;
-  int64_t max_new_tokens = 128, top_k = 0, seed = 0, threads = 0;
+  std::string prompt;
+  int64_t max_new_tokens = 128, top_k = 0, seed = 0;
   double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
   bool ignore_eos = false;
   Flags flags("generate", "Streams a continuation of --prompt to stdout (timings on stderr).");
-  flags.Add("model", &model_path, "Hugging Face GPT-NeoX checkpoint directory, or demo");
   flags.Add("prompt", &prompt, "the text to continue");
   flags.Add("max-new-tokens", &max_new_tokens, "tokens to generate at most");
   flags.Add("temperature", &temperature, "sampling temperature; 0 = greedy");
@@ -31,14 +30,13 @@ int RunGenerate(int argc, char** argv) {
   flags.Add("repetition-penalty", &repetition_penalty, "penalty for repeated tokens; 1 = off");
   flags.Add("seed", &seed, "random seed: same seed and inputs, same tokens");
   flags.Add("ignore-eos", &ignore_eos, "keep generating past the end-of-text token");
-  flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
   ModelFlags model_flags;
   model_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
-  ModelOptions model_options{model_path, static_cast<int>(threads)};
-  if (absl::Status status = model_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
+  absl::StatusOr<ModelOptions> model_options = model_flags.ToOptions();
+  if (!model_options.ok()) return Fail(model_options.status());
 
   SamplingParams params;
   params.temperature = static_cast<float>(temperature);
@@ -53,7 +51,7 @@ int RunGenerate(int argc, char** argv) {
 
   absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
   if (!policy.ok()) return Fail(policy.status());
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_options);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(*model_options);
   if (!model.ok()) return Fail(model.status());
   absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
   if (!tokenizer.ok()) return Fail(tokenizer.status());

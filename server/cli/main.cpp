@@ -10,27 +10,37 @@ namespace {
 constexpr char kUsage[] =
     "sinkserve — GPT-NeoX / Pythia inference with streaming KV caches\n"
     "\n"
-    "usage: sinkserve <command> [flags]     (sinkserve <command> --help for its flags)\n"
+    "usage: sinkserve [<command>] [flags]   (sinkserve <command> --help for its flags)\n"
     "\n"
     "commands:\n"
+    "  serve        the gRPC server (:50051) with Prometheus metrics (:9464); the default\n"
     "  generate     stream a continuation of a prompt\n"
     "  perplexity   per-token perplexity of a text (token-by-token protocol)\n"
     "  tokenize     print the token ids of a text\n"
     "\n"
-    "With no --model, commands use the built-in demo model (random weights).\n"
+    "With no command, sinkserve serves; with no --model, the built-in demo model (random\n"
+    "weights).\n"
     "Real models: a Hugging Face GPT-NeoX directory, e.g. EleutherAI/pythia-160m\n"
     "(config.json, model.safetensors, tokenizer.json).\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
-      std::strcmp(argv[1], "help") == 0) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+  // No command: serve the built-in demo model (DESIGN §7), or serve with the given flags.
+  if (argc < 2 || std::strncmp(argv[1], "--", 2) == 0) {
+    if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0)) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    return sinkserve::cli::RunServe(argc - 1, argv + 1);
+  }
+  if (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kUsage, stdout);
+    return 0;
   }
   const std::string command = argv[1];
   // Subcommands parse argv after their name.
+  if (command == "serve") return sinkserve::cli::RunServe(argc - 2, argv + 2);
   if (command == "generate") return sinkserve::cli::RunGenerate(argc - 2, argv + 2);
   if (command == "perplexity") return sinkserve::cli::RunPerplexity(argc - 2, argv + 2);
   if (command == "tokenize") return sinkserve::cli::RunTokenize(argc - 2, argv + 2);

@@ -62,20 +62,18 @@ absl::Status ChunkedNll(Backend& backend, std::span<const int32_t> tokens, int c
 }  // namespace
 
 int RunPerplexity(int argc, char** argv) {
-  std::string model_path = "demo", text_file, ids_file;
-  int64_t max_tokens = 0, threads = 0;
+  std::string text_file, ids_file;
+  int64_t max_tokens = 0;
   bool json = false;
   Flags flags("perplexity",
               "Perplexity of a text, StreamingLLM protocol: tokens are fed one at a time and\n"
               "token i+1 is scored given tokens 0..i; PPL = exp(mean NLL).");
-  flags.Add("model", &model_path, "Hugging Face GPT-NeoX checkpoint directory, or demo");
   flags.Add("text-file", &text_file, "text to score (needs the model's tokenizer.json)");
   flags.Add("token-ids-file", &ids_file, "whitespace-separated token ids to score instead");
   flags.Add("max-tokens", &max_tokens, "score only the first N tokens; 0 = all");
   flags.Add("json", &json,
             "print {\"tokens\":N,\"nll_mean\":x,\"ppl\":y,\"token_nll\":[...],"
             "\"weights_bytes\":B,\"peak_rss_bytes\":R,...}");
-  flags.Add("threads", &threads, "CPU threads; 0 = all cores");
   int64_t chunk_protocol = 0;
   flags.Add("chunk-protocol", &chunk_protocol,
             "score in independent N-token chunks instead (the seed report's protocol, e.g. 512;"
@@ -85,8 +83,8 @@ int RunPerplexity(int argc, char** argv) {
   ModelFlags model_flags;
   model_flags.AddTo(flags);
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
-  ModelOptions model_options{model_path, static_cast<int>(threads)};
-  if (absl::Status status = model_flags.ApplyTo(model_options); !status.ok()) return Fail(status);
+  absl::StatusOr<ModelOptions> model_options = model_flags.ToOptions();
+  if (!model_options.ok()) return Fail(model_options.status());
   if (flags.was_set("text-file") == flags.was_set("token-ids-file")) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text-file or --token-ids-file"));
   }
@@ -94,7 +92,7 @@ int RunPerplexity(int argc, char** argv) {
   absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
   if (!policy.ok()) return Fail(policy.status());
 
-  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(model_options);
+  absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(*model_options);
   if (!model.ok()) return Fail(model.status());
   std::vector<int32_t> tokens;
   if (!ids_file.empty()) {

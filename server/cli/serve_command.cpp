@@ -1,0 +1,113 @@
+// sinkserve serve: the gRPC server (DESIGN §7). Also what `sinkserve` with no command runs.
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "server/cli/commands.h"
+#include "server/cli/common.h"
+#include "server/logging.h"
+#include "server/server.h"
+
+namespace sinkserve::cli {
+namespace {
+
+// INVALID_ARGUMENT unless lo <= value <= hi.
+absl::Status InRange(const char* flag, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "], got ", value));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunServe(int argc, char** argv) {
+  server::ServerOptions options;
+  ModelFlags model_flags;
+  CacheFlags cache_flags;
+  int64_t port = options.port, metrics_port = options.metrics_port;
+  int64_t max_sessions = 256, max_queue = 64, max_batch = 16, prefill_chunk_tokens = 128;
+  int64_t max_prompt_tokens = options.limits.max_prompt_tokens;
+  int64_t max_new_tokens = options.limits.max_new_tokens;
+  int64_t max_score_tokens = options.limits.max_score_tokens;
+  int64_t max_cache_bytes = int64_t{4} << 30;
+  double session_ttl_s = 600, grace_period_s = 20;
+  std::string log_level = "info", log_format = "text";
+
+  Flags flags("serve",
+              "Serves the model over gRPC (package sinkserve.v1: Generate, Score, sessions,\n"
+              "model info; grpc.health.v1; reflection) and Prometheus metrics over HTTP.\n"
+              "SIGTERM/SIGINT drains: health NOT_SERVING, new requests refused, in-flight ones\n"
+              "finish within --grace-period-s (then they are cancelled), exit 0.");
+  model_flags.AddTo(flags);
+  flags.Add("host", &options.host, "address to listen on (gRPC and metrics)");
+  flags.Add("port", &port, "gRPC port; 0 = any free port");
+  flags.Add("metrics-port", &metrics_port,
+            "Prometheus /metrics port; 0 = any free port, -1 = no metrics endpoint");
+  cache_flags.AddTo(flags);
+  flags.Add("max-sessions", &max_sessions,
+            "live sessions at most; a new one evicts the least recently used idle one");
+  flags.Add("session-ttl-s", &session_ttl_s, "idle sessions expire after this many seconds");
+  flags.Add("max-cache-bytes", &max_cache_bytes,
+            "KV-cache memory of all sessions and requests; idle sessions are evicted LRU-first "
+            "to stay within it; 0 = no limit");
+  flags.Add("max-queue", &max_queue,
+            "requests waiting beyond the free batch slots; more are refused (RESOURCE_EXHAUSTED)");
+  flags.Add("max-batch", &max_batch, "requests running at once (rows of a batched step)");
+  flags.Add("prefill-chunk-tokens", &prefill_chunk_tokens,
+            "prompt tokens fed per engine step across requests (chunked prefill)");
+  flags.Add("max-prompt-tokens", &max_prompt_tokens, "prompt tokens per Generate at most");
+  flags.Add("max-new-tokens", &max_new_tokens, "max_new_tokens a Generate may ask for");
+  flags.Add("max-score-tokens", &max_score_tokens, "tokens per Score at most");
+  flags.Add("grace-period-s", &grace_period_s,
+            "on SIGTERM, seconds in-flight requests get to finish before they are cancelled");
+  flags.Add("log-level", &log_level, "trace, debug, info, warn, error, critical or off");
+  flags.Add("log-format", &log_format, "text or json (one JSON object per line)");
+  if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
+
+  for (absl::Status status : {
+           InRange("port", port, 0, 65535), InRange("metrics-port", metrics_port, -1, 65535),
+           InRange("max-sessions", max_sessions, 1, 1 << 20),
+           InRange("max-queue", max_queue, 0, 1 << 20), InRange("max-batch", max_batch, 1, 4096),
+           InRange("prefill-chunk-tokens", prefill_chunk_tokens, 1, 1 << 16),
+           InRange("max-prompt-tokens", max_prompt_tokens, 1, 1 << 28),
+           InRange("max-new-tokens", max_new_tokens, 0, 1 << 28),
+           InRange("max-score-tokens", max_score_tokens, 2, 1 << 28),
+           InRange("max-cache-bytes", max_cache_bytes, 0, std::numeric_limits<int64_t>::max()),
+           InRange("session-ttl-s", static_cast<int64_t>(session_ttl_s * 1000), 1, int64_t{1} << 40),
+           InRange("grace-period-s", static_cast<int64_t>(grace_period_s * 1000), 0, int64_t{1} << 40),
+       }) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+      return kExitUsage;
+    }
+  }
+  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  if (!policy.ok()) return Fail(policy.status());
+  if (absl::Status status = server::ConfigureLogging(log_level, log_format); !status.ok()) {
+    return Fail(status);
+  }
+
+  options.port = static_cast<int>(port);
+  options.metrics_port = static_cast<int>(metrics_port);
+  absl::StatusOr<ModelOptions> model_options = model_flags.ToOptions();
+  if (!model_options.ok()) return Fail(model_options.status());
+  options.model = *model_options;
+  options.scheduler.default_policy = *policy;
+  options.scheduler.max_batch = static_cast<int>(max_batch);
+  options.scheduler.max_queue = static_cast<int>(max_queue);
+  options.scheduler.prefill_chunk_tokens = static_cast<int>(prefill_chunk_tokens);
+  options.scheduler.session_limits.max_sessions = static_cast<size_t>(max_sessions);
+  options.scheduler.session_limits.ttl =
+      std::chrono::milliseconds(static_cast<int64_t>(session_ttl_s * 1000));
+  options.scheduler.session_limits.max_cache_bytes = static_cast<uint64_t>(max_cache_bytes);
+  options.limits.max_prompt_tokens = static_cast<int>(max_prompt_tokens);
+  options.limits.max_new_tokens = static_cast<int>(max_new_tokens);
+  options.limits.default_max_new_tokens =
+      std::min(options.limits.default_max_new_tokens, options.limits.max_new_tokens);
+  options.limits.max_score_tokens = static_cast<int>(max_score_tokens);
+  options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_period_s * 1000));
+  return server::RunServer(options);
+}
+
+}  // namespace sinkserve::cli

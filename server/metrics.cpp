@@ -1,0 +1,221 @@
+#include "server/metrics.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "server/status.h"
+
+namespace sinkserve::server {
+namespace {
+
+// vLLM's buckets (vllm/v1/metrics/loggers.py).
+const prometheus::Histogram::BucketBoundaries kTimeToFirstTokenBuckets = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+const prometheus::Histogram::BucketBoundaries kPerTokenBuckets = {
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+const prometheus::Histogram::BucketBoundaries kRequestLatencyBuckets = {
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+    30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+// Attention per forward step has no vLLM analogue: 10 µs to 2.5 s.
+const prometheus::Histogram::BucketBoundaries kAttentionBuckets = {
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
+const prometheus::Histogram::BucketBoundaries kBatchRowsBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+constexpr const char* kFinishReasons[] = {"stop", "length", "cancelled", "error"};
+
+prometheus::Histogram* Histogram(prometheus::Registry& registry, const std::string& name,
+                                 const std::string& help,
+                                 const prometheus::Histogram::BucketBoundaries& buckets) {
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add({}, buckets);
+}
+prometheus::Gauge* Gauge(prometheus::Registry& registry, const std::string& name,
+                         const std::string& help) {
+  return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add({});
+}
+prometheus::Counter* Counter(prometheus::Registry& registry, const std::string& name,
+                             const std::string& help) {
+  return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
+  prometheus::Registry& r = *registry_;
+  time_to_first_token_ = Histogram(r, "sinkserve_time_to_first_token_seconds",
+      "Generate: arrival to first generated token (queue and prefill included)",
+      kTimeToFirstTokenBuckets);
+  time_per_output_token_ = Histogram(r, "sinkserve_time_per_output_token_seconds",
+      "Generate: (last token - first token) / (generated tokens - 1), per request with 2+ tokens",
+      kPerTokenBuckets);
+  inter_token_latency_ = Histogram(r, "sinkserve_inter_token_latency_seconds",
+      "Time between consecutive generated tokens of a request", kPerTokenBuckets);
+  e2e_request_latency_ = Histogram(r, "sinkserve_e2e_request_latency_seconds",
+      "Generate and Score: arrival to the last response (requests that ran)",
+      kRequestLatencyBuckets);
+  request_queue_time_ = Histogram(r, "sinkserve_request_queue_time_seconds",
+      "Generate and Score: arrival to the first engine step", kRequestLatencyBuckets);
+  auto& attention = prometheus::BuildHistogram()
+                        .Name("sinkserve_attention_seconds")
+                        .Help("Measured attention time of one forward step (all layers), "
+                              "Backend::last_step_attention_seconds; phase=prefill for a prompt "
+                              "chunk, decode for a batched step")
+                        .Register(r);
+  attention_prefill_ = &attention.Add({{"phase", "prefill"}}, kAttentionBuckets);
+  attention_decode_ = &attention.Add({{"phase", "decode"}}, kAttentionBuckets);
+  batch_rows_ = Histogram(r, "sinkserve_batch_rows",
+      "Rows (sessions) per batched forward step: continuous batching at work", kBatchRowsBuckets);
+  const std::string no_gpu = " (0 on the CPU backend: no GPU memory is used)";
+  gpu_memory_used_ = Gauge(r, "sinkserve_gpu_memory_used_bytes", "GPU memory in use" + no_gpu);
+  gpu_memory_peak_ = Gauge(r, "sinkserve_gpu_memory_peak_bytes", "Peak GPU memory" + no_gpu);
+  gpu_memory_total_ = Gauge(r, "sinkserve_gpu_memory_total_bytes", "GPU memory size" + no_gpu);
+  weights_bytes_ = Gauge(r, "sinkserve_weights_bytes", "Bytes of the model's weights as served");
+  kv_cache_bytes_ = Gauge(r, "sinkserve_kv_cache_bytes",
+      "KV-cache memory of live sessions and running requests");
+  kv_cache_usage_ = Gauge(r, "sinkserve_kv_cache_usage_ratio",
+      "kv_cache_bytes / the cache memory limit (--max-cache-bytes); 0 without a limit");
+  requests_running_ = Gauge(r, "sinkserve_num_requests_running",
+      "Generate/Score requests in the running batch");
+  requests_waiting_ = Gauge(r, "sinkserve_num_requests_waiting",
+      "Generate/Score requests queued for a batch slot");
+  sessions_active_ = Gauge(r, "sinkserve_sessions_active", "Live sessions (named streams)");
+  prompt_tokens_ = Counter(r, "sinkserve_prompt_tokens_total",
+      "Prompt tokens fed through the model (Generate prompts, Score texts)");
+  generation_tokens_ = Counter(r, "sinkserve_generation_tokens_total", "Generated tokens");
+  evicted_tokens_ = Counter(r, "sinkserve_evicted_tokens_total",
+      "Tokens evicted from streaming KV caches");
+  requests_ = &prometheus::BuildCounter()
+                   .Name("sinkserve_requests_total")
+                   .Help("Finished RPCs by method and gRPC status code")
+                   .Register(r);
+  requests_->Add({{"rpc", "Generate"}, {"code", "OK"}});
+  request_success_ = &prometheus::BuildCounter()
+                          .Name("sinkserve_request_success_total")
+                          .Help("Generate requests that ran, by finish reason")
+                          .Register(r);
+  for (const char* reason : kFinishReasons) request_success_->Add({{"finish_reason", reason}});
+  model_info_ = &prometheus::BuildGauge()
+                     .Name("sinkserve_model_info")
+                     .Help("The served model (value 1): model, quantization, backend, default "
+                           "cache policy")
+                     .Register(r);
+}
+
+Metrics::~Metrics() {
+  if (!exposer_) return;
+  // civetweb's accept loop polls with a 2-second timeout before it sees the stop flag; a
+  // connection wakes it, so stopping takes milliseconds instead of up to 2 s.
+  std::atomic<bool> stopped{false};
+  std::thread knocker([&] {
+    while (!stopped.load()) {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_port = htons(static_cast<uint16_t>(port_));
+      if (inet_pton(AF_INET, knock_host_.c_str(), &address.sin_addr) != 1) {
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      }
+      (void)connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+      close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  exposer_.reset();
+  stopped = true;
+  knocker.join();
+}
+
+absl::Status Metrics::Expose(const std::string& bind_address) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(bind_address, /*num_threads=*/2);
+  } catch (const std::exception& error) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_address, ": ",
+                                               error.what(), " (is the port in use? see --metrics-port)"));
+  }
+  exposer_->RegisterCollectable(registry_);
+  const std::string host = bind_address.substr(0, bind_address.rfind(':'));
+  knock_host_ = host == "0.0.0.0" || host.empty() ? "127.0.0.1" : host;
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  port_ = ports.empty() ? 0 : ports.front();
+  return absl::OkStatus();
+}
+
+void Metrics::SetModel(const ModelLabels& labels, uint64_t weights_bytes,
+                       uint64_t cache_limit_bytes) {
+  model_info_->Add({{"model", labels.model},
+                    {"quant", labels.quant},
+                    {"backend", labels.backend},
+                    {"sink", labels.sink},
+                    {"window", labels.window}})
+      .Set(1);
+  weights_bytes_->Set(static_cast<double>(weights_bytes));
+  cache_limit_bytes_ = cache_limit_bytes;
+}
+
+void Metrics::CountRequest(const std::string& rpc, grpc::StatusCode code) {
+  requests_->Add({{"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
+}
+
+void Metrics::OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) {
+  (phase == StepPhase::kStepPhasePrefill ? attention_prefill_ : attention_decode_)
+      ->Observe(attention_seconds);
+  // A batched step has one token per row; a prompt chunk is one row of many tokens.
+  if (tokens == rows) batch_rows_->Observe(rows);
+}
+
+void Metrics::OnAdmitted(double queue_seconds) { request_queue_time_->Observe(queue_seconds); }
+
+void Metrics::OnPromptTokens(int64_t tokens) {
+  prompt_tokens_->Increment(static_cast<double>(tokens));
+}
+
+void Metrics::OnFirstToken(double time_to_first_token_seconds) {
+  time_to_first_token_->Observe(time_to_first_token_seconds);
+  generation_tokens_->Increment();
+}
+
+void Metrics::OnInterToken(double seconds) {
+  inter_token_latency_->Observe(seconds);
+  generation_tokens_->Increment();
+}
+
+void Metrics::OnEvictedTokens(int64_t tokens) {
+  if (tokens > 0) evicted_tokens_->Increment(static_cast<double>(tokens));
+}
+
+void Metrics::OnGenerateFinished(const GenerateResult& result) {
+  request_success_->Add({{"finish_reason", FinishReasonName(result.finish_reason)}}).Increment();
+  e2e_request_latency_->Observe(result.timings.e2e_seconds);
+  if (result.generated_tokens > 1) {
+    time_per_output_token_->Observe(result.timings.time_per_output_token_seconds);
+  }
+}
+
+void Metrics::OnScoreFinished(const ScoreResult& result) {
+  e2e_request_latency_->Observe(result.timings.e2e_seconds);
+}
+
+void Metrics::OnGauges(const SchedulerGauges& gauges) {
+  requests_running_->Set(gauges.running);
+  requests_waiting_->Set(gauges.waiting);
+  sessions_active_->Set(gauges.sessions);
+  kv_cache_bytes_->Set(static_cast<double>(gauges.cache_bytes));
+  kv_cache_usage_->Set(cache_limit_bytes_ > 0 ? static_cast<double>(gauges.cache_bytes) /
+                                                    static_cast<double>(cache_limit_bytes_)
+                                              : 0.0);
+}
+
+}  // namespace sinkserve::server

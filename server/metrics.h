@@ -1,0 +1,98 @@
+// Prometheus metrics of the server (DESIGN §7): every `sinkserve_*` series, updated live from
+// the scheduler thread (as its SchedulerListener) and the RPC handlers, served by a
+// prometheus-cpp exposer on its own port (/metrics).
+//
+// Histogram buckets are vLLM's where a vLLM metric is analogous, so dashboards carry over.
+// GPU memory gauges read 0 on the CPU backend (their HELP says so) until the CUDA backend
+// reports them.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/scheduler.h"
+
+namespace prometheus {
+class Counter;
+class Exposer;
+class Gauge;
+class Histogram;
+class Registry;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace sinkserve::server {
+
+// Labels of sinkserve_model_info.
+struct ModelLabels {
+  std::string model;
+  std::string quant;
+  std::string backend;
+  std::string sink;    // default policy: sink tokens, or "dense"
+  std::string window;  // default policy: window tokens, or "dense"
+};
+
+class Metrics final : public SchedulerListener {
+ public:
+  Metrics();
+  ~Metrics() override;
+
+  // Serves /metrics on `bind_address` ("0.0.0.0:9464"; port 0 picks a free one).
+  absl::Status Expose(const std::string& bind_address);
+  int port() const { return port_; }
+
+  // Once the model is loaded.
+  void SetModel(const ModelLabels& labels, uint64_t weights_bytes, uint64_t cache_limit_bytes);
+  // One finished RPC (sinkserve_requests_total{rpc, code}).
+  void CountRequest(const std::string& rpc, grpc::StatusCode code);
+
+  // SchedulerListener (scheduler thread).
+  void OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) override;
+  void OnAdmitted(double queue_seconds) override;
+  void OnPromptTokens(int64_t tokens) override;
+  void OnFirstToken(double time_to_first_token_seconds) override;
+  void OnInterToken(double seconds) override;
+  void OnEvictedTokens(int64_t tokens) override;
+  void OnGenerateFinished(const GenerateResult& result) override;
+  void OnScoreFinished(const ScoreResult& result) override;
+  void OnGauges(const SchedulerGauges& gauges) override;
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+  std::string knock_host_;  // where the exposer listens, to wake it at shutdown
+  uint64_t cache_limit_bytes_ = 0;
+
+  prometheus::Histogram* time_to_first_token_;
+  prometheus::Histogram* time_per_output_token_;
+  prometheus::Histogram* inter_token_latency_;
+  prometheus::Histogram* e2e_request_latency_;
+  prometheus::Histogram* request_queue_time_;
+  prometheus::Histogram* attention_prefill_;
+  prometheus::Histogram* attention_decode_;
+  prometheus::Histogram* batch_rows_;
+  prometheus::Gauge* gpu_memory_used_;
+  prometheus::Gauge* gpu_memory_peak_;
+  prometheus::Gauge* gpu_memory_total_;
+  prometheus::Gauge* weights_bytes_;
+  prometheus::Gauge* kv_cache_bytes_;
+  prometheus::Gauge* kv_cache_usage_;
+  prometheus::Gauge* requests_running_;
+  prometheus::Gauge* requests_waiting_;
+  prometheus::Gauge* sessions_active_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Counter* generation_tokens_;
+  prometheus::Counter* evicted_tokens_;
+  prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* request_success_;
+  prometheus::Family<prometheus::Gauge>* model_info_;
+};
+
+}  // namespace sinkserve::server

@@ -1,0 +1,195 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/convert.h"
+#include "server/logging.h"
+
+namespace sinkserve::server {
+namespace {
+
+constexpr char kServiceName[] = "sinkserve.v1.Sinkserve";
+
+}  // namespace
+
+Server::Server(ServerOptions options) : options_(std::move(options)), service_(&metrics_) {}
+
+Server::~Server() { Drain(std::chrono::milliseconds(0)); }
+
+absl::Status Server::Start() {
+  if (options_.metrics_port >= 0) {
+    if (absl::Status status =
+            metrics_.Expose(absl::StrCat(options_.host, ":", options_.metrics_port));
+        !status.ok()) {
+      return status;
+    }
+  }
+  // grpc.health.v1 (gRPC's own implementation) and reflection; the health descriptor is linked
+  // in so that reflection can describe it too.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options_.host, ":", options_.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(&service_);
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || port_ == 0) {
+    grpc_server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", address,
+                                               " (is the port in use? see --host/--port)"));
+  }
+  grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  Log(spdlog::level::info, "listening",
+      {{"grpc", absl::StrCat(options_.host, ":", port_)},
+       {"metrics", options_.metrics_port >= 0
+                       ? absl::StrCat("http://", options_.host, ":", metrics_.port(), "/metrics")
+                       : std::string("off")},
+       {"health", "NOT_SERVING until the model is loaded"}});
+  if (absl::Status status = LoadModel(); !status.ok()) return status;
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  Log(spdlog::level::info, "serving", {{"health", "SERVING"}});
+  return absl::OkStatus();
+}
+
+absl::Status Server::LoadModel() {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options_.model);
+  if (!model.ok()) return model.status();
+  model_ = std::move(*model);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Log(spdlog::level::info, "model loaded",
+      {{"model", model_->name()}, {"shape", model_->config().Describe()},
+       {"parameters", model_->config().ParameterCount()}, {"weights_bytes", model_->weights_bytes()},
+       {"backend", model_->backend().name()},
+       {"default_cache", options_.scheduler.default_policy.Describe()}, {"load_s", seconds}});
+  if (model_->is_demo()) {
+    Log(spdlog::level::warn,
+        "this is the built-in DEMO model with RANDOM weights: its text is noise; pass --model DIR "
+        "for a real checkpoint");
+  }
+  const CachePolicy& policy = options_.scheduler.default_policy;
+  const bool dense = policy.kind == CachePolicy::Kind::kCachePolicyDense;
+  metrics_.SetModel(ModelLabels{model_->name(), options_.quantization, model_->backend().name(),
+                                dense ? "dense" : std::to_string(policy.sink_tokens),
+                                dense ? "dense" : std::to_string(policy.window_tokens)},
+                    model_->weights_bytes(), options_.scheduler.session_limits.max_cache_bytes);
+  validator_ = std::make_unique<RequestValidator>(*model_, options_.limits);
+  scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
+  scheduler_->Start();
+  auto serving = std::make_unique<ServingEngine>();
+  serving->scheduler = scheduler_.get();
+  serving->validator = validator_.get();
+  serving->model_info = MakeModelInfo();
+  service_.SetEngine(std::move(serving));
+  return absl::OkStatus();
+}
+
+v1::ModelInfo Server::MakeModelInfo() const {
+  const ModelConfig& config = model_->config();
+  v1::ModelInfo info;
+  info.set_model_name(model_->name());
+  info.set_architecture("GPTNeoXForCausalLM");
+  info.set_demo(model_->is_demo());
+  info.set_parameter_count(static_cast<uint64_t>(config.ParameterCount()));
+  info.set_quantization(options_.quantization);
+  info.set_weights_bytes(model_->weights_bytes());
+  info.set_backend(model_->backend().name());
+  info.set_num_layers(static_cast<uint32_t>(config.num_layers));
+  info.set_hidden_size(static_cast<uint32_t>(config.hidden_size));
+  info.set_num_heads(static_cast<uint32_t>(config.num_heads));
+  info.set_vocab_size(static_cast<uint32_t>(config.vocab_size));
+  info.set_context_tokens(static_cast<uint32_t>(config.max_position_embeddings));
+  if (model_->tokenizer() != nullptr) {
+    if (std::optional<int32_t> eos = model_->tokenizer()->eos_token_id()) {
+      info.set_eos_token_id(static_cast<uint32_t>(*eos));
+    }
+  }
+  ToProto(options_.scheduler.default_policy, info.mutable_default_cache_policy());
+  v1::Limits* limits = info.mutable_limits();
+  const SchedulerOptions& scheduler = options_.scheduler;
+  limits->set_max_sessions(static_cast<uint32_t>(scheduler.session_limits.max_sessions));
+  limits->set_session_ttl_ms(scheduler.session_limits.ttl.count());
+  limits->set_max_cache_bytes(scheduler.session_limits.max_cache_bytes);
+  limits->set_max_queue(static_cast<uint32_t>(scheduler.max_queue));
+  limits->set_max_batch(static_cast<uint32_t>(scheduler.max_batch));
+  limits->set_max_prompt_tokens(static_cast<uint32_t>(options_.limits.max_prompt_tokens));
+  limits->set_max_new_tokens(static_cast<uint32_t>(options_.limits.max_new_tokens));
+  limits->set_max_score_tokens(static_cast<uint32_t>(options_.limits.max_score_tokens));
+  limits->set_prefill_chunk_tokens(static_cast<uint32_t>(scheduler.prefill_chunk_tokens));
+  limits->set_max_stop_strings(static_cast<uint32_t>(options_.limits.max_stop_strings));
+  limits->set_max_stop_string_bytes(static_cast<uint32_t>(options_.limits.max_stop_string_bytes));
+  limits->set_max_stop_token_ids(static_cast<uint32_t>(options_.limits.max_stop_token_ids));
+  info.set_server_version(SINKSERVE_VERSION);
+  return info;
+}
+
+bool Server::Drain(std::chrono::milliseconds grace) {
+  if (drained_) return true;
+  drained_ = true;
+  if (grpc_server_) grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  bool clean = true;
+  if (scheduler_) {
+    scheduler_->StopAccepting();
+    clean = scheduler_->WaitIdle(std::chrono::steady_clock::now() + grace);
+    scheduler_->Stop();  // cancels what is left: their streams end with UNAVAILABLE
+  }
+  if (grpc_server_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc_server_->Wait();
+  }
+  return clean;
+}
+
+int RunServer(const ServerOptions& options) {
+  // Signals are taken synchronously by this thread: block them before any thread starts, so
+  // every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Server server(options);
+  if (absl::Status status = server.Start(); !status.ok()) {
+    Log(spdlog::level::critical, "cannot start", {{"error", std::string(status.message())}});
+    return 1;
+  }
+  int signal = 0;
+  sigwait(&signals, &signal);
+  Log(spdlog::level::info, "draining",
+      {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"},
+       {"grace_s", std::chrono::duration<double>(options.grace_period).count()},
+       {"health", "NOT_SERVING"}});
+  std::atomic<bool> drained{false};
+  bool clean = true;
+  std::thread drainer([&] {
+    clean = server.Drain(options.grace_period);
+    drained = true;
+  });
+  while (!drained) {
+    const timespec poll{0, 100'000'000};
+    if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+      Log(spdlog::level::warn, "second signal: cancelling in-flight requests now");
+      server.scheduler()->Stop();
+    }
+  }
+  drainer.join();
+  Log(spdlog::level::info, "stopped",
+      {{"in_flight", clean ? "all finished" : "some cancelled after the grace period"}});
+  return 0;
+}
+
+}  // namespace sinkserve::server

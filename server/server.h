@@ -1,0 +1,72 @@
+// Server: the sinkserve gRPC server assembled — model, scheduler, validation, the Sinkserve
+// service, grpc.health.v1, server reflection and the Prometheus exposer — and its lifecycle:
+//
+//   Start(): gRPC and /metrics come up first with health NOT_SERVING (RPCs answer
+//            UNAVAILABLE "loading"), then the model loads and health turns SERVING.
+//   Drain(): health NOT_SERVING and new Generate/Score refused (UNAVAILABLE); in-flight
+//            requests get `grace` to finish, the rest are cancelled; then gRPC shuts down.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "server/metrics.h"
+#include "server/service.h"
+#include "server/validation.h"
+
+namespace sinkserve::server {
+
+struct ServerOptions {
+  std::string host = "0.0.0.0";
+  int port = 50051;          // 0 picks a free port (port() tells which)
+  int metrics_port = 9464;   // 0 picks a free port; -1 = no metrics endpoint
+  ModelOptions model;
+  std::string quantization = "none";  // label of model_info until the engine reports it
+  SchedulerOptions scheduler;
+  RequestLimits limits;
+  std::chrono::milliseconds grace_period{30'000};
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();  // Drain(0) if still serving
+
+  // Binds the ports and loads the model. Errors: a port in use, a model that does not load.
+  absl::Status Start();
+  // Drains and shuts down (idempotent). Returns true when every in-flight request finished
+  // within the grace period (false: some were cancelled).
+  bool Drain(std::chrono::milliseconds grace);
+
+  int port() const { return port_; }
+  int metrics_port() const { return metrics_.port(); }
+  const ServerOptions& options() const { return options_; }
+  Scheduler* scheduler() { return scheduler_.get(); }
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  absl::Status LoadModel();
+  v1::ModelInfo MakeModelInfo() const;
+
+  ServerOptions options_;
+  Metrics metrics_;
+  SinkserveService service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int port_ = 0;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<RequestValidator> validator_;
+  std::unique_ptr<Scheduler> scheduler_;
+  bool drained_ = false;
+};
+
+// `sinkserve serve`: runs `options` until SIGTERM or SIGINT, then drains within the grace
+// period (a second signal cancels at once). Returns the process exit code (0 after a drain).
+int RunServer(const ServerOptions& options);
+
+}  // namespace sinkserve::server

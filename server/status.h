@@ -1,0 +1,19 @@
+// Engine errors (absl::Status) to gRPC statuses: the one place that maps them (STYLE 10).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace sinkserve::server {
+
+// absl's status codes are gRPC's codes by definition; the message is kept as is (it starts with
+// the offending field's name, DESIGN §7).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// "OK", "INVALID_ARGUMENT", ...: the `code` label of sinkserve_requests_total.
+std::string StatusCodeName(grpc::StatusCode code);
+
+}  // namespace sinkserve::server
