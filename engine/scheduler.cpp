@@ -538,6 +538,7 @@ void Scheduler::ReportGauges() {
   }
   gauges.sessions = static_cast<int>(sessions_.size());
   gauges.cache_bytes = store_.cache_bytes();
+  gauges.device_memory = model_.backend().device_memory();
   listener_->OnGauges(gauges);
 }
 

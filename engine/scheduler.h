@@ -157,6 +157,7 @@ struct SchedulerGauges {
   int waiting = 0;            // requests submitted and not admitted
   int sessions = 0;           // named sessions
   uint64_t cache_bytes = 0;   // KV caches of sessions and running requests
+  DeviceMemoryStats device_memory;  // the backend's GPU memory (zeros on the CPU)
 };
 
 // What metrics need, called on the scheduler thread (must be cheap and not block).

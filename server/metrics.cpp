@@ -79,8 +79,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   batch_rows_ = Histogram(r, "sinkserve_batch_rows",
       "Rows (sessions) per batched forward step: continuous batching at work", kBatchRowsBuckets);
   const std::string no_gpu = " (0 on the CPU backend: no GPU memory is used)";
-  gpu_memory_used_ = Gauge(r, "sinkserve_gpu_memory_used_bytes", "GPU memory in use" + no_gpu);
-  gpu_memory_peak_ = Gauge(r, "sinkserve_gpu_memory_peak_bytes", "Peak GPU memory" + no_gpu);
+  gpu_memory_used_ = Gauge(r, "sinkserve_gpu_memory_used_bytes",
+      "GPU memory held by sinkserve: weights, KV caches, activations, pooled blocks" + no_gpu);
+  gpu_memory_peak_ = Gauge(r, "sinkserve_gpu_memory_peak_bytes",
+      "The most GPU memory sinkserve has held" + no_gpu);
   gpu_memory_total_ = Gauge(r, "sinkserve_gpu_memory_total_bytes", "GPU memory size" + no_gpu);
   weights_bytes_ = Gauge(r, "sinkserve_weights_bytes", "Bytes of the model's weights as served");
   kv_cache_bytes_ = Gauge(r, "sinkserve_kv_cache_bytes",
@@ -209,6 +211,9 @@ void Metrics::OnScoreFinished(const ScoreResult& result) {
 }
 
 void Metrics::OnGauges(const SchedulerGauges& gauges) {
+  gpu_memory_used_->Set(static_cast<double>(gauges.device_memory.used_bytes));
+  gpu_memory_peak_->Set(static_cast<double>(gauges.device_memory.peak_bytes));
+  gpu_memory_total_->Set(static_cast<double>(gauges.device_memory.total_bytes));
   requests_running_->Set(gauges.running);
   requests_waiting_->Set(gauges.waiting);
   sessions_active_->Set(gauges.sessions);
