@@ -60,7 +60,7 @@ void DenseKvCache::Reset() {
 
 StreamingKvCache::StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens,
                                    const KvStorageFactory& storage)
-    : KvCache(shape, sink_tokens + window_tokens + 1, storage),
+    : KvCache(shape, sink_tokens + window_tokens + kStreamingStepTokens, storage),
       sink_tokens_(sink_tokens),
       window_tokens_(window_tokens),
       window_begin_(sink_tokens) {}
@@ -78,19 +78,19 @@ int StreamingKvCache::tokens_cached() const {
 int64_t StreamingKvCache::tokens_evicted() const { return tokens_seen_ - tokens_cached(); }
 
 int StreamingKvCache::MaxStepTokens() const {
-  return sink_tokens_ + window_tokens_ + 1 - tokens_cached();
+  return static_cast<int>(ring_slots() + window_begin_ - tokens_seen_);
 }
 
 int StreamingKvCache::SlotOf(int64_t stream_position) const {
   if (stream_position < sink_tokens_) return static_cast<int>(stream_position);
-  return sink_tokens_ + static_cast<int>((stream_position - sink_tokens_) % (window_tokens_ + 1));
+  return sink_tokens_ + static_cast<int>((stream_position - sink_tokens_) % ring_slots());
 }
 
 absl::Status StreamingKvCache::BeginStep(int n_tokens) {
   if (n_tokens <= 0) return absl::InvalidArgumentError("a step needs at least one token");
   if (n_tokens > MaxStepTokens()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "a streaming step of ", n_tokens, " tokens would evict inside the step; at most ",
+        "a streaming step of ", n_tokens, " tokens does not fit the ring; at most ",
         MaxStepTokens(), " fit exactly (split the prompt with MaxStepTokens())"));
   }
   step_tokens_ = n_tokens;
@@ -104,17 +104,19 @@ void StreamingKvCache::Visible(int i, std::vector<KvSpan>* spans) const {
   const int64_t t = tokens_seen_ + i;  // stream position of the new token
   // Sinks: the first min(S, t+1) tokens, ranks 0.. in place.
   const int sinks = static_cast<int>(std::min<int64_t>(sink_tokens_, t + 1));
-  // Window: stream positions [window_begin_, t], ranks continuing after the sinks. Nothing is
-  // evicted within a step, so window_begin_ is the same for every token of the step.
-  const int64_t query_rank = t < sink_tokens_ ? t : sink_tokens_ + (t - window_begin_);
+  // Window: stream positions [start, t], ranks continuing after the sinks; start is where the
+  // window of token t begins in the one-by-one order (the step's earlier tokens may already
+  // have pushed it past window_begin_).
+  const int64_t start = std::max<int64_t>(window_begin_, t - window_tokens_);
+  const int64_t query_rank = t < sink_tokens_ ? t : sink_tokens_ + (t - start);
   if (sinks > 0) spans->push_back(KvSpan{0, sinks, query_rank, 0});
   if (t < sink_tokens_) return;
-  int64_t position = window_begin_;
+  int64_t position = start;
   int64_t rank = sink_tokens_;
   while (position <= t) {
     // A contiguous run of ring slots: up to the end of the ring or of the window.
     const int slot = SlotOf(position);
-    const int64_t ring_end = sink_tokens_ + window_tokens_ + 1;
+    const int64_t ring_end = sink_tokens_ + ring_slots();
     const int64_t run = std::min<int64_t>(t - position + 1, ring_end - slot);
     spans->push_back(KvSpan{slot, static_cast<int>(run), query_rank, rank});
     position += run;
@@ -174,7 +176,7 @@ int CachePolicy::CapacityTokens(int max_positions) const {
   if (kind == Kind::kCachePolicyDense) {
     return dense_capacity_tokens > 0 ? dense_capacity_tokens : max_positions;
   }
-  return sink_tokens + window_tokens + 1;
+  return sink_tokens + window_tokens + kStreamingStepTokens;
 }
 
 std::unique_ptr<KvCache> NewKvCache(const KvShape& shape, const CachePolicy& policy,

@@ -134,14 +134,20 @@ class DenseKvCache final : public KvCache {
 // oldest non-sinks are evicted. Keys are stored un-rotated and rotated at their current rank
 // when attended, exactly as the StreamingLLM reference re-rotates them.
 //
-// Memory: [0, S) hold the sinks; [S, S+W+1) are a ring indexed by stream position
-// (slot = S + (t − S) mod (W+1)), so eviction moves nothing: it only advances `window_begin_`.
-// The extra ring slot holds the new token of a step before its eviction.
+// Memory: [0, S) hold the sinks; [S, S+R) are a ring of R = W + kStreamingStepTokens slots
+// indexed by stream position (slot = S + (t − S) mod R), so eviction moves nothing: it only
+// advances `window_begin_`.
 //
-// A step of n tokens is exact (equal to feeding them one by one) when no eviction would have
-// happened between them: cached + n ≤ S + W + 1, which MaxStepTokens() reports. Each token of
-// such a step attends the same cached window plus the step's earlier tokens, at the same ranks
-// as in the one-by-one order, and the single eviction point is after the step.
+// A step of n tokens is exact (equal to feeding them one by one): token t of the step attends
+// the sinks and stream positions [max(window_begin_, t − W), t] — its own window, as if the
+// tokens before it had been fed and evicted one at a time — at the ranks it would have had.
+// That needs every position from the step's oldest window start to its last token in the
+// ring: n ≤ R + window_begin_ − tokens_seen, which MaxStepTokens() reports (≥ the spare
+// slots, kStreamingStepTokens, once the window is full). The spare slots cost
+// kStreamingStepTokens / W more memory and let a long prompt go in chunks instead of one token
+// per step.
+inline constexpr int kStreamingStepTokens = 64;
+
 class StreamingKvCache final : public KvCache {
  public:
   StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens,
@@ -165,6 +171,7 @@ class StreamingKvCache final : public KvCache {
 
  private:
   int SlotOf(int64_t stream_position) const;
+  int64_t ring_slots() const { return window_tokens_ + kStreamingStepTokens; }
 
   int sink_tokens_;
   int window_tokens_;

@@ -188,7 +188,8 @@ TEST_P(CudaBackendTest, MemoryAccountingCountsCachesAndPoolsThem) {
     ASSERT_TRUE(cache.ok());
     cache_bytes = (*cache)->bytes();
     const KvShape& shape = (*cache)->shape();
-    EXPECT_EQ(cache_bytes, uint64_t{2} * shape.num_layers * 2 * shape.num_heads * 69 * shape.head_dim);
+    EXPECT_EQ(cache_bytes, uint64_t{2} * shape.num_layers * 2 * shape.num_heads *
+                               (4 + 64 + kStreamingStepTokens) * shape.head_dim);
     EXPECT_EQ(cuda_->device_memory().used_bytes, before + cache_bytes);
   }
   // Released to the pool, reused by the next cache of the same size.

@@ -271,8 +271,11 @@ TEST_F(GenerateTest, ZeroNewTokensPrimesASession) {
 }
 
 TEST_F(GenerateTest, ScoreEqualsTokenByTokenNll) {
-  const std::string text =
-      "Perplexity is the exponential of the mean negative log-likelihood of each next token.";
+  // Long enough for several steps through a 2 + 30 window (progress comes once per step).
+  std::string text;
+  for (int i = 0; i < 3; ++i) {
+    text += "Perplexity is the exponential of the mean negative log-likelihood of each next token. ";
+  }
   const std::vector<int32_t> ids = Encode(*model_, text);
   v1::ScoreRequest request;
   request.set_text(text);

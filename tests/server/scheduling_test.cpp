@@ -293,13 +293,14 @@ TEST(SessionLimitsTest, LeastRecentlyUsedIsEvictedAtTheSessionLimit) {
 }
 
 TEST(SessionLimitsTest, CacheMemoryLimitEvictsThenRefuses) {
-  // Demo model: a streaming (4 + 256) cache is 261 × 4 layers × 2 × 256 × 4 B = 2,138,112 B.
+  // Demo model: a streaming (4 + 256) cache is (4 + 256 + 64 spare) slots × 4 layers × 2 × 256
+  // × 4 B = 2,654,208 B; two fit under the limit, the third evicts the oldest.
   server::ServerOptions options = TestServerOptions();
-  options.scheduler.session_limits.max_cache_bytes = 5'000'000;
+  options.scheduler.session_limits.max_cache_bytes = 6'000'000;
   TestServer server(options);
   const v1::Session a = CreateSession(server);
   const v1::Session b = CreateSession(server);
-  EXPECT_EQ(a.cache_bytes(), 2'138'112u);
+  EXPECT_EQ(a.cache_bytes(), 2'654'208u);
   const v1::Session c = CreateSession(server);  // evicts a
   v1::Session got;
   EXPECT_EQ(GetSession(server, a.session_id(), &got).error_code(), grpc::StatusCode::NOT_FOUND);

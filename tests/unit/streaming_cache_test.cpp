@@ -208,16 +208,19 @@ TEST(StreamingKvCacheTest, MemoryIsConstantOverA20000TokenStream) {
   EXPECT_LE(ResidentKilobytes() - resident_after_warmup, 256) << "process grew while streaming";
 }
 
-TEST(StreamingKvCacheTest, RefusesStepsThatWouldEvictInside) {
+TEST(StreamingKvCacheTest, RefusesStepsThatDoNotFitTheRing) {
   StreamingKvCache cache(KvShape{1, 1, 8}, 2, 3);
-  EXPECT_EQ(cache.MaxStepTokens(), 6);
-  EXPECT_EQ(cache.BeginStep(7).code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(cache.BeginStep(6).ok());
+  const int ring = 3 + kStreamingStepTokens;  // W + the spare slots
+  EXPECT_EQ(cache.MaxStepTokens(), 2 + ring);
+  EXPECT_EQ(cache.BeginStep(2 + ring + 1).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(cache.BeginStep(2 + ring).ok());
   cache.EndStep();
   EXPECT_EQ(cache.tokens_cached(), 5);
-  EXPECT_EQ(cache.MaxStepTokens(), 1);
-  EXPECT_EQ(cache.CachedStreamPositions(), (std::vector<int64_t>{0, 1, 3, 4, 5}));
-  EXPECT_EQ(cache.bytes(), 2u * 1 * 6 * 8 * sizeof(float));  // fixed at creation: S + W + 1 slots
+  // Once the window is full every step may hold the spare slots' worth of tokens.
+  EXPECT_EQ(cache.MaxStepTokens(), kStreamingStepTokens);
+  const int64_t last = 2 + ring - 1;
+  EXPECT_EQ(cache.CachedStreamPositions(), (std::vector<int64_t>{0, 1, last - 2, last - 1, last}));
+  EXPECT_EQ(cache.bytes(), 2u * 1 * (2 + ring) * 8 * sizeof(float));  // fixed at creation
 }
 
 }  // namespace
