@@ -52,6 +52,14 @@ class Backend {
   virtual DeviceMemoryStats device_memory() const { return {}; }
 };
 
+// The argument checks every backend makes before touching a cache, with the same messages:
+// token ids inside the vocabulary, a logits buffer large enough; for a batch, one distinct
+// cache per token, each with room for one more token.
+absl::Status CheckForwardArgs(std::span<const int32_t> tokens, std::span<const float> logits,
+                              bool all_logits, int64_t vocab);
+absl::Status CheckBatchArgs(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
+                            std::span<const float> logits, int64_t vocab);
+
 // Feeds `tokens` through Forward in the largest steps that stay exact for `cache` (at most
 // `max_step_tokens` each), leaving the last token's logits in `logits` ([vocab]).
 // This is how prompts are prefilled: one step per chunk reads the weights once per chunk.

@@ -64,19 +64,9 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
 absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache,
                                  std::span<float> logits, bool all_logits) {
   const int n = static_cast<int>(tokens.size());
-  const int64_t vocab = config_.vocab_size;
-  if (n == 0) return absl::InvalidArgumentError("Forward needs at least one token");
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", vocab,
-                                                     ")"));
-    }
-  }
-  const size_t logits_needed = (all_logits ? n : 1) * vocab;
-  if (logits.size() < logits_needed) {
-    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", logits.size(),
-                                                   " floats, ", logits_needed, " needed"));
+  if (absl::Status status = CheckForwardArgs(tokens, logits, all_logits, config_.vocab_size);
+      !status.ok()) {
+    return status;
   }
   if (absl::Status status = cache.BeginStep(n); !status.ok()) return status;
   state_.row_cache.assign(n, &cache);
@@ -90,31 +80,10 @@ absl::Status CpuBackend::Forward(std::span<const int32_t> tokens, KvCache& cache
 absl::Status CpuBackend::ForwardBatch(std::span<const int32_t> tokens,
                                       std::span<KvCache* const> caches, std::span<float> logits) {
   const int n = static_cast<int>(tokens.size());
-  const int64_t vocab = config_.vocab_size;
-  if (n == 0 || caches.size() != tokens.size()) {
-    return absl::InvalidArgumentError("ForwardBatch needs one cache per token, at least one");
-  }
-  if (logits.size() < static_cast<size_t>(n * vocab)) {
-    return absl::InvalidArgumentError("logits buffer too small for the batch");
-  }
   // Check everything before touching any cache: a bad row fails the batch, changing nothing.
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " of batch row ", i,
-                                                     " is outside the vocabulary [0, ", vocab,
-                                                     ")"));
-    }
-    if (caches[i]->MaxStepTokens() < 1) {
-      return absl::OutOfRangeError(absl::StrCat("batch row ", i, ": ", caches[i]->Describe(),
-                                                " is full"));
-    }
-    for (int j = 0; j < i; ++j) {
-      if (caches[j] == caches[i]) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("batch rows ", j, " and ", i, " share a cache; a batch takes one token "
-                         "per session"));
-      }
-    }
+  if (absl::Status status = CheckBatchArgs(tokens, caches, logits, config_.vocab_size);
+      !status.ok()) {
+    return status;
   }
   for (int i = 0; i < n; ++i) {
     if (absl::Status status = caches[i]->BeginStep(1); !status.ok()) return status;

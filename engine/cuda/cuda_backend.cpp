@@ -412,20 +412,7 @@ absl::Status CheckCache(const KvCache& cache, const void* backend, int row) {
 absl::Status CudaBackend::Forward(std::span<const int32_t> tokens, KvCache& cache,
                                   std::span<float> logits, bool all_logits) {
   const int n = static_cast<int>(tokens.size());
-  const int64_t vocab = config_.vocab_size;
-  if (n == 0) return absl::InvalidArgumentError("Forward needs at least one token");
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " at index ", i,
-                                                     " is outside the vocabulary [0, ", vocab,
-                                                     ")"));
-    }
-  }
-  const size_t logits_needed = (all_logits ? n : 1) * vocab;
-  if (logits.size() < logits_needed) {
-    return absl::InvalidArgumentError(absl::StrCat("logits buffer holds ", logits.size(),
-                                                   " floats, ", logits_needed, " needed"));
-  }
+  RETURN_IF_ERROR(CheckForwardArgs(tokens, logits, all_logits, config_.vocab_size));
   RETURN_IF_ERROR(CheckCache(cache, this, 0));
   RETURN_IF_ERROR(cache.BeginStep(n));
   std::vector<KvCache*> row_caches(n, &cache);
@@ -441,31 +428,8 @@ absl::Status CudaBackend::ForwardBatch(std::span<const int32_t> tokens,
                                        std::span<KvCache* const> caches,
                                        std::span<float> logits) {
   const int n = static_cast<int>(tokens.size());
-  const int64_t vocab = config_.vocab_size;
-  if (n == 0 || caches.size() != tokens.size()) {
-    return absl::InvalidArgumentError("ForwardBatch needs one cache per token, at least one");
-  }
-  if (logits.size() < static_cast<size_t>(n * vocab)) {
-    return absl::InvalidArgumentError("logits buffer too small for the batch");
-  }
-  for (int i = 0; i < n; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", tokens[i], " of batch row ", i,
-                                                     " is outside the vocabulary [0, ", vocab,
-                                                     ")"));
-    }
-    RETURN_IF_ERROR(CheckCache(*caches[i], this, i));
-    if (caches[i]->MaxStepTokens() < 1) {
-      return absl::OutOfRangeError(absl::StrCat("batch row ", i, ": ", caches[i]->Describe(),
-                                                " is full"));
-    }
-    for (int j = 0; j < i; ++j) {
-      if (caches[j] == caches[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "batch rows ", j, " and ", i, " share a cache; a batch takes one token per session"));
-      }
-    }
-  }
+  RETURN_IF_ERROR(CheckBatchArgs(tokens, caches, logits, config_.vocab_size));
+  for (int i = 0; i < n; ++i) RETURN_IF_ERROR(CheckCache(*caches[i], this, i));
   for (KvCache* cache : caches) RETURN_IF_ERROR(cache->BeginStep(1));
   const std::vector<int> row_index(n, 0);
   RETURN_IF_ERROR(PrepareRows(caches, row_index));
