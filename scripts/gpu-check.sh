@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   bundle)
     scripts/build.sh
-    ninja -C "${BUILD_DIR:-build}" cuda_backend_test cuda_decode_bench
+    ninja -C "${BUILD_DIR:-build}" cuda_kernels_test cuda_backend_test cuda_decode_bench
     rm -rf gpu-bundle && mkdir -p gpu-bundle/lib
-    cp "${BUILD_DIR:-build}"/tests/gpu/cuda_backend_test \
+    cp "${BUILD_DIR:-build}"/tests/gpu/cuda_kernels_test "${BUILD_DIR:-build}"/tests/gpu/cuda_backend_test \
        "${BUILD_DIR:-build}"/tests/bench/cuda_decode_bench gpu-bundle/
     # Every shared library but glibc's and CUDA's (the GPU machine has its own CUDA 13).
-    ldd gpu-bundle/cuda_backend_test gpu-bundle/cuda_decode_bench | awk '/=> \// {print $3}' |
+    ldd gpu-bundle/cuda_* | awk '/=> \// {print $3}' |
       sort -u | grep -v -E 'libcublas|libcuda|/libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|ld-linux' |
       xargs -I{} cp -L {} gpu-bundle/lib/
     du -sh gpu-bundle
@@ -32,6 +32,7 @@ case "${1:-}" in
     export SINKSERVE_FIXTURES="$PWD/tests/fixtures"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
     echo "== gpu tests"
+    timeout 60 gpu-bundle/cuda_kernels_test --gtest_brief=1 2>&1 | tee "$out/cuda_kernels_test.log" || true
     timeout 180 gpu-bundle/cuda_backend_test --gtest_brief=1 2>&1 | tee "$out/cuda_backend_test.log" || true
     echo "== decode benchmark (Pythia-2.8B shape, random weights)"
     timeout 240 gpu-bundle/cuda_decode_bench --out "$out" ${BENCH_ARGS:-} 2>&1 | tee "$out/cuda_decode_bench.log" || true
@@ -39,7 +40,7 @@ case "${1:-}" in
     PYTHONUNBUFFERED=1 timeout 150 python3 scripts/hf_baseline.py "$out/hf_baseline.json" 2>&1 |
       grep -v Warning | tee "$out/hf_baseline.log" || true
     echo "== summary"
-    grep -E '^\[  (PASSED|FAILED|SKIPPED)|tests? ran' "$out/cuda_backend_test.log" | tail -3 || true
+    grep -h -E '^\[  (PASSED|FAILED|SKIPPED)|tests? ran' "$out"/cuda_*_test.log || true
     grep '^|' "$out/cuda_decode_bench.log" || true
     grep '^|' "$out/hf_baseline.log" || true
     ;;
