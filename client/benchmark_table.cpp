@@ -41,7 +41,7 @@ absl::StatusOr<TableRow> MeasureRow(const std::string& name, Connection& connect
   row.name = name;
   const v1::ModelInfo& model = connection.model;
   row.model = absl::StrCat(model.model_name(), model.demo() ? " [DEMO: random weights]" : "",
-                           ", weights ", model.quantization(), ", ", model.backend());
+                           ", quantization ", model.quantization(), ", ", model.backend());
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       LoadTokenizer(options.tokenizer_path, model);
   if (!tokenizer.ok()) return tokenizer.status();

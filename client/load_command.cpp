@@ -40,8 +40,8 @@ int RunLoadCommand(int argc, char** argv) {
             "open loop: shape of the gamma distribution of arrival gaps; 1 = Poisson, < 1 "
             "burstier, > 1 more regular");
   flags.Add("requests", &requests,
-            "conversations to run (each --turns requests); 0 with --duration = until the "
-            "duration ends (default 32 when neither is given)");
+            "conversations to run (each --turns requests); 0 = until --duration ends, or 32 "
+            "without --duration");
   flags.Add("duration", &duration_s,
             "seconds during which conversations are started; those in flight then finish");
   flags.Add("prompt-file", &prompt_files,
@@ -60,6 +60,7 @@ int RunLoadCommand(int argc, char** argv) {
   flags.Add("tokenizer", &tokenizer_path,
             "the served model's tokenizer.json, to cut --prompt-file texts to token counts "
             "(not needed for the demo model or random ids)");
+  // Given --sink/--window/--dense set each new stream's cache policy; none = the server's.
   cache.AddTo(flags);
   flags.Add("slo", &slo_text,
             "TTFT_MS,TPOT_MS: also report goodput, the rate of requests meeting both");

@@ -156,11 +156,12 @@ class Driver {
         random_(options.seed) {}
 
   LoadResult Run() {
+    const bool open_loop = options_.rate > 0;
     start_ = Clock::now();
     Clock::time_point next_arrival = start_;
-    const bool open_loop = options_.rate > 0;
-    std::gamma_distribution<double> gap(options_.burstiness,
-                                        1.0 / (options_.rate * options_.burstiness));
+    // Mean gap 1 / rate whatever the shape (vLLM's burstiness); unused in the closed loop.
+    std::gamma_distribution<double> gap(
+        options_.burstiness, open_loop ? 1.0 / (options_.rate * options_.burstiness) : 1.0);
     if (!open_loop) {
       for (int i = 0; i < options_.concurrency && MayStartConversation(); ++i) StartConversation();
     }
