@@ -146,6 +146,7 @@ int RunLoadCommand(int argc, char** argv) {
 
   const LoadReport report = MakeReport(result, *slo);
   std::fputs(FormatTable(report, absl::StrCat("sinkserve-bench load: ", target)).c_str(), stdout);
+  std::fflush(stdout);  // the report before any error line on stderr
   for (const auto& [path, text] : {std::pair{json_path, FormatJson(report)},
                                    std::pair{csv_path, FormatCsv(report)}}) {
     if (path.empty()) continue;

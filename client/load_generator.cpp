@@ -115,8 +115,13 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateResponse> 
     }
     record_.code = status.error_code();
     record_.error = status.error_message();
-    mailbox_.Post({std::move(conversation_), std::move(record_)});
+    // Destroy the call (its ClientContext) before the driver hears of it: once the driver has
+    // every record it may return and its caller may destroy the channel, which must not race
+    // with this call's last unref (it did: a gRPC ref-count assertion at the end of a run).
+    Mailbox& mailbox = mailbox_;
+    Finished finished{std::move(conversation_), std::move(record_)};
     delete this;
+    mailbox.Post(std::move(finished));
   }
 
  private:
