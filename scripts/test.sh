@@ -2,6 +2,7 @@
 # One command from a fresh Debian 12 machine: install dependencies, build, run every test.
 #   unit, model, e2e, server — the ctest suites (Release build); server runs the gRPC server on
 #                      loopback, and a real Prometheus against it
+#   bench             — sinkserve-bench (load, ppl, table) against servers on loopback
 #   gpu               — the CUDA backend against the CPU (skipped without a GPU)
 #   fuzz              — each libFuzzer target for FUZZ_SECONDS (default 30) on its corpus
 # Set SKIP_FUZZ=1 to skip the fuzzers (they need clang and rebuild the libraries).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-(cd build && ctest --output-on-failure -L 'unit|model|e2e|server|gpu' -j "$(nproc)")
+(cd build && ctest --output-on-failure -L 'unit|model|e2e|server|bench|gpu' -j "$(nproc)")
 
 if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   if [[ ! -f build-fuzz/build.ninja ]]; then

@@ -8,8 +8,8 @@
 
 namespace sinkserve::cli {
 
-Flags::Flags(std::string command, std::string summary)
-    : command_(std::move(command)), summary_(std::move(summary)) {}
+Flags::Flags(std::string command, std::string summary, std::string program)
+    : command_(std::move(command)), summary_(std::move(summary)), program_(std::move(program)) {}
 
 void Flags::Add(const std::string& name, std::string* value, const std::string& help) {
   flags_.push_back({name, Kind::kString, value, help, value->empty() ? "" : "\"" + *value + "\""});
@@ -24,6 +24,10 @@ void Flags::Add(const std::string& name, double* value, const std::string& help)
 }
 void Flags::Add(const std::string& name, bool* value, const std::string& help) {
   flags_.push_back({name, Kind::kBool, value, help, *value ? "true" : ""});
+}
+void Flags::Add(const std::string& name, std::vector<std::string>* values,
+                const std::string& help) {
+  flags_.push_back({name, Kind::kStringList, values, help + " (repeatable)", ""});
 }
 
 Flags::Flag* Flags::Find(const std::string& name) {
@@ -46,6 +50,9 @@ absl::Status Flags::Assign(Flag& flag, const std::string& text) {
   switch (flag.kind) {
     case Kind::kString:
       *static_cast<std::string*>(flag.value) = text;
+      break;
+    case Kind::kStringList:
+      static_cast<std::vector<std::string>*>(flag.value)->push_back(text);
       break;
     case Kind::kInt: {
       int64_t parsed = 0;
@@ -91,7 +98,7 @@ absl::Status Flags::Parse(int argc, char** argv, int first) {
     }
     if (arg.rfind("--", 0) != 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unexpected argument \"", arg, "\"; flags start with --. See: sinkserve ", command_,
+          "unexpected argument \"", arg, "\"; flags start with --. See: ", program_, " ", command_,
           " --help"));
     }
     std::string name = arg.substr(2);
@@ -104,8 +111,8 @@ absl::Status Flags::Parse(int argc, char** argv, int first) {
     }
     Flag* flag = Find(name);
     if (flag == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " for sinkserve ",
-                                                     command_, "; see: sinkserve ", command_,
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " for ", program_, " ",
+                                                     command_, "; see: ", program_, " ", command_,
                                                      " --help"));
     }
     if (!has_value) {
@@ -123,11 +130,13 @@ absl::Status Flags::Parse(int argc, char** argv, int first) {
 }
 
 std::string Flags::Usage() const {
-  std::string usage = absl::StrCat("usage: sinkserve ", command_, " [flags]\n\n", summary_,
+  std::string usage = absl::StrCat("usage: ", program_, " ", command_, " [flags]\n\n", summary_,
                                    "\n\nflags:\n");
   for (const Flag& flag : flags_) {
     std::string left = "  --" + flag.name;
-    if (flag.kind != Kind::kBool) left += flag.kind == Kind::kString ? " TEXT" : " N";
+    if (flag.kind != Kind::kBool) {
+      left += flag.kind == Kind::kString || flag.kind == Kind::kStringList ? " TEXT" : " N";
+    }
     if (left.size() < 28) left.resize(28, ' ');
     absl::StrAppend(&usage, left, " ", flag.help);
     if (!flag.default_text.empty()) absl::StrAppend(&usage, " (default ", flag.default_text, ")");

@@ -14,13 +14,16 @@ namespace sinkserve::cli {
 
 class Flags {
  public:
-  Flags(std::string command, std::string summary);
+  // `program` prefixes the usage line ("sinkserve serve", "sinkserve-bench load").
+  Flags(std::string command, std::string summary, std::string program = "sinkserve");
 
   // Declare flags; `value` holds the default and receives the parsed value.
   void Add(const std::string& name, std::string* value, const std::string& help);
   void Add(const std::string& name, int64_t* value, const std::string& help);
   void Add(const std::string& name, double* value, const std::string& help);
   void Add(const std::string& name, bool* value, const std::string& help);  // --name / --name=false
+  // A repeatable flag: each occurrence appends one value.
+  void Add(const std::string& name, std::vector<std::string>* values, const std::string& help);
 
   // Parses argv[first..]. Sets help_requested() for --help/-h.
   absl::Status Parse(int argc, char** argv, int first);
@@ -29,7 +32,7 @@ class Flags {
   std::string Usage() const;
 
  private:
-  enum class Kind { kString, kInt, kDouble, kBool };
+  enum class Kind { kString, kInt, kDouble, kBool, kStringList };
   struct Flag {
     std::string name;
     Kind kind;
@@ -43,6 +46,7 @@ class Flags {
 
   std::string command_;
   std::string summary_;
+  std::string program_;
   std::vector<Flag> flags_;
   bool help_requested_ = false;
 };

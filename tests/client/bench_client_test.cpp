@@ -1,0 +1,259 @@
+// sinkserve-bench against real servers on loopback (the demo model): token counts against the
+// server's, percentiles on known series, the table's columns, a server killed mid-run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "client/commands.h"
+#include "client/connection.h"
+#include "client/load_generator.h"
+#include "client/load_report.h"
+#include "client/metrics_scraper.h"
+#include "client/stats.h"
+#include "nlohmann/json.hpp"
+#include "tests/server/server_test_util.h"
+
+namespace sinkserve::bench {
+namespace {
+
+using testing::TestServer;
+
+// Runs a sinkserve-bench subcommand in-process, as main() would.
+int RunCommand(int (*command)(int, char**), std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  return command(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string ReadAll(const std::filesystem::path& path) {
+  std::ifstream file(path);
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+std::filesystem::path TempPath(const std::string& name) {
+  return std::filesystem::temp_directory_path() /
+         (name + "-" + std::to_string(getpid()));
+}
+
+TEST(Stats, PercentilesOfAKnownSeriesMatchNumpy) {
+  // np.percentile(range(1, 11), [50, 90, 99]) = 5.5, 9.1, 9.91; np.std = sqrt(8.25).
+  std::vector<double> series = {7, 1, 10, 4, 2, 9, 3, 8, 6, 5};  // order must not matter
+  const Summary summary = Summarize(series);
+  EXPECT_EQ(summary.count, 10);
+  EXPECT_DOUBLE_EQ(summary.mean, 5.5);
+  EXPECT_NEAR(summary.stddev, std::sqrt(8.25), 1e-12);
+  EXPECT_NEAR(summary.p50, 5.5, 1e-12);
+  EXPECT_NEAR(summary.p90, 9.1, 1e-12);
+  EXPECT_NEAR(summary.p99, 9.91, 1e-12);
+  EXPECT_DOUBLE_EQ(summary.min, 1);
+  EXPECT_DOUBLE_EQ(summary.max, 10);
+  EXPECT_DOUBLE_EQ(Percentile({42}, 99), 42);
+  EXPECT_DOUBLE_EQ(Percentile({}, 50), 0);
+}
+
+TEST(Report, GoodputCountsRequestsWithinBothSlos) {
+  LoadResult result;
+  result.duration_s = 2;
+  for (double ttft : {10.0, 20.0, 30.0}) {
+    RequestRecord record;
+    record.ttft_ms = ttft;
+    record.tpot_ms = ttft / 10;
+    record.output_tokens = 4;
+    result.records.push_back(record);
+  }
+  RequestRecord refused;
+  refused.code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+  result.records.push_back(refused);
+  const LoadReport report = MakeReport(result, Slo{.ttft_ms = 25, .tpot_ms = 2.5});
+  EXPECT_EQ(report.completed, 3);
+  EXPECT_EQ(report.failed, 1);
+  EXPECT_EQ(report.errors.at("RESOURCE_EXHAUSTED"), 1);
+  EXPECT_DOUBLE_EQ(*report.request_goodput, 1.0);  // 2 good requests / 2 s
+  EXPECT_DOUBLE_EQ(report.output_throughput, 6.0);
+  const std::string csv = FormatCsv(report);
+  EXPECT_EQ(csv.substr(0, csv.find(',')), "duration");
+  EXPECT_NE(csv.find("mean_ttft_ms"), std::string::npos);
+  EXPECT_NE(csv.find("RESOURCE_EXHAUSTED:1"), std::string::npos);
+}
+
+TEST(Metrics, ParsesSeriesWithLabels) {
+  const MetricsSnapshot snapshot = MetricsSnapshot::Parse(
+      "# HELP x y\nsinkserve_attention_seconds_sum{phase=\"decode\"} 0.25\n"
+      "sinkserve_model_info{model=\"a b\"} 1\nsinkserve_weights_bytes 1.5e+06\n");
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_attention_seconds_sum{phase=\"decode\"}"), 0.25);
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_model_info{model=\"a b\"}"), 1);
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_weights_bytes"), 1.5e6);
+  EXPECT_FALSE(snapshot.Has("absent"));
+}
+
+TEST(Load, ClientTokenCountsEqualTheServers) {
+  TestServer server;
+  absl::StatusOr<Connection> connection =
+      Connect("127.0.0.1:" + std::to_string(server.server().port()));
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  absl::StatusOr<MetricsSnapshot> before = ScrapeMetrics("127.0.0.1", server.server().metrics_port());
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  PromptSource prompts = PromptSource::Random(connection->model.vocab_size(), 12, 1);
+  LoadOptions options;
+  options.concurrency = 3;
+  options.conversations = 5;
+  options.turns = 2;
+  options.max_new_tokens = 9;
+  const LoadResult result = RunLoad(*connection->stub, prompts, options);
+  ASSERT_TRUE(result.aborted.empty()) << result.aborted;
+  ASSERT_EQ(result.records.size(), 10u);
+  int64_t client_tokens = 0;
+  for (const RequestRecord& record : result.records) {
+    ASSERT_EQ(record.code, grpc::StatusCode::OK) << record.error;
+    ASSERT_TRUE(record.server_result.has_value());
+    EXPECT_EQ(record.output_tokens, 9);
+    EXPECT_EQ(static_cast<int>(record.server_result->generated_tokens()), record.output_tokens);
+    // A continuing turn also feeds the session's last generated token.
+    EXPECT_EQ(static_cast<int>(record.server_result->prompt_tokens()),
+              record.prompt_tokens + (record.turn > 0 ? 1 : 0));
+    EXPECT_GT(record.ttft_ms, 0);
+    EXPECT_GE(record.e2e_ms, record.ttft_ms);
+    EXPECT_LE(record.itl_ms.size(), 8u);
+    client_tokens += record.output_tokens;
+  }
+  const LoadReport report = MakeReport(result, std::nullopt);
+  EXPECT_EQ(report.token_count_mismatches, 0);
+  EXPECT_EQ(report.total_output_tokens, 90);
+  absl::StatusOr<MetricsSnapshot> after = ScrapeMetrics("127.0.0.1", server.server().metrics_port());
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->Value("sinkserve_generation_tokens_total") -
+                before->Value("sinkserve_generation_tokens_total"),
+            static_cast<double>(client_tokens));
+  // Every conversation closed its session.
+  EXPECT_TRUE(testing::WaitFor([&] {
+    grpc::ClientContext context;
+    v1::ListSessionsResponse sessions;
+    return connection->stub->ListSessions(&context, {}, &sessions).ok() &&
+           sessions.sessions_size() == 0;
+  }));
+}
+
+TEST(Load, OpenLoopStartsTheRequestedConversations) {
+  TestServer server;
+  absl::StatusOr<Connection> connection =
+      Connect("127.0.0.1:" + std::to_string(server.server().port()));
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  PromptSource prompts = PromptSource::Random(connection->model.vocab_size(), 8, 2);
+  LoadOptions options;
+  options.rate = 40;
+  options.burstiness = 0.5;
+  options.conversations = 6;
+  options.max_new_tokens = 4;
+  const LoadResult result = RunLoad(*connection->stub, prompts, options);
+  EXPECT_TRUE(result.aborted.empty()) << result.aborted;
+  ASSERT_EQ(result.records.size(), 6u);
+  for (const RequestRecord& record : result.records) EXPECT_EQ(record.output_tokens, 4);
+}
+
+TEST(Ppl, ChunkProtocolAndTokenByTokenRun) {
+  TestServer server;
+  const std::string target = "127.0.0.1:" + std::to_string(server.server().port());
+  const std::filesystem::path json = TempPath("ppl.json");
+  for (const char* chunk : {"0", "40"}) {
+    ASSERT_EQ(RunCommand(RunPplCommand,
+                         {"--target", target, "--text-file",
+                          SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--max-tokens",
+                          "100", "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
+              0);
+    const nlohmann::json result = nlohmann::json::parse(ReadAll(json));
+    EXPECT_EQ(result["tokens"], 100);
+    // Token by token scores 99 tokens; chunks of 40 + 40 + 20 score 39 + 39 + 19.
+    EXPECT_EQ(result["scored_tokens"], std::string(chunk) == "0" ? 99 : 97);
+    EXPECT_GT(result["ppl"].get<double>(), 1.0);
+  }
+  std::filesystem::remove(json);
+}
+
+// The table's Markdown: a header with the seed's columns and one full row per configuration.
+void ExpectTableRows(const std::string& markdown, const std::vector<std::string>& names) {
+  EXPECT_NE(markdown.find("| Configuration | Wiki PPL | PG19 PPL | Throughput (tok/s) | "
+                          "TPOT (ms) | Avg Attn (µs) | Peak Mem (GB) |"),
+            std::string::npos)
+      << markdown;
+  for (const std::string& name : names) {
+    const size_t at = markdown.find("| " + name + " |");
+    ASSERT_NE(at, std::string::npos) << markdown;
+    const std::string line = markdown.substr(at, markdown.find('\n', at) - at);
+    EXPECT_EQ(std::count(line.begin(), line.end(), '|'), 8) << line;
+    EXPECT_EQ(line.find("| 0.00 |"), std::string::npos) << "an empty column: " << line;
+  }
+}
+
+std::vector<std::string> TableArgs(const std::filesystem::path& markdown,
+                                   const std::filesystem::path& json) {
+  return {"--wiki-file", SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--book-file",
+          SINKSERVE_SHARED_DATA "/books/peter-pan.txt", "--ppl-tokens", "48",
+          "--chunk-protocol", "24", "--prompt-tokens", "16", "--max-new-tokens", "12",
+          "--markdown", markdown.string(), "--json", json.string()};
+}
+
+TEST(Table, RunningAndSpawnedServersGiveEveryColumn) {
+  TestServer running;
+  const std::filesystem::path markdown = TempPath("table.md"), json = TempPath("table.json");
+  std::vector<std::string> args = TableArgs(markdown, json);
+  for (const std::string& arg :
+       {std::string("--target"),
+        "running=127.0.0.1:" + std::to_string(running.server().port()) +
+            ",metrics=" + std::to_string(running.server().metrics_port()),
+        std::string("--spawn"),
+        std::string("spawned=" SINKSERVE_BINARY_DIR "/server/sinkserve serve --threads 1 --dense")}) {
+    args.push_back(arg);
+  }
+  ASSERT_EQ(RunCommand(RunTableCommand, args), 0);
+  ExpectTableRows(ReadAll(markdown), {"running", "spawned"});
+  const nlohmann::json rows = nlohmann::json::parse(ReadAll(json))["configurations"];
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["peak_memory_source"], "CPU backend, server not spawned: weights bytes only");
+  EXPECT_EQ(rows[1]["peak_memory_source"], "CPU backend: server process peak RSS (VmHWM)");
+  // The spawned server is the whole process: more than its weights.
+  EXPECT_GT(rows[1]["peak_memory_bytes"].get<double>(), rows[0]["peak_memory_bytes"].get<double>());
+  // Streaming (the running server's default) and dense score chunks shorter than sink + window
+  // alike, up to the rounding of their different key rotations.
+  const double streaming = rows[0]["wiki_ppl"], dense = rows[1]["wiki_ppl"];
+  EXPECT_NEAR(streaming / dense, 1.0, 1e-5);
+  std::filesystem::remove(markdown);
+  std::filesystem::remove(json);
+}
+
+TEST(Load, KillingTheServerMidRunStopsWithAClearErrorAndKeepsPartialResults) {
+  const int port = testing::FreePort();
+  testing::ChildProcess server({SINKSERVE_BINARY_DIR "/server/sinkserve", "serve", "--threads",
+                                "1", "--port", std::to_string(port), "--metrics-port", "-1"},
+                               TempPath("killed-server.log").string());
+  const std::string target = "127.0.0.1:" + std::to_string(port);
+  ASSERT_TRUE(testing::WaitFor([&] { return Connect(target, std::chrono::seconds(1)).ok(); },
+                               std::chrono::seconds(30)));
+  const std::filesystem::path json = TempPath("killed.json");
+  std::atomic<int> exit_code{-1};
+  const auto start = std::chrono::steady_clock::now();
+  std::thread load([&] {
+    exit_code = RunCommand(RunLoadCommand, {"--target", target, "--duration", "60",
+                                            "--concurrency", "2", "--prompt-tokens", "8",
+                                            "--max-new-tokens", "16", "--json", json.string()});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  server.Signal(SIGKILL);
+  load.join();
+  EXPECT_EQ(exit_code.load(), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  const nlohmann::json report = nlohmann::json::parse(ReadAll(json));
+  EXPECT_GE(report["completed"].get<int>(), 1);  // partial results kept
+  EXPECT_NE(report["aborted"].get<std::string>().find("the server became unavailable"),
+            std::string::npos)
+      << report["aborted"];
+  std::filesystem::remove(json);
+}
+
+}  // namespace
+}  // namespace sinkserve::bench
