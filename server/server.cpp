@@ -82,7 +82,7 @@ absl::Status Server::LoadModel() {
   }
   const CachePolicy& policy = options_.scheduler.default_policy;
   const bool dense = policy.kind == CachePolicy::Kind::kCachePolicyDense;
-  metrics_.SetModel(ModelLabels{model_->name(), options_.quantization, model_->backend().name(),
+  metrics_.SetModel(ModelLabels{model_->name(), model_->weights_format(), model_->backend().name(),
                                 dense ? "dense" : std::to_string(policy.sink_tokens),
                                 dense ? "dense" : std::to_string(policy.window_tokens)},
                     model_->weights_bytes(), options_.scheduler.session_limits.max_cache_bytes);
@@ -104,7 +104,7 @@ v1::ModelInfo Server::MakeModelInfo() const {
   info.set_architecture("GPTNeoXForCausalLM");
   info.set_demo(model_->is_demo());
   info.set_parameter_count(static_cast<uint64_t>(config.ParameterCount()));
-  info.set_quantization(options_.quantization);
+  info.set_quantization(model_->weights_format());
   info.set_weights_bytes(model_->weights_bytes());
   info.set_backend(model_->backend().name());
   info.set_num_layers(static_cast<uint32_t>(config.num_layers));

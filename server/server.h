@@ -27,7 +27,6 @@ struct ServerOptions {
   int port = 50051;          // 0 picks a free port (port() tells which)
   int metrics_port = 9464;   // 0 picks a free port; -1 = no metrics endpoint
   ModelOptions model;
-  std::string quantization = "none";  // label of model_info until the engine reports it
   SchedulerOptions scheduler;
   RequestLimits limits;
   std::chrono::milliseconds grace_period{30'000};

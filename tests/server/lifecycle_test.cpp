@@ -101,7 +101,7 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
   EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"Generate\"}"), 1);
   EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"GetModelInfo\"}"), 1);
   EXPECT_NE(metrics.find("sinkserve_model_info{backend=\"cpu (1 threads"), std::string::npos);
-  EXPECT_NE(metrics.find("quant=\"none\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
 
   // Server reflection lists both services (raw bytes: ServerReflectionRequest.list_services).
   class ReflectionCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
