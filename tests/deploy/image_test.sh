@@ -26,14 +26,15 @@ if ! "${podman[@]}" image exists "$base"; then
 fi
 
 start=$SECONDS
-"${podman[@]}" build --isolation chroot --network host --pull=never \
+# Docker's image format: OCI images have no HEALTHCHECK.
+"${podman[@]}" build --format docker --isolation chroot --network host --pull=never \
   --build-arg BASE_IMAGE="$base" --build-arg RUNTIME_IMAGE="$base" \
   -t "$image" -f "$source_dir/Dockerfile" "$source_dir"
 echo "image_test: built $image in $((SECONDS - start)) s"
 
 # The image's configuration, as `docker run` will read it.
 config=$("${podman[@]}" image inspect "$image" --format \
-  '{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{json .Config.Healthcheck.Test}}')
+  '{{.Config.User}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{json .HealthCheck.Test}}')
 echo "image_test: config $config"
 IFS='|' read -r user ports volumes entrypoint cmd healthcheck <<<"$config"
 [[ $user == 10001:10001 ]]
