@@ -76,18 +76,24 @@ class Conversation:
 def main() -> None:
     binary, work = sys.argv[1], Path(sys.argv[2])
     work.mkdir(parents=True, exist_ok=True)
-    require_tools("nginx")
+    [nginx_binary] = require_tools("nginx")
     pb2, pb2_grpc = stubs()
     replicas = [Sinkserve(binary, work, f"replica-{i}") for i in range(3)]
     for replica in replicas:
         replica.wait_serving()
     port = free_port()
-    nginx = Process(["nginx", "-c", str(nginx_config(work, replicas, port)), "-p", str(work),
+    nginx = Process([nginx_binary, "-c", str(nginx_config(work, replicas, port)), "-p", str(work),
                      "-e", str(work / "nginx-error.log")], work / "nginx.out")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_for(lambda: nginx.popen.poll() is None and grpc.channel_ready_future(channel)
-                 .result(timeout=1) is None, 20, "nginx to listen")
+        def listening() -> bool:
+            assert nginx.popen.poll() is None, f"nginx exited:\n{nginx.log()}"
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1)
+                return True
+            except grpc.FutureTimeoutError:
+                return False
+        wait_for(listening, 30, "nginx to listen")
         stub = pb2_grpc.SinkserveStub(channel)
 
         # Multi-turn conversations: every turn on the replica that created the session.

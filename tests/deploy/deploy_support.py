@@ -127,11 +127,13 @@ class Prometheus(Process):
             return json.load(response)["data"]
 
 
-def require_tools(*names: str) -> None:
-    """Exit 77 (ctest's skip code) when a tool is missing: scripts/install-deps.sh installs them."""
+def require_tools(*names: str) -> list[str]:
+    """The tools' paths; exit 77 (ctest's skip code) when one is missing: scripts/install-deps.sh
+    installs them."""
     import shutil
-    missing = [name for name in names if shutil.which(name, path=os.environ["PATH"] + ":/usr/sbin")
-               is None]
+    paths = [shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin") for name in names]
+    missing = [name for name, path in zip(names, paths) if path is None]
     if missing:
         print(f"SKIP: {', '.join(missing)} not installed (scripts/install-deps.sh installs them)")
         sys.exit(77)
+    return paths
