@@ -36,10 +36,9 @@ int RunHealth(int argc, char** argv) {
     std::fprintf(stderr, "%s: %s\n", address.c_str(), status.error_message().c_str());
     return kExitError;
   }
-  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-                          .c_str());
-  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kExitOk
-                                                                              : kExitError;
+  std::printf("%s\n",
+              grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kExitOk : kExitError;
 }
 
 }  // namespace sinkserve::cli
