@@ -47,11 +47,12 @@ root=$("${podman[@]}" image mount "$image")
 server_pid=
 cleanup() {
   if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  umount "$root/proc" 2>/dev/null || true
+  umount "$root/proc" "$root/dev" 2>/dev/null || true
   "${podman[@]}" image unmount "$image" >/dev/null || true
 }
 trap cleanup EXIT
 mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
 # The image's entrypoint and default command (serve), as its user, on ports of our own.
 read -r grpc_port metrics_port < <(python3 -c '
 import socket
