@@ -6,6 +6,7 @@ get NOT_FOUND and are recreated on another replica, where they stay.
     python affinity_test.py SINKSERVE_BINARY WORK_DIR
 """
 import re
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -75,7 +76,8 @@ class Conversation:
 
 def main() -> None:
     binary, work = sys.argv[1], Path(sys.argv[2])
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # no Prometheus data or logs of an earlier run
+    work.mkdir(parents=True)
     [nginx_binary] = require_tools("nginx")
     pb2, pb2_grpc = stubs()
     replicas = [Sinkserve(binary, work, f"replica-{i}") for i in range(3)]

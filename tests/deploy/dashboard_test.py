@@ -6,6 +6,7 @@ return data.
 """
 import json
 import math
+import shutil
 import subprocess
 import sys
 import threading
@@ -81,7 +82,8 @@ def load(address: str, pb2, pb2_grpc, seconds: float) -> None:
 
 def main() -> None:
     binary, work = sys.argv[1], Path(sys.argv[2])
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)  # no Prometheus data or logs of an earlier run
+    work.mkdir(parents=True)
     require_tools("prometheus")
     dashboard = committed_dashboard_is_generated()
     queries = expressions(dashboard)
