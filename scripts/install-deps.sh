@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sinkserve builds and tests with. Idempotent: does nothing
 # when everything is already installed. Run as root (or with sudo available).
+#   scripts/install-deps.sh          build and test (what scripts/test.sh needs)
+#   scripts/install-deps.sh build    building `sinkserve` only (the Dockerfile's build stage)
 set -euo pipefail
 
 packages=(
@@ -8,10 +10,17 @@ packages=(
   libabsl-dev nlohmann-json3-dev libspdlog-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc   # the gRPC server
   prometheus-cpp-dev   # the server's /metrics
-  prometheus           # tests/server: a real Prometheus scrapes the server
-  libgtest-dev libgmock-dev libbenchmark-dev
-  clang lld            # libFuzzer targets (tests/fuzz)
 )
+if [[ "${1:-}" != build ]]; then
+  packages+=(
+    prometheus           # tests/server, tests/deploy: a real Prometheus scrapes the server
+    libgtest-dev libgmock-dev libbenchmark-dev
+    clang lld            # libFuzzer targets (tests/fuzz)
+    python3-venv         # tests/deploy: grafana-foundation-sdk, kubernetes-validate, compose
+    nginx-light          # tests/deploy: replicas behind grpc_pass with consistent hashing
+    podman buildah debootstrap   # tests/deploy: the image built daemonless (SINKSERVE_IMAGE_TEST=1)
+  )
+fi
 
 missing=()
 for package in "${packages[@]}"; do

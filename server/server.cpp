@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -17,6 +18,11 @@ namespace sinkserve::server {
 namespace {
 
 constexpr char kServiceName[] = "sinkserve.v1.Sinkserve";
+
+std::string HostName() {
+  char name[256] = {};
+  return gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "localhost";
+}
 
 }  // namespace
 
@@ -47,11 +53,13 @@ absl::Status Server::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address,
                                                " (is the port in use? see --host/--port)"));
   }
+  server_id_ = options_.server_id.empty() ? absl::StrCat(HostName(), ":", port_)
+                                          : options_.server_id;
   grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   Log(spdlog::level::info, "listening",
-      {{"grpc", absl::StrCat(options_.host, ":", port_)},
+      {{"grpc", absl::StrCat(options_.host, ":", port_)}, {"server_id", server_id_},
        {"metrics", options_.metrics_port >= 0
                        ? absl::StrCat("http://", options_.host, ":", metrics_.port(), "/metrics")
                        : std::string("off")},
@@ -133,6 +141,7 @@ v1::ModelInfo Server::MakeModelInfo() const {
   limits->set_max_stop_string_bytes(static_cast<uint32_t>(options_.limits.max_stop_string_bytes));
   limits->set_max_stop_token_ids(static_cast<uint32_t>(options_.limits.max_stop_token_ids));
   info.set_server_version(SINKSERVE_VERSION);
+  info.set_server_id(server_id_);
   return info;
 }
 

@@ -30,6 +30,9 @@ struct ServerOptions {
   SchedulerOptions scheduler;
   RequestLimits limits;
   std::chrono::milliseconds grace_period{30'000};
+  // This replica's name in ModelInfo and every Generate/Score result, so that clients behind a
+  // load balancer see which replica answered; empty = hostname:port.
+  std::string server_id;
 };
 
 class Server {
@@ -44,6 +47,7 @@ class Server {
   bool Drain(std::chrono::milliseconds grace);
 
   int port() const { return port_; }
+  const std::string& server_id() const { return server_id_; }
   int metrics_port() const { return metrics_.port(); }
   const ServerOptions& options() const { return options_; }
   Scheduler* scheduler() { return scheduler_.get(); }
@@ -58,6 +62,7 @@ class Server {
   SinkserveService service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int port_ = 0;
+  std::string server_id_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<RequestValidator> validator_;
   std::unique_ptr<Scheduler> scheduler_;

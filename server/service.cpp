@@ -83,7 +83,8 @@ class GenerateReactor final : public StreamReactor<v1::GenerateResponse> {
 // The scheduler's view of a Generate stream.
 class GenerateStream final : public GenerateObserver {
  public:
-  explicit GenerateStream(GenerateReactor* reactor) : reactor_(reactor) {}
+  GenerateStream(GenerateReactor* reactor, const ServingEngine& serving)
+      : reactor_(reactor), server_id_(serving.model_info.server_id()) {}
 
   void OnStarted(const std::string& session_id) override { session_id_ = session_id; }
 
@@ -103,6 +104,7 @@ class GenerateStream final : public GenerateObserver {
       v1::GenerateResponse response;
       response.set_session_id(result.session_id);
       ToProto(result, response.mutable_result());
+      response.mutable_result()->set_server_id(server_id_);
       reactor_->Send(std::move(response));
     }
     reactor_->SetResult(std::move(result));
@@ -111,6 +113,7 @@ class GenerateStream final : public GenerateObserver {
 
  private:
   GenerateReactor* reactor_;
+  const std::string& server_id_;  // ServingEngine outlives every RPC
   std::string session_id_;
   bool first_ = true;
 };
@@ -160,7 +163,8 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
 
 class ScoreStream final : public ScoreObserver {
  public:
-  explicit ScoreStream(ScoreReactor* reactor) : reactor_(reactor) {}
+  ScoreStream(ScoreReactor* reactor, const ServingEngine& serving)
+      : reactor_(reactor), server_id_(serving.model_info.server_id()) {}
 
   void OnProgress(ScoreProgress progress) override {
     v1::ScoreResponse response;
@@ -177,6 +181,7 @@ class ScoreStream final : public ScoreObserver {
       response.set_scored_tokens(static_cast<uint32_t>(result.scored_tokens));
       response.set_total_tokens(static_cast<uint32_t>(result.tokens));
       ToProto(result, response.mutable_result());
+      response.mutable_result()->set_server_id(server_id_);
       reactor_->Send(std::move(response));
     }
     reactor_->SetResult(std::move(result));
@@ -185,6 +190,7 @@ class ScoreStream final : public ScoreObserver {
 
  private:
   ScoreReactor* reactor_;
+  const std::string& server_id_;  // ServingEngine outlives every RPC
 };
 
 }  // namespace
@@ -245,7 +251,7 @@ Reactor* SinkserveService::StartStream(grpc::CallbackServerContext* context,
   spec->arrival = reactor->start();
   spec->deadline = Deadline(*context);
   absl::StatusOr<std::shared_ptr<RequestControl>> control =
-      serving->scheduler->Submit(std::move(*spec), std::make_shared<Stream>(reactor));
+      serving->scheduler->Submit(std::move(*spec), std::make_shared<Stream>(reactor, *serving));
   if (!control.ok()) {
     reactor->Close(ToGrpcStatus(control.status()));
     return reactor;

@@ -44,6 +44,9 @@ int RunServe(int argc, char** argv) {
   flags.Add("port", &port, "gRPC port; 0 = any free port");
   flags.Add("metrics-port", &metrics_port,
             "Prometheus /metrics port; 0 = any free port, -1 = no metrics endpoint");
+  flags.Add("server-id", &options.server_id,
+            "this replica's name in ModelInfo and every Generate/Score result; "
+            "empty = hostname:port");
   cache_flags.AddTo(flags);
   flags.Add("max-sessions", &max_sessions,
             "live sessions at most; a new one evicts the least recently used idle one");

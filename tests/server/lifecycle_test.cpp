@@ -144,6 +144,52 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
   EXPECT_NE(services.find("grpc.health.v1.Health"), std::string::npos);
 }
 
+// `sinkserve health` (the image's HEALTHCHECK): exit 0 while SERVING, 1 once draining.
+TEST(LifecycleTest, HealthCommandProbesTheServer) {
+  TestServer server;
+  TempDir dir;
+  auto probe = [&] {
+    ChildProcess process({std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve", "health",
+                          "--address", "127.0.0.1:" + std::to_string(server.server().port())},
+                         dir.File("health.log"));
+    return process.Wait(std::chrono::seconds(20));
+  };
+  EXPECT_EQ(probe(), 0) << ReadTextFile(dir.File("health.log"));
+  EXPECT_EQ(ReadTextFile(dir.File("health.log")), "SERVING\n");
+  server.server().Drain(std::chrono::milliseconds(0));
+  EXPECT_EQ(probe(), 1);
+}
+
+// Behind a load balancer, every answer names the replica that gave it (--server-id, default
+// hostname:port): the affinity test and clients see where a session's cache lives.
+TEST(LifecycleTest, ServerIdNamesTheReplica) {
+  server::ServerOptions options = TestServerOptions();
+  options.server_id = "replica-a";
+  TestServer named(options);
+  grpc::ClientContext info_context;
+  v1::ModelInfo info;
+  ASSERT_TRUE(named.stub().GetModelInfo(&info_context, v1::GetModelInfoRequest(), &info).ok());
+  EXPECT_EQ(info.server_id(), "replica-a");
+  const GenerateOutput generated = Generate(named.stub(), GreedyRequest("which replica?", 4));
+  ASSERT_TRUE(generated.has_result);
+  EXPECT_EQ(generated.result.server_id(), "replica-a");
+  grpc::ClientContext score_context;
+  v1::ScoreRequest score;
+  score.set_text("scored where?");
+  auto reader = named.stub().Score(&score_context, score);
+  v1::ScoreResponse response, last;
+  while (reader->Read(&response)) last = response;
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(last.result().server_id(), "replica-a");
+
+  TestServer unnamed;
+  const GenerateOutput defaulted = Generate(unnamed.stub(), GreedyRequest("and here?", 2));
+  ASSERT_TRUE(defaulted.has_result);
+  const std::string suffix = ":" + std::to_string(unnamed.server().port());
+  EXPECT_TRUE(defaulted.result.server_id().ends_with(suffix)) << defaulted.result.server_id();
+  EXPECT_GT(defaulted.result.server_id().size(), suffix.size());
+}
+
 // A real Prometheus scrapes the server and answers PromQL queries with its data.
 TEST(LifecycleTest, PrometheusScrapesTheServer) {
   const char* prometheus = "/usr/bin/prometheus";

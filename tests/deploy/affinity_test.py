@@ -1,0 +1,151 @@
+"""Session affinity, proved locally: three `sinkserve serve` replicas behind Debian's nginx running
+deploy/nginx/sinkserve.conf (grpc_pass, consistent hash on x-session-id). Multi-turn
+conversations must stay on one replica (server_id in every result) while new ones spread; a
+replica killed mid-test affects only its own conversations: the others continue, its sessions
+get NOT_FOUND and are recreated on another replica, where they stay.
+    python affinity_test.py SINKSERVE_BINARY WORK_DIR
+"""
+import re
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from deploy_support import SOURCE_DIR, Process, Sinkserve, free_port, require_tools, stubs, wait_for
+
+CONVERSATIONS = 12
+
+
+def nginx_config(work: Path, replicas: list[Sinkserve], port: int) -> Path:
+    """The committed config with this test's ports, inside a minimal nginx.conf."""
+    snippet = (SOURCE_DIR / "deploy/nginx/sinkserve.conf").read_text()
+    servers = "".join(f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=30s;\n"
+                      for r in replicas)
+    snippet, count = re.subn(r"(    server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, snippet)
+    assert count == 1, "upstream servers not found in deploy/nginx/sinkserve.conf"
+    snippet, count = re.subn(r"listen 127\.0\.0\.1:\d+ http2;", f"listen 127.0.0.1:{port} http2;",
+                             snippet)
+    assert count == 1, "listen line not found in deploy/nginx/sinkserve.conf"
+    temp = work / "nginx-temp"
+    temp.mkdir(parents=True, exist_ok=True)
+    config = work / "nginx.conf"
+    config.write_text(f"""daemon off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log notice;
+events {{ worker_connections 256; }}
+http {{
+    access_log {work}/nginx-access.log;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{snippet}
+}}
+""")
+    return config
+
+
+class Conversation:
+    def __init__(self, key: str, stub, pb2):
+        self.key, self.stub, self.pb2 = key, stub, pb2
+        self.metadata = (("x-session-id", key),)
+        self.session_id = ""
+        self.replica = ""
+
+    def create(self) -> None:
+        self.session_id = self.stub.CreateSession(self.pb2.CreateSessionRequest(),
+                                                  metadata=self.metadata, timeout=30).session_id
+
+    def turn(self, text: str) -> str:
+        """One Generate on the session; returns the server_id of its result."""
+        result = None
+        for response in self.stub.Generate(
+                self.pb2.GenerateRequest(session_id=self.session_id, prompt_text=text,
+                                         max_new_tokens=8, ignore_eos=True),
+                metadata=self.metadata, timeout=60):
+            if response.HasField("result"):
+                result = response.result
+        assert result is not None and result.generated_tokens == 8, result
+        assert result.session.session_id == self.session_id
+        return result.server_id
+
+
+def main() -> None:
+    binary, work = sys.argv[1], Path(sys.argv[2])
+    shutil.rmtree(work, ignore_errors=True)  # no Prometheus data or logs of an earlier run
+    work.mkdir(parents=True)
+    [nginx_binary] = require_tools("nginx")
+    pb2, pb2_grpc = stubs()
+    replicas = [Sinkserve(binary, work, f"replica-{i}") for i in range(3)]
+    for replica in replicas:
+        replica.wait_serving()
+    port = free_port()
+    nginx = Process([nginx_binary, "-c", str(nginx_config(work, replicas, port)), "-p", str(work),
+                     "-e", str(work / "nginx-error.log")], work / "nginx.out")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        def listening() -> bool:
+            assert nginx.popen.poll() is None, f"nginx exited:\n{nginx.log()}"
+            try:
+                grpc.channel_ready_future(channel).result(timeout=1)
+                return True
+            except grpc.FutureTimeoutError:
+                return False
+        wait_for(listening, 30, "nginx to listen")
+        stub = pb2_grpc.SinkserveStub(channel)
+
+        # Multi-turn conversations: every turn on the replica that created the session.
+        conversations = [Conversation(f"conversation-{i}", stub, pb2) for i in range(CONVERSATIONS)]
+        for conversation in conversations:
+            conversation.create()
+            conversation.replica = conversation.turn("hello")
+        for turn in range(2):
+            for conversation in conversations:
+                assert conversation.turn(f"turn {turn}") == conversation.replica, conversation.key
+        spread = Counter(c.replica for c in conversations)
+        print(f"affinity_test: {CONVERSATIONS} conversations x 3 turns, each on one replica; "
+              f"spread {dict(sorted(spread.items()))}")
+        assert set(spread) == {r.server_id for r in replicas}, spread
+        # Calls without the header spread too (by request id).
+        one_shot = Counter()
+        for i in range(12):
+            for response in stub.Generate(pb2.GenerateRequest(prompt_text=f"one-shot {i}",
+                                                              max_new_tokens=2), timeout=60):
+                if response.HasField("result"):
+                    one_shot[response.result.server_id] += 1
+        print(f"affinity_test: one-shot calls without x-session-id: {dict(sorted(one_shot.items()))}")
+        assert len(one_shot) >= 2, one_shot
+
+        # Kill the replica of the first conversation: only its conversations notice.
+        victim = next(r for r in replicas if r.server_id == conversations[0].replica)
+        victim.kill()
+        lost = [c for c in conversations if c.replica == victim.server_id]
+        kept = [c for c in conversations if c.replica != victim.server_id]
+        for conversation in kept:
+            assert conversation.turn("after the kill") == conversation.replica, conversation.key
+        for conversation in lost:
+            try:
+                conversation.turn("after the kill")
+                raise AssertionError(f"{conversation.key}: its replica is dead, yet it continued")
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND, (conversation.key, error)
+            conversation.create()
+            conversation.replica = conversation.turn("recreated")
+            assert conversation.replica != victim.server_id
+            assert conversation.turn("and again") == conversation.replica, conversation.key
+        print(f"affinity_test: killed {victim.server_id}: {len(kept)} conversations continued, "
+              f"{len(lost)} got NOT_FOUND and were recreated on "
+              f"{sorted({c.replica for c in lost})}")
+    finally:
+        nginx.stop()
+        for replica in replicas:
+            if replica.popen.poll() is None:
+                replica.stop()
+
+
+if __name__ == "__main__":
+    main()
