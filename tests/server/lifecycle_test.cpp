@@ -225,21 +225,8 @@ TEST(LifecycleTest, SigtermDrainsTheProgram) {
                         "--threads", "1", "--grace-period-s", "60", "--log-format", "json"},
                        dir.File("server.log"));
   ASSERT_GT(process.pid(), 0);
-  int port = 0;
-  ASSERT_TRUE(WaitFor([&] {
-    std::istringstream log(ReadTextFile(dir.File("server.log")));
-    bool serving = false;
-    for (std::string line; std::getline(log, line);) {
-      const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
-      if (!entry.is_object()) continue;
-      if (entry["msg"] == "listening") {
-        const std::string address = entry["grpc"];
-        port = std::stoi(address.substr(address.rfind(':') + 1));
-      }
-      serving |= entry["msg"] == "serving";
-    }
-    return serving;
-  })) << ReadTextFile(dir.File("server.log"));
+  const int port = WaitForServingPort(dir.File("server.log"));
+  ASSERT_GT(port, 0) << ReadTextFile(dir.File("server.log"));
   std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
   std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(channel);

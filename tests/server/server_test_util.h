@@ -111,6 +111,30 @@ inline GenerateOutput Generate(v1::Sinkserve::Stub& stub, const v1::GenerateRequ
   return output;
 }
 
+// A stream that ended OK is complete: it carries a final result, and the tokens it sent are the
+// ones the result counts. A stream that ended otherwise either sent nothing or ended with a
+// final message saying why (never a silent truncation).
+inline ::testing::AssertionResult StreamComplete(const GenerateOutput& output) {
+  if (output.status.ok()) {
+    if (!output.has_result) return ::testing::AssertionFailure() << "OK stream without a result";
+    if (output.token_ids.size() != output.result.generated_tokens()) {
+      return ::testing::AssertionFailure() << "OK stream sent " << output.token_ids.size()
+                                           << " tokens, its result counts "
+                                           << output.result.generated_tokens();
+    }
+    return ::testing::AssertionSuccess();
+  }
+  if (!output.token_ids.empty() && !output.has_result &&
+      output.status.error_code() != grpc::StatusCode::CANCELLED &&
+      output.status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // Client-side cancels and deadlines end the call on the client: no final message expected.
+    return ::testing::AssertionFailure()
+           << "stream ended " << output.status.error_code() << " after "
+           << output.token_ids.size() << " tokens without a final message";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 inline v1::GenerateRequest GreedyRequest(const std::string& prompt, int max_new_tokens) {
   v1::GenerateRequest request;
   request.set_prompt_text(prompt);
@@ -203,6 +227,8 @@ bool WaitFor(Condition condition, std::chrono::milliseconds timeout = std::chron
 #include <fstream>
 #include <sstream>
 
+#include "nlohmann/json.hpp"
+
 namespace sinkserve::testing {
 
 // A child process started by a test (its stdout and stderr go to `log_path`); killed at
@@ -247,6 +273,30 @@ class ChildProcess {
   pid_t pid_ = -1;
   bool exited_ = false;
 };
+
+// The gRPC port of a `sinkserve --log-format json` program writing `log_path`, once its log
+// says "serving" (within `timeout`); 0 if it does not.
+inline int WaitForServingPort(const std::string& log_path,
+                              std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  int port = 0;
+  const bool serving = WaitFor(
+      [&] {
+        std::ifstream log(log_path);
+        bool serving = false;
+        for (std::string line; std::getline(log, line);) {
+          const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
+          if (!entry.is_object()) continue;
+          if (entry["msg"] == "listening") {
+            const std::string address = entry["grpc"];
+            port = std::stoi(address.substr(address.rfind(':') + 1));
+          }
+          serving |= entry["msg"] == "serving";
+        }
+        return serving;
+      },
+      timeout);
+  return serving ? port : 0;
+}
 
 // A TCP port free right now on 127.0.0.1 (for programs that cannot report the one they got).
 inline int FreePort() {
