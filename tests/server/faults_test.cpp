@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -13,8 +14,6 @@
 
 namespace sinkserve::testing {
 namespace {
-
-std::string SinkserveBinary() { return std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve"; }
 
 bool Idle(int metrics_port) {
   const std::string metrics = HttpGet(metrics_port, "/metrics");
@@ -92,42 +91,46 @@ TEST(FaultsTest, DisconnectStormFreesEverySlot) {
 // without a final status — and the program exits 0.
 TEST(FaultsTest, SigtermUnderLoadEndsEveryStreamWithAStatus) {
   TempDir dir;
-  ChildProcess process({SinkserveBinary(), "--host", "127.0.0.1", "--port", "0", "--metrics-port",
-                        "-1", "--threads", "1", "--max-batch", "8", "--grace-period-s", "5",
-                        "--log-format", "json"},
-                       dir.File("server.log"));
-  ASSERT_GT(process.pid(), 0);
-  const int port = WaitForServingPort(dir.File("server.log"));
-  ASSERT_GT(port, 0) << ReadTextFile(dir.File("server.log"));
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
-  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(channel);
+  ServingProgram program(dir.File("server.log"),
+                         {"--metrics-port", "-1", "--max-batch", "8", "--grace-period-s", "15",
+                          "--max-new-tokens", "1000000"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
 
-  // At the signal 8 streams run (--max-batch 8) and 4 wait: 4 medium ones that finish within
-  // the grace period, 8 long ones that cannot.
-  constexpr int kMedium = 4, kLong = 8, kMediumTokens = 400, kLongTokens = 4000;
+  // At the signal 8 streams run (--max-batch 8) and 4 wait: 4 medium ones, sized from this
+  // machine's speed to take about a second alone (several times that in the batch, well within
+  // the grace period), and 8 long ones that cannot finish in it on any machine.
+  const auto alone_start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(Generate(*stub, GreedyRequest("measure", 64)).status.ok());
+  const double per_token =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - alone_start).count() / 64;
+  const int medium_tokens = std::clamp(static_cast<int>(1.0 / per_token), 64, 100000);
+  constexpr int kMedium = 4, kLong = 8, kLongTokens = 1000000;
   std::atomic<int> started{0};
-  std::vector<std::future<GenerateOutput>> streams;
+  std::vector<std::future<std::pair<GenerateOutput, std::chrono::steady_clock::time_point>>> streams;
   for (int i = 0; i < kMedium + kLong; ++i) {
     if (i == kMedium) {
       ASSERT_TRUE(WaitFor([&] { return started == kMedium; }));
       std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the medium ones run first
     }
-    const int tokens = i < kMedium ? kMediumTokens : kLongTokens;
+    const int tokens = i < kMedium ? medium_tokens : kLongTokens;
     streams.push_back(std::async(std::launch::async, [&, i, tokens] {
       ++started;
-      return Generate(*stub, GreedyRequest("sigterm " + std::to_string(i), tokens));
+      GenerateOutput output = Generate(*stub, GreedyRequest("sigterm " + std::to_string(i), tokens));
+      return std::make_pair(std::move(output), std::chrono::steady_clock::now());
     }));
   }
   ASSERT_TRUE(WaitFor([&] { return started == kMedium + kLong; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  process.Signal(SIGTERM);
-  int complete = 0, cut_with_status = 0;
+  const auto signalled = std::chrono::steady_clock::now();
+  program.process().Signal(SIGTERM);
+  int complete = 0, in_flight_completed = 0, cut_with_status = 0;
   for (int i = 0; i < kMedium + kLong; ++i) {
-    const GenerateOutput output = streams[i].get();
+    const auto [output, ended] = streams[i].get();
     EXPECT_TRUE(StreamComplete(output)) << i;
     if (output.status.ok()) {
       ++complete;
+      in_flight_completed += ended > signalled;
       EXPECT_EQ(output.result.finish_reason(), v1::FINISH_REASON_LENGTH);
       continue;
     }
@@ -140,13 +143,14 @@ TEST(FaultsTest, SigtermUnderLoadEndsEveryStreamWithAStatus) {
       ++cut_with_status;
     }
   }
-  std::printf("sigterm: %d complete, %d cut at the grace period with a final status\n", complete,
-              cut_with_status);
+  std::printf(
+      "sigterm: %d complete (%d of %d-token streams in flight at the signal), %d cut at the grace "
+      "period with a final status\n",
+      complete, in_flight_completed, medium_tokens, cut_with_status);
   EXPECT_GE(complete, kMedium);
+  EXPECT_GT(in_flight_completed, 0) << "the medium streams ended before the signal";
   EXPECT_GT(cut_with_status, 0);
-  const std::optional<int> exit_code = process.Wait(std::chrono::seconds(30));
-  ASSERT_TRUE(exit_code.has_value());
-  EXPECT_EQ(*exit_code, 0) << ReadTextFile(dir.File("server.log"));
+  EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(0)) << program.log();
 }
 
 // A model directory whose shard is truncated, or has a corrupt header: the program refuses to
@@ -154,15 +158,12 @@ TEST(FaultsTest, SigtermUnderLoadEndsEveryStreamWithAStatus) {
 TEST(FaultsTest, DamagedShardRefusesToStartNamingTheFile) {
   const std::string source = FixturePath("models/seq_f16_d80_sharded");
   const std::string shard = "model-00002-of-00003.safetensors";
+  // (serving?, exit code) of the program on the copy in `dir`.
   auto start = [&](const TempDir& dir) {
-    ChildProcess process({SinkserveBinary(), "--model", dir.File("model"), "--host", "127.0.0.1",
-                          "--port", "0", "--metrics-port", "-1", "--threads", "1", "--log-format",
-                          "json"},
-                         dir.File("server.log"));
-    const int port = WaitForServingPort(dir.File("server.log"), std::chrono::seconds(5));
-    if (port > 0) process.Signal(SIGTERM);
-    const std::optional<int> exit_code = process.Wait(std::chrono::seconds(30));
-    return std::make_pair(port > 0, exit_code.value_or(-999));
+    ServingProgram program(dir.File("server.log"), {"--model", dir.File("model"), "--metrics-port", "-1"});
+    if (program.port() > 0) program.process().Signal(SIGTERM);
+    return std::make_pair(program.port() > 0,
+                          program.process().Wait(std::chrono::seconds(30)).value_or(-999));
   };
   auto copy = [&](const TempDir& dir) {
     std::filesystem::copy(source, dir.File("model"));
@@ -201,21 +202,16 @@ TEST(FaultsTest, DamagedShardRefusesToStartNamingTheFile) {
 // again, and SIGTERM still drains and exits 0 under the cap.
 TEST(FaultsTest, OutOfMemoryOnSessionCreationIsResourceExhausted) {
   TempDir dir;
-  ChildProcess process({SinkserveBinary(), "--host", "127.0.0.1", "--port", "0", "--metrics-port",
-                        "-1", "--threads", "1", "--max-cache-bytes", "0", "--max-sessions", "100000",
-                        "--dense", "--log-format", "json"},
-                       dir.File("server.log"));
-  ASSERT_GT(process.pid(), 0);
-  const int port = WaitForServingPort(dir.File("server.log"));
-  ASSERT_GT(port, 0) << ReadTextFile(dir.File("server.log"));
-  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "-1", "--max-cache-bytes", "0",
+                                                 "--max-sessions", "100000", "--dense"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
   // Warm the gRPC threads and the model's step buffers before the cap.
   ASSERT_TRUE(Generate(*stub, GreedyRequest("warm", 8)).status.ok());
 
   uint64_t address_space = 0;
   {
-    std::ifstream status("/proc/" + std::to_string(process.pid()) + "/status");
+    std::ifstream status("/proc/" + std::to_string(program.process().pid()) + "/status");
     for (std::string line; std::getline(status, line);) {
       if (line.rfind("VmSize:", 0) == 0) address_space = std::stoull(line.substr(7)) * 1024;
     }
@@ -223,7 +219,7 @@ TEST(FaultsTest, OutOfMemoryOnSessionCreationIsResourceExhausted) {
   ASSERT_GT(address_space, 0u);
   const uint64_t cap = address_space + (uint64_t{256} << 20);
   const rlimit limit{cap, cap};
-  ASSERT_EQ(prlimit(process.pid(), RLIMIT_AS, &limit, nullptr), 0) << std::strerror(errno);
+  ASSERT_EQ(prlimit(program.process().pid(), RLIMIT_AS, &limit, nullptr), 0) << std::strerror(errno);
 
   // Each dense demo session holds a 16 MiB cache: 256 MiB of headroom runs out within ~16.
   std::vector<std::string> sessions;
@@ -257,9 +253,8 @@ TEST(FaultsTest, OutOfMemoryOnSessionCreationIsResourceExhausted) {
   const grpc::Status created = stub->CreateSession(&context, streaming, &session);
   EXPECT_TRUE(created.ok()) << created.error_message();
   EXPECT_TRUE(Generate(*stub, GreedyRequest("still serving", 8)).status.ok());
-  process.Signal(SIGTERM);
-  EXPECT_EQ(process.Wait(std::chrono::seconds(30)), std::optional<int>(0))
-      << ReadTextFile(dir.File("server.log"));
+  program.process().Signal(SIGTERM);
+  EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(0)) << program.log();
 }
 
 }  // namespace

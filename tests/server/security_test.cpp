@@ -144,29 +144,25 @@ TEST(SecurityTest, ProgramFlags) {
   MakeCertificate(dir);
   const std::string token = RandomToken();
   WriteTextFile(dir.File("token"), token + "\n");
-  const std::string binary = std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve";
   {
-    ChildProcess process({binary, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
-                          "--threads", "1", "--tls-cert", dir.File("cert.pem"), "--tls-key",
-                          dir.File("key.pem"), "--auth-token-file", dir.File("token"),
-                          "--log-format", "json"},
-                         dir.File("server.log"));
-    const int port = WaitForServingPort(dir.File("server.log"));
-    ASSERT_GT(port, 0) << ReadTextFile(dir.File("server.log"));
+    ServingProgram program(dir.File("server.log"),
+                           {"--metrics-port", "-1", "--tls-cert", dir.File("cert.pem"), "--tls-key",
+                            dir.File("key.pem"), "--auth-token-file", dir.File("token")});
+    ASSERT_GT(program.port(), 0) << program.log();
     std::unique_ptr<v1::Sinkserve::Stub> stub =
-        v1::Sinkserve::NewStub(TlsChannel(port, ReadTextFile(dir.File("cert.pem"))));
+        v1::Sinkserve::NewStub(TlsChannel(program.port(), ReadTextFile(dir.File("cert.pem"))));
     EXPECT_EQ(ModelInfo(*stub).error_code(), grpc::StatusCode::UNAUTHENTICATED);
     EXPECT_TRUE(ModelInfo(*stub, token).ok());
-    EXPECT_EQ(ReadTextFile(dir.File("server.log")).find(token), std::string::npos);
-    process.Signal(SIGTERM);
-    EXPECT_EQ(process.Wait(std::chrono::seconds(30)), std::optional<int>(0));
+    EXPECT_EQ(program.log().find(token), std::string::npos);
+    program.process().Signal(SIGTERM);
+    EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(0));
   }
-  ChildProcess missing({binary, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
-                        "--tls-cert", dir.File("nope.pem"), "--tls-key", dir.File("key.pem")},
-                       dir.File("missing.log"));
-  EXPECT_EQ(missing.Wait(std::chrono::seconds(30)), std::optional<int>(1));
-  EXPECT_NE(ReadTextFile(dir.File("missing.log")).find(dir.File("nope.pem")), std::string::npos)
-      << ReadTextFile(dir.File("missing.log"));
+  ServingProgram missing(dir.File("missing.log"), {"--metrics-port", "-1", "--tls-cert",
+                                                   dir.File("nope.pem"), "--tls-key",
+                                                   dir.File("key.pem")});
+  EXPECT_EQ(missing.port(), 0);
+  EXPECT_EQ(missing.process().Wait(std::chrono::seconds(30)), std::optional<int>(1));
+  EXPECT_NE(missing.log().find(dir.File("nope.pem")), std::string::npos) << missing.log();
 }
 
 }  // namespace

@@ -258,11 +258,13 @@ class ChildProcess {
   std::optional<int> Wait(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
+      if (exit_code_) return exit_code_;
       int status = 0;
       const pid_t done = waitpid(pid_, &status, WNOHANG);
       if (done == pid_) {
         exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        return exit_code_;
       }
       if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -272,31 +274,60 @@ class ChildProcess {
  private:
   pid_t pid_ = -1;
   bool exited_ = false;
+  std::optional<int> exit_code_;
 };
 
-// The gRPC port of a `sinkserve --log-format json` program writing `log_path`, once its log
-// says "serving" (within `timeout`); 0 if it does not.
-inline int WaitForServingPort(const std::string& log_path,
-                              std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  int port = 0;
-  const bool serving = WaitFor(
-      [&] {
-        std::ifstream log(log_path);
-        bool serving = false;
-        for (std::string line; std::getline(log, line);) {
-          const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
-          if (!entry.is_object()) continue;
-          if (entry["msg"] == "listening") {
-            const std::string address = entry["grpc"];
-            port = std::stoi(address.substr(address.rfind(':') + 1));
-          }
-          serving |= entry["msg"] == "serving";
-        }
-        return serving;
-      },
-      timeout);
-  return serving ? port : 0;
-}
+// The real `sinkserve` program on loopback: a free gRPC port, one thread, a JSON log at
+// `log_path`, then `flags`. The constructor returns once the program serves or exits.
+class ServingProgram {
+ public:
+  ServingProgram(const std::string& log_path, const std::vector<std::string>& flags,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10))
+      : log_path_(log_path), process_(Command(flags), log_path) {
+    WaitFor([&] { return ReadPort() || process_.Wait(std::chrono::milliseconds(0)); }, timeout);
+  }
+
+  // The gRPC port once serving; 0 if the program did not come up.
+  int port() const { return port_; }
+  ChildProcess& process() { return process_; }
+  std::string log() const {
+    std::ifstream file(log_path_);
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // A plaintext channel to it.
+  std::shared_ptr<grpc::Channel> channel() const {
+    return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  }
+
+ private:
+  static std::vector<std::string> Command(const std::vector<std::string>& flags) {
+    std::vector<std::string> command = {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
+                                        "--host", "127.0.0.1", "--port", "0", "--threads", "1",
+                                        "--log-format", "json"};
+    command.insert(command.end(), flags.begin(), flags.end());
+    return command;
+  }
+  // True once the log says "serving" (port_ is then the port it listed).
+  bool ReadPort() {
+    std::istringstream lines(log());
+    int listening = 0;
+    for (std::string line; std::getline(lines, line);) {
+      const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
+      if (!entry.is_object()) continue;
+      if (entry["msg"] == "listening") {
+        const std::string address = entry["grpc"];
+        listening = std::stoi(address.substr(address.rfind(':') + 1));
+      }
+      if (entry["msg"] == "serving") port_ = listening;
+    }
+    return port_ != 0;
+  }
+
+  std::string log_path_;
+  ChildProcess process_;
+  int port_ = 0;
+};
 
 // A TCP port free right now on 127.0.0.1 (for programs that cannot report the one they got).
 inline int FreePort() {
