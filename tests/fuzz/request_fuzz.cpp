@@ -44,6 +44,7 @@ const Engine& Get() {
     sinkserve::server::RequestLimits limits;
     limits.max_prompt_tokens = 512;  // small limits, so that the fuzzer reaches them
     limits.max_new_tokens = 64;
+    limits.default_max_new_tokens = 32;  // as `serve` clamps it: at most max_new_tokens
     limits.max_score_tokens = 512;
     loaded->validator = std::make_unique<RequestValidator>(*loaded->model, limits);
     return loaded;
