@@ -24,7 +24,7 @@ fi
 # Sanitizer reports fail the test that triggers them.
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp"
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 sanitizer_build() {  # sanitizer_build DIR CMAKE_ARGS...
   local dir=$1
   shift
