@@ -1,6 +1,7 @@
 #include "server/auth.h"
 
 #include <fstream>
+#include <string_view>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"

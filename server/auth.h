@@ -21,7 +21,6 @@ class BearerToken {
 
   // OK, or UNAUTHENTICATED saying what was missing or wrong (never echoing a token).
   grpc::Status Check(const grpc::ServerContextBase& context) const;
-  bool enabled() const { return !token_.empty(); }
 
  private:
   std::string token_;

@@ -2,8 +2,8 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "server/cli/commands.h"
 #include "server/auth.h"
+#include "server/cli/commands.h"
 #include "server/cli/common.h"
 #include "server/logging.h"
 #include "server/server.h"
