@@ -12,16 +12,6 @@
 #include "tests/server/server_test_util.h"
 #include "tests/unit/test_util.h"
 
-// Sanitizer runtimes reserve terabytes of shadow address space and die on exhaustion instead
-// of throwing std::bad_alloc: the out-of-memory test runs in the plain build only.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SINKSERVE_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SINKSERVE_SANITIZED 1
-#endif
-#endif
-
 namespace sinkserve::testing {
 namespace {
 

@@ -205,7 +205,9 @@ TEST(StreamingKvCacheTest, MemoryIsConstantOverA20000TokenStream) {
     if (t == 1000) resident_after_warmup = ResidentKilobytes();
   }
   EXPECT_EQ(cache->tokens_evicted(), 20000 - 68);
+#ifndef SINKSERVE_SANITIZED  // ASan's quarantine grows the process by design
   EXPECT_LE(ResidentKilobytes() - resident_after_warmup, 256) << "process grew while streaming";
+#endif
 }
 
 TEST(StreamingKvCacheTest, RefusesStepsThatDoNotFitTheRing) {
