@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,14 +20,34 @@ std::string CpuBackend::name() const {
   return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::MatMulIsa(), ")");
 }
 
+namespace {
+
+// A cache the allocator cannot satisfy is RESOURCE_EXHAUSTED for the request that asked for it,
+// never a crash of the server (the CUDA backend's allocator answers the same way).
+template <typename MakeCache>
+absl::StatusOr<std::unique_ptr<KvCache>> AllocateCache(const char* what, MakeCache make_cache) {
+  try {
+    return make_cache();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cache memory: out of host memory allocating a ", what, " KV cache"));
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::NewDenseCache(int capacity_tokens) const {
-  return std::make_unique<DenseKvCache>(
-      KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
+  return AllocateCache("dense", [&] {
+    return std::make_unique<DenseKvCache>(
+        KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, capacity_tokens);
+  });
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> CpuBackend::NewCache(const CachePolicy& policy) const {
-  return NewKvCache(KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, policy,
-                    config_.max_position_embeddings);
+  return AllocateCache(policy.Describe().c_str(), [&] {
+    return NewKvCache(KvShape{config_.num_layers, config_.num_heads, config_.head_dim}, policy,
+                      config_.max_position_embeddings);
+  });
 }
 
 void CpuBackend::ReserveRankRotary(int64_t ranks) {

@@ -1,5 +1,9 @@
 #include "engine/cpu_kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <cmath>
 #include <vector>
 
@@ -22,11 +26,18 @@ struct Isa {
   const char* name;
 };
 
+#if defined(__x86_64__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+bool CpuHasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 Isa SelectIsa() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c()) {
     return {MatMulRowsAvx2,      Int8RowsAvx2,        Nf4RowsAvx2,
             Nf4InputOrderAvx2,   AttentionScoresAvx2, WeightedSumAvx2,
             RotatedKeyScoresAvx2, "avx2+fma+f16c"};

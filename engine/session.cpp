@@ -38,6 +38,11 @@ absl::StatusOr<Session*> SessionStore::Create(const SessionOptions& options) {
     cache->Reset();
   } else {
     absl::StatusOr<std::unique_ptr<KvCache>> fresh = backend_.NewCache(options.policy);
+    if (fresh.status().code() == absl::StatusCode::kResourceExhausted && !free_caches_.empty()) {
+      // The device or host is out of memory: the caches kept for reuse go back, then retry.
+      ReleaseFreeCaches();
+      fresh = backend_.NewCache(options.policy);
+    }
     if (!fresh.ok()) return fresh.status();
     cache = std::move(*fresh);
   }

@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <future>
+#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -24,9 +27,35 @@ std::string HostName() {
   return gethostname(name, sizeof(name) - 1) == 0 && name[0] != '\0' ? name : "localhost";
 }
 
+// The contents of a PEM file named by a flag; errors name the flag and the file.
+absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string contents((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (!file || contents.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " ", path, ": cannot read a PEM file there"));
+  }
+  return contents;
+}
+
 }  // namespace
 
-Server::Server(ServerOptions options) : options_(std::move(options)), service_(&metrics_) {}
+Server::Server(ServerOptions options)
+    : options_(std::move(options)), service_(&metrics_, BearerToken(options_.auth_token)) {}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Credentials() const {
+  if (options_.tls_cert_file.empty() != options_.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (options_.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  absl::StatusOr<std::string> cert = ReadPemFile("tls-cert", options_.tls_cert_file);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPemFile("tls-key", options_.tls_key_file);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(ssl);
+}
 
 Server::~Server() { Drain(std::chrono::milliseconds(0)); }
 
@@ -43,9 +72,12 @@ absl::Status Server::Start() {
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = Credentials();
+  if (!credentials.ok()) return credentials.status();
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options_.host, ":", options_.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(address, *credentials, &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.RegisterService(&service_);
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port_ == 0) {
@@ -63,6 +95,8 @@ absl::Status Server::Start() {
        {"metrics", options_.metrics_port >= 0
                        ? absl::StrCat("http://", options_.host, ":", metrics_.port(), "/metrics")
                        : std::string("off")},
+       {"tls", options_.tls_cert_file.empty() ? "off" : "on (plaintext refused)"},
+       {"auth", options_.auth_token.empty() ? "off" : "bearer token"},
        {"health", "NOT_SERVING until the model is loaded"}});
   if (absl::Status status = LoadModel(); !status.ok()) return status;
   health->SetServingStatus(true);
@@ -176,18 +210,23 @@ int RunServer(const ServerOptions& options) {
     Log(spdlog::level::critical, "cannot start", {{"error", std::string(status.message())}});
     return 1;
   }
+  // The drainer thread exists before the signal: draining must not need a new thread (or its
+  // stack) when the host is out of memory.
+  std::atomic<bool> drained{false};
+  bool clean = true;
   int signal = 0;
+  std::promise<void> signalled;
+  std::thread drainer([&, signalled_future = signalled.get_future()] {
+    signalled_future.wait();
+    clean = server.Drain(options.grace_period);
+    drained = true;
+  });
   sigwait(&signals, &signal);
   Log(spdlog::level::info, "draining",
       {{"signal", signal == SIGTERM ? "SIGTERM" : "SIGINT"},
        {"grace_s", std::chrono::duration<double>(options.grace_period).count()},
        {"health", "NOT_SERVING"}});
-  std::atomic<bool> drained{false};
-  bool clean = true;
-  std::thread drainer([&] {
-    clean = server.Drain(options.grace_period);
-    drained = true;
-  });
+  signalled.set_value();
   while (!drained) {
     const timespec poll{0, 100'000'000};
     if (sigtimedwait(&signals, nullptr, &poll) > 0) {

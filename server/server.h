@@ -33,6 +33,11 @@ struct ServerOptions {
   // This replica's name in ModelInfo and every Generate/Score result, so that clients behind a
   // load balancer see which replica answered; empty = hostname:port.
   std::string server_id;
+  // Security (`sinkserve serve --tls-cert/--tls-key/--auth-token/--max-message-bytes`).
+  std::string tls_cert_file;  // PEM certificate chain; with tls_key_file: TLS only, no plaintext
+  std::string tls_key_file;   // PEM private key
+  std::string auth_token;     // "" = no authentication; else `authorization: Bearer <token>`
+  int max_message_bytes = 4 << 20;  // largest request message the server accepts
 };
 
 class Server {
@@ -40,7 +45,8 @@ class Server {
   explicit Server(ServerOptions options);
   ~Server();  // Drain(0) if still serving
 
-  // Binds the ports and loads the model. Errors: a port in use, a model that does not load.
+  // Binds the ports and loads the model. Errors: a port in use, an unreadable TLS file, a model
+  // that does not load.
   absl::Status Start();
   // Drains and shuts down (idempotent). Returns true when every in-flight request finished
   // within the grace period (false: some were cancelled).
@@ -55,6 +61,7 @@ class Server {
 
  private:
   absl::Status LoadModel();
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() const;
   v1::ModelInfo MakeModelInfo() const;
 
   ServerOptions options_;

@@ -12,11 +12,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const grpc::Status& Loading() {
-  static const grpc::Status* status = new grpc::Status(
-      grpc::StatusCode::UNAVAILABLE, "the model is loading; retry when health reports SERVING");
-  return *status;
-}
+constexpr char kLoading[] = "the model is loading; retry when health reports SERVING";
 
 double MillisSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -197,7 +193,19 @@ class ScoreStream final : public ScoreObserver {
 
 // --- The service -----------------------------------------------------------------------------
 
-SinkserveService::SinkserveService(Metrics* metrics) : metrics_(metrics) {}
+SinkserveService::SinkserveService(Metrics* metrics, BearerToken token)
+    : metrics_(metrics), token_(std::move(token)) {}
+
+absl::StatusOr<const ServingEngine*> SinkserveService::Admit(
+    const grpc::CallbackServerContext& context) const {
+  if (grpc::Status authorized = token_.Check(context); !authorized.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(authorized.error_code()),
+                        authorized.error_message());
+  }
+  const ServingEngine* serving = engine();
+  if (serving == nullptr) return absl::UnavailableError(kLoading);
+  return serving;
+}
 
 SinkserveService::~SinkserveService() = default;
 
@@ -232,11 +240,12 @@ template <typename Request, typename Stream, typename Reactor, typename Validate
 Reactor* SinkserveService::StartStream(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer& raw, Reactor* reactor,
                                        Validate validate) {
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    reactor->Close(Loading());
+  absl::StatusOr<const ServingEngine*> admitted = Admit(*context);
+  if (!admitted.ok()) {
+    reactor->Close(ToGrpcStatus(admitted.status()));
     return reactor;
   }
+  const ServingEngine* serving = *admitted;
   Request request;
   if (grpc::Status parsed = ParseRequest(raw, &request); !parsed.ok()) {
     reactor->Close(parsed);
@@ -280,13 +289,15 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Score(
 
 // The engine, once the request parsed; otherwise the call is finished and nullptr returned.
 template <typename Request>
-const ServingEngine* SinkserveService::StartUnary(const UnaryCall& call,
+const ServingEngine* SinkserveService::StartUnary(const grpc::CallbackServerContext& context,
+                                                  const UnaryCall& call,
                                                   const grpc::ByteBuffer& raw, Request* request) {
-  const ServingEngine* serving = engine();
-  if (serving == nullptr) {
-    call.Finish(Loading());
+  absl::StatusOr<const ServingEngine*> admitted = Admit(context);
+  if (!admitted.ok()) {
+    call.Finish(ToGrpcStatus(admitted.status()));
     return nullptr;
   }
+  const ServingEngine* serving = *admitted;
   if (grpc::Status parsed = ParseRequest(raw, request); !parsed.ok()) {
     call.Finish(parsed);
     return nullptr;
@@ -308,7 +319,7 @@ grpc::ServerUnaryReactor* SinkserveService::CreateSession(grpc::CallbackServerCo
                                                           grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "CreateSession", Clock::now()};
   v1::CreateSessionRequest request;
-  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
   absl::StatusOr<std::optional<CachePolicy>> policy = serving->validator->Policy(
       request.has_cache_policy(), request.cache_policy(), "cache_policy");
@@ -331,7 +342,7 @@ grpc::ServerUnaryReactor* SinkserveService::GetSession(grpc::CallbackServerConte
                                                        grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "GetSession", Clock::now()};
   v1::GetSessionRequest request;
-  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
   if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
     call.Finish(ToGrpcStatus(valid));
@@ -346,7 +357,7 @@ grpc::ServerUnaryReactor* SinkserveService::ListSessions(grpc::CallbackServerCon
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "ListSessions", Clock::now()};
   v1::ListSessionsRequest request;
-  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
   serving->scheduler->ListSessions([call](std::vector<SessionInfo> sessions) {
     v1::ListSessionsResponse list;
@@ -361,7 +372,7 @@ grpc::ServerUnaryReactor* SinkserveService::CloseSession(grpc::CallbackServerCon
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "CloseSession", Clock::now()};
   v1::CloseSessionRequest request;
-  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
   if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
     call.Finish(ToGrpcStatus(valid));
@@ -376,7 +387,7 @@ grpc::ServerUnaryReactor* SinkserveService::GetModelInfo(grpc::CallbackServerCon
                                                          grpc::ByteBuffer* response) {
   const UnaryCall call{this, context->DefaultReactor(), response, "GetModelInfo", Clock::now()};
   v1::GetModelInfoRequest request;
-  const ServingEngine* serving = StartUnary(call, *raw, &request);
+  const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
   call.Reply(serving->model_info);
   return call.reactor;

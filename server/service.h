@@ -5,6 +5,7 @@
 // Streams are StreamReactors fed by scheduler events; unary RPCs finish from the scheduler's
 // callback. Every method is registered raw (ByteBuffer) so that malformed requests, bad UTF-8
 // included, get INVALID_ARGUMENT naming the field (see request_parsing.h).
+// With a bearer token configured, a call without it ends UNAUTHENTICATED first (auth.h).
 // Until the model is loaded every RPC answers UNAVAILABLE.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "engine/scheduler.h"
+#include "server/auth.h"
 #include "server/metrics.h"
 #include "server/validation.h"
 #include "sinkserve/v1/sinkserve.grpc.pb.h"
@@ -37,7 +39,7 @@ struct ServingEngine {
 
 class SinkserveService final : public RawSinkserveService {
  public:
-  explicit SinkserveService(Metrics* metrics);
+  SinkserveService(Metrics* metrics, BearerToken token);
   ~SinkserveService() override;
 
   // Starts serving: from now on RPCs reach `engine`.
@@ -82,13 +84,17 @@ class SinkserveService final : public RawSinkserveService {
   Reactor* StartStream(grpc::CallbackServerContext* context, const grpc::ByteBuffer& raw,
                        Reactor* reactor, Validate validate);
   template <typename Request>
-  const ServingEngine* StartUnary(const UnaryCall& call, const grpc::ByteBuffer& raw,
-                                  Request* request);
+  const ServingEngine* StartUnary(const grpc::CallbackServerContext& context, const UnaryCall& call,
+                                  const grpc::ByteBuffer& raw, Request* request);
+  // The engine for a call that is authenticated, once the model is loaded; else the status
+  // that ends the call (UNAUTHENTICATED, or UNAVAILABLE while loading).
+  absl::StatusOr<const ServingEngine*> Admit(const grpc::CallbackServerContext& context) const;
 
   const ServingEngine* engine() const { return engine_.load(std::memory_order_acquire); }
   std::string NewRequestId();
 
   Metrics* metrics_;
+  BearerToken token_;
   std::unique_ptr<ServingEngine> engine_owner_;
   std::atomic<const ServingEngine*> engine_{nullptr};
   std::atomic<uint64_t> next_request_{1};

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "server/auth.h"
 #include "server/cli/commands.h"
 #include "server/cli/common.h"
 #include "server/logging.h"
@@ -32,6 +33,8 @@ int RunServe(int argc, char** argv) {
   int64_t max_score_tokens = options.limits.max_score_tokens;
   int64_t max_cache_bytes = int64_t{4} << 30;
   double session_ttl_s = 600, grace_period_s = 20;
+  int64_t max_message_bytes = options.max_message_bytes;
+  std::string auth_token_file;
   std::string log_level = "info", log_format = "text";
 
   Flags flags("serve",
@@ -64,6 +67,17 @@ int RunServe(int argc, char** argv) {
   flags.Add("max-score-tokens", &max_score_tokens, "tokens per Score at most");
   flags.Add("grace-period-s", &grace_period_s,
             "on SIGTERM, seconds in-flight requests get to finish before they are cancelled");
+  flags.Add("tls-cert", &options.tls_cert_file,
+            "PEM certificate chain; with --tls-key the gRPC port speaks TLS only (plaintext "
+            "clients are refused)");
+  flags.Add("tls-key", &options.tls_key_file, "PEM private key of --tls-cert");
+  flags.Add("auth-token", &options.auth_token,
+            "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC (else "
+            "UNAUTHENTICATED); health and reflection stay open for probes. Visible in ps: "
+            "prefer --auth-token-file");
+  flags.Add("auth-token-file", &auth_token_file, "read the --auth-token from this file's first line");
+  flags.Add("max-message-bytes", &max_message_bytes,
+            "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
   flags.Add("log-level", &log_level, "trace, debug, info, warn, error, critical or off");
   flags.Add("log-format", &log_format, "text or json (one JSON object per line)");
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
@@ -78,6 +92,7 @@ int RunServe(int argc, char** argv) {
            InRange("max-score-tokens", max_score_tokens, 2, 1 << 28),
            InRange("max-cache-bytes", max_cache_bytes, 0, std::numeric_limits<int64_t>::max()),
            InRange("session-ttl-s", static_cast<int64_t>(session_ttl_s * 1000), 1, int64_t{1} << 40),
+           InRange("max-message-bytes", max_message_bytes, 1024, std::numeric_limits<int>::max()),
            InRange("grace-period-s", static_cast<int64_t>(grace_period_s * 1000), 0, int64_t{1} << 40),
        }) {
     if (!status.ok()) {
@@ -91,6 +106,16 @@ int RunServe(int argc, char** argv) {
     return Fail(status);
   }
 
+  if (!auth_token_file.empty()) {
+    if (!options.auth_token.empty()) {
+      std::fprintf(stderr, "error: --auth-token and --auth-token-file exclude each other\n");
+      return kExitUsage;
+    }
+    absl::StatusOr<std::string> token = server::ReadTokenFile(auth_token_file);
+    if (!token.ok()) return Fail(token.status());
+    options.auth_token = *token;
+  }
+  options.max_message_bytes = static_cast<int>(max_message_bytes);
   options.port = static_cast<int>(port);
   options.metrics_port = static_cast<int>(metrics_port);
   absl::StatusOr<ModelOptions> model_options = model_flags.ToOptions();

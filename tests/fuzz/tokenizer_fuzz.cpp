@@ -9,7 +9,7 @@
 //   * FromJson on the bytes fails cleanly or loads (inputs starting with '{').
 //
 // The tokenizer comes from $SINKSERVE_TOKENIZER_JSON, else the shared data next to the
-// repository (../shared/data/tokenizer/tokenizer.json), else the ByteLevelDemo tokenizer.
+// repository (SINKSERVE_SHARED_DATA/tokenizer/tokenizer.json), else the ByteLevelDemo tokenizer.
 //
 //   ./tokenizer_fuzz -max_total_time=60 corpus-work tests/fuzz/corpus/tokenizer_fuzz
 #include <cstddef>
@@ -39,11 +39,8 @@ struct Loaded {
 Loaded Load() {
   std::vector<std::string> candidates;
   if (const char* path = std::getenv("SINKSERVE_TOKENIZER_JSON")) candidates.emplace_back(path);
-  // This file lives in <repo>/tests/fuzz/; the shared data sits beside <repo>.
-  candidates.push_back((std::filesystem::path(__FILE__).parent_path() /
-                        "../../../shared/data/tokenizer/tokenizer.json")
-                           .lexically_normal()
-                           .string());
+  // The shared data directory from the build (not __FILE__: ccache may make that relative).
+  candidates.push_back(std::string(SINKSERVE_SHARED_DATA) + "/tokenizer/tokenizer.json");
   for (const std::string& path : candidates) {
     if (!std::filesystem::exists(path)) continue;
     auto tokenizer = Tokenizer::FromFile(path);

@@ -266,28 +266,9 @@ TEST(LifecycleTest, DrainCancelsWhatOutlivesTheGracePeriod) {
 TEST(LifecycleTest, SigtermDrainsTheProgram) {
   TempDir dir;
   // No command: `sinkserve` serves (here with flags, so that the ports are free ones).
-  ChildProcess process({std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
-                        "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-                        "--threads", "1", "--grace-period-s", "60", "--log-format", "json"},
-                       dir.File("server.log"));
-  ASSERT_GT(process.pid(), 0);
-  int port = 0;
-  ASSERT_TRUE(WaitFor([&] {
-    std::istringstream log(ReadTextFile(dir.File("server.log")));
-    bool serving = false;
-    for (std::string line; std::getline(log, line);) {
-      const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
-      if (!entry.is_object()) continue;
-      if (entry["msg"] == "listening") {
-        const std::string address = entry["grpc"];
-        port = std::stoi(address.substr(address.rfind(':') + 1));
-      }
-      serving |= entry["msg"] == "serving";
-    }
-    return serving;
-  })) << ReadTextFile(dir.File("server.log"));
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "0", "--grace-period-s", "60"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  std::shared_ptr<grpc::Channel> channel = program.channel();
   std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(channel);
   EXPECT_EQ(Health(channel), HealthStatus::SERVING);
 
@@ -311,7 +292,7 @@ TEST(LifecycleTest, SigtermDrainsTheProgram) {
     }));
   }
   ASSERT_TRUE(WaitFor([&] { return started == 2; }));
-  process.Signal(SIGTERM);
+  program.process().Signal(SIGTERM);
   EXPECT_TRUE(WaitFor([&] { return Health(channel) == HealthStatus::NOT_SERVING; },
                       std::chrono::seconds(5)));
   const GenerateOutput refused = Generate(*stub, GreedyRequest("too late", 4));
@@ -323,7 +304,7 @@ TEST(LifecycleTest, SigtermDrainsTheProgram) {
     EXPECT_EQ(output.token_ids.size(), static_cast<size_t>(kTokens));
     EXPECT_EQ(output.result.finish_reason(), v1::FINISH_REASON_LENGTH);
   }
-  const std::optional<int> exit_code = process.Wait(std::chrono::seconds(30));
+  const std::optional<int> exit_code = program.process().Wait(std::chrono::seconds(30));
   ASSERT_TRUE(exit_code.has_value());
   EXPECT_EQ(*exit_code, 0) << ReadTextFile(dir.File("server.log"));
   const std::string log = ReadTextFile(dir.File("server.log"));

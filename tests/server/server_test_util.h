@@ -111,6 +111,30 @@ inline GenerateOutput Generate(v1::Sinkserve::Stub& stub, const v1::GenerateRequ
   return output;
 }
 
+// A stream that ended OK is complete: it carries a final result, and the tokens it sent are the
+// ones the result counts. A stream that ended otherwise either sent nothing or ended with a
+// final message saying why (never a silent truncation).
+inline ::testing::AssertionResult StreamComplete(const GenerateOutput& output) {
+  if (output.status.ok()) {
+    if (!output.has_result) return ::testing::AssertionFailure() << "OK stream without a result";
+    if (output.token_ids.size() != output.result.generated_tokens()) {
+      return ::testing::AssertionFailure() << "OK stream sent " << output.token_ids.size()
+                                           << " tokens, its result counts "
+                                           << output.result.generated_tokens();
+    }
+    return ::testing::AssertionSuccess();
+  }
+  if (!output.token_ids.empty() && !output.has_result &&
+      output.status.error_code() != grpc::StatusCode::CANCELLED &&
+      output.status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // Client-side cancels and deadlines end the call on the client: no final message expected.
+    return ::testing::AssertionFailure()
+           << "stream ended " << output.status.error_code() << " after "
+           << output.token_ids.size() << " tokens without a final message";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 inline v1::GenerateRequest GreedyRequest(const std::string& prompt, int max_new_tokens) {
   v1::GenerateRequest request;
   request.set_prompt_text(prompt);
@@ -203,6 +227,8 @@ bool WaitFor(Condition condition, std::chrono::milliseconds timeout = std::chron
 #include <fstream>
 #include <sstream>
 
+#include "nlohmann/json.hpp"
+
 namespace sinkserve::testing {
 
 // A child process started by a test (its stdout and stderr go to `log_path`); killed at
@@ -232,11 +258,13 @@ class ChildProcess {
   std::optional<int> Wait(std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
+      if (exit_code_) return exit_code_;
       int status = 0;
       const pid_t done = waitpid(pid_, &status, WNOHANG);
       if (done == pid_) {
         exited_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+        return exit_code_;
       }
       if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -246,6 +274,59 @@ class ChildProcess {
  private:
   pid_t pid_ = -1;
   bool exited_ = false;
+  std::optional<int> exit_code_;
+};
+
+// The real `sinkserve` program on loopback: a free gRPC port, one thread, a JSON log at
+// `log_path`, then `flags`. The constructor returns once the program serves or exits.
+class ServingProgram {
+ public:
+  ServingProgram(const std::string& log_path, const std::vector<std::string>& flags,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10))
+      : log_path_(log_path), process_(Command(flags), log_path) {
+    WaitFor([&] { return ReadPort() || process_.Wait(std::chrono::milliseconds(0)); }, timeout);
+  }
+
+  // The gRPC port once serving; 0 if the program did not come up.
+  int port() const { return port_; }
+  ChildProcess& process() { return process_; }
+  std::string log() const {
+    std::ifstream file(log_path_);
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  // A plaintext channel to it.
+  std::shared_ptr<grpc::Channel> channel() const {
+    return grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  }
+
+ private:
+  static std::vector<std::string> Command(const std::vector<std::string>& flags) {
+    std::vector<std::string> command = {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
+                                        "--host", "127.0.0.1", "--port", "0", "--threads", "1",
+                                        "--log-format", "json"};
+    command.insert(command.end(), flags.begin(), flags.end());
+    return command;
+  }
+  // True once the log says "serving" (port_ is then the port it listed).
+  bool ReadPort() {
+    std::istringstream lines(log());
+    int listening = 0;
+    for (std::string line; std::getline(lines, line);) {
+      const nlohmann::json entry = nlohmann::json::parse(line, nullptr, false);
+      if (!entry.is_object()) continue;
+      if (entry["msg"] == "listening") {
+        const std::string address = entry["grpc"];
+        listening = std::stoi(address.substr(address.rfind(':') + 1));
+      }
+      if (entry["msg"] == "serving") port_ = listening;
+    }
+    return port_ != 0;
+  }
+
+  std::string log_path_;
+  ChildProcess process_;
+  int port_ = 0;
 };
 
 // A TCP port free right now on 127.0.0.1 (for programs that cannot report the one they got).

@@ -194,7 +194,7 @@ TEST(StreamingKvCacheTest, MemoryIsConstantOverA20000TokenStream) {
   const uint64_t bytes = cache->bytes();
   std::vector<float> logits((*model)->config().vocab_size);
   std::mt19937_64 rng(testing::TestSeed());
-  long resident_after_warmup = 0;
+  [[maybe_unused]] long resident_after_warmup = 0;  // unused in sanitizer builds
   for (int t = 0; t < 20000; ++t) {
     const int32_t token[1] = {static_cast<int32_t>(rng() % logits.size())};
     ASSERT_TRUE((*model)->backend().Forward(token, *cache, logits, false).ok()) << t;
@@ -205,7 +205,9 @@ TEST(StreamingKvCacheTest, MemoryIsConstantOverA20000TokenStream) {
     if (t == 1000) resident_after_warmup = ResidentKilobytes();
   }
   EXPECT_EQ(cache->tokens_evicted(), 20000 - 68);
+#ifndef SINKSERVE_SANITIZED  // ASan's quarantine grows the process by design
   EXPECT_LE(ResidentKilobytes() - resident_after_warmup, 256) << "process grew while streaming";
+#endif
 }
 
 TEST(StreamingKvCacheTest, RefusesStepsThatDoNotFitTheRing) {

@@ -14,6 +14,17 @@
 
 #include "nlohmann/json.hpp"
 
+// Defined in sanitizer builds (build-asan, build-tsan), whose runtimes hold freed memory in
+// quarantine, reserve terabytes of shadow address space and die on exhaustion instead of
+// throwing std::bad_alloc: the few checks of process memory run in the plain build only.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SINKSERVE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SINKSERVE_SANITIZED 1
+#endif
+#endif
+
 namespace sinkserve::testing {
 
 // $SINKSERVE_FIXTURES overrides the build's path (test binaries copied to a GPU machine).
