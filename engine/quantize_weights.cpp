@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/half.h"
+#include "engine/safetensors.h"
 
 namespace sinkserve {
 namespace {
@@ -55,7 +56,7 @@ class Converter {
   // Drops the checkpoint mapping once no dense matrix views it any more.
   void DropUnusedCheckpoint() {
     auto views_checkpoint = [&](const Matrix& m) {
-      return m.quant == QuantFormat::kNone && OwnedBuffer(m.data) == weights_.owned.end();
+      return m.quant == QuantFormat::kNone && InCheckpoint(m.data);
     };
     bool used = views_checkpoint(weights_.embed_in) || views_checkpoint(weights_.embed_out);
     for (const LayerWeights& layer : weights_.layers) {
@@ -140,20 +141,29 @@ class Converter {
     return converted;
   }
 
-  std::vector<std::unique_ptr<std::byte[]>>::iterator OwnedBuffer(const std::byte* data) {
-    return std::find_if(weights_.owned.begin(), weights_.owned.end(),
-                        [&](const auto& buffer) { return buffer.get() == data; });
+  bool InCheckpoint(const std::byte* data) const {
+    if (weights_.checkpoint == nullptr) return false;
+    for (const auto& file : weights_.checkpoint->files()) {
+      for (const TensorInfo& tensor : file->tensors()) {
+        if (tensor.data == data) return true;
+      }
+    }
+    return false;
   }
 
   // Gives back a converted source's memory: an owned buffer is freed; the pages of the mapped
   // checkpoint it covers are released (a read-only private file mapping: a later read would
   // fault them back in from the file, so this is safe even if something still looked).
+  // Memory owned by neither (a caller's buffer) is left alone.
   void Release(const Matrix& source) {
     if (source.quant != QuantFormat::kNone) return;
-    if (auto owned = OwnedBuffer(source.data); owned != weights_.owned.end()) {
+    auto owned = std::find_if(weights_.owned.begin(), weights_.owned.end(),
+                              [&](const auto& buffer) { return buffer.get() == source.data; });
+    if (owned != weights_.owned.end()) {
       weights_.owned.erase(owned);
       return;
     }
+    if (!InCheckpoint(source.data)) return;
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     const uintptr_t begin = (reinterpret_cast<uintptr_t>(source.data) + page - 1) / page * page;
     const uintptr_t end = (reinterpret_cast<uintptr_t>(source.data) + source.bytes()) / page * page;

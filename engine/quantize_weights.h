@@ -48,7 +48,7 @@ using ConversionProgress = std::function<void(int64_t done, int64_t total)>;
 // kept 16-bit: F32 becomes F16, F16 and BF16 stay as they are. The memory of every converted
 // source is given back as soon as it is converted (owned buffers freed; pages of the mapped
 // checkpoint released, and the mapping dropped once nothing views it), so the peak stays near
-// the converted size. Errors (INVALID_ARGUMENT) name the matrix that cannot be quantized.
+// the converted size. Memory that `weights` does not own is only read. Errors (INVALID_ARGUMENT) name the matrix that cannot be quantized.
 absl::Status ConvertWeights(const WeightConversion& conversion, ModelWeights& weights,
                             ThreadPool& pool, const ConversionProgress& progress = nullptr);
 

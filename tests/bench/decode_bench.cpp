@@ -1,5 +1,6 @@
-// Decode-step benchmark on a Pythia-160m-shaped model with random weights (F32 and F16
-// storage), against this machine's read bandwidth measured in the same run.
+// Decode-step benchmarks on Pythia-160m- and 410m-shaped models with random weights (F32, F16,
+// BF16 storage; int8 and NF4 quantized at load), against this machine's read bandwidth
+// measured in the same run.
 //
 // The bound: a batch-1 decode step must read every weight matrix once (embed_in only one row)
 // plus the KV cache it attends; step_time ≥ bytes / bandwidth. `bound_ratio` = achieved GB/s ÷
@@ -9,12 +10,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu_backend.h"
 #include "engine/cpu_kernels.h"
 #include "engine/demo_model.h"
+#include "engine/quantize_weights.h"
 
 namespace sinkserve {
 namespace {
@@ -63,6 +68,31 @@ ModelConfig Pythia160mConfig() {
   config.vocab_size = 50304;
   config.max_position_embeddings = 2048;
   return config;
+}
+
+ModelConfig Pythia410mConfig() {
+  ModelConfig config = Pythia160mConfig();
+  config.hidden_size = 1024;
+  config.num_layers = 24;
+  config.num_heads = 16;
+  config.intermediate_size = 4096;
+  return config;  // head_dim 64, rotary 16 (rotary_pct 0.25), vocab 50304
+}
+
+// The 410m-shaped random model in a weight format, built once per process (seconds each):
+// F32 storage for fp32, F16 storage otherwise, quantized from F16 as a checkpoint would be.
+const ModelWeights& Pythia410mWeights(WeightFormat format, bool double_quant) {
+  static std::map<std::pair<WeightFormat, bool>, std::unique_ptr<ModelWeights>> built;
+  std::unique_ptr<ModelWeights>& weights = built[{format, double_quant}];
+  if (weights == nullptr) {
+    weights = std::make_unique<ModelWeights>(RandomModelWeights(
+        Pythia410mConfig(), 1234, format == WeightFormat::kF32 ? DType::kF32 : DType::kF16));
+    ThreadPool pool(0);
+    if (!ConvertWeights(WeightConversion{format, double_quant, false}, *weights, pool).ok()) {
+      std::abort();
+    }
+  }
+  return *weights;
 }
 
 // Bytes a batch-1 decode step must read: every matrix, one embedding row, the KV it attends.
@@ -199,6 +229,40 @@ void BM_DecodeBatch(benchmark::State& state) {
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
 }
 
+// Decode tokens/s of the 410m-shaped model per weight format (range(0): WeightFormat,
+// range(1): 1 = NF4 double-quant absmax) and batch size (range(2) streaming sessions, sink 4 +
+// window 256, ~300 tokens in). The bound counts every byte the step must read: all matrices
+// in their format (codes + statistics), one embedding row, each session's KV cache.
+void BM_DecodeQuant(benchmark::State& state) {
+  const auto format = static_cast<WeightFormat>(state.range(0));
+  const bool double_quant = state.range(1) == 1;
+  const int sessions = static_cast<int>(state.range(2));
+  const ModelConfig config = Pythia410mConfig();
+  const ModelWeights& weights = Pythia410mWeights(format, double_quant);
+  CpuBackend backend(config, weights, 0);
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<KvCache*> rows;
+  for (int s = 0; s < sessions; ++s) {
+    caches.push_back(backend.NewCache(CachePolicy{}));
+    rows.push_back(caches.back().get());
+    AdvanceWithoutCompute(*caches.back(), 300 + s);
+  }
+  std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
+  std::vector<int32_t> tokens(sessions, 42);
+  Clock::duration timed{};
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    if (!backend.ForwardBatch(tokens, rows, logits).ok()) state.SkipWithError("step failed");
+    timed += Clock::now() - start;
+  }
+  state.SetLabel(std::string(WeightFormatName(format)) + (double_quant ? "+dq" : "") + ", " +
+                 std::to_string(sessions) + " session(s), " +
+                 std::to_string(weights.bytes() / 1000000) + " MB of weights");
+  ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
+              Seconds(timed));
+  state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
+}
+
 // The matrix-vector work of one step alone: every matrix of the model once, batch 1.
 void BM_StepMatVec(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
@@ -229,6 +293,17 @@ constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
 constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
 constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
 
+constexpr int64_t kFp32 = static_cast<int64_t>(WeightFormat::kF32);
+constexpr int64_t kFp16 = static_cast<int64_t>(WeightFormat::kF16);
+constexpr int64_t kInt8 = static_cast<int64_t>(WeightFormat::kInt8);
+constexpr int64_t kNf4 = static_cast<int64_t>(WeightFormat::kNf4);
+
+// Formats side by side at each batch size, so that they share the bandwidth of the moment.
+BENCHMARK(BM_DecodeQuant)
+    ->Args({kFp32, 0, 1})->Args({kFp16, 0, 1})->Args({kInt8, 0, 1})->Args({kNf4, 0, 1})
+    ->Args({kNf4, 1, 1})
+    ->Args({kFp32, 0, 8})->Args({kFp16, 0, 8})->Args({kInt8, 0, 8})->Args({kNf4, 0, 8})
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})
