@@ -79,14 +79,20 @@ ModelConfig Pythia410mConfig() {
   return config;  // head_dim 64, rotary 16 (rotary_pct 0.25), vocab 50304
 }
 
-// The 410m-shaped random model in a weight format, built once per process (seconds each):
-// F32 storage for fp32, F16 storage otherwise, quantized from F16 as a checkpoint would be.
+// The 410m-shaped random model in a weight format, built once per process: one F16 draw
+// (drawing 405M weights takes ~10 s here), viewed by each format's ModelWeights and converted
+// from it as a checkpoint would be (the conversion only reads memory it does not own).
 const ModelWeights& Pythia410mWeights(WeightFormat format, bool double_quant) {
+  static const ModelWeights f16 = RandomModelWeights(Pythia410mConfig(), 1234, DType::kF16);
   static std::map<std::pair<WeightFormat, bool>, std::unique_ptr<ModelWeights>> built;
   std::unique_ptr<ModelWeights>& weights = built[{format, double_quant}];
   if (weights == nullptr) {
-    weights = std::make_unique<ModelWeights>(RandomModelWeights(
-        Pythia410mConfig(), 1234, format == WeightFormat::kF32 ? DType::kF32 : DType::kF16));
+    weights = std::make_unique<ModelWeights>();
+    weights->embed_in = f16.embed_in;
+    weights->embed_out = f16.embed_out;
+    weights->layers = f16.layers;
+    weights->final_norm_weight = f16.final_norm_weight;
+    weights->final_norm_bias = f16.final_norm_bias;
     ThreadPool pool(0);
     if (!ConvertWeights(WeightConversion{format, double_quant, false}, *weights, pool).ok()) {
       std::abort();
