@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -82,10 +83,11 @@ ModelConfig Pythia410mConfig() {
 // The 410m-shaped random model in a weight format, built once per process: one F16 draw
 // (drawing 405M weights takes ~10 s here), viewed by each format's ModelWeights and converted
 // from it as a checkpoint would be (the conversion only reads memory it does not own).
-const ModelWeights& Pythia410mWeights(WeightFormat format, bool double_quant) {
+const ModelWeights& Pythia410mWeights(const WeightConversion& conversion) {
   static const ModelWeights f16 = RandomModelWeights(Pythia410mConfig(), 1234, DType::kF16);
-  static std::map<std::pair<WeightFormat, bool>, std::unique_ptr<ModelWeights>> built;
-  std::unique_ptr<ModelWeights>& weights = built[{format, double_quant}];
+  static std::map<std::tuple<WeightFormat, bool, bool>, std::unique_ptr<ModelWeights>> built;
+  std::unique_ptr<ModelWeights>& weights =
+      built[{conversion.format, conversion.double_quant, conversion.quantize_embeddings}];
   if (weights == nullptr) {
     weights = std::make_unique<ModelWeights>();
     weights->embed_in = f16.embed_in;
@@ -94,7 +96,7 @@ const ModelWeights& Pythia410mWeights(WeightFormat format, bool double_quant) {
     weights->final_norm_weight = f16.final_norm_weight;
     weights->final_norm_bias = f16.final_norm_bias;
     ThreadPool pool(0);
-    if (!ConvertWeights(WeightConversion{format, double_quant, false}, *weights, pool).ok()) {
+    if (!ConvertWeights(conversion, *weights, pool).ok()) {
       std::abort();
     }
   }
@@ -236,15 +238,16 @@ void BM_DecodeBatch(benchmark::State& state) {
 }
 
 // Decode tokens/s of the 410m-shaped model per weight format (range(0): WeightFormat,
-// range(1): 1 = NF4 double-quant absmax) and batch size (range(2) streaming sessions, sink 4 +
-// window 256, ~300 tokens in). The bound counts every byte the step must read: all matrices
-// in their format (codes + statistics), one embedding row, each session's KV cache.
+// range(1): 1 = NF4 double-quant absmax, range(3): 1 = embeddings quantized too) and batch
+// size (range(2) streaming sessions, sink 4 + window 256, ~300 tokens in). The bound counts
+// every byte the step must read: all matrices in their format (codes + statistics), one
+// embedding row, each session's KV cache.
 void BM_DecodeQuant(benchmark::State& state) {
-  const auto format = static_cast<WeightFormat>(state.range(0));
-  const bool double_quant = state.range(1) == 1;
+  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)),
+                                    state.range(1) == 1, state.range(3) == 1};
   const int sessions = static_cast<int>(state.range(2));
   const ModelConfig config = Pythia410mConfig();
-  const ModelWeights& weights = Pythia410mWeights(format, double_quant);
+  const ModelWeights& weights = Pythia410mWeights(conversion);
   CpuBackend backend(config, weights, 0);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
@@ -261,9 +264,8 @@ void BM_DecodeQuant(benchmark::State& state) {
     if (!backend.ForwardBatch(tokens, rows, logits).ok()) state.SkipWithError("step failed");
     timed += Clock::now() - start;
   }
-  state.SetLabel(std::string(WeightFormatName(format)) + (double_quant ? "+dq" : "") + ", " +
-                 std::to_string(sessions) + " session(s), " +
-                 std::to_string(weights.bytes() / 1000000) + " MB of weights");
+  state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(sessions) +
+                 " session(s), " + std::to_string(weights.bytes() / 1000000) + " MB of weights");
   ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
               Seconds(timed));
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
@@ -306,9 +308,10 @@ constexpr int64_t kNf4 = static_cast<int64_t>(WeightFormat::kNf4);
 
 // Formats side by side at each batch size, so that they share the bandwidth of the moment.
 BENCHMARK(BM_DecodeQuant)
-    ->Args({kFp32, 0, 1})->Args({kFp16, 0, 1})->Args({kInt8, 0, 1})->Args({kNf4, 0, 1})
-    ->Args({kNf4, 1, 1})
-    ->Args({kFp32, 0, 8})->Args({kFp16, 0, 8})->Args({kInt8, 0, 8})->Args({kNf4, 0, 8})
+    ->Args({kFp32, 0, 1, 0})->Args({kFp16, 0, 1, 0})->Args({kInt8, 0, 1, 0})
+    ->Args({kNf4, 0, 1, 0})->Args({kNf4, 1, 1, 0})->Args({kInt8, 0, 1, 1})->Args({kNf4, 0, 1, 1})
+    ->Args({kFp32, 0, 8, 0})->Args({kFp16, 0, 8, 0})->Args({kInt8, 0, 8, 0})
+    ->Args({kNf4, 0, 8, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MinTime(2.0);

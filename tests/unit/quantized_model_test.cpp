@@ -204,8 +204,8 @@ ModelConfig Pythia410mConfig() {
 uint64_t BlockMatrixBytes(const ModelWeights& weights) {
   uint64_t bytes = 0;
   for (const LayerWeights& layer : weights.layers) {
-    bytes += layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() +
-             layer.mlp_down.bytes();
+    bytes +=
+        layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() + layer.mlp_down.bytes();
   }
   return bytes;
 }
