@@ -271,13 +271,8 @@ void BM_DecodeQuant(benchmark::State& state) {
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
 }
 
-// The matrix-vector work of one step alone: every matrix of the model once, batch 1.
-void BM_StepMatVec(benchmark::State& state) {
-  const DType dtype = static_cast<DType>(state.range(0));
-  const ModelConfig config = Pythia160mConfig();
-  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
-  ThreadPool pool(0);
-  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+// Every matrix of a model once, batch 1: the matrix-vector work of one step alone.
+std::vector<const Matrix*> StepMatrices(const ModelWeights& weights) {
   std::vector<const Matrix*> matrices;
   for (const LayerWeights& layer : weights.layers) {
     for (const Matrix* m : {&layer.qkv, &layer.attn_out, &layer.mlp_up, &layer.mlp_down}) {
@@ -285,6 +280,16 @@ void BM_StepMatVec(benchmark::State& state) {
     }
   }
   matrices.push_back(&weights.embed_out);
+  return matrices;
+}
+
+void BM_StepMatVec(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const ModelConfig config = Pythia160mConfig();
+  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
+  ThreadPool pool(0);
+  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  const std::vector<const Matrix*> matrices = StepMatrices(weights);
   double bytes = 0;
   for (const Matrix* m : matrices) bytes += m->bytes();
   const Clock::time_point start = Clock::now();
@@ -295,6 +300,31 @@ void BM_StepMatVec(benchmark::State& state) {
   const double seconds = Seconds(Clock::now() - start);
   state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa());
   ReportBound(state, bytes, seconds);
+}
+
+// The block matrices of the 410m shape at batch 1 on ONE thread, timed by that thread's CPU
+// time (the default of Google Benchmark without UseRealTime): what each format's kernel costs
+// per weight, unaffected by other tenants taking the second core (this VM is shared; the
+// 2-thread wall-clock numbers move with them). The LM head is left out (F16 in every format).
+void BM_BlockMatVecOneThread(benchmark::State& state) {
+  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)), false, false};
+  const ModelWeights& weights = Pythia410mWeights(conversion);
+  ThreadPool pool(1);
+  const ModelConfig config = Pythia410mConfig();
+  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  std::vector<const Matrix*> matrices = StepMatrices(weights);
+  matrices.pop_back();  // the LM head
+  double bytes = 0, elements = 0;
+  for (const Matrix* m : matrices) bytes += m->bytes(), elements += m->rows * m->cols;
+  for (auto _ : state) {
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(conversion.Describe(weights) + ", 1 thread, CPU time");
+  state.SetBytesProcessed(static_cast<int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.counters["MB/step"] = bytes / 1e6;
+  state.counters["Gweights/s"] = benchmark::Counter(
+      elements * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
 constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
@@ -313,6 +343,8 @@ BENCHMARK(BM_DecodeQuant)
     ->Args({kFp32, 0, 8, 0})->Args({kFp16, 0, 8, 0})->Args({kInt8, 0, 8, 0})
     ->Args({kNf4, 0, 8, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_BlockMatVecOneThread)->Arg(kFp16)->Arg(kInt8)->Arg(kNf4)
+    ->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})
