@@ -14,14 +14,17 @@
 
 namespace sinkserve::cpu {
 
-// y[t][r] = bias[r] + Σ_k w[r][k]·x[t][k] for t < n_tokens.
+// y[t][r] = bias[r] + Σ_k w[r][k]·x[t][k] for t < n_tokens, w dense (converted in registers)
+// or int8 / NF4 (dequantized in registers; never written out in fp32).
 // x: [n_tokens][w.cols] fp32, y: [n_tokens][w.rows] fp32, bias: [w.rows] or nullptr.
 // Reads the weights once for all tokens (they are processed in register blocks per row tile),
-// which is what makes batched decode cheaper than n separate steps.
+// which is what makes batched decode cheaper than n separate steps. Row t of y does not depend
+// on the other rows of x, bit for bit (batched steps equal single ones).
 void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
             ThreadPool& pool);
 
-// The portable implementation, always available (tests compare the SIMD path against it).
+// The portable implementation, always available, any format: the row converted or dequantized
+// to fp32 (Matrix::RowToFloat), then dot products. Tests compare the SIMD paths against it.
 void MatMulReference(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y);
 
 // Name of the MatMul implementation chosen for this CPU: "avx2+fma+f16c" or "portable".
@@ -34,7 +37,7 @@ void LayerNorm(const float* x, const float* weight, const float* bias, int dim, 
 // In place, elementwise.
 void Gelu(Activation activation, float* x, int64_t n);
 
-// out[0..cols) = table[row] converted to fp32.
+// out[0..cols) = table[row] in fp32 (converted or dequantized).
 void EmbeddingRow(const Matrix& table, int64_t row, float* out);
 
 // Attention inner loops over one head's contiguous keys/values ([n][d] fp32):

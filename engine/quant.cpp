@@ -22,9 +22,11 @@ std::array<float, 255> DynamicMapMidpoints() {
 }
 
 uint8_t Nf4Code(float normalized) {
-  return static_cast<uint8_t>(
-      std::lower_bound(kNf4Midpoints.begin(), kNf4Midpoints.end(), normalized) -
-      kNf4Midpoints.begin());
+  // The count of midpoints strictly below, without branches: a binary search mispredicts on
+  // every other comparison and made quantizing a 410m model 3× slower.
+  int code = 0;
+  for (float midpoint : kNf4Midpoints) code += midpoint < normalized ? 1 : 0;
+  return static_cast<uint8_t>(code);
 }
 
 }  // namespace

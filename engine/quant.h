@@ -4,8 +4,9 @@
 //          each element → the nearest of the 16 NF4 values (a value exactly between two takes
 //          the lower one), element 2j in the high nibble, 2j+1 in the low nibble.
 // The rules were established against bitsandbytes 0.50.2 itself; see
-// tests/fixtures/quant/README.md. Quantization happens once, at load; the kernels that read
-// these formats come with the quantized backends.
+// tests/fixtures/quant/README.md. Quantization happens once, at load
+// (engine/quantize_weights.h); Matrix (engine/weights.h) views these structs, and the CPU
+// kernels (engine/quant_kernels_avx2.cpp) read them as they are.
 #pragma once
 
 #include <cstdint>

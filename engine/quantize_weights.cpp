@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/half.h"
+#include "engine/safetensors.h"
 
 namespace sinkserve {
 namespace {
@@ -55,7 +56,7 @@ class Converter {
   // Drops the checkpoint mapping once no dense matrix views it any more.
   void DropUnusedCheckpoint() {
     auto views_checkpoint = [&](const Matrix& m) {
-      return m.quant == QuantFormat::kNone && OwnedBuffer(m.data) == weights_.owned.end();
+      return m.quant == QuantFormat::kNone && InCheckpoint(m.data);
     };
     bool used = views_checkpoint(weights_.embed_in) || views_checkpoint(weights_.embed_out);
     for (const LayerWeights& layer : weights_.layers) {
@@ -77,7 +78,8 @@ class Converter {
 
   Matrix ToDense(const Matrix& source, DType dtype) {
     const size_t width = DTypeSize(dtype);
-    auto buffer = std::make_unique<std::byte[]>(static_cast<size_t>(source.rows * source.cols) * width);
+    auto buffer =
+        std::make_unique<std::byte[]>(static_cast<size_t>(source.rows * source.cols) * width);
     std::byte* out = buffer.get();
     pool_.ParallelFor(source.rows, 16, [&](int64_t begin, int64_t end, int thread) {
       const float* values = SourceRows(source, begin, end, thread);
@@ -86,7 +88,8 @@ class Converter {
         if (dtype == DType::kF32) {
           std::memcpy(at, &values[i], 4);
         } else {
-          const uint16_t bits = dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBf16(values[i]);
+          const uint16_t bits =
+              dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBf16(values[i]);
           std::memcpy(at, &bits, 2);
         }
       }
@@ -114,20 +117,21 @@ class Converter {
 
   Matrix ToNf4(const Matrix& source) {
     const int64_t rows = source.rows, cols = source.cols, numel = rows * cols;
-    auto q = std::make_unique<Nf4Blocks>(Nf4Blocks{
-        numel, std::vector<uint8_t>(numel / 2), std::vector<float>(numel / kNf4BlockSize)});
+    auto q = std::make_unique<Nf4Blocks>(Nf4Blocks{numel, std::vector<uint8_t>(numel / 2),
+                                                   std::vector<float>(numel / kNf4BlockSize)});
     // Blocks run across rows when cols % 64 != 0: work in units of rows that hold whole blocks.
     const int64_t unit = kNf4BlockSize / std::gcd(cols, int64_t{kNf4BlockSize});
-    pool_.ParallelFor(rows / unit, std::max<int64_t>(1, 16 / unit), [&](int64_t begin, int64_t end,
-                                                                       int thread) {
-      const float* values = SourceRows(source, begin * unit, end * unit, thread);
-      const int64_t first_block = begin * unit * cols / kNf4BlockSize;
-      const int64_t blocks = (end - begin) * unit * cols / kNf4BlockSize;
-      for (int64_t b = 0; b < blocks; ++b) {
-        QuantizeNf4Block(values + b * kNf4BlockSize, &q->codes[(first_block + b) * (kNf4BlockSize / 2)],
-                         &q->block_absmax[first_block + b]);
-      }
-    });
+    pool_.ParallelFor(rows / unit, std::max<int64_t>(1, 16 / unit),
+                      [&](int64_t begin, int64_t end, int thread) {
+                        const float* values = SourceRows(source, begin * unit, end * unit, thread);
+                        const int64_t first_block = begin * unit * cols / kNf4BlockSize;
+                        const int64_t blocks = (end - begin) * unit * cols / kNf4BlockSize;
+                        for (int64_t b = 0; b < blocks; ++b) {
+                          QuantizeNf4Block(values + b * kNf4BlockSize,
+                                           &q->codes[(first_block + b) * (kNf4BlockSize / 2)],
+                                           &q->block_absmax[first_block + b]);
+                        }
+                      });
     const QuantizedAbsmax* absmax = nullptr;
     if (conversion_.double_quant) {
       auto dq = std::make_unique<QuantizedAbsmax>(DoubleQuantize(q->block_absmax));
@@ -140,20 +144,29 @@ class Converter {
     return converted;
   }
 
-  std::vector<std::unique_ptr<std::byte[]>>::iterator OwnedBuffer(const std::byte* data) {
-    return std::find_if(weights_.owned.begin(), weights_.owned.end(),
-                        [&](const auto& buffer) { return buffer.get() == data; });
+  bool InCheckpoint(const std::byte* data) const {
+    if (weights_.checkpoint == nullptr) return false;
+    for (const auto& file : weights_.checkpoint->files()) {
+      for (const TensorInfo& tensor : file->tensors()) {
+        if (tensor.data == data) return true;
+      }
+    }
+    return false;
   }
 
   // Gives back a converted source's memory: an owned buffer is freed; the pages of the mapped
   // checkpoint it covers are released (a read-only private file mapping: a later read would
   // fault them back in from the file, so this is safe even if something still looked).
+  // Memory owned by neither (a caller's buffer) is left alone.
   void Release(const Matrix& source) {
     if (source.quant != QuantFormat::kNone) return;
-    if (auto owned = OwnedBuffer(source.data); owned != weights_.owned.end()) {
+    auto owned = std::find_if(weights_.owned.begin(), weights_.owned.end(),
+                              [&](const auto& buffer) { return buffer.get() == source.data; });
+    if (owned != weights_.owned.end()) {
       weights_.owned.erase(owned);
       return;
     }
+    if (!InCheckpoint(source.data)) return;
     const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
     const uintptr_t begin = (reinterpret_cast<uintptr_t>(source.data) + page - 1) / page * page;
     const uintptr_t end = (reinterpret_cast<uintptr_t>(source.data) + source.bytes()) / page * page;
@@ -196,22 +209,23 @@ std::optional<WeightFormat> ParseWeightFormat(std::string_view name) {
 
 absl::Status WeightConversion::Validate() const {
   if (double_quant && format != WeightFormat::kNf4) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "double quantization applies to nf4 weights only, not ", std::string(WeightFormatName(format))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("double quantization applies to nf4 weights only, not ",
+                     std::string(WeightFormatName(format))));
   }
   if (quantize_embeddings && !IsQuantized(format)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantizing the embeddings needs int8 or nf4 weights, not ",
-        std::string(WeightFormatName(format))));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantizing the embeddings needs int8 or nf4 weights, not ",
+                     std::string(WeightFormatName(format))));
   }
   return absl::OkStatus();
 }
 
 std::string WeightConversion::Describe(const ModelWeights& converted) const {
   const Matrix& embeddings = converted.embed_in;
-  const std::string embedding_format =
-      embeddings.quant == QuantFormat::kNone ? std::string(DTypeName(embeddings.dtype))
-                                             : std::string(WeightFormatName(format));
+  const std::string embedding_format = embeddings.quant == QuantFormat::kNone
+                                           ? std::string(DTypeName(embeddings.dtype))
+                                           : std::string(WeightFormatName(format));
   if (format == WeightFormat::kAsStored) return absl::StrCat("as stored (", embedding_format, ")");
   if (!IsQuantized(format)) return std::string(WeightFormatName(format));
   return absl::StrCat(std::string(WeightFormatName(format)),
@@ -224,7 +238,7 @@ absl::Status ConvertWeights(const WeightConversion& conversion, ModelWeights& we
   if (absl::Status status = conversion.Validate(); !status.ok()) return status;
   if (conversion.format == WeightFormat::kAsStored) return absl::OkStatus();
   const bool quantize = IsQuantized(conversion.format);
-  const DType dense = conversion.format == WeightFormat::kF32   ? DType::kF32
+  const DType dense = conversion.format == WeightFormat::kF32    ? DType::kF32
                       : conversion.format == WeightFormat::kBF16 ? DType::kBF16
                                                                  : DType::kF16;
   std::vector<Job> jobs;

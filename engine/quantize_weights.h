@@ -18,9 +18,9 @@ namespace sinkserve {
 // The weight format a model runs with.
 enum class WeightFormat : uint8_t {
   kAsStored,  // every matrix as the checkpoint stores it (F32, F16 or BF16)
-  kF32,       // every matrix converted to fp32 / fp16 / bf16
-  kF16,
-  kBF16,
+  kF32,       // every matrix converted to fp32
+  kF16,       // every matrix converted to fp16
+  kBF16,      // every matrix converted to bf16
   kInt8,      // block matrices int8 (per-row absmax); embeddings 16-bit
   kNf4,       // block matrices NF4 (blocks of 64); embeddings 16-bit
 };
@@ -48,7 +48,8 @@ using ConversionProgress = std::function<void(int64_t done, int64_t total)>;
 // kept 16-bit: F32 becomes F16, F16 and BF16 stay as they are. The memory of every converted
 // source is given back as soon as it is converted (owned buffers freed; pages of the mapped
 // checkpoint released, and the mapping dropped once nothing views it), so the peak stays near
-// the converted size. Errors (INVALID_ARGUMENT) name the matrix that cannot be quantized.
+// the converted size. Memory that `weights` does not own is only read. Errors (INVALID_ARGUMENT)
+// name the matrix that cannot be quantized.
 absl::Status ConvertWeights(const WeightConversion& conversion, ModelWeights& weights,
                             ThreadPool& pool, const ConversionProgress& progress = nullptr);
 

@@ -1,5 +1,6 @@
-// Decode-step benchmark on a Pythia-160m-shaped model with random weights (F32 and F16
-// storage), against this machine's read bandwidth measured in the same run.
+// Decode-step benchmarks on Pythia-160m- and 410m-shaped models with random weights (F32, F16,
+// BF16 storage; int8 and NF4 quantized at load), against this machine's read bandwidth
+// measured in the same run.
 //
 // The bound: a batch-1 decode step must read every weight matrix once (embed_in only one row)
 // plus the KV cache it attends; step_time ≥ bytes / bandwidth. `bound_ratio` = achieved GB/s ÷
@@ -9,12 +10,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <memory>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu_backend.h"
 #include "engine/cpu_kernels.h"
 #include "engine/demo_model.h"
+#include "engine/quantize_weights.h"
 
 namespace sinkserve {
 namespace {
@@ -63,6 +69,38 @@ ModelConfig Pythia160mConfig() {
   config.vocab_size = 50304;
   config.max_position_embeddings = 2048;
   return config;
+}
+
+ModelConfig Pythia410mConfig() {
+  ModelConfig config = Pythia160mConfig();
+  config.hidden_size = 1024;
+  config.num_layers = 24;
+  config.num_heads = 16;
+  config.intermediate_size = 4096;
+  return config;  // head_dim 64, rotary 16 (rotary_pct 0.25), vocab 50304
+}
+
+// The 410m-shaped random model in a weight format, built once per process: one F16 draw
+// (drawing 405M weights takes ~10 s here), viewed by each format's ModelWeights and converted
+// from it as a checkpoint would be (the conversion only reads memory it does not own).
+const ModelWeights& Pythia410mWeights(const WeightConversion& conversion) {
+  static const ModelWeights f16 = RandomModelWeights(Pythia410mConfig(), 1234, DType::kF16);
+  static std::map<std::tuple<WeightFormat, bool, bool>, std::unique_ptr<ModelWeights>> built;
+  std::unique_ptr<ModelWeights>& weights =
+      built[{conversion.format, conversion.double_quant, conversion.quantize_embeddings}];
+  if (weights == nullptr) {
+    weights = std::make_unique<ModelWeights>();
+    weights->embed_in = f16.embed_in;
+    weights->embed_out = f16.embed_out;
+    weights->layers = f16.layers;
+    weights->final_norm_weight = f16.final_norm_weight;
+    weights->final_norm_bias = f16.final_norm_bias;
+    ThreadPool pool(0);
+    if (!ConvertWeights(conversion, *weights, pool).ok()) {
+      std::abort();
+    }
+  }
+  return *weights;
 }
 
 // Bytes a batch-1 decode step must read: every matrix, one embedding row, the KV it attends.
@@ -199,13 +237,42 @@ void BM_DecodeBatch(benchmark::State& state) {
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
 }
 
-// The matrix-vector work of one step alone: every matrix of the model once, batch 1.
-void BM_StepMatVec(benchmark::State& state) {
-  const DType dtype = static_cast<DType>(state.range(0));
-  const ModelConfig config = Pythia160mConfig();
-  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
-  ThreadPool pool(0);
-  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+// Decode tokens/s of the 410m-shaped model per weight format (range(0): WeightFormat,
+// range(1): 1 = NF4 double-quant absmax, range(3): 1 = embeddings quantized too) and batch
+// size (range(2) streaming sessions, sink 4 + window 256, ~300 tokens in). The bound counts
+// every byte the step must read: all matrices in their format (codes + statistics), one
+// embedding row, each session's KV cache.
+void BM_DecodeQuant(benchmark::State& state) {
+  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)),
+                                    state.range(1) == 1, state.range(3) == 1};
+  const int sessions = static_cast<int>(state.range(2));
+  const ModelConfig config = Pythia410mConfig();
+  const ModelWeights& weights = Pythia410mWeights(conversion);
+  CpuBackend backend(config, weights, 0);
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<KvCache*> rows;
+  for (int s = 0; s < sessions; ++s) {
+    caches.push_back(*backend.NewCache(CachePolicy{}));
+    rows.push_back(caches.back().get());
+    AdvanceWithoutCompute(*caches.back(), 300 + s);
+  }
+  std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
+  std::vector<int32_t> tokens(sessions, 42);
+  Clock::duration timed{};
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    if (!backend.ForwardBatch(tokens, rows, logits).ok()) state.SkipWithError("step failed");
+    timed += Clock::now() - start;
+  }
+  state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(sessions) +
+                 " session(s), " + std::to_string(weights.bytes() / 1000000) + " MB of weights");
+  ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
+              Seconds(timed));
+  state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
+}
+
+// Every matrix of a model once, batch 1: the matrix-vector work of one step alone.
+std::vector<const Matrix*> StepMatrices(const ModelWeights& weights) {
   std::vector<const Matrix*> matrices;
   for (const LayerWeights& layer : weights.layers) {
     for (const Matrix* m : {&layer.qkv, &layer.attn_out, &layer.mlp_up, &layer.mlp_down}) {
@@ -213,6 +280,16 @@ void BM_StepMatVec(benchmark::State& state) {
     }
   }
   matrices.push_back(&weights.embed_out);
+  return matrices;
+}
+
+void BM_StepMatVec(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const ModelConfig config = Pythia160mConfig();
+  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
+  ThreadPool pool(0);
+  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  const std::vector<const Matrix*> matrices = StepMatrices(weights);
   double bytes = 0;
   for (const Matrix* m : matrices) bytes += m->bytes();
   const Clock::time_point start = Clock::now();
@@ -225,10 +302,49 @@ void BM_StepMatVec(benchmark::State& state) {
   ReportBound(state, bytes, seconds);
 }
 
+// The block matrices of the 410m shape at batch 1 on ONE thread, timed by that thread's CPU
+// time (the default of Google Benchmark without UseRealTime): what each format's kernel costs
+// per weight, unaffected by other tenants taking the second core (this VM is shared; the
+// 2-thread wall-clock numbers move with them). The LM head is left out (F16 in every format).
+void BM_BlockMatVecOneThread(benchmark::State& state) {
+  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)), false, false};
+  const ModelWeights& weights = Pythia410mWeights(conversion);
+  ThreadPool pool(1);
+  const ModelConfig config = Pythia410mConfig();
+  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  std::vector<const Matrix*> matrices = StepMatrices(weights);
+  matrices.pop_back();  // the LM head
+  double bytes = 0, elements = 0;
+  for (const Matrix* m : matrices) bytes += m->bytes(), elements += m->rows * m->cols;
+  for (auto _ : state) {
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(conversion.Describe(weights) + ", 1 thread, CPU time");
+  state.SetBytesProcessed(static_cast<int64_t>(bytes * static_cast<double>(state.iterations())));
+  state.counters["MB/step"] = bytes / 1e6;
+  state.counters["Gweights/s"] = benchmark::Counter(
+      elements * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
 constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
 constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
 constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
 
+constexpr int64_t kFp32 = static_cast<int64_t>(WeightFormat::kF32);
+constexpr int64_t kFp16 = static_cast<int64_t>(WeightFormat::kF16);
+constexpr int64_t kInt8 = static_cast<int64_t>(WeightFormat::kInt8);
+constexpr int64_t kNf4 = static_cast<int64_t>(WeightFormat::kNf4);
+
+// Formats side by side at each batch size, so that they share the bandwidth of the moment.
+BENCHMARK(BM_DecodeQuant)
+    ->Args({kFp32, 0, 1, 0})->Args({kFp16, 0, 1, 0})->Args({kInt8, 0, 1, 0})
+    ->Args({kNf4, 0, 1, 0})->Args({kNf4, 1, 1, 0})->Args({kInt8, 0, 1, 1})->Args({kNf4, 0, 1, 1})
+    ->Args({kFp32, 0, 8, 0})->Args({kFp16, 0, 8, 0})->Args({kInt8, 0, 8, 0})
+    ->Args({kNf4, 0, 8, 0})
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_BlockMatVecOneThread)->Arg(kFp16)->Arg(kInt8)->Arg(kNf4)
+    ->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})

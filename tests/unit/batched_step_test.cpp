@@ -1,8 +1,11 @@
-// A batched decode step over N sessions equals N separate steps, bit for bit.
+// A batched decode step over N sessions equals N separate steps, bit for bit, with the weights
+// as stored and quantized (int8, NF4 + double-quant absmax).
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "engine/model.h"
 #include "tests/unit/test_util.h"
@@ -10,14 +13,17 @@
 namespace sinkserve {
 namespace {
 
-class BatchedStepTest : public ::testing::TestWithParam<std::string> {};
+class BatchedStepTest
+    : public ::testing::TestWithParam<std::tuple<std::string, WeightFormat>> {};
 
 TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
-  absl::StatusOr<std::unique_ptr<Model>> model =
-      Model::Load(ModelOptions{testing::FixturePath("models/" + GetParam()), 2});
+  ModelOptions options{testing::FixturePath("models/" + std::get<0>(GetParam())), 2};
+  options.quant = std::get<1>(GetParam());
+  options.double_quant = options.quant == WeightFormat::kNf4;
+  absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
   ASSERT_TRUE(model.ok()) << model.status();
   Backend& backend = (*model)->backend();
   const int vocab = (*model)->config().vocab_size;
@@ -80,9 +86,17 @@ TEST(BatchedStepErrorsTest, BadRowChangesNothing) {
   EXPECT_EQ(a->tokens_seen(), 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedStepTest,
-                         ::testing::ValuesIn(testing::FixtureModelNames()),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, BatchedStepTest,
+    ::testing::Combine(::testing::ValuesIn(testing::FixtureModelNames()),
+                       ::testing::Values(WeightFormat::kAsStored, WeightFormat::kInt8,
+                                         WeightFormat::kNf4)),
+    [](const auto& info) {
+      return std::get<0>(info.param) + "_" +
+             (std::get<1>(info.param) == WeightFormat::kAsStored
+                  ? std::string("as_stored")
+                  : std::string(WeightFormatName(std::get<1>(info.param))));
+    });
 
 }  // namespace
 }  // namespace sinkserve

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "engine/model.h"
 #include "engine/safetensors.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -121,6 +122,52 @@ TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
                                      " --token-ids-file " + dir.File("ids.txt") + " --window 0");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("--window"), std::string::npos) << bad.err;
+}
+
+// --quant nf4 --json: the weights' exact bytes (those of the model loaded the same way in
+// process, under a third of the F32 checkpoint's) and the peak RSS; bad combinations of the
+// quant flags are refused naming the flag.
+TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
+  const std::string model = Fixture("pythia_f32_d64");
+  testing::TempDir dir;
+  testing::WriteTextFile(dir.File("ids.txt"), "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16");
+  const std::string command =
+      "perplexity --model " + model + " --token-ids-file " + dir.File("ids.txt") + " --json";
+  const RunResult stored = RunSinkserve(command);
+  ASSERT_EQ(stored.exit_code, 0) << stored.err;
+  const uint64_t stored_bytes = nlohmann::json::parse(stored.out)["weights_bytes"];
+
+  for (const auto& [flags, double_quant] :
+       {std::pair<std::string, bool>{"--quant nf4", false}, {"--quant nf4 --double-quant", true}}) {
+    const RunResult nf4 = RunSinkserve(command + " " + flags);
+    ASSERT_EQ(nf4.exit_code, 0) << nf4.err;
+    const nlohmann::json out = nlohmann::json::parse(nf4.out);
+    ModelOptions options{model, 1};
+    options.quant = WeightFormat::kNf4;
+    options.double_quant = double_quant;
+    absl::StatusOr<std::unique_ptr<Model>> loaded = Model::Load(options);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(out["weights_bytes"].get<uint64_t>(), (*loaded)->weights_bytes()) << flags;
+    EXPECT_LT(out["weights_bytes"].get<uint64_t>(), stored_bytes / 3) << flags;
+    EXPECT_GT(out["peak_rss_bytes"].get<uint64_t>(), out["weights_bytes"].get<uint64_t>());
+    EXPECT_NE(out["weights"].get<std::string>().find("nf4"), std::string::npos) << out["weights"];
+    EXPECT_NE(nf4.err.find("weights_bytes"), std::string::npos) << nf4.err;  // the banner
+    EXPECT_NE(nf4.err.find("peak RSS"), std::string::npos) << nf4.err;
+  }
+
+  for (const auto& [flags, named] : std::vector<std::pair<std::string, std::string>>{
+           {"--quant int4", "--quant"},
+           {"--double-quant", "--double-quant"},
+           {"--quant int8 --double-quant", "--double-quant"},
+           {"--quant fp16 --quantize-embeddings", "--quantize-embeddings"}}) {
+    const RunResult bad = RunSinkserve(command + " " + flags);
+    EXPECT_EQ(bad.exit_code, 1) << flags;
+    EXPECT_NE(bad.err.find(named), std::string::npos) << flags << ": " << bad.err;
+  }
+  const RunResult help = RunSinkserve("generate --help");
+  for (const char* flag : {"--quant", "--double-quant", "--quantize-embeddings"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
+  }
 }
 
 TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
