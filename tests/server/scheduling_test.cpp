@@ -66,12 +66,15 @@ std::string Metrics(TestServer& server) { return HttpGet(server.server().metrics
 
 TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   server::ServerOptions options = TestServerOptions();
-  options.scheduler.max_batch = 8;
+  options.scheduler.max_batch = 16;
   TestServer server(options);
   std::unique_ptr<Model> model = LoadDemoModel();
-  constexpr int kStreams = 4, kTokens = 64;
-  const std::vector<std::string> prompts = {"Alpha beta gamma", "A streaming cache",
-                                            "The quick brown fox", "Sinks hold attention"};
+  constexpr int kStreams = 16, kTokens = 64;
+  std::vector<std::string> prompts;
+  for (int i = 0; i < kStreams; ++i) {
+    prompts.push_back(std::string(1 + i % 5, "AbCdEfGhIjKlMnOp"[i]) + " streams " +
+                      std::to_string(i * 7919 % 1000));
+  }
   std::vector<std::vector<int32_t>> expected;
   for (const std::string& prompt : prompts) {
     std::unique_ptr<KvCache> cache = *model->backend().NewCache(CachePolicy{});
@@ -79,7 +82,8 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
         OfflineGreedy(*model, *cache, *model->tokenizer()->Encode(prompt), kTokens));
   }
 
-  // One stream alone, then four at once: the same tokens, and the batched steps show it.
+  // One stream alone, then sixteen at once: each the same tokens as its sequential run, and the
+  // batched steps show it.
   const auto single_start = Clock::now();
   const GenerateOutput single = Generate(server.stub(), GreedyRequest(prompts[0], kTokens));
   const double single_seconds = Seconds(Clock::now() - single_start);
