@@ -64,7 +64,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text,
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   }
   // Architecture: GPT-NeoX only. HF writes both fields; accept either.
-  std::string model_type = json.value("model_type", std::string());
+  // (json.value() would throw on a non-string; a config of the wrong shape is an error.)
+  const auto type = json.find("model_type");
+  const std::string model_type =
+      type != json.end() && type->is_string() ? type->get<std::string>() : std::string();
   bool is_neox = model_type == "gpt_neox";
   if (auto arch = json.find("architectures"); arch != json.end() && arch->is_array()) {
     for (const Json& name : *arch) {

@@ -123,3 +123,18 @@ TEST(ConfigTest, Transformers5RopeParameters) {
 
 }  // namespace
 }  // namespace sinkserve
+
+namespace sinkserve {
+namespace {
+
+// Found by config_fuzz: a model_type that is not a string threw out of the JSON library.
+TEST(ConfigRegressionTest, NonStringModelTypeIsAnErrorNotACrash) {
+  for (const char* text : {R"({"model_type": null})", R"({"model_type": 7})",
+                           R"({"model_type": ["gpt_neox"]})"}) {
+    const absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(text, "config.json");
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << text;
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve
