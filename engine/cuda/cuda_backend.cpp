@@ -104,7 +104,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<DeviceAllocator> allocator_ = std::make_unique<DeviceAllocator>();
   cudaStream_t stream_ = nullptr;
   Gemm gemm_;
-  ThreadPool pool_{0};  // converts weights to fp16 at upload
 
   DeviceMatrix embed_in_, embed_out_;
   bool tied_embeddings_ = false;
@@ -232,9 +231,11 @@ absl::StatusOr<DeviceMatrix> CudaBackend::UploadMatrix(const Matrix& matrix,
         ASSIGN_OR_RETURN(m.data, Upload(*allocator_, matrix.data, numel * 2, what));
         break;
       }
-      // F32 / BF16 checkpoints: converted to fp16 on the host, in parallel.
+      // F32 / BF16 checkpoints: converted to fp16 on the host, in parallel (a pool for the
+      // upload only: the backend holds no CPU threads while it serves).
       std::vector<uint16_t> staging(numel);
-      pool_.ParallelFor(static_cast<int64_t>(numel), 1 << 16, [&](int64_t begin, int64_t end, int) {
+      ThreadPool pool(0);
+      pool.ParallelFor(static_cast<int64_t>(numel), 1 << 16, [&](int64_t begin, int64_t end, int) {
         for (int64_t i = begin; i < end; ++i) {
           float value;
           if (matrix.dtype == DType::kF32) {
