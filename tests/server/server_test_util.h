@@ -60,12 +60,17 @@ class TestServer {
   server::Server& server() { return *server_; }
   v1::Sinkserve::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
-  // A fresh stub on a fresh channel (a separate HTTP/2 connection).
+  // A fresh stub on a fresh channel (a separate HTTP/2 connection), connected before it is
+  // returned: an RPC whose deadline has already passed on a channel that is still connecting
+  // aborts the connection attempt, and gRPC 1.51 then fails the channel's next RPCs fast with
+  // UNAVAILABLE ("failed to connect") — a client-side artefact the server tests must not see.
   std::unique_ptr<v1::Sinkserve::Stub> NewStub() {
     grpc::ChannelArguments args;
     args.SetInt("grpc.use_local_subchannel_pool", 1);
-    return v1::Sinkserve::NewStub(grpc::CreateCustomChannel(
-        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials(), args));
+    std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials(), args);
+    channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return v1::Sinkserve::NewStub(channel);
   }
 
  private:
