@@ -2,6 +2,7 @@
 // -mavx2 -mfma -mf16c; cpu_kernels.cpp calls it only after checking the CPU supports those.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/avx2_helpers.h"
@@ -164,15 +165,39 @@ void RotatedKeyScoresAvx2(const float* q, const float* keys, int n, int d, int r
   }
 }
 
+namespace {
+
+// out[k0, k0 + 8·kVectors) += Σ_j p[j]·values[j][...]: one pass over the value rows in order,
+// kVectors accumulators held in registers. Each element sums in j order, as a scalar loop would.
+template <int kVectors>
+void WeightedSumBlock(const float* p, const float* values, int n, int d, float* out) {
+  __m256 acc[kVectors];
+  for (int v = 0; v < kVectors; ++v) acc[v] = _mm256_loadu_ps(out + 8 * v);
+  for (int j = 0; j < n; ++j) {
+    const __m256 weight = _mm256_set1_ps(p[j]);
+    const float* row = values + static_cast<int64_t>(j) * d;
+    for (int v = 0; v < kVectors; ++v) {
+      acc[v] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(row + 8 * v), acc[v]);
+    }
+  }
+  for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+}  // namespace
+
 void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out) {
   const int vector_d = d & ~7;
-  for (int k = 0; k < vector_d; k += 8) {
-    __m256 acc = _mm256_loadu_ps(out + k);
-    for (int j = 0; j < n; ++j) {
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[j]),
-                            _mm256_loadu_ps(values + static_cast<int64_t>(j) * d + k), acc);
+  for (int k = 0; k < vector_d;) {  // blocks of up to 64 columns (8 accumulators)
+    switch (std::min(8, (vector_d - k) / 8)) {
+      case 8: WeightedSumBlock<8>(p, values + k, n, d, out + k); k += 64; break;
+      case 7: WeightedSumBlock<7>(p, values + k, n, d, out + k); k += 56; break;
+      case 6: WeightedSumBlock<6>(p, values + k, n, d, out + k); k += 48; break;
+      case 5: WeightedSumBlock<5>(p, values + k, n, d, out + k); k += 40; break;
+      case 4: WeightedSumBlock<4>(p, values + k, n, d, out + k); k += 32; break;
+      case 3: WeightedSumBlock<3>(p, values + k, n, d, out + k); k += 24; break;
+      case 2: WeightedSumBlock<2>(p, values + k, n, d, out + k); k += 16; break;
+      default: WeightedSumBlock<1>(p, values + k, n, d, out + k); k += 8; break;
     }
-    _mm256_storeu_ps(out + k, acc);
   }
   for (int k = vector_d; k < d; ++k) {
     float sum = out[k];

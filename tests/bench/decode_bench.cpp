@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <random>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -213,9 +214,10 @@ void BM_DecodeVsStreamLength(benchmark::State& state) {
 // weights are read once for all N, so tokens/s should grow almost N-fold at small N.
 void BM_DecodeBatch(benchmark::State& state) {
   const int sessions = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));  // 0 = every core
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, DType::kF16);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, threads);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
   std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
@@ -226,12 +228,16 @@ void BM_DecodeBatch(benchmark::State& state) {
   }
   std::vector<int32_t> tokens(sessions, 42);
   Clock::duration timed{};
+  double attention_seconds = 0;
   for (auto _ : state) {
     const Clock::time_point start = Clock::now();
     if (!backend.ForwardBatch(tokens, rows, logits).ok()) state.SkipWithError("step failed");
     timed += Clock::now() - start;
+    attention_seconds += backend.last_step_attention_seconds();
   }
-  state.SetLabel("F16, " + std::to_string(sessions) + " streaming sessions");
+  state.SetLabel("F16, " + std::to_string(sessions) + " streaming sessions, " +
+                 (threads == 0 ? std::string("every core") : std::to_string(threads) + " thread(s)"));
+  state.counters["attn_ms/step"] = 1e3 * attention_seconds / static_cast<double>(state.iterations());
   ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
               Seconds(timed));
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
@@ -327,6 +333,34 @@ void BM_BlockMatVecOneThread(benchmark::State& state) {
       elements * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 
+// The matrix work of one batched step of the 160m shape (all 49 matrices × N tokens) on ONE
+// thread, CPU time: past a few rows a CPU step is compute-bound, so this is the kernel's FMA
+// throughput (GFLOP/s) — what continuous batching gains from — unaffected by the other core.
+void BM_StepMatMulOneThread(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int tokens = static_cast<int>(state.range(1));
+  const ModelConfig config = Pythia160mConfig();
+  const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
+  ThreadPool pool(1);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(int64_t{tokens} * config.intermediate_size);
+  for (float& value : x) value = normal(rng);
+  std::vector<float> y(int64_t{tokens} * config.vocab_size);
+  const std::vector<const Matrix*> matrices = StepMatrices(weights);
+  double flops = 0;
+  for (const Matrix* m : matrices) flops += 2.0 * m->rows * m->cols * tokens;
+  for (auto _ : state) {
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool);
+    benchmark::ClobberMemory();
+  }
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa() + ", 1 thread, CPU time");
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["tok/s"] = benchmark::Counter(
+      tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+}
+
 constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
 constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
 constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
@@ -345,6 +379,9 @@ BENCHMARK(BM_DecodeQuant)
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_BlockMatVecOneThread)->Arg(kFp16)->Arg(kInt8)->Arg(kNf4)
     ->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_StepMatMulOneThread)
+    ->Args({kF16, 1})->Args({kF16, 4})->Args({kF16, 16})->Args({kF32, 16})
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
     ->UseRealTime()->MinTime(2.0);
 BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})
@@ -352,7 +389,8 @@ BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024
 BENCHMARK(BM_DecodeVsStreamLength)
     ->ArgsProduct({{0, 1}, {256, 1024, 4096, 16384}})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
-BENCHMARK(BM_DecodeBatch)->Arg(1)->Arg(4)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime()
+BENCHMARK(BM_DecodeBatch)
+    ->Args({1, 0})->Args({4, 0})->Args({16, 0})->Args({1, 1})->Args({16, 1})->Unit(benchmark::kMillisecond)->UseRealTime()
     ->MinTime(2.0);
 
 }  // namespace
