@@ -3,7 +3,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -95,7 +97,14 @@ class CudaBackend final : public Backend {
   absl::Status PrepareRows(std::span<KvCache* const> row_caches, std::span<const int> row_index);
   // The forward over the prepared rows; logits of rows first_logits.. into `logits`.
   absl::Status Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits);
+  // Enqueues the kernels of a step (embedding → layers → LM head into logits_) on stream_.
+  absl::Status Enqueue(int n_rows, int first_logits, bool timed);
   absl::Status Layer(int layer, int n_rows, bool timed);
+  // Enqueues a step from its CUDA graph when it has one, capturing it the second time its
+  // shape is seen; false when the step must be enqueued kernel by kernel.
+  absl::StatusOr<bool> LaunchGraph(int n_rows, int first_logits, bool timed);
+  // Graphs hold the addresses of the step buffers and the rotary table: dropped when those move.
+  void DropGraphs();
 
   const ModelConfig config_;
   const CudaOptions options_;
@@ -126,12 +135,26 @@ class CudaBackend final : public Backend {
   std::vector<AttentionRow> host_rows_;
   std::vector<KvSpan> spans_;
 
+  struct GraphKey {
+    int n_rows, n_logits, max_blocks;
+    bool timed;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  struct StepGraph {
+    int seen = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+  static constexpr size_t kMaxGraphShapes = 256;  // beyond: steps of new shapes run eagerly
+  std::map<GraphKey, StepGraph> graphs_;
+  bool graphs_enabled_ = true;
+
   std::vector<cudaEvent_t> attention_events_;  // [layers][start, stop]
   int64_t steps_ = 0;
   double attention_seconds_ = 0;
 };
 
 CudaBackend::~CudaBackend() {
+  DropGraphs();
   for (cudaEvent_t event : attention_events_) cudaEventDestroy(event);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
@@ -158,6 +181,7 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
         kAttentionMaxHeadDim, " (got ",
         d, "); use --backend cpu"));
   }
+  graphs_enabled_ = options_.graphs;
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   attention_events_.resize(2 * config_.num_layers);
   for (cudaEvent_t& event : attention_events_) CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
@@ -294,6 +318,7 @@ absl::Status CudaBackend::EnsureRotary(int64_t positions) {
     rotary.Compute(p, row, row + rot);
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // the old table may be in use
+  DropGraphs();
   ASSIGN_OR_RETURN(rotary_, Upload(*allocator_, table.data(), table.size(), "the rotary table"));
   rotary_positions_ = positions;
   return absl::OkStatus();
@@ -304,6 +329,7 @@ absl::Status CudaBackend::Reserve(int n, int max_blocks) {
   if (n > capacity_rows_) {
     const size_t rows = std::max(n, 2 * capacity_rows_);
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    DropGraphs();
     DeviceAllocator& a = *allocator_;
     const std::string what = "step activations";
     ASSIGN_OR_RETURN(tokens_, DeviceArray<int32_t>::Make(a, rows, what));
@@ -322,6 +348,7 @@ absl::Status CudaBackend::Reserve(int n, int max_blocks) {
   }
   if (max_blocks > capacity_blocks_) {
     CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    DropGraphs();
     const int blocks = std::max(max_blocks, 2 * capacity_blocks_);
     ASSIGN_OR_RETURN(partials_, DeviceArray<float>::Make(
                                     *allocator_,
@@ -442,25 +469,18 @@ absl::Status CudaBackend::ForwardBatch(std::span<const int32_t> tokens,
 absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> logits,
                               int first_logits) {
   const int n = static_cast<int>(tokens.size());
-  const int h = config_.hidden_size;
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), tokens.data(), n * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows_.get(), host_rows_.data(), n * sizeof(AttentionRow),
                                        cudaMemcpyHostToDevice, stream_));
-  LaunchEmbedding(embed_in_.view, tokens_.get(), n, x_.get(), stream_);
-
   const bool timed =
       options_.attention_timing_every > 0 && steps_ % options_.attention_timing_every == 0;
   ++steps_;
-  for (int layer = 0; layer < config_.num_layers; ++layer) RETURN_IF_ERROR(Layer(layer, n, timed));
+  ASSIGN_OR_RETURN(const bool launched, LaunchGraph(n, first_logits, timed));
+  if (!launched) RETURN_IF_ERROR(Enqueue(n, first_logits, timed));
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
 
   const int n_logits = n - first_logits;
-  LaunchLayerNorm(x_.get() + static_cast<size_t>(first_logits) * h, final_norm_weight_.get(),
-                  final_norm_bias_.get(), n_logits, h, config_.layer_norm_eps, normed_.get(),
-                  stream_);
-  const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
-  RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_));
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), logits_.get(),
                                        static_cast<size_t>(n_logits) * config_.vocab_size *
                                            sizeof(float),
@@ -470,13 +490,81 @@ absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> 
     double seconds = 0;
     for (int layer = 0; layer < config_.num_layers; ++layer) {
       float ms = 0;
-      CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, attention_events_[2 * layer],
-                                                attention_events_[2 * layer + 1]));
+      const cudaError_t error = cudaEventElapsedTime(&ms, attention_events_[2 * layer],
+                                                     attention_events_[2 * layer + 1]);
+      if (error != cudaSuccess && launched) {
+        // Event nodes of a graph that do not time on this driver: time eager steps instead.
+        std::fprintf(stderr,
+                     "warning: CUDA graphs turned off, their attention events do not time (%s)\n",
+                     cudaGetErrorString(error));
+        graphs_enabled_ = false;
+        DropGraphs();
+        return absl::OkStatus();  // this step keeps the previous attention time
+      }
+      CUDA_RETURN_IF_ERROR(error);
       seconds += ms * 1e-3;
     }
     attention_seconds_ = seconds;
   }
   return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed) {
+  const int h = config_.hidden_size;
+  LaunchEmbedding(embed_in_.view, tokens_.get(), n, x_.get(), stream_);
+  for (int layer = 0; layer < config_.num_layers; ++layer) RETURN_IF_ERROR(Layer(layer, n, timed));
+  const int n_logits = n - first_logits;
+  LaunchLayerNorm(x_.get() + static_cast<size_t>(first_logits) * h, final_norm_weight_.get(),
+                  final_norm_bias_.get(), n_logits, h, config_.layer_norm_eps, normed_.get(),
+                  stream_);
+  const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
+  return gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_);
+}
+
+absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool timed) {
+  if (!graphs_enabled_) return false;
+  const GraphKey key{n, n - first_logits, max_blocks_, timed};
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    if (graphs_.size() < kMaxGraphShapes) graphs_.emplace(key, StepGraph{1, nullptr});
+    return false;
+  }
+  StepGraph& graph = it->second;
+  if (graph.exec == nullptr) {
+    if (++graph.seen < 2) return false;
+    // Thread-local capture: other threads (metrics reading cudaMemGetInfo) stay unaffected.
+    CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const absl::Status enqueued = Enqueue(n, first_logits, timed);
+    cudaGraph_t captured = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &captured);
+    cudaError_t instantiated = cudaErrorStreamCaptureInvalidated;
+    if (enqueued.ok() && ended == cudaSuccess) {
+      instantiated = cudaGraphInstantiate(&graph.exec, captured, 0);
+    }
+    if (captured != nullptr) cudaGraphDestroy(captured);
+    if (!enqueued.ok() || ended != cudaSuccess || instantiated != cudaSuccess) {
+      cudaGetLastError();  // the failed capture's error is not the next step's
+      graph.exec = nullptr;
+      graphs_enabled_ = false;
+      // Once per process; the engine has no logger, the server's stderr is its log.
+      std::fprintf(stderr,
+                   "warning: CUDA graphs turned off, capturing a step failed (%s); steps run "
+                   "kernel by kernel\n",
+                   !enqueued.ok()         ? std::string(enqueued.message()).c_str()
+                   : ended != cudaSuccess ? cudaGetErrorString(ended)
+                                          : cudaGetErrorString(instantiated));
+      return false;
+    }
+  }
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graph.exec, stream_));
+  return true;
+}
+
+void CudaBackend::DropGraphs() {
+  for (auto& [key, graph] : graphs_) {
+    if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
+  }
+  graphs_.clear();
 }
 
 absl::Status CudaBackend::Layer(int index, int n, bool timed) {
@@ -490,11 +578,18 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_));
 
   const AttentionShape shape{config_.num_heads, config_.head_dim, config_.rotary_ndims, index};
-  if (timed) CUDA_RETURN_IF_ERROR(cudaEventRecord(attention_events_[2 * index], stream_));
+  // External records: inside a captured graph they become event nodes that still time.
+  if (timed) {
+    CUDA_RETURN_IF_ERROR(cudaEventRecordWithFlags(attention_events_[2 * index], stream_,
+                                                  cudaEventRecordExternal));
+  }
   LaunchStoreKv(rows_.get(), n, shape, qkv_.get(), rotary_.get(), stream_);
   LaunchAttention(rows_.get(), n, max_blocks_, shape, qkv_.get(), rotary_.get(), partials_.get(),
                   attn_.get(), stream_);
-  if (timed) CUDA_RETURN_IF_ERROR(cudaEventRecord(attention_events_[2 * index + 1], stream_));
+  if (timed) {
+    CUDA_RETURN_IF_ERROR(cudaEventRecordWithFlags(attention_events_[2 * index + 1], stream_,
+                                                  cudaEventRecordExternal));
+  }
 
   RETURN_IF_ERROR(gemm_.Run(w.attn_out.view, w.attn_out_bias.get(), attn_.get(), n,
                             attn_out_.get(), stream_));

@@ -23,6 +23,10 @@ struct CudaOptions {
   // Measure attention time with CUDA events on every Nth step (0 = never); the other steps
   // report the last measured value.
   int attention_timing_every = 1;
+  // Replay the kernels of a step from a CUDA graph once its shape (rows, logit rows, attention
+  // blocks, timed or not) has been seen twice: one launch instead of ~11 per layer. A capture
+  // that fails turns graphs off for this backend (logged) and the step runs kernel by kernel.
+  bool graphs = true;
 };
 
 // OK when this build has CUDA and a device can be used; otherwise why not, in words a user

@@ -265,6 +265,9 @@ int Main(int argc, char** argv) {
   CudaOptions untimed;
   untimed.attention_timing_every = 0;
   add(RunConfig("Streaming (FP16), attention untimed", config, *fp16, streaming, o, untimed, {1}));
+  CudaOptions eager;
+  eager.graphs = false;
+  add(RunConfig("Streaming (FP16), no CUDA graphs", config, *fp16, streaming, o, eager, {1, 64}));
   fp16.reset();
   // Load-time quantization converts in place: a fresh fp16 model for each format.
   auto quantized = [&](const WeightConversion& conversion) {
