@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
 
 namespace sinkserve {
 
@@ -66,6 +67,22 @@ absl::Status FeedTokens(Backend& backend, std::span<const int32_t> tokens, KvCac
       return status;
     }
     begin += step;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Backend::ForwardBatchGreedy(std::span<const int32_t> tokens,
+                                         std::span<KvCache* const> caches,
+                                         std::span<float> logits, std::span<int32_t> next) {
+  if (next.size() < tokens.size() || tokens.empty() || logits.size() % tokens.size() != 0) {
+    return absl::InvalidArgumentError(
+        "ForwardBatchGreedy needs a next-token slot per row and logits of exactly [rows][vocab]");
+  }
+  RETURN_IF_ERROR(ForwardBatch(tokens, caches, logits));
+  const size_t vocab = logits.size() / tokens.size();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const float* row = logits.data() + i * vocab;
+    next[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
   }
   return absl::OkStatus();
 }

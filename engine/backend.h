@@ -36,6 +36,14 @@ class Backend {
   virtual absl::Status ForwardBatch(std::span<const int32_t> tokens,
                                     std::span<KvCache* const> caches, std::span<float> logits) = 0;
 
+  // ForwardBatch for greedy decoding: next[i] = argmax of row i's logits (the lowest id among
+  // equal maxima, as std::max_element). `logits` (exactly [N][vocab]) is scratch: the CPU fills it; a
+  // device backend takes the argmax on the device and copies back N ids instead of N·vocab
+  // logits (leaving `logits` untouched).
+  virtual absl::Status ForwardBatchGreedy(std::span<const int32_t> tokens,
+                                          std::span<KvCache* const> caches,
+                                          std::span<float> logits, std::span<int32_t> next);
+
   // A dense cache of the model's geometry holding `capacity_tokens`. RESOURCE_EXHAUSTED when
   // the backend's memory (the GPU's) cannot hold it.
   virtual absl::StatusOr<std::unique_ptr<KvCache>> NewDenseCache(int capacity_tokens) const = 0;

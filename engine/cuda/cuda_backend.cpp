@@ -82,6 +82,9 @@ class CudaBackend final : public Backend {
                        bool all_logits) override;
   absl::Status ForwardBatch(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
                             std::span<float> logits) override;
+  absl::Status ForwardBatchGreedy(std::span<const int32_t> tokens,
+                                  std::span<KvCache* const> caches, std::span<float> logits,
+                                  std::span<int32_t> next) override;
   absl::StatusOr<std::unique_ptr<KvCache>> NewDenseCache(int capacity_tokens) const override;
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CachePolicy& policy) const override;
   std::string name() const override { return name_; }
@@ -95,14 +98,20 @@ class CudaBackend final : public Backend {
   absl::Status EnsureRotary(int64_t positions);
   // Checks the caches of a step and describes its rows for the attention kernels.
   absl::Status PrepareRows(std::span<KvCache* const> row_caches, std::span<const int> row_index);
-  // The forward over the prepared rows; logits of rows first_logits.. into `logits`.
-  absl::Status Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits);
-  // Enqueues the kernels of a step (embedding → layers → LM head into logits_) on stream_.
-  absl::Status Enqueue(int n_rows, int first_logits, bool timed);
+  // The forward over the prepared rows; logits of rows first_logits.. into `logits`, or, when
+  // `next` is not empty, each row's argmax into `next` (logits stay on the device).
+  absl::Status Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits,
+                   std::span<int32_t> next = {});
+  // Enqueues the kernels of a step (embedding → layers → LM head into logits_, and the argmax
+  // into next_ when greedy) on stream_.
+  absl::Status Enqueue(int n_rows, int first_logits, bool timed, bool greedy);
+  // A batched decode step; logits or greedy ids as in Run.
+  absl::Status Step(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
+                    std::span<float> logits, std::span<int32_t> next);
   absl::Status Layer(int layer, int n_rows, bool timed);
   // Enqueues a step from its CUDA graph when it has one, capturing it the second time its
   // shape is seen; false when the step must be enqueued kernel by kernel.
-  absl::StatusOr<bool> LaunchGraph(int n_rows, int first_logits, bool timed);
+  absl::StatusOr<bool> LaunchGraph(int n_rows, int first_logits, bool timed, bool greedy);
   // Graphs hold the addresses of the step buffers and the rotary table: dropped when those move.
   void DropGraphs();
 
@@ -128,7 +137,7 @@ class CudaBackend final : public Backend {
   int capacity_rows_ = 0;
   int capacity_blocks_ = 0;
   int max_blocks_ = 0;  // of the current step
-  DeviceArray<int32_t> tokens_;
+  DeviceArray<int32_t> tokens_, next_;
   DeviceArray<AttentionRow> rows_;
   DeviceArray<float> x_, qkv_, attn_out_, mlp_hidden_, mlp_out_, partials_, logits_;
   DeviceArray<Half> normed_, attn_, mlp_act_;
@@ -137,7 +146,7 @@ class CudaBackend final : public Backend {
 
   struct GraphKey {
     int n_rows, n_logits, max_blocks;
-    bool timed;
+    bool timed, greedy;
     auto operator<=>(const GraphKey&) const = default;
   };
   struct StepGraph {
@@ -333,6 +342,7 @@ absl::Status CudaBackend::Reserve(int n, int max_blocks) {
     DeviceAllocator& a = *allocator_;
     const std::string what = "step activations";
     ASSIGN_OR_RETURN(tokens_, DeviceArray<int32_t>::Make(a, rows, what));
+    ASSIGN_OR_RETURN(next_, DeviceArray<int32_t>::Make(a, rows, what));
     ASSIGN_OR_RETURN(rows_, DeviceArray<AttentionRow>::Make(a, rows, what));
     ASSIGN_OR_RETURN(x_, DeviceArray<float>::Make(a, rows * h, what));
     ASSIGN_OR_RETURN(qkv_, DeviceArray<float>::Make(a, rows * 3 * h, what));
@@ -455,19 +465,33 @@ absl::Status CudaBackend::Forward(std::span<const int32_t> tokens, KvCache& cach
 absl::Status CudaBackend::ForwardBatch(std::span<const int32_t> tokens,
                                        std::span<KvCache* const> caches,
                                        std::span<float> logits) {
+  return Step(tokens, caches, logits, {});
+}
+
+absl::Status CudaBackend::ForwardBatchGreedy(std::span<const int32_t> tokens,
+                                             std::span<KvCache* const> caches,
+                                             std::span<float> logits, std::span<int32_t> next) {
+  if (next.size() < tokens.size()) {
+    return absl::InvalidArgumentError("next-token buffer too small for the batch");
+  }
+  return Step(tokens, caches, logits, next.first(tokens.size()));
+}
+
+absl::Status CudaBackend::Step(std::span<const int32_t> tokens, std::span<KvCache* const> caches,
+                               std::span<float> logits, std::span<int32_t> next) {
   const int n = static_cast<int>(tokens.size());
   RETURN_IF_ERROR(CheckBatchArgs(tokens, caches, logits, config_.vocab_size));
   for (int i = 0; i < n; ++i) RETURN_IF_ERROR(CheckCache(*caches[i], this, i));
   for (KvCache* cache : caches) RETURN_IF_ERROR(cache->BeginStep(1));
   const std::vector<int> row_index(n, 0);
   RETURN_IF_ERROR(PrepareRows(caches, row_index));
-  RETURN_IF_ERROR(Run(tokens, logits, 0));
+  RETURN_IF_ERROR(Run(tokens, logits, 0, next));
   for (KvCache* cache : caches) cache->EndStep();
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> logits,
-                              int first_logits) {
+                              int first_logits, std::span<int32_t> next) {
   const int n = static_cast<int>(tokens.size());
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), tokens.data(), n * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, stream_));
@@ -476,15 +500,21 @@ absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> 
   const bool timed =
       options_.attention_timing_every > 0 && steps_ % options_.attention_timing_every == 0;
   ++steps_;
-  ASSIGN_OR_RETURN(const bool launched, LaunchGraph(n, first_logits, timed));
-  if (!launched) RETURN_IF_ERROR(Enqueue(n, first_logits, timed));
+  const bool greedy = !next.empty();
+  ASSIGN_OR_RETURN(const bool launched, LaunchGraph(n, first_logits, timed, greedy));
+  if (!launched) RETURN_IF_ERROR(Enqueue(n, first_logits, timed, greedy));
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
 
-  const int n_logits = n - first_logits;
-  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), logits_.get(),
-                                       static_cast<size_t>(n_logits) * config_.vocab_size *
-                                           sizeof(float),
-                                       cudaMemcpyDeviceToHost, stream_));
+  if (greedy) {
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(next.data(), next_.get(), n * sizeof(int32_t),
+                                         cudaMemcpyDeviceToHost, stream_));
+  } else {
+    const int n_logits = n - first_logits;
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), logits_.get(),
+                                         static_cast<size_t>(n_logits) * config_.vocab_size *
+                                             sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   if (timed) {
     double seconds = 0;
@@ -509,7 +539,7 @@ absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> 
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed) {
+absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed, bool greedy) {
   const int h = config_.hidden_size;
   LaunchEmbedding(embed_in_.view, tokens_.get(), n, x_.get(), stream_);
   for (int layer = 0; layer < config_.num_layers; ++layer) RETURN_IF_ERROR(Layer(layer, n, timed));
@@ -518,12 +548,14 @@ absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed) {
                   final_norm_bias_.get(), n_logits, h, config_.layer_norm_eps, normed_.get(),
                   stream_);
   const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
-  return gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_);
+  RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_));
+  if (greedy) LaunchArgmax(logits_.get(), n_logits, config_.vocab_size, next_.get(), stream_);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool timed) {
+absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool timed, bool greedy) {
   if (!graphs_enabled_) return false;
-  const GraphKey key{n, n - first_logits, max_blocks_, timed};
+  const GraphKey key{n, n - first_logits, max_blocks_, timed, greedy};
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     if (graphs_.size() < kMaxGraphShapes) graphs_.emplace(key, StepGraph{1, nullptr});
@@ -534,7 +566,7 @@ absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool time
     if (++graph.seen < 2) return false;
     // Thread-local capture: other threads (metrics reading cudaMemGetInfo) stay unaffected.
     CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    const absl::Status enqueued = Enqueue(n, first_logits, timed);
+    const absl::Status enqueued = Enqueue(n, first_logits, timed, greedy);
     cudaGraph_t captured = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &captured);
     cudaError_t instantiated = cudaErrorStreamCaptureInvalidated;

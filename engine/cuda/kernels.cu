@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <cstdint>
 
 #include "engine/cuda/kernels.h"
@@ -428,6 +429,49 @@ unsigned ElementwiseBlocks(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
 }
 
+// (value, index) pairs: the larger value wins, the lower index among equals.
+__device__ __forceinline__ void ArgmaxMerge(float& value, int& index, float other_value,
+                                            int other_index) {
+  if (other_value > value || (other_value == value && other_index < index)) {
+    value = other_value;
+    index = other_index;
+  }
+}
+
+__global__ void __launch_bounds__(1024) ArgmaxKernel(const float* logits, int vocab,
+                                                     int32_t* next) {
+  __shared__ float values[32];
+  __shared__ int indices[32];
+  const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
+  float value = -INFINITY;
+  int index = INT_MAX;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) ArgmaxMerge(value, index, row[i], i);
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float other_value = __shfl_xor_sync(0xffffffffu, value, offset);
+    const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+    ArgmaxMerge(value, index, other_value, other_index);
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) {
+    values[warp] = value;
+    indices[warp] = index;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    value = lane < blockDim.x / 32 ? values[lane] : -INFINITY;
+    index = lane < blockDim.x / 32 ? indices[lane] : INT_MAX;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) {
+      const float other_value = __shfl_xor_sync(0xffffffffu, value, offset);
+      const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+      ArgmaxMerge(value, index, other_value, other_index);
+    }
+    // A row of only −inf (or NaN) keeps index INT_MAX: std::max_element would give 0.
+    if (lane == 0) next[blockIdx.x] = index == INT_MAX ? 0 : index;
+  }
+}
+
 }  // namespace
 
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
@@ -499,6 +543,10 @@ void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                                                                 partials, max_blocks);
   AttentionCombineKernel<<<n_rows * shape.num_heads, 128, 0, stream>>>(
       rows, shape, partials, max_blocks, reinterpret_cast<__half*>(out));
+}
+
+void LaunchArgmax(const float* logits, int n_rows, int vocab, int32_t* next, cudaStream_t stream) {
+  ArgmaxKernel<<<n_rows, 1024, 0, stream>>>(logits, vocab, next);
 }
 
 }  // namespace sinkserve::cuda

@@ -114,4 +114,8 @@ void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                      const AttentionShape& shape, const float* qkv, const float* rotary,
                      float* partials, Half* out, cudaStream_t stream);
 
+// next[t] = argmax over logits[t][0..vocab) for t < n_rows: the lowest index among equal
+// maxima (as std::max_element), one block per row.
+void LaunchArgmax(const float* logits, int n_rows, int vocab, int32_t* next, cudaStream_t stream);
+
 }  // namespace sinkserve::cuda

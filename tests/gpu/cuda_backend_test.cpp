@@ -187,6 +187,35 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
   }
 }
 
+// The greedy step (argmax on the device) picks the same ids as the host's argmax of the same
+// backend's logits; the caches advance alike.
+TEST_P(CudaBackendTest, GreedyBatchedStepEqualsHostArgmaxOfLogits) {
+  absl::StatusOr<std::unique_ptr<Backend>> other =
+      NewCudaBackend(model_->config(), model_->weights(), CudaOptions{});
+  ASSERT_TRUE(other.ok()) << other.status();
+  constexpr int kSessions = 12;
+  std::vector<std::unique_ptr<KvCache>> caches, other_caches;
+  std::vector<KvCache*> rows, other_rows;
+  for (int i = 0; i < kSessions; ++i) {
+    caches.push_back(*cuda_->NewCache(Streaming(4, 16)));
+    other_caches.push_back(*(*other)->NewCache(Streaming(4, 16)));
+    rows.push_back(caches.back().get());
+    other_rows.push_back(other_caches.back().get());
+  }
+  std::vector<int32_t> tokens = RandomTokens(kSessions, vocab_, 15), next(kSessions);
+  std::vector<float> logits(kSessions * vocab_), scratch(kSessions * vocab_);
+  for (int step = 0; step < 30; ++step) {
+    ASSERT_TRUE(cuda_->ForwardBatch(tokens, rows, logits).ok());
+    ASSERT_TRUE((*other)->ForwardBatchGreedy(tokens, other_rows, scratch, next).ok());
+    for (int i = 0; i < kSessions; ++i) {
+      const float* row = &logits[static_cast<size_t>(i) * vocab_];
+      ASSERT_EQ(next[i], std::max_element(row, row + vocab_) - row)
+          << "step " << step << " row " << i;
+    }
+    tokens = next;
+  }
+}
+
 TEST_P(CudaBackendTest, QuantizedKernelsMatchCpuOnDequantizedWeights) {
   const std::vector<int32_t> tokens = RandomTokens(120, vocab_, 13);
   struct Case {

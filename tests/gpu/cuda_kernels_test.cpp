@@ -215,6 +215,29 @@ TEST_F(CudaKernelsTest, EmbeddingLayerNormAndGeluMatchTheCpu) {
   }
 }
 
+// Greedy argmax per row against std::max_element: a real vocabulary width (not a multiple of
+// the block), ties (the lowest index wins), the maximum in the last element, and −inf.
+TEST_F(CudaKernelsTest, ArgmaxMatchesMaxElementWithTies) {
+  constexpr int kRows = 9, kVocab = 50304;
+  std::vector<float> logits = Random(kRows * kVocab, rng_);
+  auto row = [&](int r) { return &logits[static_cast<size_t>(r) * kVocab]; };
+  std::uniform_int_distribution<int> column(0, kVocab - 1);
+  const int a = column(rng_), b = column(rng_);
+  row(1)[std::max(a, b)] = row(1)[std::min(a, b)] = 100.0f;  // a tie
+  row(2)[kVocab - 1] = 100.0f;                                 // the last element
+  std::fill(row(3), row(3) + kVocab, 1.5f);                    // all equal: 0
+  std::fill(row(4), row(4) + kVocab, -INFINITY);               // all −inf: 0
+  row(5)[0] = 100.0f;                                          // the first element
+  for (int c = 0; c < kVocab; c += 7) row(6)[c] = 50.0f;       // many ties: the first
+  DeviceArray<float> device_logits = ToDevice(logits);
+  DeviceArray<int32_t> next = ToDevice(std::vector<int32_t>(kRows, -1));
+  LaunchArgmax(device_logits.get(), kRows, kVocab, next.get(), stream_);
+  const std::vector<int32_t> got = ToHost(next);
+  for (int r = 0; r < kRows; ++r) {
+    EXPECT_EQ(got[r], std::max_element(row(r), row(r) + kVocab) - row(r)) << "row " << r;
+  }
+}
+
 // Attention of one head over spans against a direct fp64 computation (the CPU backend's
 // arithmetic, written out): keys of spans with key_rank_begin ≥ 0 rotated at their rank.
 TEST_F(CudaKernelsTest, AttentionOverDenseAndWrappedStreamingSpansMatchesTheReference) {

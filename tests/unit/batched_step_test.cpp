@@ -1,5 +1,6 @@
 // A batched decode step over N sessions equals N separate steps, bit for bit, with the weights
-// as stored and quantized (int8, NF4 + double-quant absmax).
+// as stored and quantized (int8, NF4 + double-quant absmax); its greedy form picks each row's
+// argmax.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -52,8 +53,13 @@ TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
   std::vector<KvCache*> rows;
   for (auto& cache : batched) rows.push_back(cache.get());
   std::vector<float> batch_logits(rows.size() * vocab), single_logits(vocab);
+  std::vector<int32_t> greedy(rows.size());
   for (int step = 0; step < 40; ++step) {
-    ASSERT_TRUE(backend.ForwardBatch(next, rows, batch_logits).ok());
+    // Odd steps through ForwardBatchGreedy: the same logits, and each row's argmax.
+    const bool use_greedy = step % 2 == 1;
+    ASSERT_TRUE((use_greedy ? backend.ForwardBatchGreedy(next, rows, batch_logits, greedy)
+                            : backend.ForwardBatch(next, rows, batch_logits))
+                    .ok());
     for (size_t i = 0; i < rows.size(); ++i) {
       const int32_t token[1] = {next[i]};
       ASSERT_TRUE(backend.Forward(token, *separate[i], single_logits, false).ok());
@@ -63,6 +69,9 @@ TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
       ASSERT_EQ(batched[i]->tokens_cached(), separate[i]->tokens_cached());
       next[i] = static_cast<int32_t>(
           std::max_element(single_logits.begin(), single_logits.end()) - single_logits.begin());
+      if (use_greedy) {
+        ASSERT_EQ(greedy[i], next[i]) << "session " << i << " step " << step;
+      }
     }
   }
 }
