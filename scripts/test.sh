@@ -9,10 +9,12 @@
 #   image             — the Dockerfile built with podman and run (opt-in: SINKSERVE_IMAGE_TEST=1;
 #                      it compiles sinkserve from scratch: 20-40 minutes on two cores)
 #   soak              — mixed load at saturation for SOAK_SECONDS (default 120)
+#   tsan (engine)     — build-tsan (clang, TSan) of the engine and scheduler_test only: the real
+#                      scheduler driven from many client threads (no gRPC), halt_on_error
 #   asan              — build-asan (clang, ASan+UBSan on every target): the unit, model, e2e and
 #                      server suites again, then each libFuzzer target for FUZZ_SECONDS (60)
-#   tsan (TSAN=1)     — build-tsan (clang, TSan): the server suites. Opt-in: Debian's gRPC and
-#                      absl are not built with TSan, so it reports their internal hand-offs
+#   tsan (TSAN=1)     — build-tsan: the server suites too. Opt-in: Debian's gRPC and absl are
+#                      not built with TSan, so it reports their internal hand-offs
 #                      (see RELIABILITY.md); it needs a TSan-built gRPC to be clean.
 # SKIP_FUZZ=1 skips the fuzzers, SKIP_ASAN=1 the ASan build, SKIP_SOAK=1 the soak.
 # RELIABILITY.md has the wall times of each part on two cores.
@@ -45,6 +47,12 @@ sanitizer_build() {  # sanitizer_build DIR CMAKE_ARGS...
   fi
 }
 
+# The scheduler's threads under TSan: engine library + scheduler_test, no gRPC, so it is clean
+# (tests/tsan.supp: only absl::Status's refcount, in an uninstrumented library, applies here).
+sanitizer_build build-tsan -DSINKSERVE_SANITIZE=thread
+cmake --build build-tsan -j "$(nproc)" --target scheduler_test
+(cd build-tsan && ctest --output-on-failure -R '^scheduler_test$')
+
 if [[ "${SKIP_ASAN:-0}" != 1 ]]; then
   sanitizer_build build-asan -DSINKSERVE_BUILD_FUZZERS=ON \
     -DSINKSERVE_FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
@@ -56,7 +64,6 @@ if [[ "${SKIP_ASAN:-0}" != 1 ]]; then
 fi
 
 if [[ "${TSAN:-0}" == 1 ]]; then
-  sanitizer_build build-tsan -DSINKSERVE_SANITIZE=thread
   cmake --build build-tsan -j "$(nproc)" --target sinkserve server_generate_test \
     server_scheduling_test server_validation_test server_overload_test server_faults_test \
     server_security_test
