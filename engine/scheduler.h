@@ -9,7 +9,9 @@
 //      in total (oldest request first), so a long prompt never stalls the others for long,
 //   4. runs ONE Backend::ForwardBatch over every row that needs a single token: the decode
 //      step of each generating request, plus prefilling requests whose next exact step is one
-//      token (a full streaming window, the last prompt token, an exhausted chunk budget),
+//      token (a full streaming window, the last prompt token, an exhausted chunk budget);
+//      when every row is a plain greedy decode (no penalty, no logprobs), ForwardBatchGreedy,
+//      so a device backend copies back token ids instead of logits,
 //   5. samples, emits token events, and finishes requests (stop, length, cancel, deadline).
 // Batched rows are bit-identical to single steps, so batching never changes a token.
 //
@@ -260,7 +262,10 @@ class Scheduler {
   // Bookkeeping after `count` tokens of job's to_feed went through the model; `logits` holds
   // [count][vocab] (score) or the last token's [vocab] (generate).
   void AfterFed(Job& job, int count, std::span<float> logits, double attention_seconds);
+  // Picks job's next token from its logits with its sampler, then EmitToken.
   void SampleNext(Job& job, std::span<float> logits);
+  // Records and streams a chosen token; finishes the request on a stop or its length.
+  void EmitToken(Job& job, int32_t token);
   void FinishGenerate(Job& job, FinishReason reason, absl::Status status, std::string detail);
   void FinishScore(Job& job, absl::Status status);
   // Ends a request that never ran (refused at intake or admission, or cancelled while queued).
@@ -300,6 +305,7 @@ class Scheduler {
   std::vector<Row> rows_;
   std::vector<int32_t> row_tokens_;
   std::vector<KvCache*> row_caches_;
+  std::vector<int32_t> row_next_;  // the rows' argmax when a batch is all greedy decodes
   std::vector<float> batch_logits_;  // [max_batch][vocab]
   std::vector<float> chunk_logits_;  // [prefill_chunk_tokens][vocab]
   std::vector<float> logprob_scratch_;

@@ -113,8 +113,19 @@ void Scheduler::RunBatch() {
     evicted_before += row.job->session->cache().tokens_evicted();
     any_decode |= row.job->decoding;
   }
+  // All rows plain greedy decodes: the backend may take the argmax itself (on the device). The
+  // same token as Sampler's greedy choice: the first maximum.
+  const bool greedy = std::all_of(rows_.begin(), rows_.end(), [](const Row& row) {
+    const Job& job = *row.job;
+    return job.decoding && !job.generate.return_logprobs &&
+           job.sampler->params().temperature == 0.0f &&
+           job.sampler->params().repetition_penalty == 1.0f;
+  });
   const std::span<float> logits(batch_logits_.data(), rows * vocab_size_);
-  const absl::Status status = backend.ForwardBatch(row_tokens_, row_caches_, logits);
+  row_next_.resize(rows);
+  const absl::Status status =
+      greedy ? backend.ForwardBatchGreedy(row_tokens_, row_caches_, logits, row_next_)
+             : backend.ForwardBatch(row_tokens_, row_caches_, logits);
   const double attention = backend.last_step_attention_seconds();
   stat_batch_calls_.fetch_add(1, std::memory_order_relaxed);
   stat_batch_rows_.fetch_add(rows, std::memory_order_relaxed);
@@ -144,7 +155,11 @@ void Scheduler::RunBatch() {
     if (job.decoding) {
       job.attention_seconds += share;
       job.session->Record(job.next_token);
-      SampleNext(job, row_logits);
+      if (greedy) {
+        EmitToken(job, row_next_[i]);
+      } else {
+        SampleNext(job, row_logits);
+      }
     } else {
       AfterFed(job, 1, row_logits, share);
     }
@@ -194,8 +209,11 @@ void Scheduler::SampleNext(Job& job, std::span<float> logits) {
     history_scratch_.assign(job.session->history().begin(), job.session->history().end());
     history = history_scratch_;
   }
-  const int32_t token = job.sampler->Sample(logits, history);
+  EmitToken(job, job.sampler->Sample(logits, history));
+}
 
+void Scheduler::EmitToken(Job& job, int32_t token) {
+  const GenerateSpec& spec = job.generate;
   const SteadyClock::time_point now = SteadyClock::now();
   ++job.generated;
   if (listener_) {
