@@ -151,6 +151,18 @@ TEST_P(CudaBackendTest, BatchedStepMatchesCpu) {
   }
 }
 
+// `n` streaming caches (sink 4 + window 16) of `backend`, and the rows of a batch over them.
+struct Sessions {
+  Sessions(const Backend& backend, int n) {
+    for (int i = 0; i < n; ++i) {
+      caches.push_back(*backend.NewCache(Streaming(4, 16)));
+      rows.push_back(caches.back().get());
+    }
+  }
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<KvCache*> rows;
+};
+
 // Steps replayed from CUDA graphs run the same kernels as steps launched one by one: the
 // logits are bit-identical, through prefill chunks, single tokens and batched steps whose
 // shapes repeat (a graph is captured the second time a shape is seen).
@@ -169,19 +181,12 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
         << "step " << step;
   }
   constexpr int kSessions = 6;
-  std::vector<std::unique_ptr<KvCache>> graphed_caches, eager_caches;
-  std::vector<KvCache*> graphed_rows, eager_rows;
-  for (int i = 0; i < kSessions; ++i) {
-    graphed_caches.push_back(*cuda_->NewCache(Streaming(4, 16)));
-    eager_caches.push_back(*(*eager)->NewCache(Streaming(4, 16)));
-    graphed_rows.push_back(graphed_caches.back().get());
-    eager_rows.push_back(eager_caches.back().get());
-  }
+  Sessions graphed_sessions(*cuda_, kSessions), eager_sessions(**eager, kSessions);
   std::vector<float> graphed(kSessions * vocab_), expected(kSessions * vocab_);
   for (int step = 0; step < 40; ++step) {  // through the windows' evictions
     const std::vector<int32_t> batch = RandomTokens(kSessions, vocab_, 2000 + step);
-    ASSERT_TRUE(cuda_->ForwardBatch(batch, graphed_rows, graphed).ok());
-    ASSERT_TRUE((*eager)->ForwardBatch(batch, eager_rows, expected).ok());
+    ASSERT_TRUE(cuda_->ForwardBatch(batch, graphed_sessions.rows, graphed).ok());
+    ASSERT_TRUE((*eager)->ForwardBatch(batch, eager_sessions.rows, expected).ok());
     ASSERT_EQ(std::memcmp(graphed.data(), expected.data(), graphed.size() * sizeof(float)), 0)
         << "batched step " << step;
   }
@@ -194,19 +199,12 @@ TEST_P(CudaBackendTest, GreedyBatchedStepEqualsHostArgmaxOfLogits) {
       NewCudaBackend(model_->config(), model_->weights(), CudaOptions{});
   ASSERT_TRUE(other.ok()) << other.status();
   constexpr int kSessions = 12;
-  std::vector<std::unique_ptr<KvCache>> caches, other_caches;
-  std::vector<KvCache*> rows, other_rows;
-  for (int i = 0; i < kSessions; ++i) {
-    caches.push_back(*cuda_->NewCache(Streaming(4, 16)));
-    other_caches.push_back(*(*other)->NewCache(Streaming(4, 16)));
-    rows.push_back(caches.back().get());
-    other_rows.push_back(other_caches.back().get());
-  }
+  Sessions sessions(*cuda_, kSessions), other_sessions(**other, kSessions);
   std::vector<int32_t> tokens = RandomTokens(kSessions, vocab_, 15), next(kSessions);
   std::vector<float> logits(kSessions * vocab_), scratch(kSessions * vocab_);
   for (int step = 0; step < 30; ++step) {
-    ASSERT_TRUE(cuda_->ForwardBatch(tokens, rows, logits).ok());
-    ASSERT_TRUE((*other)->ForwardBatchGreedy(tokens, other_rows, scratch, next).ok());
+    ASSERT_TRUE(cuda_->ForwardBatch(tokens, sessions.rows, logits).ok());
+    ASSERT_TRUE((*other)->ForwardBatchGreedy(tokens, other_sessions.rows, scratch, next).ok());
     for (int i = 0; i < kSessions; ++i) {
       const float* row = &logits[static_cast<size_t>(i) * vocab_];
       ASSERT_EQ(next[i], std::max_element(row, row + vocab_) - row)

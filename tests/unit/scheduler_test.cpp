@@ -43,8 +43,48 @@ bool Await(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Pred
   return cv.wait_for(lock, kWait, ready);
 }
 
+// What both observers keep: the final result, how many times OnFinished came, and events that
+// broke the observer contract — under one mutex, with a condition variable for the waits.
+template <typename Result>
+class Collector {
+ public:
+  // The result; a timeout fails the test and returns an INTERNAL status.
+  Result WaitFinished() {
+    std::unique_lock lock(mutex_);
+    if (!Await(cv_, lock, [&] { return finished_ > 0; })) {
+      ADD_FAILURE() << "no OnFinished within " << kWait.count() << " s";
+      Result timed_out;
+      timed_out.status = absl::InternalError("test timed out waiting for OnFinished");
+      return timed_out;
+    }
+    return result_;
+  }
+  int finished_count() const {
+    std::lock_guard lock(mutex_);
+    return finished_;
+  }
+  int violations() const {
+    std::lock_guard lock(mutex_);
+    return violations_;
+  }
+
+ protected:
+  void Finish(Result result) {
+    std::lock_guard lock(mutex_);
+    ++finished_;
+    result_ = std::move(result);
+    cv_.notify_all();
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  int finished_ = 0;
+  int violations_ = 0;  // events out of order or after OnFinished
+  Result result_;
+};
+
 // One Generate's events, checked against the observer contract as they arrive.
-class GenerateCollector : public GenerateObserver {
+class GenerateCollector : public GenerateObserver, public Collector<GenerateResult> {
  public:
   void OnStarted(const std::string& session_id) override {
     std::lock_guard lock(mutex_);
@@ -60,12 +100,7 @@ class GenerateCollector : public GenerateObserver {
     text_ += delta.text;
     cv_.notify_all();
   }
-  void OnFinished(GenerateResult result) override {
-    std::lock_guard lock(mutex_);
-    ++finished_;
-    result_ = std::move(result);
-    cv_.notify_all();
-  }
+  void OnFinished(GenerateResult result) override { Finish(std::move(result)); }
 
   bool WaitStarted() {
     std::unique_lock lock(mutex_);
@@ -77,25 +112,6 @@ class GenerateCollector : public GenerateObserver {
     return Await(cv_, lock, [&] { return tokens_.size() >= count || finished_ > 0; }) &&
            tokens_.size() >= count;
   }
-  // The result; a timeout fails the test and returns an INTERNAL status.
-  GenerateResult WaitFinished() {
-    std::unique_lock lock(mutex_);
-    if (!Await(cv_, lock, [&] { return finished_ > 0; })) {
-      ADD_FAILURE() << "no OnFinished within " << kWait.count() << " s";
-      GenerateResult timed_out;
-      timed_out.status = absl::InternalError("test timed out waiting for OnFinished");
-      return timed_out;
-    }
-    return result_;
-  }
-  int finished_count() const {
-    std::lock_guard lock(mutex_);
-    return finished_;
-  }
-  int violations() const {
-    std::lock_guard lock(mutex_);
-    return violations_;
-  }
   bool started() const {
     std::lock_guard lock(mutex_);
     return started_;
@@ -106,18 +122,13 @@ class GenerateCollector : public GenerateObserver {
   }
 
  private:
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
   bool started_ = false;
   std::string started_session_;
   std::vector<int32_t> tokens_;
   std::string text_;
-  int finished_ = 0;
-  int violations_ = 0;  // events out of order or after OnFinished
-  GenerateResult result_;
 };
 
-class ScoreCollector : public ScoreObserver {
+class ScoreCollector : public ScoreObserver, public Collector<ScoreResult> {
  public:
   void OnProgress(ScoreProgress progress) override {
     std::lock_guard lock(mutex_);
@@ -128,30 +139,7 @@ class ScoreCollector : public ScoreObserver {
     last_scored_ = progress.scored_tokens;
     ++progress_events_;
   }
-  void OnFinished(ScoreResult result) override {
-    std::lock_guard lock(mutex_);
-    ++finished_;
-    result_ = std::move(result);
-    cv_.notify_all();
-  }
-  ScoreResult WaitFinished() {
-    std::unique_lock lock(mutex_);
-    if (!Await(cv_, lock, [&] { return finished_ > 0; })) {
-      ADD_FAILURE() << "no Score OnFinished within " << kWait.count() << " s";
-      ScoreResult timed_out;
-      timed_out.status = absl::InternalError("test timed out waiting for OnFinished");
-      return timed_out;
-    }
-    return result_;
-  }
-  int finished_count() const {
-    std::lock_guard lock(mutex_);
-    return finished_;
-  }
-  int violations() const {
-    std::lock_guard lock(mutex_);
-    return violations_;
-  }
+  void OnFinished(ScoreResult result) override { Finish(std::move(result)); }
   int progress_events() const {
     std::lock_guard lock(mutex_);
     return progress_events_;
@@ -162,13 +150,8 @@ class ScoreCollector : public ScoreObserver {
   }
 
  private:
-  mutable std::mutex mutex_;
-  std::condition_variable cv_;
   int64_t last_scored_ = 0;
   int progress_events_ = 0;
-  int finished_ = 0;
-  int violations_ = 0;
-  ScoreResult result_;
 };
 
 // The scheduler's gauges as last reported, and the most requests seen running at once.
