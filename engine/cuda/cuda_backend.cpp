@@ -51,6 +51,7 @@ class DeviceKvStorage final : public KvStorage {
 struct DeviceMatrix {
   DeviceMatrixView view;
   DeviceArray<std::byte> data;
+  MappedHostBuffer host_data;  // instead of `data` for a matrix kept in host memory
   DeviceArray<float> absmax;
   DeviceArray<uint8_t> absmax_codes;
   DeviceArray<float> absmax_block_scale;
@@ -92,7 +93,8 @@ class CudaBackend final : public Backend {
   DeviceMemoryStats device_memory() const override;
 
  private:
-  absl::StatusOr<DeviceMatrix> UploadMatrix(const Matrix& matrix, const std::string& what);
+  absl::StatusOr<DeviceMatrix> UploadMatrix(const Matrix& matrix, const std::string& what,
+                                            bool on_host = false);
   absl::Status UploadLayer(const LayerWeights& layer, int index);
   absl::Status Reserve(int n_rows, int max_blocks);
   absl::Status EnsureRotary(int64_t positions);
@@ -196,8 +198,10 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
   for (cudaEvent_t& event : attention_events_) CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
 
   ASSIGN_OR_RETURN(dynamic_map_, Upload(*allocator_, kDynamicMap, 256, "the NF4 dynamic map"));
-  ASSIGN_OR_RETURN(embed_in_, UploadMatrix(weights.embed_in, "embed_in"));
   tied_embeddings_ = weights.embed_out.storage() == weights.embed_in.storage();
+  // Untied, the input embeddings are only gathered (a row per token): they can stay on the host.
+  ASSIGN_OR_RETURN(embed_in_, UploadMatrix(weights.embed_in, "embed_in",
+                                           options_.embeddings_on_host && !tied_embeddings_));
   if (!tied_embeddings_) {
     ASSIGN_OR_RETURN(embed_out_, UploadMatrix(weights.embed_out, "embed_out"));
   }
@@ -225,26 +229,36 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
 }
 
 absl::StatusOr<DeviceMatrix> CudaBackend::UploadMatrix(const Matrix& matrix,
-                                                       const std::string& what) {
+                                                       const std::string& what, bool on_host) {
   DeviceMatrix m;
+  // The codes / values: on the device, or in mapped host memory when on_host (falling back to
+  // the device where pinning fails, e.g. a container's locked-memory limit).
+  auto place = [&](const std::byte* bytes, size_t n) -> absl::Status {
+    if (on_host) {
+      absl::StatusOr<MappedHostBuffer> host = MappedHostBuffer::Make(bytes, n, what);
+      if (host.ok()) {
+        m.host_data = std::move(*host);
+        return absl::OkStatus();
+      }
+    }
+    ASSIGN_OR_RETURN(m.data, Upload(*allocator_, bytes, n, what));
+    return absl::OkStatus();
+  };
   m.view.rows = matrix.rows;
   m.view.cols = matrix.cols;
   const size_t numel = static_cast<size_t>(matrix.rows * matrix.cols);
   switch (matrix.quant) {
     case QuantFormat::kInt8: {
       m.view.format = DeviceMatrixView::Format::kInt8;
-      ASSIGN_OR_RETURN(m.data, Upload(*allocator_,
-                                      reinterpret_cast<const std::byte*>(matrix.int8->codes.data()),
-                                      numel, what));
+      RETURN_IF_ERROR(place(reinterpret_cast<const std::byte*>(matrix.int8->codes.data()), numel));
       ASSIGN_OR_RETURN(m.absmax, Upload(*allocator_, matrix.int8->row_absmax.data(),
                                         matrix.int8->row_absmax.size(), what));
       break;
     }
     case QuantFormat::kNf4: {
       m.view.format = DeviceMatrixView::Format::kNf4;
-      ASSIGN_OR_RETURN(m.data, Upload(*allocator_,
-                                      reinterpret_cast<const std::byte*>(matrix.nf4->codes.data()),
-                                      matrix.nf4->codes.size(), what));
+      RETURN_IF_ERROR(place(reinterpret_cast<const std::byte*>(matrix.nf4->codes.data()),
+                            matrix.nf4->codes.size()));
       if (matrix.nf4_absmax != nullptr) {
         ASSIGN_OR_RETURN(m.absmax_codes, Upload(*allocator_, matrix.nf4_absmax->codes.data(),
                                                 matrix.nf4_absmax->codes.size(), what));
@@ -261,7 +275,7 @@ absl::StatusOr<DeviceMatrix> CudaBackend::UploadMatrix(const Matrix& matrix,
     case QuantFormat::kNone: {
       m.view.format = DeviceMatrixView::Format::kF16;
       if (matrix.dtype == DType::kF16) {
-        ASSIGN_OR_RETURN(m.data, Upload(*allocator_, matrix.data, numel * 2, what));
+        RETURN_IF_ERROR(place(matrix.data, numel * 2));
         break;
       }
       // F32 / BF16 checkpoints: converted to fp16 on the host, in parallel (a pool for the
@@ -281,12 +295,12 @@ absl::StatusOr<DeviceMatrix> CudaBackend::UploadMatrix(const Matrix& matrix,
           staging[i] = FloatToF16(value);
         }
       });
-      ASSIGN_OR_RETURN(m.data, Upload(*allocator_, reinterpret_cast<const std::byte*>(staging.data()),
-                                      numel * 2, what));
+      RETURN_IF_ERROR(place(reinterpret_cast<const std::byte*>(staging.data()), numel * 2));
       break;
     }
   }
-  m.view.data = m.data.get();
+  m.view.data = m.host_data.device_pointer() != nullptr ? m.host_data.device_pointer()
+                                                        : m.data.get();
   m.view.absmax = m.absmax.get();
   m.view.absmax_codes = m.absmax_codes.get();
   m.view.absmax_block_scale = m.absmax_block_scale.get();

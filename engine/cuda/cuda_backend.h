@@ -27,6 +27,10 @@ struct CudaOptions {
   // blocks, timed or not) has been seen twice: one launch instead of ~11 per layer. A capture
   // that fails turns graphs off for this backend (logged) and the step runs kernel by kernel.
   bool graphs = true;
+  // Keep the input embedding table (untied) in pinned host memory that the embedding kernel
+  // reads over PCIe — one row per token, 5 KB for Pythia-2.8B — instead of device memory
+  // (257 MB for Pythia-2.8B), as llama.cpp keeps token embeddings on the host.
+  bool embeddings_on_host = true;
 };
 
 // OK when this build has CUDA and a device can be used; otherwise why not, in words a user

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 namespace sinkserve::cuda {
@@ -52,6 +54,35 @@ absl::StatusOr<void*> DeviceAllocator::Acquire(size_t bytes, const std::string& 
 void DeviceAllocator::Release(void* pointer, size_t bytes) {
   free_blocks_[bytes].push_back(pointer);
   pooled_.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+MappedHostBuffer& MappedHostBuffer::operator=(MappedHostBuffer&& other) noexcept {
+  Reset();
+  host_ = other.host_;
+  device_ = other.device_;
+  other.host_ = other.device_ = nullptr;
+  return *this;
+}
+
+void MappedHostBuffer::Reset() {
+  if (host_ != nullptr) cudaFreeHost(host_);
+  host_ = device_ = nullptr;
+}
+
+absl::StatusOr<MappedHostBuffer> MappedHostBuffer::Make(const void* source, size_t bytes,
+                                                        const std::string& what) {
+  MappedHostBuffer buffer;
+  cudaError_t error = cudaHostAlloc(&buffer.host_, bytes, cudaHostAllocMapped);
+  if (error == cudaSuccess) {
+    std::memcpy(buffer.host_, source, bytes);
+    error = cudaHostGetDevicePointer(&buffer.device_, buffer.host_, 0);
+  }
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError(absl::StrCat("pinning ", bytes, " bytes of host memory for ",
+                                                     what, " failed: ", cudaGetErrorString(error)));
+  }
+  return buffer;
 }
 
 }  // namespace sinkserve::cuda

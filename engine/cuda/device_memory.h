@@ -84,4 +84,25 @@ class DeviceArray {
   size_t size_ = 0;
 };
 
+// Pinned host memory mapped into the device's address space: kernels read it over PCIe, and
+// it takes no device memory (not counted by DeviceAllocator). For data a step touches only a
+// few bytes of, such as the rows of the input embedding table.
+class MappedHostBuffer {
+ public:
+  MappedHostBuffer() = default;
+  MappedHostBuffer(MappedHostBuffer&& other) noexcept { *this = std::move(other); }
+  MappedHostBuffer& operator=(MappedHostBuffer&& other) noexcept;
+  ~MappedHostBuffer() { Reset(); }
+
+  // A copy of `bytes` bytes at `source` (RESOURCE_EXHAUSTED when pinning fails).
+  static absl::StatusOr<MappedHostBuffer> Make(const void* source, size_t bytes,
+                                               const std::string& what);
+  const void* device_pointer() const { return device_; }
+  void Reset();
+
+ private:
+  void* host_ = nullptr;
+  void* device_ = nullptr;
+};
+
 }  // namespace sinkserve::cuda

@@ -192,6 +192,25 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
   }
 }
 
+// The input embeddings in mapped host memory (the default) give the same logits, bit for bit,
+// as in device memory, and the device holds that much less (unless tied: then on the device).
+TEST_P(CudaBackendTest, EmbeddingsInHostMemoryGiveTheSameLogitsAndSaveDeviceMemory) {
+  CudaOptions on_device_options;
+  on_device_options.embeddings_on_host = false;
+  absl::StatusOr<std::unique_ptr<Backend>> on_device =
+      NewCudaBackend(model_->config(), model_->weights(), on_device_options);
+  ASSERT_TRUE(on_device.ok()) << on_device.status();
+  const ModelWeights& weights = model_->weights();
+  const bool tied = weights.embed_out.storage() == weights.embed_in.storage();
+  const uint64_t table_bytes = tied ? 0 : uint64_t{2} * weights.embed_in.rows * weights.embed_in.cols;
+  EXPECT_EQ((*on_device)->device_memory().used_bytes,
+            cuda_->device_memory().used_bytes + table_bytes);
+  const std::vector<int32_t> tokens = RandomTokens(150, vocab_, 16);
+  const std::vector<float> got = Run(*cuda_, Streaming(4, 32), tokens, 7);
+  const std::vector<float> expected = Run(**on_device, Streaming(4, 32), tokens, 7);
+  EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0);
+}
+
 // The greedy step (argmax on the device) picks the same ids as the host's argmax of the same
 // backend's logits; the caches advance alike.
 TEST_P(CudaBackendTest, GreedyBatchedStepEqualsHostArgmaxOfLogits) {
