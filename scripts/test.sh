@@ -41,10 +41,11 @@ export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/t
 sanitizer_build() {  # sanitizer_build DIR CMAKE_ARGS...
   local dir=$1
   shift
-  if [[ ! -f $dir/build.ninja ]]; then
-    CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DSINKSERVE_BUILD_BENCHMARKS=OFF -DSINKSERVE_WITH_CUDA=OFF "$@"
-  fi
+  # Configured every run (seconds when cached) so new options reach existing directories. The
+  # Python client test (label server) runs against the sanitized sinkserve in build's venv.
+  CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSINKSERVE_BUILD_BENCHMARKS=OFF -DSINKSERVE_WITH_CUDA=OFF \
+    -DSINKSERVE_DEPLOY_VENV="$PWD/build/deploy-venv" "$@" > /dev/null
 }
 
 # The scheduler's threads under TSan: engine library + scheduler_test, no gRPC, so it is clean
