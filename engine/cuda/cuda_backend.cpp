@@ -90,6 +90,7 @@ class CudaBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CachePolicy& policy) const override;
   std::string name() const override { return name_; }
   double last_step_attention_seconds() const override { return attention_seconds_; }
+  int64_t graph_launches() const { return graph_launches_; }
   DeviceMemoryStats device_memory() const override;
 
  private:
@@ -158,6 +159,8 @@ class CudaBackend final : public Backend {
   static constexpr size_t kMaxGraphShapes = 256;  // beyond: steps of new shapes run eagerly
   std::map<GraphKey, StepGraph> graphs_;
   bool graphs_enabled_ = true;
+  bool capturing_ = false;  // Enqueue is being captured into a graph
+  int64_t graph_launches_ = 0;
 
   std::vector<cudaEvent_t> attention_events_;  // [layers][start, stop]
   int64_t steps_ = 0;
@@ -446,7 +449,11 @@ absl::Status CudaBackend::PrepareRows(std::span<KvCache* const> row_caches,
     }
     max_keys = std::max(max_keys, row.total_keys);
   }
-  max_blocks_ = (max_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
+  // Rounded up to a power of two: a step's graph then serves every cache length up to it (the
+  // kernels skip key blocks past a row's keys and combine by each row's own key count).
+  const int needed_blocks = (max_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
+  max_blocks_ = 1;
+  while (max_blocks_ < needed_blocks) max_blocks_ *= 2;
   RETURN_IF_ERROR(EnsureRotary(positions));
   return Reserve(n, max_blocks_);
 }
@@ -507,6 +514,7 @@ absl::Status CudaBackend::Step(std::span<const int32_t> tokens, std::span<KvCach
 absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> logits,
                               int first_logits, std::span<int32_t> next) {
   const int n = static_cast<int>(tokens.size());
+  cudaGetLastError();  // a consumed, non-sticky error of an earlier call is not this step's
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), tokens.data(), n * sizeof(int32_t),
                                        cudaMemcpyHostToDevice, stream_));
   CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(rows_.get(), host_rows_.data(), n * sizeof(AttentionRow),
@@ -541,6 +549,7 @@ absl::Status CudaBackend::Run(std::span<const int32_t> tokens, std::span<float> 
         std::fprintf(stderr,
                      "warning: CUDA graphs turned off, their attention events do not time (%s)\n",
                      cudaGetErrorString(error));
+        cudaGetLastError();  // not this backend's next step's error
         graphs_enabled_ = false;
         DropGraphs();
         return absl::OkStatus();  // this step keeps the previous attention time
@@ -572,6 +581,9 @@ absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool time
   const GraphKey key{n, n - first_logits, max_blocks_, timed, greedy};
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
+    if (graphs_.size() >= kMaxGraphShapes) {  // forget the shapes seen only once
+      std::erase_if(graphs_, [](const auto& entry) { return entry.second.exec == nullptr; });
+    }
     if (graphs_.size() < kMaxGraphShapes) graphs_.emplace(key, StepGraph{1, nullptr});
     return false;
   }
@@ -580,7 +592,9 @@ absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool time
     if (++graph.seen < 2) return false;
     // Thread-local capture: other threads (metrics reading cudaMemGetInfo) stay unaffected.
     CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
     const absl::Status enqueued = Enqueue(n, first_logits, timed, greedy);
+    capturing_ = false;
     cudaGraph_t captured = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(stream_, &captured);
     cudaError_t instantiated = cudaErrorStreamCaptureInvalidated;
@@ -603,6 +617,7 @@ absl::StatusOr<bool> CudaBackend::LaunchGraph(int n, int first_logits, bool time
     }
   }
   CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graph.exec, stream_));
+  ++graph_launches_;
   return true;
 }
 
@@ -624,17 +639,19 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_));
 
   const AttentionShape shape{config_.num_heads, config_.head_dim, config_.rotary_ndims, index};
-  // External records: inside a captured graph they become event nodes that still time.
+  // While capturing, external records: event nodes of the graph that still time (the flag is
+  // invalid outside a capture).
+  const unsigned record_flags = capturing_ ? cudaEventRecordExternal : cudaEventRecordDefault;
   if (timed) {
-    CUDA_RETURN_IF_ERROR(cudaEventRecordWithFlags(attention_events_[2 * index], stream_,
-                                                  cudaEventRecordExternal));
+    CUDA_RETURN_IF_ERROR(
+        cudaEventRecordWithFlags(attention_events_[2 * index], stream_, record_flags));
   }
   LaunchStoreKv(rows_.get(), n, shape, qkv_.get(), rotary_.get(), stream_);
   LaunchAttention(rows_.get(), n, max_blocks_, shape, qkv_.get(), rotary_.get(), partials_.get(),
                   attn_.get(), stream_);
   if (timed) {
-    CUDA_RETURN_IF_ERROR(cudaEventRecordWithFlags(attention_events_[2 * index + 1], stream_,
-                                                  cudaEventRecordExternal));
+    CUDA_RETURN_IF_ERROR(
+        cudaEventRecordWithFlags(attention_events_[2 * index + 1], stream_, record_flags));
   }
 
   RETURN_IF_ERROR(gemm_.Run(w.attn_out.view, w.attn_out_bias.get(), attn_.get(), n,
@@ -674,6 +691,11 @@ absl::Status CudaAvailable() {
     return absl::UnavailableError("no CUDA device found; use --backend cpu");
   }
   return absl::OkStatus();
+}
+
+int64_t CudaGraphLaunches(const Backend& backend) {
+  const auto* cuda = dynamic_cast<const cuda::CudaBackend*>(&backend);
+  return cuda != nullptr ? cuda->graph_launches() : 0;
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const ModelConfig& config,

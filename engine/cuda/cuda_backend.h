@@ -42,4 +42,8 @@ absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const ModelConfig& confi
                                                         const ModelWeights& weights,
                                                         const CudaOptions& options);
 
+// How many steps of a backend made by NewCudaBackend were replayed from CUDA graphs (0 for any
+// other backend): tests and the benchmark check that graphs really ran.
+int64_t CudaGraphLaunches(const Backend& backend);
+
 }  // namespace sinkserve

@@ -467,7 +467,8 @@ __global__ void __launch_bounds__(1024) ArgmaxKernel(const float* logits, int vo
       const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
       ArgmaxMerge(value, index, other_value, other_index);
     }
-    // A row of only −inf (or NaN) keeps index INT_MAX: std::max_element would give 0.
+    // A row of only NaN keeps index INT_MAX (NaN never wins a comparison): 0, as
+    // std::max_element gives. (Unlike it, a NaN at index 0 of a row with numbers loses.)
     if (lane == 0) next[blockIdx.x] = index == INT_MAX ? 0 : index;
   }
 }

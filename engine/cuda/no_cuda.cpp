@@ -14,4 +14,6 @@ absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const ModelConfig&, cons
   return CudaAvailable();
 }
 
+int64_t CudaGraphLaunches(const Backend&) { return 0; }
+
 }  // namespace sinkserve

@@ -101,6 +101,7 @@ struct Result {
   double tokens_per_second = 0, tpot_ms = 0, ttft_ms = 0, attention_us_per_layer = 0;
   double sampling_ms = 0;
   double peak_gb = 0, weights_gb = 0;
+  int64_t graph_launches = 0;  // steps so far replayed from CUDA graphs
 };
 
 void Die(const absl::Status& status) {
@@ -203,10 +204,12 @@ std::vector<Result> RunConfig(const std::string& name, const ModelConfig& config
     r.attention_us_per_layer = attention_s / steps / config.num_layers * 1e6;
     r.peak_gb = backend.device_memory().peak_bytes / 1e9;
     r.weights_gb = weights_gb;
+    r.graph_launches = CudaGraphLaunches(backend);
     std::printf("  %-34s batch %3d: %9.1f tok/s  TPOT %7.3f ms  TTFT %8.2f ms  attn %7.2f us/layer  "
-                "sampling %.3f ms  peak %.2f GB\n",
+                "sampling %.3f ms  peak %.2f GB  graph steps %lld\n",
                 name.c_str(), batch, r.tokens_per_second, r.tpot_ms, r.ttft_ms,
-                r.attention_us_per_layer, r.sampling_ms, r.peak_gb);
+                r.attention_us_per_layer, r.sampling_ms, r.peak_gb,
+                static_cast<long long>(r.graph_launches));
     std::fflush(stdout);
     results.push_back(r);
   }
@@ -274,6 +277,10 @@ int Main(int argc, char** argv) {
   CudaOptions eager;
   eager.graphs = false;
   add(RunConfig("Streaming (FP16), no CUDA graphs", config, *fp16, streaming, o, eager, {1, 64}));
+  CudaOptions embeddings_on_device;
+  embeddings_on_device.embeddings_on_host = false;
+  add(RunConfig("Streaming (FP16), embeddings on the device", config, *fp16, streaming, o,
+                embeddings_on_device, {1}));
   fp16.reset();
   // Load-time quantization converts in place: a fresh fp16 model for each format.
   auto quantized = [&](const WeightConversion& conversion) {
@@ -300,6 +307,7 @@ int Main(int argc, char** argv) {
                     {"tokens_per_second", r.tokens_per_second}, {"tpot_ms", r.tpot_ms},
                     {"ttft_ms", r.ttft_ms}, {"attention_us_per_layer", r.attention_us_per_layer},
                     {"sampling_ms", r.sampling_ms}, {"peak_gpu_memory_gb", r.peak_gb},
+                    {"graph_launches", r.graph_launches},
                     {"weights_gb", r.weights_gb}, {"prompt_tokens", o.prompt_tokens}});
   }
   if (!o.out_dir.empty()) {

@@ -173,14 +173,14 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
       NewCudaBackend(model_->config(), model_->weights(), eager_options);
   ASSERT_TRUE(eager.ok()) << eager.status();
   const std::vector<int32_t> tokens = RandomTokens(200, vocab_, 14);
-  for (int step : {1, 5}) {
+  for (int step : {1, 5, 16}) {  // 16: prefill chunks through cuBLASLt, captured too
     const std::vector<float> graphed = Run(*cuda_, Streaming(4, 32), tokens, step);
     const std::vector<float> expected = Run(**eager, Streaming(4, 32), tokens, step);
     ASSERT_EQ(graphed.size(), expected.size());
     EXPECT_EQ(std::memcmp(graphed.data(), expected.data(), graphed.size() * sizeof(float)), 0)
         << "step " << step;
   }
-  constexpr int kSessions = 6;
+  constexpr int kSessions = 10;  // past the fused kernels' 8 rows: cuBLASLt in the graph
   Sessions graphed_sessions(*cuda_, kSessions), eager_sessions(**eager, kSessions);
   std::vector<float> graphed(kSessions * vocab_), expected(kSessions * vocab_);
   for (int step = 0; step < 40; ++step) {  // through the windows' evictions
@@ -190,6 +190,9 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
     ASSERT_EQ(std::memcmp(graphed.data(), expected.data(), graphed.size() * sizeof(float)), 0)
         << "batched step " << step;
   }
+  // Graphs really ran (a failed capture would have turned them off and compared eager steps).
+  EXPECT_GT(CudaGraphLaunches(*cuda_), 100);
+  EXPECT_EQ(CudaGraphLaunches(**eager), 0);
 }
 
 // The input embeddings in mapped host memory (the default) give the same logits, bit for bit,
