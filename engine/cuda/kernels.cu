@@ -215,8 +215,25 @@ __global__ void EmbeddingKernel(DeviceMatrixView table, const int32_t* tokens, f
   __syncthreads();
   const int t = blockIdx.x;
   const int64_t base = static_cast<int64_t>(tokens[t]) * table.cols;
+  float* row = out + static_cast<int64_t>(t) * table.cols;
+  if (table.format == DeviceMatrixView::Format::kF16 && table.cols % 8 == 0) {
+    // 16-byte loads: few, wide reads, which matters when the table is host memory read over
+    // PCIe (CudaOptions::embeddings_on_host).
+    const uint4* source = reinterpret_cast<const uint4*>(static_cast<const __half*>(table.data) + base);
+    for (int64_t v = threadIdx.x; v < table.cols / 8; v += blockDim.x) {
+      const uint4 bits = source[v];
+      const __half2* pairs = reinterpret_cast<const __half2*>(&bits);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 values = __half22float2(pairs[j]);
+        row[8 * v + 2 * j] = values.x;
+        row[8 * v + 2 * j + 1] = values.y;
+      }
+    }
+    return;
+  }
   for (int64_t k = threadIdx.x; k < table.cols; k += blockDim.x) {
-    out[t * table.cols + k] = DequantizeElement(table, base + k, lut);
+    row[k] = DequantizeElement(table, base + k, lut);
   }
 }
 
