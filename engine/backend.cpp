@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "engine/sampler.h"
 #include "engine/status_macros.h"
 
 namespace sinkserve {
@@ -80,10 +81,7 @@ absl::Status Backend::ForwardBatchGreedy(std::span<const int32_t> tokens,
   }
   RETURN_IF_ERROR(ForwardBatch(tokens, caches, logits));
   const size_t vocab = logits.size() / tokens.size();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const float* row = logits.data() + i * vocab;
-    next[i] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
-  }
+  for (size_t i = 0; i < tokens.size(); ++i) next[i] = Argmax(logits.subspan(i * vocab, vocab));
   return absl::OkStatus();
 }
 

@@ -23,6 +23,10 @@ absl::Status SamplingParams::Validate() const {
   return absl::OkStatus();
 }
 
+int32_t Argmax(std::span<const float> logits) {
+  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
 Sampler::Sampler(const SamplingParams& params) : params_(params), state_(params.seed) {}
 
 void Sampler::set_params(const SamplingParams& params) {
@@ -54,8 +58,7 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
     }
   }
   if (params_.temperature == 0.0f) {
-    // Greedy: the first maximum, like torch.argmax.
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    return Argmax(logits);
   }
 
   candidates_.clear();

@@ -24,6 +24,10 @@ struct SamplingParams {
   absl::Status Validate() const;
 };
 
+// The greedy choice: the first maximum, like torch.argmax (and std::max_element). Every greedy
+// path uses this rule: the sampler, Backend::ForwardBatchGreedy, the CUDA argmax kernel.
+int32_t Argmax(std::span<const float> logits);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);

@@ -18,6 +18,7 @@
 
 #include "engine/cuda/cuda_backend.h"
 #include "engine/half.h"
+#include "engine/sampler.h"
 #include "engine/thread_pool.h"
 #include "nlohmann/json.hpp"
 #include "engine/quantize_weights.h"
@@ -109,10 +110,6 @@ void Die(const absl::Status& status) {
   std::exit(1);
 }
 
-int32_t Argmax(const float* logits, int vocab) {
-  return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-}
-
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
 std::vector<Result> RunConfig(const std::string& name, const ModelConfig& config,
@@ -175,7 +172,9 @@ std::vector<Result> RunConfig(const std::string& name, const ModelConfig& config
       for (int b = 0; b < batch; ++b) fed[b] = std::max(fed[b], position + 1);
     }
     const double ttft_ms = batch == 1 ? Ms(Clock::now() - prefill_start) : 0;
-    for (int b = 0; b < batch; ++b) next[b] = Argmax(&logits[static_cast<size_t>(b) * vocab], vocab);
+    for (int b = 0; b < batch; ++b) {
+      next[b] = Argmax(std::span(logits).subspan(static_cast<size_t>(b) * vocab, vocab));
+    }
     double step_ms = 0, sampling_ms = 0, attention_s = 0;
     const int warmup = 3;
     // Greedy decoding with the argmax on the device: each step copies back `batch` ids, not
