@@ -97,10 +97,14 @@ class CudaBackend final : public Backend {
   absl::StatusOr<DeviceMatrix> UploadMatrix(const Matrix& matrix, const std::string& what,
                                             bool on_host = false);
   absl::Status UploadLayer(const LayerWeights& layer, int index);
-  absl::Status Reserve(int n_rows, int max_blocks);
+  template <typename T>
+  absl::Status Grow(DeviceArray<T>& array, size_t size, const char* what);
+  absl::Status Reserve(int n_rows, int n_logits, int max_blocks);
   absl::Status EnsureRotary(int64_t positions);
-  // Checks the caches of a step and describes its rows for the attention kernels.
-  absl::Status PrepareRows(std::span<KvCache* const> row_caches, std::span<const int> row_index);
+  // Describes the rows of a step for the attention kernel and reserves its buffers (logits for
+  // n_logits rows).
+  absl::Status PrepareRows(std::span<KvCache* const> row_caches, std::span<const int> row_index,
+                           int n_logits);
   // The forward over the prepared rows; logits of rows first_logits.. into `logits`, or, when
   // `next` is not empty, each row's argmax into `next` (logits stay on the device).
   absl::Status Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits,
@@ -137,10 +141,8 @@ class CudaBackend final : public Backend {
   int64_t rotary_positions_ = 0;
 
   // Step state (STYLE §3 run state), grown to the largest step seen.
-  int capacity_rows_ = 0;
-  int capacity_blocks_ = 0;
   int max_blocks_ = 0;  // of the current step
-  DeviceArray<int32_t> tokens_, next_;
+  DeviceArray<int32_t> tokens_, next_, arrivals_;
   DeviceArray<AttentionRow> rows_;
   DeviceArray<float> x_, qkv_, attn_out_, mlp_hidden_, mlp_out_, partials_, logits_;
   DeviceArray<Half> normed_, attn_, mlp_act_;
@@ -215,9 +217,11 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
                    Upload(*allocator_, weights.final_norm_bias.data(), h, "final_layer_norm"));
 
   size_t largest_quantized = 0;
+  int64_t widest_quantized = 0;
   auto consider = [&](const DeviceMatrix& m) {
     if (m.view.format != DeviceMatrixView::Format::kF16) {
       largest_quantized = std::max<size_t>(largest_quantized, m.view.rows * m.view.cols);
+      widest_quantized = std::max(widest_quantized, m.view.cols);
     }
   };
   consider(embed_in_);
@@ -227,7 +231,8 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
       consider(*m);
     }
   }
-  RETURN_IF_ERROR(gemm_.Init(*allocator_, largest_quantized));
+  RETURN_IF_ERROR(
+      gemm_.Init(*allocator_, Gemm::ScratchElements(largest_quantized, widest_quantized)));
   return EnsureRotary(std::max(config_.max_position_embeddings, 4096));
 }
 
@@ -350,39 +355,42 @@ absl::Status CudaBackend::EnsureRotary(int64_t positions) {
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Reserve(int n, int max_blocks) {
+// A step array grown to at least `size` elements (at least doubling, so a batch that grows a
+// row at a time reallocates rarely). The old array is freed first (the stream is idle), so
+// growing never holds both; graphs holding its address are dropped.
+template <typename T>
+absl::Status CudaBackend::Grow(DeviceArray<T>& array, size_t size, const char* what) {
+  if (array.size() >= size) return absl::OkStatus();
+  size = std::max(size, 2 * array.size());
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  DropGraphs();
+  array.Reset();
+  ASSIGN_OR_RETURN(array, DeviceArray<T>::Make(*allocator_, size, what));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Reserve(int n, int n_logits, int max_blocks) {
   const size_t h = config_.hidden_size, f = config_.intermediate_size;
-  if (n > capacity_rows_) {
-    const size_t rows = std::max(n, 2 * capacity_rows_);
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    DropGraphs();
-    DeviceAllocator& a = *allocator_;
-    const std::string what = "step activations";
-    ASSIGN_OR_RETURN(tokens_, DeviceArray<int32_t>::Make(a, rows, what));
-    ASSIGN_OR_RETURN(next_, DeviceArray<int32_t>::Make(a, rows, what));
-    ASSIGN_OR_RETURN(rows_, DeviceArray<AttentionRow>::Make(a, rows, what));
-    ASSIGN_OR_RETURN(x_, DeviceArray<float>::Make(a, rows * h, what));
-    ASSIGN_OR_RETURN(qkv_, DeviceArray<float>::Make(a, rows * 3 * h, what));
-    ASSIGN_OR_RETURN(attn_out_, DeviceArray<float>::Make(a, rows * h, what));
-    ASSIGN_OR_RETURN(mlp_hidden_, DeviceArray<float>::Make(a, rows * f, what));
-    ASSIGN_OR_RETURN(mlp_out_, DeviceArray<float>::Make(a, rows * h, what));
-    ASSIGN_OR_RETURN(logits_, DeviceArray<float>::Make(a, rows * config_.vocab_size, what));
-    ASSIGN_OR_RETURN(normed_, DeviceArray<Half>::Make(a, rows * h, what));
-    ASSIGN_OR_RETURN(attn_, DeviceArray<Half>::Make(a, rows * h, what));
-    ASSIGN_OR_RETURN(mlp_act_, DeviceArray<Half>::Make(a, rows * f, what));
-    capacity_rows_ = static_cast<int>(rows);
-    capacity_blocks_ = 0;  // partials are sized by rows too
-  }
-  if (max_blocks > capacity_blocks_) {
-    CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
-    DropGraphs();
-    const int blocks = std::max(max_blocks, 2 * capacity_blocks_);
-    ASSIGN_OR_RETURN(partials_, DeviceArray<float>::Make(
-                                    *allocator_,
-                                    static_cast<size_t>(capacity_rows_) * config_.num_heads *
-                                        blocks * (config_.head_dim + 2),
-                                    "attention partials"));
-    capacity_blocks_ = blocks;
+  const size_t heads = config_.num_heads, rows = n;
+  const char* what = "step activations";
+  RETURN_IF_ERROR(Grow(tokens_, rows, what));
+  RETURN_IF_ERROR(Grow(next_, rows, what));
+  RETURN_IF_ERROR(Grow(rows_, rows, what));
+  RETURN_IF_ERROR(Grow(x_, rows * h, what));
+  RETURN_IF_ERROR(Grow(qkv_, rows * 3 * h, what));
+  RETURN_IF_ERROR(Grow(attn_out_, rows * h, what));
+  RETURN_IF_ERROR(Grow(mlp_hidden_, rows * f, what));
+  RETURN_IF_ERROR(Grow(mlp_out_, rows * h, what));
+  // Only the rows whose logits are asked for (one of a prompt chunk's).
+  RETURN_IF_ERROR(Grow(logits_, static_cast<size_t>(n_logits) * config_.vocab_size, what));
+  RETURN_IF_ERROR(Grow(normed_, rows * h, what));
+  RETURN_IF_ERROR(Grow(attn_, rows * h, what));
+  RETURN_IF_ERROR(Grow(mlp_act_, rows * f, what));
+  RETURN_IF_ERROR(Grow(partials_, rows * heads * max_blocks * (config_.head_dim + 2),
+                       "attention partials"));
+  if (arrivals_.size() < rows * heads) {
+    RETURN_IF_ERROR(Grow(arrivals_, rows * heads, "attention partials"));
+    CUDA_RETURN_IF_ERROR(cudaMemset(arrivals_.get(), 0, arrivals_.bytes()));
   }
   return absl::OkStatus();
 }
@@ -420,7 +428,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::NewDenseCache(int capacity
 }
 
 absl::Status CudaBackend::PrepareRows(std::span<KvCache* const> row_caches,
-                                      std::span<const int> row_index) {
+                                      std::span<const int> row_index, int n_logits) {
   const int n = static_cast<int>(row_caches.size());
   host_rows_.resize(n);
   int64_t positions = 0;
@@ -455,7 +463,7 @@ absl::Status CudaBackend::PrepareRows(std::span<KvCache* const> row_caches,
   max_blocks_ = 1;
   while (max_blocks_ < needed_blocks) max_blocks_ *= 2;
   RETURN_IF_ERROR(EnsureRotary(positions));
-  return Reserve(n, max_blocks_);
+  return Reserve(n, n_logits, max_blocks_);
 }
 
 // A cache this backend can use: made by it (device storage of this backend).
@@ -477,7 +485,7 @@ absl::Status CudaBackend::Forward(std::span<const int32_t> tokens, KvCache& cach
   std::vector<KvCache*> row_caches(n, &cache);
   std::vector<int> row_index(n);
   for (int t = 0; t < n; ++t) row_index[t] = t;
-  RETURN_IF_ERROR(PrepareRows(row_caches, row_index));
+  RETURN_IF_ERROR(PrepareRows(row_caches, row_index, all_logits ? n : 1));
   RETURN_IF_ERROR(Run(tokens, logits, all_logits ? 0 : n - 1));
   cache.EndStep();
   return absl::OkStatus();
@@ -505,7 +513,7 @@ absl::Status CudaBackend::Step(std::span<const int32_t> tokens, std::span<KvCach
   for (int i = 0; i < n; ++i) RETURN_IF_ERROR(CheckCache(*caches[i], this, i));
   for (KvCache* cache : caches) RETURN_IF_ERROR(cache->BeginStep(1));
   const std::vector<int> row_index(n, 0);
-  RETURN_IF_ERROR(PrepareRows(caches, row_index));
+  RETURN_IF_ERROR(PrepareRows(caches, row_index, n));
   RETURN_IF_ERROR(Run(tokens, logits, 0, next));
   for (KvCache* cache : caches) cache->EndStep();
   return absl::OkStatus();
@@ -648,7 +656,7 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   }
   LaunchStoreKv(rows_.get(), n, shape, qkv_.get(), rotary_.get(), stream_);
   LaunchAttention(rows_.get(), n, max_blocks_, shape, qkv_.get(), rotary_.get(), partials_.get(),
-                  attn_.get(), stream_);
+                  arrivals_.get(), attn_.get(), stream_);
   if (timed) {
     CUDA_RETURN_IF_ERROR(
         cudaEventRecordWithFlags(attention_events_[2 * index + 1], stream_, record_flags));

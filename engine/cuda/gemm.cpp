@@ -1,11 +1,16 @@
 #include "engine/cuda/gemm.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace sinkserve::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = 32 << 20;
+// Slices of a quantized product start on multiples of 64 rows: 256-byte aligned output and
+// bias pointers, as cuBLASLt's fastest kernels want.
+constexpr int64_t kSliceRowAlignment = 64;
 
 }  // namespace
 
@@ -33,7 +38,12 @@ Gemm::~Gemm() {
   if (handle_ != nullptr) lt_->Destroy(handle_);
 }
 
-absl::Status Gemm::Init(DeviceAllocator& allocator, size_t max_dequant_elements) {
+size_t Gemm::ScratchElements(size_t largest_quantized_elements, int64_t widest_quantized_cols) {
+  const size_t floor = static_cast<size_t>(kSliceRowAlignment * widest_quantized_cols);
+  return std::min(largest_quantized_elements, std::max(kScratchElements, floor));
+}
+
+absl::Status Gemm::Init(DeviceAllocator& allocator, size_t scratch_elements) {
   absl::StatusOr<const CublasLt*> lt = LoadCublasLt();
   if (!lt.ok()) return lt.status();
   lt_ = *lt;
@@ -42,17 +52,18 @@ absl::Status Gemm::Init(DeviceAllocator& allocator, size_t max_dequant_elements)
       DeviceArray<std::byte>::Make(allocator, kWorkspaceBytes, "the cuBLASLt workspace");
   if (!workspace.ok()) return workspace.status();
   workspace_ = std::move(*workspace);
-  if (max_dequant_elements > 0) {
+  if (scratch_elements > 0) {
     absl::StatusOr<DeviceArray<Half>> scratch = DeviceArray<Half>::Make(
-        allocator, max_dequant_elements, "the fp16 scratch of quantized matrix products");
+        allocator, scratch_elements, "the fp16 scratch of quantized matrix products");
     if (!scratch.ok()) return scratch.status();
     dequantized_ = std::move(*scratch);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias) {
-  const auto key = std::make_tuple(rows, cols, n_tokens, bias);
+absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias,
+                                          int64_t ldy) {
+  const auto key = std::make_tuple(rows, cols, n_tokens, bias, ldy);
   if (auto it = plans_.find(key); it != plans_.end()) return &it->second;
   Plan plan;
   // Column-major view: Yᵀ[rows × n] = W[rows × cols] · Xᵀ[cols × n], where the row-major
@@ -68,7 +79,7 @@ absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_toke
                                                     &epilogue, sizeof(epilogue)));
   LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.a, CUDA_R_16F, cols, rows, cols));
   LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.b, CUDA_R_16F, cols, n_tokens, cols));
-  LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.c, CUDA_R_32F, rows, n_tokens, rows));
+  LT_RETURN_IF_ERROR(lt_->MatrixLayoutCreate(&plan.c, CUDA_R_32F, rows, n_tokens, ldy));
 
   cublasLtMatmulPreference_t preference = nullptr;
   LT_RETURN_IF_ERROR(lt_->MatmulPreferenceCreate(&preference));
@@ -90,8 +101,9 @@ absl::StatusOr<Gemm::Plan*> Gemm::GetPlan(int64_t rows, int64_t cols, int n_toke
 }
 
 absl::Status Gemm::RunLt(const Half* w, int64_t rows, int64_t cols, const float* bias,
-                         const Half* x, int n_tokens, float* y, cudaStream_t stream) {
-  absl::StatusOr<Plan*> plan = GetPlan(rows, cols, n_tokens, bias != nullptr);
+                         const Half* x, int n_tokens, float* y, int64_t ldy,
+                         cudaStream_t stream) {
+  absl::StatusOr<Plan*> plan = GetPlan(rows, cols, n_tokens, bias != nullptr, ldy);
   if (!plan.ok()) return plan.status();
   if (bias != nullptr) {
     LT_RETURN_IF_ERROR(lt_->MatmulDescSetAttribute(
@@ -111,13 +123,29 @@ absl::Status Gemm::Run(const DeviceMatrixView& w, const float* bias, const Half*
     return absl::OkStatus();
   }
   if (w.format == DeviceMatrixView::Format::kF16) {
-    return RunLt(static_cast<const Half*>(w.data), w.rows, w.cols, bias, x, n_tokens, y, stream);
+    return RunLt(static_cast<const Half*>(w.data), w.rows, w.cols, bias, x, n_tokens, y, w.rows,
+                 stream);
   }
-  if (dequantized_.size() < static_cast<size_t>(w.rows * w.cols)) {
-    return absl::InternalError("the dequantization scratch is smaller than a quantized matrix");
+  // Slices of whole multiples of 64 rows that fit the scratch (or the whole matrix).
+  int64_t slice = static_cast<int64_t>(dequantized_.size()) / w.cols;
+  slice = slice >= w.rows ? w.rows : slice / kSliceRowAlignment * kSliceRowAlignment;
+  if (slice == 0) {
+    return absl::InternalError(absl::StrCat("the dequantization scratch (", dequantized_.size(),
+                                            " elements) is smaller than 64 rows of a ", w.rows,
+                                            "x", w.cols, " quantized matrix"));
   }
-  LaunchDequantize(w, dequantized_.get(), stream);
-  return RunLt(dequantized_.get(), w.rows, w.cols, bias, x, n_tokens, y, stream);
+  for (int64_t begin = 0; begin < w.rows; begin += slice) {
+    const int64_t rows = std::min(slice, w.rows - begin);
+    // Stream order: this slice's dequantize waits for the previous slice's product.
+    LaunchDequantize(w, begin, rows, dequantized_.get(), stream);
+    if (absl::Status s = RunLt(dequantized_.get(), rows, w.cols,
+                               bias != nullptr ? bias + begin : nullptr, x, n_tokens, y + begin,
+                               w.rows, stream);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace sinkserve::cuda

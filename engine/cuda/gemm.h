@@ -2,7 +2,8 @@
 // rows (batch-1 and small-batch decode read each weight once, dequantizing in registers),
 // cuBLASLt on tensor cores (fp16 operands, fp32 accumulation and output, bias in the epilogue)
 // for more rows — prefill and large decode batches. Quantized weights take the cuBLASLt path
-// through a per-call fp16 copy of the matrix in a scratch buffer.
+// through fp16 copies of slices of rows in a scratch buffer (a slice is dequantized, then
+// multiplied, then the next slice overwrites it: the scratch stays small next to the weights).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -24,8 +25,11 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
   ~Gemm();
 
-  // max_dequant_elements: the largest quantized matrix (sizes the fp16 scratch; 0 = none).
-  absl::Status Init(DeviceAllocator& allocator, size_t max_dequant_elements);
+  // The fp16 scratch of quantized products: at most kScratchElements, at least 64 rows of the
+  // widest quantized matrix, at most its whole size. 0 = no quantized matrices.
+  static constexpr size_t kScratchElements = size_t{8} << 20;  // 16 MB
+  static size_t ScratchElements(size_t largest_quantized_elements, int64_t widest_quantized_cols);
+  absl::Status Init(DeviceAllocator& allocator, size_t scratch_elements);
 
   // y: [n_tokens][w.rows] fp32; x: [n_tokens][w.cols] fp16; bias [w.rows] or null.
   absl::Status Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
@@ -37,9 +41,10 @@ class Gemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
+  // Y[t][0..rows) at y with a row stride of ldy elements.
   absl::Status RunLt(const Half* w, int64_t rows, int64_t cols, const float* bias, const Half* x,
-                     int n_tokens, float* y, cudaStream_t stream);
-  absl::StatusOr<Plan*> GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias);
+                     int n_tokens, float* y, int64_t ldy, cudaStream_t stream);
+  absl::StatusOr<Plan*> GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias, int64_t ldy);
 
   absl::Status LtStatus(cublasStatus_t status, const char* what) const;
 
@@ -47,7 +52,7 @@ class Gemm {
   cublasLtHandle_t handle_ = nullptr;
   DeviceArray<std::byte> workspace_;
   DeviceArray<Half> dequantized_;
-  std::map<std::tuple<int64_t, int64_t, int, bool>, Plan> plans_;
+  std::map<std::tuple<int64_t, int64_t, int, bool, int64_t>, Plan> plans_;
 };
 
 }  // namespace sinkserve::cuda

@@ -175,35 +175,39 @@ __device__ __forceinline__ float DequantizeElement(const DeviceMatrixView& w, in
   return 0.0f;
 }
 
-// One thread per 16-byte vector of codes (16 int8 or 32 NF4 weights), written as fp16 with
-// 16-byte stores: a pass at memory speed before the cuBLASLt product of a large batch.
+// One thread per 16-byte vector of codes (16 int8 or 32 NF4 weights) of rows
+// [row_begin, row_begin + n_rows), written as fp16 with 16-byte stores from out[0]: a pass at
+// memory speed before the cuBLASLt product of a large batch.
 template <DeviceMatrixView::Format kFormat>
-__global__ void DequantizeKernel(DeviceMatrixView w, __half* out) {
+__global__ void DequantizeKernel(DeviceMatrixView w, int64_t row_begin, int64_t n_rows,
+                                 __half* out) {
   __shared__ float lut[16];
   if (threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
   __syncthreads();
   constexpr int kPerVector = kFormat == DeviceMatrixView::Format::kInt8 ? 16 : 32;
   const int64_t vectors_per_row = w.cols / kPerVector;
-  const int64_t vectors = w.rows * vectors_per_row;
-  for (int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v < vectors;
-       v += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t first = row_begin * vectors_per_row;
+  const int64_t vectors = n_rows * vectors_per_row;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < vectors;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t v = first + i;  // in the whole matrix
     const uint4 bits = __ldg(reinterpret_cast<const uint4*>(w.data) + v);
     __align__(16) __half values[kPerVector];
     if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
       const int8_t* q = reinterpret_cast<const int8_t*>(&bits);
       const float scale = w.absmax[v / vectors_per_row] * (1.0f / 127.0f);
 #pragma unroll
-      for (int i = 0; i < 16; ++i) values[i] = __float2half_rn(static_cast<float>(q[i]) * scale);
+      for (int e = 0; e < 16; ++e) values[e] = __float2half_rn(static_cast<float>(q[e]) * scale);
     } else {
       const uint8_t* q = reinterpret_cast<const uint8_t*>(&bits);
       const float scale = Nf4Absmax(w, v / 2);  // 32 elements = half a 64-block
 #pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        values[2 * i] = __float2half_rn(lut[q[i] >> 4] * scale);
-        values[2 * i + 1] = __float2half_rn(lut[q[i] & 15] * scale);
+      for (int e = 0; e < 16; ++e) {
+        values[2 * e] = __float2half_rn(lut[q[e] >> 4] * scale);
+        values[2 * e + 1] = __float2half_rn(lut[q[e] & 15] * scale);
       }
     }
-    uint4* destination = reinterpret_cast<uint4*>(out + v * kPerVector);
+    uint4* destination = reinterpret_cast<uint4*>(out + i * kPerVector);
 #pragma unroll
     for (int j = 0; j < kPerVector / 8; ++j) destination[j] = reinterpret_cast<const uint4*>(values)[j];
   }
@@ -317,25 +321,37 @@ __global__ void StoreKvKernel(const AttentionRow* rows, AttentionShape shape, co
   }
 }
 
-// Grid (rows·heads, blocks of kAttentionKeysPerBlock keys); one thread per key for the scores
-// (16-byte key loads), then groups of head_dim threads for Σ p·v. Writes (max, sum, Σ p·v [d])
-// of its keys to partials.
-__global__ void __launch_bounds__(256)
-    AttentionBlockKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
-                         const float* rotary, float* partials, int max_blocks) {
+// Keys of one block share a dot product over kKeyLanes lanes (16-byte loads: a head_dim-80 key
+// is 10 loads, read by 8 neighbouring lanes as one 160-byte run), 16 keys per pass of the block.
+constexpr int kAttentionThreads = 128;
+constexpr int kKeyLanes = 8;
+static_assert(kAttentionKeysPerBlock <= kAttentionThreads, "one thread per key in the softmax");
+
+// Grid (rows·heads, max_blocks); kAttentionThreads threads. Block y reduces keys
+// [64·y, 64·y + 64) of its (row, head) to (max, sum, Σ p·v) in partials; the last block of a
+// (row, head) to finish combines them into out (arrivals counts the finished blocks and is
+// reset for the next launch). A (row, head) with a single block writes out directly.
+__global__ void __launch_bounds__(kAttentionThreads)
+    AttentionKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
+                    const float* rotary, float* partials, int max_blocks, int* arrivals,
+                    __half* out) {
   extern __shared__ float shared[];
+  __shared__ bool combines;
   const int d = shape.head_dim, rot = shape.rotary_ndims, half = rot / 2;
   const int row_index = blockIdx.x / shape.num_heads, head = blockIdx.x % shape.num_heads;
   const AttentionRow& r = rows[row_index];
   const int key_begin = blockIdx.y * kAttentionKeysPerBlock;
   if (key_begin >= r.total_keys) return;
   const int n_keys = min(kAttentionKeysPerBlock, r.total_keys - key_begin);
+  const int blocks = (r.total_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
+  const int chunks = d / 8;                       // 16-byte vectors per key / value
+  const int groups = kAttentionThreads / chunks;  // of the Σ p·v pass
 
   float* queries = shared;                                    // [spans][d], rotated per span
   float* probs = queries + kAttentionMaxSpans * d;            // [keys per block]
   int* slots = reinterpret_cast<int*>(probs + kAttentionKeysPerBlock);  // [keys per block]
-  float* sums = reinterpret_cast<float*>(slots + kAttentionKeysPerBlock);  // [blockDim]
-  float* scratch = sums + blockDim.x;                         // [32]
+  float* sums = reinterpret_cast<float*>(slots + kAttentionKeysPerBlock);  // [groups][d]
+  float* scratch = sums + groups * d;                         // [32]
 
   const float* q = qkv + (static_cast<int64_t>(row_index) * shape.num_heads + head) * 3 * d;
   for (int i = threadIdx.x; i < r.num_spans * d; i += blockDim.x) {
@@ -357,88 +373,113 @@ __global__ void __launch_bounds__(256)
                          ((static_cast<int64_t>(shape.layer) * 2 + 1) * shape.num_heads + head) * head_block;
   const float scale = rsqrtf(static_cast<float>(d));
 
-  float score = -FLT_MAX;
-  if (threadIdx.x < n_keys) {
-    // Which span the key falls in, and its offset there.
-    int j = key_begin + threadIdx.x, s = 0;
-    while (j >= r.spans[s].num_slots) j -= r.spans[s++].num_slots;
-    const AttentionSpan& span = r.spans[s];
-    const int slot = span.begin_slot + j;
-    slots[threadIdx.x] = slot;
-    const uint4* key = reinterpret_cast<const uint4*>(keys + static_cast<int64_t>(slot) * d);
-    const float* query = queries + s * d;
-    // A key stored un-rotated is rotated at its rank through the query instead:
-    // q·R(θ)k = q'·k with q'[i] = q[i]·cos + q[i+h]·sin, q'[i+h] = q[i+h]·cos − q[i]·sin.
-    const bool rotate = span.key_rank_begin >= 0;
-    const float* cos = RotaryRow(rotary, rot, rotate ? span.key_rank_begin + j : 0);
-    const float* sin = cos + rot;
+  // Scores: key jj of the block on lanes [kKeyLanes·(jj % 16), +kKeyLanes).
+  const int key_lane = threadIdx.x % kKeyLanes;
+  for (int first = 0; first < n_keys; first += kAttentionThreads / kKeyLanes) {
+    const int jj = first + threadIdx.x / kKeyLanes;
     float dot = 0.0f;
-#pragma unroll 4
-    for (int c = 0; c < d / 8; ++c) {
-      float k8[8];
-      Unpack8(__ldg(key + c), k8);
+    if (jj < n_keys) {
+      // Which span the key falls in, and its offset there.
+      int j = key_begin + jj, s = 0;
+      while (j >= r.spans[s].num_slots) j -= r.spans[s++].num_slots;
+      const AttentionSpan& span = r.spans[s];
+      const int slot = span.begin_slot + j;
+      if (key_lane == 0) slots[jj] = slot;
+      const uint4* key = reinterpret_cast<const uint4*>(keys + static_cast<int64_t>(slot) * d);
+      const float* query = queries + s * d;
+      // A key stored un-rotated is rotated at its rank through the query instead:
+      // q·R(θ)k = q'·k with q'[i] = q[i]·cos + q[i+h]·sin, q'[i+h] = q[i+h]·cos − q[i]·sin.
+      const bool rotate = span.key_rank_begin >= 0;
+      const float* cos = RotaryRow(rotary, rot, rotate ? span.key_rank_begin + j : 0);
+      const float* sin = cos + rot;
+      for (int c = key_lane; c < chunks; c += kKeyLanes) {
+        float k8[8];
+        Unpack8(__ldg(key + c), k8);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const int k = 8 * c + e;
-        float qk = query[k];
-        if (rotate && k < rot) {
-          qk = k < half ? query[k] * cos[k] + query[k + half] * sin[k]
-                        : query[k] * cos[k] - query[k - half] * sin[k];
+        for (int e = 0; e < 8; ++e) {
+          const int k = 8 * c + e;
+          float qk = query[k];
+          if (rotate && k < rot) {
+            qk = k < half ? query[k] * cos[k] + query[k + half] * sin[k]
+                          : query[k] * cos[k] - query[k - half] * sin[k];
+          }
+          dot = fmaf(qk, k8[e], dot);
         }
-        dot = fmaf(qk, k8[e], dot);
       }
     }
-    score = dot * scale;
+#pragma unroll
+    for (int offset = kKeyLanes / 2; offset > 0; offset /= 2) {
+      dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+    }
+    if (key_lane == 0 && jj < n_keys) probs[jj] = dot * scale;
   }
+  __syncthreads();
+
+  const float score = threadIdx.x < n_keys ? probs[threadIdx.x] : -FLT_MAX;
   const float max_score = BlockMax(score, scratch);
   const float p = threadIdx.x < n_keys ? __expf(score - max_score) : 0.0f;
   if (threadIdx.x < kAttentionKeysPerBlock) probs[threadIdx.x] = p;
-  const float sum = BlockSum(p, scratch);  // its barriers also publish probs and slots
+  const float sum = BlockSum(p, scratch);  // its barriers also publish probs
 
-  // Σ p·v: groups of d threads, group g takes keys g, g + groups, ...
-  const int groups = blockDim.x / d;
-  const int g = threadIdx.x / d, k = threadIdx.x % d;
+  // Σ p·v: thread (g, c) adds vector c of the values of keys g, g + groups, ...
+  const int g = threadIdx.x / chunks, c = threadIdx.x % chunks;
   if (g < groups) {
-    float acc = 0.0f;
-#pragma unroll 4
+    float acc[8] = {};
     for (int j = g; j < n_keys; j += groups) {
-      acc = fmaf(probs[j], __half2float(values[static_cast<int64_t>(slots[j]) * d + k]), acc);
+      float v8[8];
+      Unpack8(__ldg(reinterpret_cast<const uint4*>(values + static_cast<int64_t>(slots[j]) * d) + c),
+              v8);
+      const float pj = probs[j];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] = fmaf(pj, v8[e], acc[e]);
     }
-    sums[threadIdx.x] = acc;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) sums[g * d + 8 * c + e] = acc[e];
   }
   __syncthreads();
+  __half* out_row = out + (static_cast<int64_t>(row_index) * shape.num_heads + head) * d;
+  if (blocks == 1) {
+    for (int k = threadIdx.x; k < d; k += blockDim.x) {
+      float total = 0.0f;
+      for (int gg = 0; gg < groups; ++gg) total += sums[gg * d + k];
+      out_row[k] = __float2half_rn(total / sum);
+    }
+    return;
+  }
   float* partial = partials + ((static_cast<int64_t>(blockIdx.x) * max_blocks) + blockIdx.y) * (d + 2);
-  if (threadIdx.x < d) {
+  for (int k = threadIdx.x; k < d; k += blockDim.x) {
     float total = 0.0f;
-    for (int gg = 0; gg < groups; ++gg) total += sums[gg * d + threadIdx.x];
-    partial[2 + threadIdx.x] = total;
+    for (int gg = 0; gg < groups; ++gg) total += sums[gg * d + k];
+    partial[2 + k] = total;
   }
   if (threadIdx.x == 0) {
     partial[0] = max_score;
     partial[1] = sum;
   }
-}
 
-// Grid rows·heads; combines the key blocks of one (row, head).
-__global__ void AttentionCombineKernel(const AttentionRow* rows, AttentionShape shape,
-                                       const float* partials, int max_blocks, __half* out) {
-  const int d = shape.head_dim;
-  const int row_index = blockIdx.x / shape.num_heads, head = blockIdx.x % shape.num_heads;
-  const int blocks = (rows[row_index].total_keys + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
-  const float* partial = partials + static_cast<int64_t>(blockIdx.x) * max_blocks * (d + 2);
-  float max_score = -FLT_MAX;
-  for (int b = 0; b < blocks; ++b) max_score = fmaxf(max_score, partial[b * (d + 2)]);
+  // The last block of the (row, head) to finish combines (the threadFenceReduction pattern).
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) combines = atomicAdd(&arrivals[blockIdx.x], 1) == blocks - 1;
+  __syncthreads();
+  if (!combines) return;
+  __threadfence();
+  if (threadIdx.x == 0) arrivals[blockIdx.x] = 0;  // for the next launch
+  const float* first_partial = partials + static_cast<int64_t>(blockIdx.x) * max_blocks * (d + 2);
+  float total_max = -FLT_MAX;
+  for (int b = 0; b < blocks; ++b) total_max = fmaxf(total_max, __ldcg(first_partial + b * (d + 2)));
   float denominator = 0.0f;
   for (int b = 0; b < blocks; ++b) {
-    denominator += partial[b * (d + 2) + 1] * __expf(partial[b * (d + 2)] - max_score);
+    const float* block = first_partial + b * (d + 2);
+    denominator += __ldcg(block + 1) * __expf(__ldcg(block) - total_max);
   }
   for (int k = threadIdx.x; k < d; k += blockDim.x) {
     float numerator = 0.0f;
     for (int b = 0; b < blocks; ++b) {
-      numerator += partial[b * (d + 2) + 2 + k] * __expf(partial[b * (d + 2)] - max_score);
+      const float* block = first_partial + b * (d + 2);
+      numerator += __ldcg(block + 2 + k) * __expf(__ldcg(block) - total_max);
     }
-    out[(static_cast<int64_t>(row_index) * shape.num_heads + head) * d + k] =
-        __float2half_rn(numerator / denominator);
+    out_row[k] = __float2half_rn(numerator / denominator);
   }
 }
 
@@ -505,14 +546,17 @@ void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int
   }
 }
 
-void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream) {
+void LaunchDequantize(const DeviceMatrixView& w, int64_t row_begin, int64_t n_rows, Half* out,
+                      cudaStream_t stream) {
   __half* destination = reinterpret_cast<__half*>(out);
   if (w.format == DeviceMatrixView::Format::kInt8) {
     DequantizeKernel<DeviceMatrixView::Format::kInt8>
-        <<<ElementwiseBlocks(w.rows * w.cols / 16), 256, 0, stream>>>(w, destination);
+        <<<ElementwiseBlocks(n_rows * w.cols / 16), 256, 0, stream>>>(w, row_begin, n_rows,
+                                                                       destination);
   } else if (w.format == DeviceMatrixView::Format::kNf4) {
     DequantizeKernel<DeviceMatrixView::Format::kNf4>
-        <<<ElementwiseBlocks(w.rows * w.cols / 32), 256, 0, stream>>>(w, destination);
+        <<<ElementwiseBlocks(n_rows * w.cols / 32), 256, 0, stream>>>(w, row_begin, n_rows,
+                                                                       destination);
   }
 }
 
@@ -550,17 +594,14 @@ void LaunchStoreKv(const AttentionRow* rows, int n_rows, const AttentionShape& s
 
 void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                      const AttentionShape& shape, const float* qkv, const float* rotary,
-                     float* partials, Half* out, cudaStream_t stream) {
+                     float* partials, int* arrivals, Half* out, cudaStream_t stream) {
   const dim3 grid(n_rows * shape.num_heads, max_blocks);
-  // At least head_dim threads (the Σ p·v groups) and the block's keys, in whole warps.
-  const int threads = std::max(128, (shape.head_dim + 31) / 32 * 32);
-  const size_t shared_bytes =
-      (kAttentionMaxSpans * shape.head_dim + 2 * kAttentionKeysPerBlock + threads + 32) *
-      sizeof(float);
-  AttentionBlockKernel<<<grid, threads, shared_bytes, stream>>>(rows, shape, qkv, rotary,
-                                                                partials, max_blocks);
-  AttentionCombineKernel<<<n_rows * shape.num_heads, 128, 0, stream>>>(
-      rows, shape, partials, max_blocks, reinterpret_cast<__half*>(out));
+  const int groups = kAttentionThreads / (shape.head_dim / 8);
+  const size_t shared_bytes = (kAttentionMaxSpans * shape.head_dim + 2 * kAttentionKeysPerBlock +
+                               groups * shape.head_dim + 32) *
+                              sizeof(float);
+  AttentionKernel<<<grid, kAttentionThreads, shared_bytes, stream>>>(
+      rows, shape, qkv, rotary, partials, max_blocks, arrivals, reinterpret_cast<__half*>(out));
 }
 
 void LaunchArgmax(const float* logits, int n_rows, int vocab, int32_t* next, cudaStream_t stream) {

@@ -46,9 +46,10 @@ inline constexpr int kGemvMaxTokens = 8;
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
                 float* y, cudaStream_t stream);
 
-// out = dequantize(W) as fp16 [rows][cols] for int8 / NF4 (larger batches then go through
-// cuBLASLt).
-void LaunchDequantize(const DeviceMatrixView& w, Half* out, cudaStream_t stream);
+// out = dequantize(rows [row_begin, row_begin + n_rows) of W) as fp16 [n_rows][cols] for int8
+// / NF4 (larger batches then go through cuBLASLt, a slice of rows at a time).
+void LaunchDequantize(const DeviceMatrixView& w, int64_t row_begin, int64_t n_rows, Half* out,
+                      cudaStream_t stream);
 
 // out[t][0..cols) = dequantize(table)[tokens[t]] as fp32.
 void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n_tokens,
@@ -97,8 +98,8 @@ struct AttentionShape {
 };
 
 // Keys per block of the split-key attention (flash-decoding: each block reduces its keys to
-// (max, sum, Σ p·v), a second kernel combines the blocks). 64 spreads a 260-token streaming
-// cache over 5 blocks per head, so a batch-1 step still fills the GPU.
+// (max, sum, Σ p·v), the last block of a (row, head) to finish combines them). 64 spreads a
+// 260-token streaming cache over 5 blocks per head, so a batch-1 step still fills the GPU.
 inline constexpr int kAttentionKeysPerBlock = 64;
 inline constexpr int kAttentionMaxHeadDim = 256;
 
@@ -107,12 +108,14 @@ inline constexpr int kAttentionMaxHeadDim = 256;
 void LaunchStoreKv(const AttentionRow* rows, int n_rows, const AttentionShape& shape,
                    const float* qkv, const float* rotary, cudaStream_t stream);
 
-// out[t][head·d + k] = softmax(q·K/√d)·V over row t's spans, as fp16. `partials` holds
-// n_rows·heads·max_blocks·(head_dim + 2) floats, max_blocks = ceil(max total_keys / 64).
-// head_dim must be a multiple of 8 (16-byte key loads) and at most kAttentionMaxHeadDim.
+// out[t][head·d + k] = softmax(q·K/√d)·V over row t's spans, as fp16, in one kernel.
+// `partials` holds n_rows·heads·max_blocks·(head_dim + 2) floats, max_blocks ≥ ceil(max
+// total_keys / 64) (blocks past a row's keys return at once); `arrivals` holds n_rows·heads
+// ints, zero before the first launch (every launch leaves them zero). head_dim must be a
+// multiple of 8 (16-byte loads) and at most kAttentionMaxHeadDim.
 void LaunchAttention(const AttentionRow* rows, int n_rows, int max_blocks,
                      const AttentionShape& shape, const float* qkv, const float* rotary,
-                     float* partials, Half* out, cudaStream_t stream);
+                     float* partials, int* arrivals, Half* out, cudaStream_t stream);
 
 // next[t] = argmax over logits[t][0..vocab) for t < n_rows: the lowest index among equal
 // maxima (as std::max_element), one block per row.

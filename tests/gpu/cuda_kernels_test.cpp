@@ -117,8 +117,10 @@ TEST_F(CudaKernelsTest, MatrixProductsInEveryFormatMatchTheCpu) {
   };
   DeviceArray<float> dynamic_map = ToDevice(std::vector<float>(kDynamicMap, kDynamicMap + 256));
   DeviceArray<float> device_bias = ToDevice(bias);
-  Gemm gemm;
-  ASSERT_TRUE(gemm.Init(allocator_, kRows * kCols).ok());
+  // `sliced` dequantizes 64 rows at a time (its scratch holds 65): slices of 64, 64, 64, 8 rows.
+  Gemm whole, sliced;
+  ASSERT_TRUE(whole.Init(allocator_, kRows * kCols).ok());
+  ASSERT_TRUE(sliced.Init(allocator_, 65 * kCols).ok());
   ThreadPool pool(2);
   for (const Case& c : cases) {
     DeviceMatrixView view;
@@ -155,13 +157,15 @@ TEST_F(CudaKernelsTest, MatrixProductsInEveryFormatMatchTheCpu) {
       std::vector<float> want(n * kRows);
       cpu::MatMul(c.cpu, bias.data(), x.data(), n, want.data(), pool);
       DeviceArray<Half> device_x = ToDevice(ToHalf(x));
-      DeviceArray<float> y = Poisoned(n * kRows);
-      ASSERT_TRUE(gemm.Run(view, device_bias.get(), device_x.get(), n, y.get(), stream_).ok());
-      // cuBLASLt rounds the dequantized weights to fp16 (the fused kernels do not).
-      const double tolerance = n <= kGemvMaxTokens || c.format == DeviceMatrixView::Format::kF16
-                                   ? 1e-5
-                                   : 2e-3;
-      EXPECT_LT(RelativeError(ToHost(y), want), tolerance) << c.name << " n=" << n;
+      for (Gemm* gemm : {&whole, &sliced}) {
+        DeviceArray<float> y = Poisoned(n * kRows);
+        ASSERT_TRUE(gemm->Run(view, device_bias.get(), device_x.get(), n, y.get(), stream_).ok());
+        // cuBLASLt rounds the dequantized weights to fp16 (the fused kernels do not).
+        const double tolerance =
+            n <= kGemvMaxTokens || c.format == DeviceMatrixView::Format::kF16 ? 1e-5 : 2e-3;
+        EXPECT_LT(RelativeError(ToHost(y), want), tolerance)
+            << c.name << " n=" << n << (gemm == &sliced ? " (sliced)" : "");
+      }
     }
   }
 }
@@ -239,82 +243,96 @@ TEST_F(CudaKernelsTest, ArgmaxMatchesMaxElementWithTies) {
 }
 
 // Attention of one head over spans against a direct fp64 computation (the CPU backend's
-// arithmetic, written out): keys of spans with key_rank_begin ≥ 0 rotated at their rank.
+// arithmetic, written out): keys of spans with key_rank_begin ≥ 0 rotated at their rank. For
+// the head sizes of the Pythia family (64: 70m–410m, 80: 2.8b, 128: 1b–12b), launched twice so
+// the second launch checks that the first left the block counters ready.
 TEST_F(CudaKernelsTest, AttentionOverDenseAndWrappedStreamingSpansMatchesTheReference) {
-  constexpr int kHeads = 3, kDim = 80, kRot = 20, kCapacity = 300;
-  const cpu::RotaryTable rotary(kRot, 10000.0);
-  std::vector<float> table(2 * kRot * 1024);
-  for (int p = 0; p < 1024; ++p) rotary.Compute(p, &table[p * 2 * kRot], &table[p * 2 * kRot + kRot]);
-  DeviceArray<float> device_table = ToDevice(table);
-  // One layer's cache with random (fp16) keys and values.
-  const std::vector<float> kv = RoundToHalf(Random(2 * kHeads * kCapacity * kDim, rng_));
-  DeviceArray<Half> device_kv = ToDevice(ToHalf(kv));
+  for (const int kDim : {64, 80, 128}) {
+    SCOPED_TRACE(testing::Message() << "head_dim " << kDim);
+    constexpr int kHeads = 3, kRot = 20, kCapacity = 300;
+    const cpu::RotaryTable rotary(kRot, 10000.0);
+    std::vector<float> table(2 * kRot * 1024);
+    for (int p = 0; p < 1024; ++p) {
+      rotary.Compute(p, &table[p * 2 * kRot], &table[p * 2 * kRot + kRot]);
+    }
+    DeviceArray<float> device_table = ToDevice(table);
+    // One layer's cache with random (fp16) keys and values.
+    const std::vector<float> kv = RoundToHalf(Random(2 * kHeads * kCapacity * kDim, rng_));
+    DeviceArray<Half> device_kv = ToDevice(ToHalf(kv));
 
-  // Rows: a dense query over 260 keys (5 key blocks), a streaming one whose window wraps the
-  // ring, and one with only sinks.
-  std::vector<AttentionRow> rows(3);
-  rows[0] = {device_kv.get(), kCapacity, 260, 260, 1, 261, {{0, 261, 260, -1}}};
-  rows[1] = {device_kv.get(), kCapacity, 10, -1, 3, 4 + 100 + 11,
-             {{0, 4, 114, 0}, {200, 100, 114, 4}, {4, 11, 114, 104}}};
-  rows[2] = {device_kv.get(), kCapacity, 2, -1, 1, 3, {{0, 3, 2, 0}}};
-  const int n = static_cast<int>(rows.size());
-  const std::vector<float> qkv = Random(n * kHeads * 3 * kDim, rng_);
-  DeviceArray<AttentionRow> device_rows = ToDevice(rows);
-  DeviceArray<float> device_qkv = ToDevice(qkv);
-  const AttentionShape shape{kHeads, kDim, kRot, 0};
-  const int max_blocks = (261 + kAttentionKeysPerBlock - 1) / kAttentionKeysPerBlock;
-  DeviceArray<float> partials = Poisoned(n * kHeads * max_blocks * (kDim + 2));
-  DeviceArray<Half> out = ToDevice(std::vector<Half>(n * kHeads * kDim, 0x7e00));
-  LaunchStoreKv(device_rows.get(), n, shape, device_qkv.get(), device_table.get(), stream_);
-  LaunchAttention(device_rows.get(), n, max_blocks, shape, device_qkv.get(), device_table.get(),
-                  partials.get(), out.get(), stream_);
-  std::vector<float> got;
-  for (Half h : ToHost(out)) got.push_back(F16ToFloat(h));
+    // Rows: a dense query over 261 keys (5 key blocks), a streaming one whose window wraps the
+    // ring (2 blocks), and one with only sinks (1 block, no combining).
+    std::vector<AttentionRow> rows(3);
+    rows[0] = {device_kv.get(), kCapacity, 260, 260, 1, 261, {{0, 261, 260, -1}}};
+    rows[1] = {device_kv.get(), kCapacity, 10, -1, 3, 4 + 100 + 11,
+               {{0, 4, 114, 0}, {200, 100, 114, 4}, {4, 11, 114, 104}}};
+    rows[2] = {device_kv.get(), kCapacity, 2, -1, 1, 3, {{0, 3, 2, 0}}};
+    const int n = static_cast<int>(rows.size());
+    const std::vector<float> qkv = Random(n * kHeads * 3 * kDim, rng_);
+    DeviceArray<AttentionRow> device_rows = ToDevice(rows);
+    DeviceArray<float> device_qkv = ToDevice(qkv);
+    const AttentionShape shape{kHeads, kDim, kRot, 0};
+    const int max_blocks = 8;  // rounded up past the 5 needed, as the backend does for graphs
+    DeviceArray<float> partials = Poisoned(n * kHeads * max_blocks * (kDim + 2));
+    DeviceArray<int> arrivals = ToDevice(std::vector<int>(n * kHeads, 0));
+    LaunchStoreKv(device_rows.get(), n, shape, device_qkv.get(), device_table.get(), stream_);
+    std::vector<std::vector<float>> launches;
+    for (int launch = 0; launch < 2; ++launch) {
+      DeviceArray<Half> out = ToDevice(std::vector<Half>(n * kHeads * kDim, 0x7e00));  // NaN
+      LaunchAttention(device_rows.get(), n, max_blocks, shape, device_qkv.get(),
+                      device_table.get(), partials.get(), arrivals.get(), out.get(), stream_);
+      std::vector<float> got;
+      for (Half h : ToHost(out)) got.push_back(F16ToFloat(h));
+      launches.push_back(got);
+    }
+    EXPECT_EQ(ToHost(arrivals), std::vector<int>(n * kHeads, 0));
 
-  // The reference reads the cache as the kernels left it (StoreKv wrote the new keys).
-  std::vector<float> cache;
-  for (Half h : ToHost(device_kv)) cache.push_back(F16ToFloat(h));
-  std::vector<float> want(n * kHeads * kDim);
-  auto rotate = [&](const float* v, int position, float* out_v) {
-    std::copy_n(v, kDim, out_v);
-    cpu::ApplyRotary(out_v, kRot, &table[position * 2 * kRot], &table[position * 2 * kRot + kRot]);
-  };
-  for (int r = 0; r < n; ++r) {
-    for (int h = 0; h < kHeads; ++h) {
-      const float* q = &qkv[(r * kHeads + h) * 3 * kDim];
-      std::vector<double> scores;
-      std::vector<int> slots;
-      for (int s = 0; s < rows[r].num_spans; ++s) {
-        const AttentionSpan& span = rows[r].spans[s];
-        float query[kDim], key[kDim];
-        rotate(q, span.query_position, query);
-        for (int j = 0; j < span.num_slots; ++j) {
-          const int slot = span.begin_slot + j;
-          const float* k = &cache[(h * kCapacity + slot) * kDim];
-          if (span.key_rank_begin >= 0) {
-            rotate(k, span.key_rank_begin + j, key);
-          } else {
-            std::copy_n(k, kDim, key);
+    // The reference reads the cache as the kernels left it (StoreKv wrote the new keys).
+    std::vector<float> cache;
+    for (Half h : ToHost(device_kv)) cache.push_back(F16ToFloat(h));
+    std::vector<float> want(n * kHeads * kDim);
+    auto rotate = [&](const float* v, int position, float* out_v) {
+      std::copy_n(v, kDim, out_v);
+      cpu::ApplyRotary(out_v, kRot, &table[position * 2 * kRot], &table[position * 2 * kRot + kRot]);
+    };
+    for (int r = 0; r < n; ++r) {
+      for (int h = 0; h < kHeads; ++h) {
+        const float* q = &qkv[(r * kHeads + h) * 3 * kDim];
+        std::vector<double> scores;
+        std::vector<int> slots;
+        for (int s = 0; s < rows[r].num_spans; ++s) {
+          const AttentionSpan& span = rows[r].spans[s];
+          std::vector<float> query(kDim), key(kDim);
+          rotate(q, span.query_position, query.data());
+          for (int j = 0; j < span.num_slots; ++j) {
+            const int slot = span.begin_slot + j;
+            const float* k = &cache[(h * kCapacity + slot) * kDim];
+            if (span.key_rank_begin >= 0) {
+              rotate(k, span.key_rank_begin + j, key.data());
+            } else {
+              std::copy_n(k, kDim, key.data());
+            }
+            double dot = 0;
+            for (int i = 0; i < kDim; ++i) dot += double(query[i]) * key[i];
+            scores.push_back(dot / std::sqrt(double(kDim)));
+            slots.push_back(slot);
           }
-          double dot = 0;
-          for (int i = 0; i < kDim; ++i) dot += double(query[i]) * key[i];
-          scores.push_back(dot / std::sqrt(double(kDim)));
-          slots.push_back(slot);
         }
-      }
-      const double max_score = *std::max_element(scores.begin(), scores.end());
-      double sum = 0;
-      for (double& s : scores) sum += (s = std::exp(s - max_score));
-      for (int i = 0; i < kDim; ++i) {
-        double acc = 0;
-        for (size_t j = 0; j < scores.size(); ++j) {
-          acc += scores[j] / sum * cache[((kHeads + h) * kCapacity + slots[j]) * kDim + i];
+        const double max_score = *std::max_element(scores.begin(), scores.end());
+        double sum = 0;
+        for (double& s : scores) sum += (s = std::exp(s - max_score));
+        for (int i = 0; i < kDim; ++i) {
+          double acc = 0;
+          for (size_t j = 0; j < scores.size(); ++j) {
+            acc += scores[j] / sum * cache[((kHeads + h) * kCapacity + slots[j]) * kDim + i];
+          }
+          want[(r * kHeads + h) * kDim + i] = static_cast<float>(acc);
         }
-        want[(r * kHeads + h) * kDim + i] = static_cast<float>(acc);
       }
     }
+    EXPECT_LT(RelativeError(launches[0], want), 2e-3);
+    EXPECT_EQ(launches[1], launches[0]);
   }
-  EXPECT_LT(RelativeError(got, want), 2e-3);
 }
 
 }  // namespace
