@@ -145,7 +145,7 @@ class CudaBackend final : public Backend {
   DeviceArray<int32_t> tokens_, next_, arrivals_;
   DeviceArray<AttentionRow> rows_;
   DeviceArray<float> x_, qkv_, attn_out_, mlp_hidden_, mlp_out_, partials_, logits_;
-  DeviceArray<Half> normed_, attn_, mlp_act_;
+  DeviceArray<Half> normed_, post_normed_, attn_, mlp_act_;
   std::vector<AttentionRow> host_rows_;
   std::vector<KvSpan> spans_;
 
@@ -384,6 +384,7 @@ absl::Status CudaBackend::Reserve(int n, int n_logits, int max_blocks) {
   // Only the rows whose logits are asked for (one of a prompt chunk's).
   RETURN_IF_ERROR(Grow(logits_, static_cast<size_t>(n_logits) * config_.vocab_size, what));
   RETURN_IF_ERROR(Grow(normed_, rows * h, what));
+  RETURN_IF_ERROR(Grow(post_normed_, rows * h, what));
   RETURN_IF_ERROR(Grow(attn_, rows * h, what));
   RETURN_IF_ERROR(Grow(mlp_act_, rows * f, what));
   RETURN_IF_ERROR(Grow(partials_, rows * heads * max_blocks * (config_.head_dim + 2),
@@ -575,9 +576,9 @@ absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed, bool gree
   LaunchEmbedding(embed_in_.view, tokens_.get(), n, x_.get(), stream_);
   for (int layer = 0; layer < config_.num_layers; ++layer) RETURN_IF_ERROR(Layer(layer, n, timed));
   const int n_logits = n - first_logits;
-  LaunchLayerNorm(x_.get() + static_cast<size_t>(first_logits) * h, final_norm_weight_.get(),
-                  final_norm_bias_.get(), n_logits, h, config_.layer_norm_eps, normed_.get(),
-                  stream_);
+  LaunchLayerNorm(x_.get() + static_cast<size_t>(first_logits) * h, n_logits, h,
+                  config_.layer_norm_eps,
+                  {final_norm_weight_.get(), final_norm_bias_.get(), normed_.get()}, stream_);
   const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
   RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_));
   if (greedy) LaunchArgmax(logits_.get(), n_logits, config_.vocab_size, next_.get(), stream_);
@@ -640,10 +641,17 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   const DeviceLayer& w = layers_[index];
   const int h = config_.hidden_size;
   const float eps = config_.layer_norm_eps;
-  const int64_t elements = static_cast<int64_t>(n) * h;
-
-  LaunchLayerNorm(x_.get(), w.input_norm_weight.get(), w.input_norm_bias.get(), n, h, eps,
-                  normed_.get(), stream_);
+  const bool parallel = config_.parallel_residual;
+  const LayerNormOutput input_norm{w.input_norm_weight.get(), w.input_norm_bias.get(),
+                                   normed_.get()};
+  const LayerNormOutput post_norm{w.post_norm_weight.get(), w.post_norm_bias.get(),
+                                  post_normed_.get()};
+  // Parallel residual: both norms read x, in one kernel.
+  if (parallel) {
+    LaunchLayerNorms(x_.get(), n, h, eps, input_norm, post_norm, stream_);
+  } else {
+    LaunchLayerNorm(x_.get(), n, h, eps, input_norm, stream_);
+  }
   RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_));
 
   const AttentionShape shape{config_.num_heads, config_.head_dim, config_.rotary_ndims, index};
@@ -664,23 +672,17 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
 
   RETURN_IF_ERROR(gemm_.Run(w.attn_out.view, w.attn_out_bias.get(), attn_.get(), n,
                             attn_out_.get(), stream_));
-  if (config_.parallel_residual) {
-    LaunchLayerNorm(x_.get(), w.post_norm_weight.get(), w.post_norm_bias.get(), n, h, eps,
-                    normed_.get(), stream_);
-  } else {
-    LaunchAddInPlace(attn_out_.get(), x_.get(), elements, stream_);
-    LaunchLayerNorm(attn_out_.get(), w.post_norm_weight.get(), w.post_norm_bias.get(), n, h, eps,
-                    normed_.get(), stream_);
+  if (!parallel) {
+    LaunchAddInPlace(attn_out_.get(), x_.get(), static_cast<int64_t>(n) * h, stream_);
+    LaunchLayerNorm(attn_out_.get(), n, h, eps, post_norm, stream_);
   }
-  RETURN_IF_ERROR(gemm_.Run(w.mlp_up.view, w.mlp_up_bias.get(), normed_.get(), n,
-                            mlp_hidden_.get(), stream_));
-  LaunchGelu(mlp_hidden_.get(), static_cast<int64_t>(n) * config_.intermediate_size,
-             config_.activation == Activation::kActivationGeluTanh, mlp_act_.get(), stream_);
-  RETURN_IF_ERROR(gemm_.Run(w.mlp_down.view, w.mlp_down_bias.get(), mlp_act_.get(), n,
-                            mlp_out_.get(), stream_));
-  LaunchResidual(x_.get(), mlp_out_.get(), attn_out_.get(), elements, config_.parallel_residual,
-                 stream_);
-  return absl::OkStatus();
+  // GELU fused into the up projection, the residual into the down projection.
+  RETURN_IF_ERROR(gemm_.Run(w.mlp_up.view, w.mlp_up_bias.get(), post_normed_.get(), n,
+                            mlp_hidden_.get(), stream_,
+                            GemvEpilogue::Gelu(mlp_act_.get(), config_.activation ==
+                                                                   Activation::kActivationGeluTanh)));
+  return gemm_.Run(w.mlp_down.view, w.mlp_down_bias.get(), mlp_act_.get(), n, mlp_out_.get(),
+                   stream_, GemvEpilogue::Residual(x_.get(), attn_out_.get(), parallel));
 }
 
 }  // namespace

@@ -117,11 +117,28 @@ absl::Status Gemm::RunLt(const Half* w, int64_t rows, int64_t cols, const float*
 }
 
 absl::Status Gemm::Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                       float* y, cudaStream_t stream) {
+                       float* y, cudaStream_t stream, const GemvEpilogue& epilogue) {
   if (n_tokens <= kGemvMaxTokens) {
-    LaunchGemv(w, bias, x, n_tokens, y, stream);
+    LaunchGemv(w, bias, x, n_tokens, y, epilogue, stream);
     return absl::OkStatus();
   }
+  if (absl::Status s = RunLarge(w, bias, x, n_tokens, y, stream); !s.ok()) return s;
+  const int64_t n = static_cast<int64_t>(n_tokens) * w.rows;
+  switch (epilogue.kind) {
+    case GemvEpilogue::Kind::kStore:
+      break;
+    case GemvEpilogue::Kind::kGelu:
+      LaunchGelu(y, n, epilogue.tanh_approximation, epilogue.gelu_out, stream);
+      break;
+    case GemvEpilogue::Kind::kResidual:
+      LaunchResidual(epilogue.x, y, epilogue.attn, n, epilogue.parallel, stream);
+      break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::RunLarge(const DeviceMatrixView& w, const float* bias, const Half* x,
+                            int n_tokens, float* y, cudaStream_t stream) {
   if (w.format == DeviceMatrixView::Format::kF16) {
     return RunLt(static_cast<const Half*>(w.data), w.rows, w.cols, bias, x, n_tokens, y, w.rows,
                  stream);

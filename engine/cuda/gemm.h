@@ -31,9 +31,11 @@ class Gemm {
   static size_t ScratchElements(size_t largest_quantized_elements, int64_t widest_quantized_cols);
   absl::Status Init(DeviceAllocator& allocator, size_t scratch_elements);
 
-  // y: [n_tokens][w.rows] fp32; x: [n_tokens][w.cols] fp16; bias [w.rows] or null.
+  // y: [n_tokens][w.rows] fp32; x: [n_tokens][w.cols] fp16; bias [w.rows] or null. A
+  // non-store epilogue is fused into the small-batch kernels; after cuBLASLt, y holds the
+  // product and the epilogue runs as its own kernel.
   absl::Status Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                   float* y, cudaStream_t stream);
+                   float* y, cudaStream_t stream, const GemvEpilogue& epilogue = {});
 
  private:
   struct Plan {
@@ -46,6 +48,9 @@ class Gemm {
                      int n_tokens, float* y, int64_t ldy, cudaStream_t stream);
   absl::StatusOr<Plan*> GetPlan(int64_t rows, int64_t cols, int n_tokens, bool bias, int64_t ldy);
 
+  // The product through cuBLASLt into y (quantized weights a slice at a time).
+  absl::Status RunLarge(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
+                        float* y, cudaStream_t stream);
   absl::Status LtStatus(cublasStatus_t status, const char* what) const;
 
   const CublasLt* lt_ = nullptr;

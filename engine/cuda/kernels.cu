@@ -78,11 +78,25 @@ __device__ __forceinline__ float Nf4Absmax(const DeviceMatrixView& w, int64_t bl
          w.absmax_offset;
 }
 
+__device__ __forceinline__ float Gelu(float v, bool tanh_approximation) {
+  if (tanh_approximation) {
+    return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  }
+  return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+}
+
+// The end of a layer (HF's summation order): parallel x = (mlp + attn) + x, sequential
+// x = mlp + attn (attn then already holds attn + x).
+__device__ __forceinline__ float Residual(float x, float mlp, float attn, bool parallel) {
+  return parallel ? (mlp + attn) + x : mlp + attn;
+}
+
 // One warp per output row; lane l reads 16-byte weight vectors l, l+32, ... of the row.
 // Weights per vector: 8 (fp16), 16 (int8), 32 (NF4).
 template <DeviceMatrixView::Format kFormat, int kMaxTokens>
 __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const float* bias,
-                                                  const __half* x, int n_tokens, float* y) {
+                                                  const __half* x, int n_tokens, float* y,
+                                                  GemvEpilogue epilogue) {
   __shared__ float lut[16];
   if (kFormat == DeviceMatrixView::Format::kNf4 && threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
   if (kFormat == DeviceMatrixView::Format::kNf4) __syncthreads();
@@ -136,7 +150,20 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
         if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
           sum *= w.absmax[row] * (1.0f / 127.0f);
         }
-        y[t * w.rows + row] = sum + (bias != nullptr ? bias[row] : 0.0f);
+        const float v = sum + (bias != nullptr ? bias[row] : 0.0f);
+        const int64_t i = t * w.rows + row;
+        switch (epilogue.kind) {
+          case GemvEpilogue::Kind::kStore:
+            y[i] = v;
+            break;
+          case GemvEpilogue::Kind::kGelu:
+            reinterpret_cast<__half*>(epilogue.gelu_out)[i] =
+                __float2half_rn(Gelu(v, epilogue.tanh_approximation));
+            break;
+          case GemvEpilogue::Kind::kResidual:
+            epilogue.x[i] = Residual(epilogue.x[i], v, epilogue.attn[i], epilogue.parallel);
+            break;
+        }
       }
     }
   }
@@ -144,17 +171,17 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
 
 template <DeviceMatrixView::Format kFormat>
 void LaunchGemvFormat(const DeviceMatrixView& w, const float* bias, const __half* x, int n,
-                      float* y, cudaStream_t stream) {
+                      float* y, const GemvEpilogue& epilogue, cudaStream_t stream) {
   const dim3 block(256);
   const dim3 grid(static_cast<unsigned>((w.rows + 7) / 8));
   if (n == 1) {
-    GemvKernel<kFormat, 1><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+    GemvKernel<kFormat, 1><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
   } else if (n == 2) {
-    GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+    GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
   } else if (n <= 4) {
-    GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+    GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
   } else {
-    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y);
+    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
   }
 }
 
@@ -241,9 +268,10 @@ __global__ void EmbeddingKernel(DeviceMatrixView table, const int32_t* tokens, f
   }
 }
 
-// One block per row; two passes over the row (mean, then variance of x − mean) in fp32.
-__global__ void LayerNormKernel(const float* x, const float* weight, const float* bias, int dim,
-                                float eps, __half* out) {
+// One block per row; two passes over the row (mean, then variance of x − mean) in fp32; each
+// of the `n_outputs` outputs with its own weight and bias.
+__global__ void LayerNormKernel(const float* x, int dim, float eps, LayerNormOutput first,
+                                LayerNormOutput second, int n_outputs) {
   __shared__ float scratch[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * dim;
   float sum = 0.0f;
@@ -255,9 +283,12 @@ __global__ void LayerNormKernel(const float* x, const float* weight, const float
     squares += centered * centered;
   }
   const float inv_std = rsqrtf(BlockSum(squares, scratch) / dim + eps);
-  __half* out_row = out + static_cast<int64_t>(blockIdx.x) * dim;
-  for (int k = threadIdx.x; k < dim; k += blockDim.x) {
-    out_row[k] = __float2half_rn((row[k] - mean) * inv_std * weight[k] + bias[k]);
+  for (int o = 0; o < n_outputs; ++o) {
+    const LayerNormOutput& output = o == 0 ? first : second;
+    __half* out_row = reinterpret_cast<__half*>(output.out) + static_cast<int64_t>(blockIdx.x) * dim;
+    for (int k = threadIdx.x; k < dim; k += blockDim.x) {
+      out_row[k] = __float2half_rn((row[k] - mean) * inv_std * output.weight[k] + output.bias[k]);
+    }
   }
 }
 
@@ -272,21 +303,14 @@ __global__ void ResidualKernel(float* x, const float* mlp, const float* attn, in
                                bool parallel) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    x[i] = parallel ? (mlp[i] + attn[i]) + x[i] : mlp[i] + attn[i];
+    x[i] = Residual(x[i], mlp[i], attn[i], parallel);
   }
 }
 
 __global__ void GeluKernel(const float* in, int64_t n, bool tanh_approximation, __half* out) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float v = in[i];
-    float g;
-    if (tanh_approximation) {
-      g = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-    } else {
-      g = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
-    }
-    out[i] = __float2half_rn(g);
+    out[i] = __float2half_rn(Gelu(in[i], tanh_approximation));
   }
 }
 
@@ -534,15 +558,18 @@ __global__ void __launch_bounds__(1024) ArgmaxKernel(const float* logits, int vo
 }  // namespace
 
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                float* y, cudaStream_t stream) {
+                float* y, const GemvEpilogue& epilogue, cudaStream_t stream) {
   const __half* xh = reinterpret_cast<const __half*>(x);
   switch (w.format) {
     case DeviceMatrixView::Format::kF16:
-      return LaunchGemvFormat<DeviceMatrixView::Format::kF16>(w, bias, xh, n_tokens, y, stream);
+      return LaunchGemvFormat<DeviceMatrixView::Format::kF16>(w, bias, xh, n_tokens, y, epilogue,
+                                                              stream);
     case DeviceMatrixView::Format::kInt8:
-      return LaunchGemvFormat<DeviceMatrixView::Format::kInt8>(w, bias, xh, n_tokens, y, stream);
+      return LaunchGemvFormat<DeviceMatrixView::Format::kInt8>(w, bias, xh, n_tokens, y,
+                                                               epilogue, stream);
     case DeviceMatrixView::Format::kNf4:
-      return LaunchGemvFormat<DeviceMatrixView::Format::kNf4>(w, bias, xh, n_tokens, y, stream);
+      return LaunchGemvFormat<DeviceMatrixView::Format::kNf4>(w, bias, xh, n_tokens, y, epilogue,
+                                                              stream);
   }
 }
 
@@ -565,10 +592,15 @@ void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n
   EmbeddingKernel<<<n_tokens, 256, 0, stream>>>(table, tokens, out);
 }
 
-void LaunchLayerNorm(const float* x, const float* weight, const float* bias, int n_rows, int dim,
-                     float eps, Half* out, cudaStream_t stream) {
-  LayerNormKernel<<<n_rows, 256, 0, stream>>>(x, weight, bias, dim, eps,
-                                               reinterpret_cast<__half*>(out));
+void LaunchLayerNorm(const float* x, int n_rows, int dim, float eps,
+                     const LayerNormOutput& first, cudaStream_t stream) {
+  LayerNormKernel<<<n_rows, 256, 0, stream>>>(x, dim, eps, first, first, 1);
+}
+
+void LaunchLayerNorms(const float* x, int n_rows, int dim, float eps,
+                      const LayerNormOutput& first, const LayerNormOutput& second,
+                      cudaStream_t stream) {
+  LayerNormKernel<<<n_rows, 256, 0, stream>>>(x, dim, eps, first, second, 2);
 }
 
 void LaunchAddInPlace(float* a, const float* x, int64_t n, cudaStream_t stream) {

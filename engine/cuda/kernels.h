@@ -39,12 +39,36 @@ struct DeviceMatrixView {
 // than dequantize + cuBLASLt (int8, NF4), since x is re-read per token from L1.
 inline constexpr int kGemvMaxTokens = 8;
 
-// y[t][r] = bias[r] + Σ_k W[r][k]·x[t][k] for t < n_tokens ≤ kGemvMaxTokens; x: [n][cols] fp16,
-// y: [n][rows] fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and
-// dequantizes in registers with fp32 accumulation. Needs cols a multiple of 32 (one NF4
-// vector of 32 elements then never straddles a 64-element block).
+// What a matrix product does with each output v[t][r] = bias[r] + Σ_k W[r][k]·x[t][k]:
+// store it, or fuse the kernel that would follow it (same arithmetic, bit for bit).
+struct GemvEpilogue {
+  enum class Kind : uint8_t {
+    kStore,     // y[t][r] = v
+    kGelu,      // gelu_out[t][r] = gelu(v) as fp16 (the MLP's up projection)
+    kResidual,  // x[t][r] = (v + attn[t][r]) + x[t][r], or v + attn when !parallel (the end
+                // of a layer: v is the MLP's output)
+  };
+  Kind kind = Kind::kStore;
+  bool tanh_approximation = false;
+  Half* gelu_out = nullptr;
+  float* x = nullptr;
+  const float* attn = nullptr;
+  bool parallel = true;
+
+  static GemvEpilogue Gelu(Half* out, bool tanh_approximation) {
+    return {Kind::kGelu, tanh_approximation, out, nullptr, nullptr, true};
+  }
+  static GemvEpilogue Residual(float* x, const float* attn, bool parallel) {
+    return {Kind::kResidual, false, nullptr, x, attn, parallel};
+  }
+};
+
+// The product for t < n_tokens ≤ kGemvMaxTokens, x: [n][cols] fp16, y (kStore): [n][rows]
+// fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and dequantizes in
+// registers with fp32 accumulation. Needs cols a multiple of 32 (one NF4 vector of 32
+// elements then never straddles a 64-element block).
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                float* y, cudaStream_t stream);
+                float* y, const GemvEpilogue& epilogue, cudaStream_t stream);
 
 // out = dequantize(rows [row_begin, row_begin + n_rows) of W) as fp16 [n_rows][cols] for int8
 // / NF4 (larger batches then go through cuBLASLt, a slice of rows at a time).
@@ -55,15 +79,27 @@ void LaunchDequantize(const DeviceMatrixView& w, int64_t row_begin, int64_t n_ro
 void LaunchEmbedding(const DeviceMatrixView& table, const int32_t* tokens, int n_tokens,
                      float* out, cudaStream_t stream);
 
-// out[t] = LayerNorm(x[t]) as fp16, statistics in fp32 (two passes), for t < n_rows.
-void LaunchLayerNorm(const float* x, const float* weight, const float* bias, int n_rows, int dim,
-                     float eps, Half* out, cudaStream_t stream);
+// One normalized copy of the rows: out[t] = LayerNorm(x[t])·weight + bias as fp16.
+struct LayerNormOutput {
+  const float* weight;
+  const float* bias;
+  Half* out;
+};
+
+// out[t] for t < n_rows, statistics in fp32 (two passes).
+void LaunchLayerNorm(const float* x, int n_rows, int dim, float eps, const LayerNormOutput& first,
+                     cudaStream_t stream);
+// Two normalizations of the same rows in one pass over them (a parallel-residual layer's
+// input_layernorm and post_attention_layernorm both read x).
+void LaunchLayerNorms(const float* x, int n_rows, int dim, float eps,
+                      const LayerNormOutput& first, const LayerNormOutput& second,
+                      cudaStream_t stream);
 
 // Sequential residual: a[i] += x[i] (a = attn(ln1 x) + x), then the caller normalizes a.
 void LaunchAddInPlace(float* a, const float* x, int64_t n, cudaStream_t stream);
 
-// The end of a layer: parallel residual x = (mlp + attn) + x; sequential x = mlp + attn (attn
-// already holds attn + x). HF's summation order in both cases.
+// The end of a layer, as GemvEpilogue::kResidual with mlp as v (for products through
+// cuBLASLt).
 void LaunchResidual(float* x, const float* mlp, const float* attn, int64_t n, bool parallel,
                     cudaStream_t stream);
 

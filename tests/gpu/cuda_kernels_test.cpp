@@ -86,6 +86,35 @@ class CudaKernelsTest : public ::testing::Test {
     return ToDevice(std::vector<float>(n, std::numeric_limits<float>::quiet_NaN()));
   }
 
+  // The fused GELU and residual epilogues against the product stored, then the GELU and
+  // residual kernels: bit for bit (the same arithmetic in the same order).
+  void ExpectEpiloguesEqualSeparateKernels(Gemm& gemm, const DeviceMatrixView& w,
+                                           const float* bias, const Half* x, int n) {
+    const size_t size = static_cast<size_t>(n) * w.rows;
+    DeviceArray<float> stored = Poisoned(size), scratch = Poisoned(size);
+    ASSERT_TRUE(gemm.Run(w, bias, x, n, stored.get(), stream_).ok());
+    for (bool tanh : {false, true}) {
+      DeviceArray<Half> fused = ToDevice(std::vector<Half>(size, 0x7e00));
+      DeviceArray<Half> separate = ToDevice(std::vector<Half>(size, 0x7e00));
+      ASSERT_TRUE(
+          gemm.Run(w, bias, x, n, scratch.get(), stream_, GemvEpilogue::Gelu(fused.get(), tanh))
+              .ok());
+      LaunchGelu(stored.get(), static_cast<int64_t>(size), tanh, separate.get(), stream_);
+      EXPECT_EQ(ToHost(fused), ToHost(separate)) << "gelu, tanh " << tanh << ", n=" << n;
+    }
+    const std::vector<float> residual = Random(size, rng_), attn = Random(size, rng_);
+    DeviceArray<float> device_attn = ToDevice(attn);
+    for (bool parallel : {true, false}) {
+      DeviceArray<float> fused = ToDevice(residual), separate = ToDevice(residual);
+      ASSERT_TRUE(gemm.Run(w, bias, x, n, scratch.get(), stream_,
+                           GemvEpilogue::Residual(fused.get(), device_attn.get(), parallel))
+                      .ok());
+      LaunchResidual(separate.get(), stored.get(), device_attn.get(), static_cast<int64_t>(size),
+                     parallel, stream_);
+      EXPECT_EQ(ToHost(fused), ToHost(separate)) << "residual, parallel " << parallel << ", n=" << n;
+    }
+  }
+
   DeviceAllocator allocator_;
   cudaStream_t stream_ = nullptr;
   std::mt19937 rng_{std::random_device{}()};
@@ -166,6 +195,7 @@ TEST_F(CudaKernelsTest, MatrixProductsInEveryFormatMatchTheCpu) {
         EXPECT_LT(RelativeError(ToHost(y), want), tolerance)
             << c.name << " n=" << n << (gemm == &sliced ? " (sliced)" : "");
       }
+      ExpectEpiloguesEqualSeparateKernels(whole, view, device_bias.get(), device_x.get(), n);
     }
   }
 }
@@ -191,20 +221,39 @@ TEST_F(CudaKernelsTest, EmbeddingLayerNormAndGeluMatchTheCpu) {
   }
   EXPECT_EQ(ToHost(embedded), want);
 
-  // LayerNorm (fp16 output) against the CPU's.
+  // LayerNorm (fp16 output) against the CPU's: one output, and two outputs of one pass with
+  // their own weights (a parallel-residual layer's two norms).
   const std::vector<float> x = Random(kRows * kDim, rng_, 3.0f);
   const std::vector<float> weight = Random(kDim, rng_), bias = Random(kDim, rng_);
+  const std::vector<float> weight2 = Random(kDim, rng_), bias2 = Random(kDim, rng_);
   DeviceArray<float> device_x = ToDevice(x), device_w = ToDevice(weight),
-                     device_b = ToDevice(bias);
-  DeviceArray<Half> normed = ToDevice(std::vector<Half>(kRows * kDim, 0x7e00));  // NaN
-  LaunchLayerNorm(device_x.get(), device_w.get(), device_b.get(), kRows, kDim, 1e-5f,
-                  normed.get(), stream_);
-  for (int t = 0; t < kRows; ++t) {
-    cpu::LayerNorm(&x[t * kDim], weight.data(), bias.data(), kDim, 1e-5f, &want[t * kDim]);
-  }
+                     device_b = ToDevice(bias), device_w2 = ToDevice(weight2),
+                     device_b2 = ToDevice(bias2);
+  auto normalized = [&](const std::vector<float>& w, const std::vector<float>& b) {
+    std::vector<float> out(kRows * kDim);
+    for (int t = 0; t < kRows; ++t) {
+      cpu::LayerNorm(&x[t * kDim], w.data(), b.data(), kDim, 1e-5f, &out[t * kDim]);
+    }
+    return out;
+  };
+  auto to_float = [&](const DeviceArray<Half>& device) {
+    std::vector<float> out;
+    for (Half h : ToHost(device)) out.push_back(F16ToFloat(h));
+    return out;
+  };
+  const Half kNaN = 0x7e00;
+  DeviceArray<Half> single = ToDevice(std::vector<Half>(kRows * kDim, kNaN));
+  LaunchLayerNorm(device_x.get(), kRows, kDim, 1e-5f, {device_w.get(), device_b.get(), single.get()},
+                  stream_);
+  EXPECT_LT(RelativeError(to_float(single), normalized(weight, bias)), 1e-3);
+  DeviceArray<Half> first = ToDevice(std::vector<Half>(kRows * kDim, kNaN));
+  DeviceArray<Half> second = ToDevice(std::vector<Half>(kRows * kDim, kNaN));
+  LaunchLayerNorms(device_x.get(), kRows, kDim, 1e-5f,
+                   {device_w.get(), device_b.get(), first.get()},
+                   {device_w2.get(), device_b2.get(), second.get()}, stream_);
+  EXPECT_EQ(ToHost(first), ToHost(single));
+  EXPECT_LT(RelativeError(to_float(second), normalized(weight2, bias2)), 1e-3);
   std::vector<float> got;
-  for (Half h : ToHost(normed)) got.push_back(F16ToFloat(h));
-  EXPECT_LT(RelativeError(got, want), 1e-3);
 
   // GELU, both forms.
   for (Activation activation : {Activation::kActivationGeluErf, Activation::kActivationGeluTanh}) {
