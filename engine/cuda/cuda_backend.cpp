@@ -391,7 +391,13 @@ absl::Status CudaBackend::Reserve(int n, int n_logits, int max_blocks) {
                        "attention partials"));
   if (arrivals_.size() < rows * heads) {
     RETURN_IF_ERROR(Grow(arrivals_, rows * heads, "attention partials"));
-    CUDA_RETURN_IF_ERROR(cudaMemset(arrivals_.get(), 0, arrivals_.bytes()));
+    // On the step's stream: it does not wait for the default stream, so a plain cudaMemset
+    // would not be ordered before the attention kernel. A failed memset leaves no counters.
+    const cudaError_t zeroed = cudaMemsetAsync(arrivals_.get(), 0, arrivals_.bytes(), stream_);
+    if (zeroed != cudaSuccess) {
+      arrivals_.Reset();
+      return CudaStatus(zeroed, "zeroing the attention counters");
+    }
   }
   return absl::OkStatus();
 }

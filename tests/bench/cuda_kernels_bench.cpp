@@ -273,6 +273,7 @@ void BM_Attention(benchmark::State& state) {
       a, static_cast<size_t>(batch) * kHeads * max_blocks * (kHeadDim + 2), "partials");
   DeviceArray<int> arrivals = *DeviceArray<int>::Make(a, static_cast<size_t>(batch) * kHeads, "arrivals");
   cudaMemset(arrivals.get(), 0, arrivals.bytes());
+  cudaDeviceSynchronize();  // the benchmark's stream does not wait for the default stream
   DeviceArray<Half> out = *DeviceArray<Half>::Make(a, static_cast<size_t>(batch) * kHidden, "out");
   const double bytes = static_cast<double>(batch) * rows[0].total_keys * 2 * kHidden * 2;
   TimeGraph(state, [&](int launch, cudaStream_t stream) {

@@ -293,10 +293,11 @@ TEST_F(CudaKernelsTest, ArgmaxMatchesMaxElementWithTies) {
 
 // Attention of one head over spans against a direct fp64 computation (the CPU backend's
 // arithmetic, written out): keys of spans with key_rank_begin ≥ 0 rotated at their rank. For
-// the head sizes of the Pythia family (64: 70m–410m, 80: 2.8b, 128: 1b–12b), launched twice so
-// the second launch checks that the first left the block counters ready.
+// the head sizes of the Pythia family (64: 70m–410m, 80: 2.8b, 128: 1b–12b) and the largest
+// the kernel takes (256), launched twice so the second launch checks that the first left the
+// block counters ready.
 TEST_F(CudaKernelsTest, AttentionOverDenseAndWrappedStreamingSpansMatchesTheReference) {
-  for (const int kDim : {64, 80, 128}) {
+  for (const int kDim : {64, 80, 128, 256}) {
     SCOPED_TRACE(testing::Message() << "head_dim " << kDim);
     constexpr int kHeads = 3, kRot = 20, kCapacity = 300;
     const cpu::RotaryTable rotary(kRot, 10000.0);
@@ -310,12 +311,16 @@ TEST_F(CudaKernelsTest, AttentionOverDenseAndWrappedStreamingSpansMatchesTheRefe
     DeviceArray<Half> device_kv = ToDevice(ToHalf(kv));
 
     // Rows: a dense query over 261 keys (5 key blocks), a streaming one whose window wraps the
-    // ring (2 blocks), and one with only sinks (1 block, no combining).
-    std::vector<AttentionRow> rows(3);
+    // ring (2 blocks), one with only sinks (1 block, no combining), one of 4 spans (the most),
+    // and a dense one of exactly one full block of 64 keys.
+    std::vector<AttentionRow> rows(5);
     rows[0] = {device_kv.get(), kCapacity, 260, 260, 1, 261, {{0, 261, 260, -1}}};
     rows[1] = {device_kv.get(), kCapacity, 10, -1, 3, 4 + 100 + 11,
                {{0, 4, 114, 0}, {200, 100, 114, 4}, {4, 11, 114, 104}}};
     rows[2] = {device_kv.get(), kCapacity, 2, -1, 1, 3, {{0, 3, 2, 0}}};
+    rows[3] = {device_kv.get(), kCapacity, 150, -1, 4, 4 + 30 + 20 + 20,
+               {{0, 4, 300, 0}, {40, 30, 300, 4}, {140, 20, 300, 34}, {200, 20, 300, 54}}};
+    rows[4] = {device_kv.get(), kCapacity, 63, 63, 1, 64, {{0, 64, 63, -1}}};
     const int n = static_cast<int>(rows.size());
     const std::vector<float> qkv = Random(n * kHeads * 3 * kDim, rng_);
     DeviceArray<AttentionRow> device_rows = ToDevice(rows);
