@@ -46,7 +46,9 @@ class Sampler {
 
   SamplingParams params_;
   uint64_t state_;
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch: (logit, token)
+  // Scratch: (scaled logit, token) of the tokens that may be kept; exp(s − max) per token.
+  std::vector<std::pair<float, int32_t>> candidates_;
+  std::vector<double> weights_;
 };
 
 }  // namespace sinkserve

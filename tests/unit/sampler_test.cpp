@@ -90,6 +90,100 @@ TEST(SamplerTest, FrequenciesFollowTheDistribution) {
   EXPECT_EQ(counts.count(2) + counts.count(3), 0u);
 }
 
+// The kept tokens and their probabilities, by the definition (sort the whole vocabulary,
+// HF's order: temperature, top-k, top-p): the reference for the sampler's selection shortcuts.
+std::map<int32_t, double> KeptDistribution(const std::vector<float>& logits,
+                                           const SamplingParams& params) {
+  std::vector<std::pair<double, int32_t>> sorted;
+  for (size_t t = 0; t < logits.size(); ++t) {
+    sorted.emplace_back(double(logits[t]) / params.temperature, static_cast<int32_t>(t));
+  }
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (params.top_k > 0 && params.top_k < static_cast<int>(sorted.size())) {
+    sorted.resize(params.top_k);
+  }
+  double total = 0;
+  for (const auto& [s, t] : sorted) total += std::exp(s - sorted[0].first);
+  std::map<int32_t, double> kept;
+  double mass = 0, kept_mass = 0;
+  for (const auto& [s, t] : sorted) {
+    const double p = std::exp(s - sorted[0].first) / total;
+    kept[t] = p;
+    kept_mass += p;
+    mass += p;
+    if (mass >= params.top_p) break;
+  }
+  for (auto& [t, p] : kept) p /= kept_mass;
+  return kept;
+}
+
+// Chi-square of `draws` samples against the reference distribution over a vocabulary large
+// enough for the selection paths (a nucleus of ~100–500 tokens, past the first sorted prefix
+// of 64); tokens outside the kept set must never appear.
+void ExpectSamplesFollowTheDefinition(const SamplingParams& params, int draws) {
+  std::mt19937_64 rng(params.seed);
+  std::vector<float> logits = testing::RandomFloats(rng, 1500, 1.0f);
+  for (float& l : logits) l *= 1.5f;
+  const std::map<int32_t, double> want = KeptDistribution(logits, params);
+  Sampler sampler(params);
+  std::map<int32_t, int> counts;
+  std::vector<float> copy(logits.size());
+  for (int i = 0; i < draws; ++i) {
+    std::copy(logits.begin(), logits.end(), copy.begin());
+    const int32_t token = sampler.Sample(copy, {});
+    ASSERT_TRUE(want.count(token)) << "token " << token << " is outside the kept set";
+    ++counts[token];
+  }
+  // Categories with expected count ≥ 20 (the rest pooled into one).
+  double chi_square = 0, pooled_expected = 0;
+  int pooled = 0, categories = 0;
+  for (const auto& [token, p] : want) {
+    const double expected = draws * p;
+    const int got = counts.count(token) ? counts[token] : 0;
+    if (expected < 20) {
+      pooled_expected += expected;
+      pooled += got;
+      continue;
+    }
+    chi_square += (got - expected) * (got - expected) / expected;
+    ++categories;
+  }
+  if (pooled_expected > 0) {
+    chi_square += (pooled - pooled_expected) * (pooled - pooled_expected) / pooled_expected;
+    ++categories;
+  }
+  // Mean = degrees of freedom, sd = √(2·dof): 8 sd above fails only for a wrong distribution.
+  EXPECT_LT(chi_square, categories + 8 * std::sqrt(2.0 * categories))
+      << want.size() << " kept tokens, " << categories << " categories";
+}
+
+TEST(SamplerTest, TemperatureOnlySamplesTheWholeSoftmax) {
+  SamplingParams params;
+  params.temperature = 0.9f;
+  params.seed = testing::TestSeed();
+  ExpectSamplesFollowTheDefinition(params, 60000);
+}
+
+TEST(SamplerTest, TopPSamplesTheNucleusOfALargeVocabulary) {
+  for (float top_p : {0.5f, 0.9f}) {
+    SamplingParams params;
+    params.temperature = 1.1f;
+    params.top_p = top_p;
+    params.seed = testing::TestSeed() + static_cast<uint64_t>(top_p * 10);
+    ExpectSamplesFollowTheDefinition(params, 60000);
+  }
+}
+
+TEST(SamplerTest, TopKThenTopPSamplesTheirIntersection) {
+  SamplingParams params;
+  params.temperature = 0.8f;
+  params.top_k = 300;
+  params.top_p = 0.7f;
+  params.seed = testing::TestSeed();
+  ExpectSamplesFollowTheDefinition(params, 60000);
+}
+
 TEST(SamplerTest, TopPKeepsTheNucleus) {
   // Probabilities ≈ 0.64, 0.24, 0.09, 0.03: top_p 0.8 keeps the first two.
   const std::vector<float> logits = {3.0f, 2.0f, 1.0f, 0.0f};
