@@ -44,7 +44,11 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& options, SchedulerLis
                 KvShape{model.config().num_layers, model.config().num_heads,
                         model.config().head_dim},
                 options.session_limits),
-      vocab_size_(model.config().vocab_size) {
+      vocab_size_(model.config().vocab_size),
+      sampling_pool_(options.sampling_threads > 0
+                         ? options.sampling_threads
+                         : std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 8)),
+      sampling_scratch_(sampling_pool_.size()) {
   options_.max_batch = std::max(1, options_.max_batch);
   options_.prefill_chunk_tokens = std::max(1, options_.prefill_chunk_tokens);
   batch_logits_.resize(static_cast<size_t>(options_.max_batch) * vocab_size_);

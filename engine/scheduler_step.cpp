@@ -140,28 +140,45 @@ void Scheduler::RunBatch() {
     listener_->OnEvictedTokens(evicted_after - evicted_before);
   }
   const double share = attention / static_cast<double>(rows);
-  for (size_t i = 0; i < rows; ++i) {
-    Job& job = *rows_[i].job;
-    if (!status.ok()) {
+  if (!status.ok()) {
+    for (size_t i = 0; i < rows; ++i) {
+      Job& job = *rows_[i].job;
       if (job.is_score) {
         FinishScore(job, status);
       } else {
         FinishGenerate(job, FinishReason::kFinishReasonError, status,
                        std::string(status.message()));
       }
-      continue;
     }
-    const std::span<float> row_logits = logits.subspan(i * vocab_size_, vocab_size_);
+    return;
+  }
+  // Decoding rows: the fed token joins the history (the repetition penalty's), then the rows
+  // that sample choose their tokens in parallel (each job's sampler is its own), then every
+  // row's token is emitted in row order.
+  sampled_rows_.clear();
+  for (size_t i = 0; i < rows; ++i) {
+    Job& job = *rows_[i].job;
+    if (!job.decoding) continue;
+    job.attention_seconds += share;
+    job.session->Record(job.next_token);
+    if (!greedy) sampled_rows_.push_back(i);
+  }
+  row_chosen_.resize(rows);
+  row_logprob_.resize(rows);
+  sampling_pool_.ParallelFor(
+      static_cast<int64_t>(sampled_rows_.size()), 1, [&](int64_t begin, int64_t end, int thread) {
+        for (int64_t k = begin; k < end; ++k) {
+          const size_t i = sampled_rows_[k];
+          row_chosen_[i] = ChooseToken(*rows_[i].job, logits.subspan(i * vocab_size_, vocab_size_),
+                                       sampling_scratch_[thread], &row_logprob_[i]);
+        }
+      });
+  for (size_t i = 0; i < rows; ++i) {
+    Job& job = *rows_[i].job;
     if (job.decoding) {
-      job.attention_seconds += share;
-      job.session->Record(job.next_token);
-      if (greedy) {
-        EmitToken(job, row_next_[i]);
-      } else {
-        SampleNext(job, row_logits);
-      }
+      EmitToken(job, greedy ? row_next_[i] : row_chosen_[i], row_logprob_[i]);
     } else {
-      AfterFed(job, 1, row_logits, share);
+      AfterFed(job, 1, logits.subspan(i * vocab_size_, vocab_size_), share);
     }
   }
 }
@@ -201,18 +218,26 @@ void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double at
   SampleNext(job, logits.subspan(0, vocab_size_));
 }
 
-void Scheduler::SampleNext(Job& job, std::span<float> logits) {
-  const GenerateSpec& spec = job.generate;
-  if (spec.return_logprobs) logprob_scratch_.assign(logits.begin(), logits.end());
+int32_t Scheduler::ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
+                               float* logprob) const {
+  if (job.generate.return_logprobs) scratch.logits.assign(logits.begin(), logits.end());
   std::span<const int32_t> history;
   if (job.sampler->params().repetition_penalty != 1.0f) {
-    history_scratch_.assign(job.session->history().begin(), job.session->history().end());
-    history = history_scratch_;
+    scratch.history.assign(job.session->history().begin(), job.session->history().end());
+    history = scratch.history;
   }
-  EmitToken(job, job.sampler->Sample(logits, history));
+  const int32_t token = job.sampler->Sample(logits, history);
+  if (job.generate.return_logprobs) *logprob = static_cast<float>(-TokenNll(scratch.logits, token));
+  return token;
 }
 
-void Scheduler::EmitToken(Job& job, int32_t token) {
+void Scheduler::SampleNext(Job& job, std::span<float> logits) {
+  float logprob = 0.0f;
+  const int32_t token = ChooseToken(job, logits, sampling_scratch_[0], &logprob);
+  EmitToken(job, token, logprob);
+}
+
+void Scheduler::EmitToken(Job& job, int32_t token, float logprob) {
   const GenerateSpec& spec = job.generate;
   const SteadyClock::time_point now = SteadyClock::now();
   ++job.generated;
@@ -231,7 +256,7 @@ void Scheduler::EmitToken(Job& job, int32_t token) {
   TokenDelta delta;
   delta.token_ids.push_back(token);
   if (spec.return_logprobs) {
-    delta.logprobs.push_back(static_cast<float>(-TokenNll(logprob_scratch_, token)));
+    delta.logprobs.push_back(logprob);
   }
   // The end of the text: flush held-back bytes, which may still complete a stop string.
   auto flush = [&](std::string* text) {

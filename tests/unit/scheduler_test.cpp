@@ -337,8 +337,16 @@ TEST_F(SchedulerTest, ConcurrentRequestsEqualTheirRunAlone) {
     spec.request_id = absl::StrCat("r", i);
     if (i % 2 == 1) {  // seeded sampling: its own random stream, equal alone and batched
       spec.sampling.temperature = 0.9f;
-      spec.sampling.top_k = 40;
       spec.sampling.seed = seed_ + i;
+      // The sampler's paths (top-k; top-p with the penalty and logprobs; temperature alone),
+      // several of them sampled in parallel within one batched step.
+      if (i % 4 == 1) spec.sampling.top_k = 40;
+      if (i % 4 == 3) {
+        spec.sampling.top_p = 0.9f;
+        spec.sampling.repetition_penalty = 1.2f;
+        spec.return_logprobs = true;
+      }
+      if (i == 11) spec.sampling.top_p = 1.0f;
     }
     specs.push_back(spec);
   }
