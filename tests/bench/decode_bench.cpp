@@ -18,10 +18,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cpu_backend.h"
 #include "engine/cpu_kernels.h"
 #include "engine/demo_model.h"
 #include "engine/quantize_weights.h"
+#include "engine/sampler.h"
 
 namespace sinkserve {
 namespace {
@@ -361,6 +363,35 @@ void BM_StepMatMulOneThread(benchmark::State& state) {
       tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
+// One sampled token from a Pythia-sized vocabulary (50,304 logits, N(0, 3): a flatter
+// distribution than a trained model's, so the top-p nucleus holds hundreds of tokens): the host
+// time a scheduler spends per row after each step.
+void BM_Sample(benchmark::State& state) {
+  const std::vector<float> logits = [] {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    std::vector<float> values(50304);
+    for (float& v : values) v = normal(rng);
+    return values;
+  }();
+  SamplingParams params;
+  params.temperature = state.range(0) / 100.0f;
+  params.top_k = static_cast<int>(state.range(1));
+  params.top_p = state.range(2) / 100.0f;
+  params.repetition_penalty = state.range(3) / 100.0f;
+  params.seed = 5;
+  state.SetLabel(absl::StrCat("temperature ", params.temperature, " top_k ", params.top_k,
+                              " top_p ", params.top_p, " penalty ", params.repetition_penalty));
+  std::vector<int32_t> history(256);
+  for (size_t i = 0; i < history.size(); ++i) history[i] = static_cast<int32_t>(i * 197 % 50304);
+  Sampler sampler(params);
+  std::vector<float> scratch(logits.size());
+  for (auto _ : state) {
+    std::copy(logits.begin(), logits.end(), scratch.begin());
+    benchmark::DoNotOptimize(sampler.Sample(scratch, history));
+  }
+}
+
 constexpr int64_t kF32 = static_cast<int64_t>(DType::kF32);
 constexpr int64_t kF16 = static_cast<int64_t>(DType::kF16);
 constexpr int64_t kBF16 = static_cast<int64_t>(DType::kBF16);
@@ -389,6 +420,10 @@ BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024
 BENCHMARK(BM_DecodeVsStreamLength)
     ->ArgsProduct({{0, 1}, {256, 1024, 4096, 16384}})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Sample)
+    ->Args({0, 0, 100, 100})->Args({80, 0, 100, 100})->Args({80, 0, 90, 100})
+    ->Args({80, 50, 100, 100})->Args({80, 50, 90, 100})->Args({100, 0, 95, 110})
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeBatch)
     ->Args({1, 0})->Args({4, 0})->Args({16, 0})->Args({1, 1})->Args({16, 1})->Unit(benchmark::kMillisecond)->UseRealTime()
     ->MinTime(2.0);
