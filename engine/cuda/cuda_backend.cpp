@@ -586,7 +586,8 @@ absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed, bool gree
                   config_.layer_norm_eps,
                   {final_norm_weight_.get(), final_norm_bias_.get(), normed_.get()}, stream_);
   const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
-  RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_));
+  RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_,
+                            {}, options_.programmatic_launch));
   if (greedy) LaunchArgmax(logits_.get(), n_logits, config_.vocab_size, next_.get(), stream_);
   return absl::OkStatus();
 }
@@ -658,7 +659,11 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   } else {
     LaunchLayerNorm(x_.get(), n, h, eps, input_norm, stream_);
   }
-  RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_));
+  // Products launched programmatically (CudaOptions::programmatic_launch) only right after
+  // another kernel: not after the attention's closing event record.
+  const bool programmatic = options_.programmatic_launch;
+  RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_,
+                            {}, programmatic));
 
   const AttentionShape shape{config_.num_heads, config_.head_dim, config_.rotary_ndims, index};
   // While capturing, external records: event nodes of the graph that still time (the flag is
@@ -677,7 +682,7 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   }
 
   RETURN_IF_ERROR(gemm_.Run(w.attn_out.view, w.attn_out_bias.get(), attn_.get(), n,
-                            attn_out_.get(), stream_));
+                            attn_out_.get(), stream_, {}, programmatic && !timed));
   if (!parallel) {
     LaunchAddInPlace(attn_out_.get(), x_.get(), static_cast<int64_t>(n) * h, stream_);
     LaunchLayerNorm(attn_out_.get(), n, h, eps, post_norm, stream_);
@@ -686,9 +691,11 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   RETURN_IF_ERROR(gemm_.Run(w.mlp_up.view, w.mlp_up_bias.get(), post_normed_.get(), n,
                             mlp_hidden_.get(), stream_,
                             GemvEpilogue::Gelu(mlp_act_.get(), config_.activation ==
-                                                                   Activation::kActivationGeluTanh)));
+                                                                   Activation::kActivationGeluTanh),
+                            programmatic));
   return gemm_.Run(w.mlp_down.view, w.mlp_down_bias.get(), mlp_act_.get(), n, mlp_out_.get(),
-                   stream_, GemvEpilogue::Residual(x_.get(), attn_out_.get(), parallel));
+                   stream_, GemvEpilogue::Residual(x_.get(), attn_out_.get(), parallel),
+                   programmatic);
 }
 
 }  // namespace

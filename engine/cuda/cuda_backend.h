@@ -31,6 +31,11 @@ struct CudaOptions {
   // reads over PCIe — one row per token, 5 KB for Pythia-2.8B — instead of device memory
   // (257 MB for Pythia-2.8B), as llama.cpp keeps token embeddings on the host.
   bool embeddings_on_host = true;
+  // Launch the small-batch matrix kernels with programmatic dependent launch (Hopper, sm_90+;
+  // ignored by older GPUs): their blocks start while the kernel before them (a LayerNorm, the
+  // attention, another product) finishes and stream their weights into L2 meanwhile. Off until
+  // a GPU run has measured it (cuda_decode_bench has the row to compare).
+  bool programmatic_launch = false;
 };
 
 // OK when this build has CUDA and a device can be used; otherwise why not, in words a user

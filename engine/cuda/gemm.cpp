@@ -117,9 +117,10 @@ absl::Status Gemm::RunLt(const Half* w, int64_t rows, int64_t cols, const float*
 }
 
 absl::Status Gemm::Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                       float* y, cudaStream_t stream, const GemvEpilogue& epilogue) {
+                       float* y, cudaStream_t stream, const GemvEpilogue& epilogue,
+                       bool programmatic) {
   if (n_tokens <= kGemvMaxTokens) {
-    LaunchGemv(w, bias, x, n_tokens, y, epilogue, stream);
+    LaunchGemv(w, bias, x, n_tokens, y, epilogue, programmatic, stream);
     return absl::OkStatus();
   }
   if (absl::Status s = RunLarge(w, bias, x, n_tokens, y, stream); !s.ok()) return s;

@@ -34,8 +34,11 @@ class Gemm {
   // y: [n_tokens][w.rows] fp32; x: [n_tokens][w.cols] fp16; bias [w.rows] or null. A
   // non-store epilogue is fused into the small-batch kernels; after cuBLASLt, y holds the
   // product and the epilogue runs as its own kernel.
+  // `programmatic`: the small-batch kernel uses programmatic dependent launch (LaunchGemv);
+  // only right after another kernel of the stream (not after a copy or an event record).
   absl::Status Run(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                   float* y, cudaStream_t stream, const GemvEpilogue& epilogue = {});
+                   float* y, cudaStream_t stream, const GemvEpilogue& epilogue = {},
+                   bool programmatic = false);
 
  private:
   struct Plan {

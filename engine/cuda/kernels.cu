@@ -52,6 +52,33 @@ __device__ float BlockMax(float value, float* scratch /* [32] */) {
   return WarpMax(value);
 }
 
+// Programmatic dependent launch (sm_90+; no-ops on older GPUs and for kernels launched without
+// it). A kernel that lets its dependents launch lets the next kernel of the stream, when that
+// one was launched programmatically, place its blocks once all of this kernel's blocks have
+// started; the dependent must wait for its prerequisites before it touches anything they
+// write or read (griddepcontrol.wait: they have completed and their writes are visible).
+__device__ __forceinline__ void LetDependentsLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+__device__ __forceinline__ void WaitForPrerequisites() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Asks for `bytes` bytes at `data` in L2, spread over a warp's lanes (128-byte lines).
+__device__ __forceinline__ void PrefetchToL2(const void* data, int64_t bytes, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const char* line = static_cast<const char*>(data);
+  for (int64_t offset = static_cast<int64_t>(lane) * 128; offset < bytes; offset += 32 * 128) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(line + offset));
+  }
+#endif
+}
+
 // 8 fp16 values of one 16-byte load, accumulated as fp32 dot products with 8 weights.
 __device__ __forceinline__ void Unpack8(const uint4& bits, float* out) {
   const __half2* h = reinterpret_cast<const __half2*>(&bits);
@@ -96,7 +123,8 @@ __device__ __forceinline__ float Residual(float x, float mlp, float attn, bool p
 template <DeviceMatrixView::Format kFormat, int kMaxTokens>
 __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const float* bias,
                                                   const __half* x, int n_tokens, float* y,
-                                                  GemvEpilogue epilogue) {
+                                                  GemvEpilogue epilogue, bool programmatic) {
+  LetDependentsLaunch();
   __shared__ float lut[16];
   if (kFormat == DeviceMatrixView::Format::kNf4 && threadIdx.x < 16) lut[threadIdx.x] = kNf4Lut[threadIdx.x];
   if (kFormat == DeviceMatrixView::Format::kNf4) __syncthreads();
@@ -109,6 +137,12 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
   const int64_t cols = w.cols;
   const int64_t vectors = cols / kPerVector;
   const uint4* row_data = reinterpret_cast<const uint4*>(w.data) + row * vectors;
+  if (programmatic) {
+    // Launched before the previous kernel has finished: stream this row's weights (which no
+    // kernel writes) into L2 meanwhile, then wait for the inputs.
+    PrefetchToL2(row_data, vectors * 16, lane);
+    WaitForPrerequisites();
+  }
   float acc[kMaxTokens];
 #pragma unroll
   for (int t = 0; t < kMaxTokens; ++t) acc[t] = 0.0f;
@@ -171,17 +205,28 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
 
 template <DeviceMatrixView::Format kFormat>
 void LaunchGemvFormat(const DeviceMatrixView& w, const float* bias, const __half* x, int n,
-                      float* y, const GemvEpilogue& epilogue, cudaStream_t stream) {
-  const dim3 block(256);
-  const dim3 grid(static_cast<unsigned>((w.rows + 7) / 8));
+                      float* y, const GemvEpilogue& epilogue, bool programmatic,
+                      cudaStream_t stream) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((w.rows + 7) / 8));
+  config.blockDim = dim3(256);
+  config.stream = stream;
+  config.attrs = programmatic ? &attribute : nullptr;
+  config.numAttrs = programmatic ? 1 : 0;
+  auto launch = [&](auto kernel) {
+    cudaLaunchKernelEx(&config, kernel, w, bias, x, n, y, epilogue, programmatic);
+  };
   if (n == 1) {
-    GemvKernel<kFormat, 1><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
+    launch(GemvKernel<kFormat, 1>);
   } else if (n == 2) {
-    GemvKernel<kFormat, 2><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
+    launch(GemvKernel<kFormat, 2>);
   } else if (n <= 4) {
-    GemvKernel<kFormat, 4><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
+    launch(GemvKernel<kFormat, 4>);
   } else {
-    GemvKernel<kFormat, 8><<<grid, block, 0, stream>>>(w, bias, x, n, y, epilogue);
+    launch(GemvKernel<kFormat, 8>);
   }
 }
 
@@ -272,6 +317,7 @@ __global__ void EmbeddingKernel(DeviceMatrixView table, const int32_t* tokens, f
 // of the `n_outputs` outputs with its own weight and bias.
 __global__ void LayerNormKernel(const float* x, int dim, float eps, LayerNormOutput first,
                                 LayerNormOutput second, int n_outputs) {
+  LetDependentsLaunch();
   __shared__ float scratch[32];
   const float* row = x + static_cast<int64_t>(blockIdx.x) * dim;
   float sum = 0.0f;
@@ -359,6 +405,7 @@ __global__ void __launch_bounds__(kAttentionThreads)
     AttentionKernel(const AttentionRow* rows, AttentionShape shape, const float* qkv,
                     const float* rotary, float* partials, int max_blocks, int* arrivals,
                     __half* out) {
+  LetDependentsLaunch();
   extern __shared__ float shared[];
   __shared__ bool combines;
   const int d = shape.head_dim, rot = shape.rotary_ndims, half = rot / 2;
@@ -558,18 +605,18 @@ __global__ void __launch_bounds__(1024) ArgmaxKernel(const float* logits, int vo
 }  // namespace
 
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                float* y, const GemvEpilogue& epilogue, cudaStream_t stream) {
+                float* y, const GemvEpilogue& epilogue, bool programmatic, cudaStream_t stream) {
   const __half* xh = reinterpret_cast<const __half*>(x);
   switch (w.format) {
     case DeviceMatrixView::Format::kF16:
       return LaunchGemvFormat<DeviceMatrixView::Format::kF16>(w, bias, xh, n_tokens, y, epilogue,
-                                                              stream);
+                                                              programmatic, stream);
     case DeviceMatrixView::Format::kInt8:
       return LaunchGemvFormat<DeviceMatrixView::Format::kInt8>(w, bias, xh, n_tokens, y,
-                                                               epilogue, stream);
+                                                               epilogue, programmatic, stream);
     case DeviceMatrixView::Format::kNf4:
       return LaunchGemvFormat<DeviceMatrixView::Format::kNf4>(w, bias, xh, n_tokens, y, epilogue,
-                                                              stream);
+                                                              programmatic, stream);
   }
 }
 

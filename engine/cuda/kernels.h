@@ -66,9 +66,11 @@ struct GemvEpilogue {
 // The product for t < n_tokens ≤ kGemvMaxTokens, x: [n][cols] fp16, y (kStore): [n][rows]
 // fp32, bias: [rows] fp32 or null. Reads each weight once (16-byte loads) and dequantizes in
 // registers with fp32 accumulation. Needs cols a multiple of 32 (one NF4 vector of 32
-// elements then never straddles a 64-element block).
+// elements then never straddles a 64-element block). `programmatic`: launched with
+// programmatic dependent launch (sm_90+), its blocks start while the previous kernel (a
+// LayerNorm, the attention or another product) finishes and prefetch their weights into L2.
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
-                float* y, const GemvEpilogue& epilogue, cudaStream_t stream);
+                float* y, const GemvEpilogue& epilogue, bool programmatic, cudaStream_t stream);
 
 // out = dequantize(rows [row_begin, row_begin + n_rows) of W) as fp16 [n_rows][cols] for int8
 // / NF4 (larger batches then go through cuBLASLt, a slice of rows at a time).

@@ -276,6 +276,14 @@ int Main(int argc, char** argv) {
   CudaOptions eager;
   eager.graphs = false;
   add(RunConfig("Streaming (FP16), no CUDA graphs", config, *fp16, streaming, o, eager, {1, 64}));
+  CudaOptions programmatic;
+  programmatic.programmatic_launch = true;
+  add(RunConfig("Streaming (FP16), programmatic launch", config, *fp16, streaming, o, programmatic,
+                {1}));
+  CudaOptions programmatic_untimed = programmatic;
+  programmatic_untimed.attention_timing_every = 0;
+  add(RunConfig("Streaming (FP16), programmatic launch, attention untimed", config, *fp16,
+                streaming, o, programmatic_untimed, {1}));
   CudaOptions embeddings_on_device;
   embeddings_on_device.embeddings_on_host = false;
   add(RunConfig("Streaming (FP16), embeddings on the device", config, *fp16, streaming, o,

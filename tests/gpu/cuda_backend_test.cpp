@@ -195,6 +195,44 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerStepsBitForBit) {
   EXPECT_EQ(CudaGraphLaunches(**eager), 0);
 }
 
+// Programmatic dependent launch of the matrix kernels (opt-in) changes when blocks start, never
+// what they compute: the same logits, bit for bit, in prefill, single and batched steps, timed
+// and untimed, eager and from graphs.
+TEST_P(CudaBackendTest, ProgrammaticLaunchGivesTheSameLogitsBitForBit) {
+  for (const bool graphs : {true, false}) {
+    for (const int timing : {1, 0}) {
+      SCOPED_TRACE(::testing::Message() << "graphs " << graphs << ", attention timing " << timing);
+      CudaOptions options, programmatic_options;
+      options.graphs = programmatic_options.graphs = graphs;
+      options.attention_timing_every = programmatic_options.attention_timing_every = timing;
+      programmatic_options.programmatic_launch = true;
+      absl::StatusOr<std::unique_ptr<Backend>> plain =
+          NewCudaBackend(model_->config(), model_->weights(), options);
+      absl::StatusOr<std::unique_ptr<Backend>> programmatic =
+          NewCudaBackend(model_->config(), model_->weights(), programmatic_options);
+      ASSERT_TRUE(plain.ok()) << plain.status();
+      ASSERT_TRUE(programmatic.ok()) << programmatic.status();
+      const std::vector<int32_t> tokens = RandomTokens(120, vocab_, 17);
+      for (int step : {1, 5}) {
+        const std::vector<float> got = Run(**programmatic, Streaming(4, 32), tokens, step);
+        const std::vector<float> expected = Run(**plain, Streaming(4, 32), tokens, step);
+        EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0)
+            << "step " << step;
+      }
+      constexpr int kSessions = 6;
+      Sessions got_sessions(**programmatic, kSessions), expected_sessions(**plain, kSessions);
+      std::vector<float> got(kSessions * vocab_), expected(kSessions * vocab_);
+      for (int step = 0; step < 12; ++step) {
+        const std::vector<int32_t> batch = RandomTokens(kSessions, vocab_, 3000 + step);
+        ASSERT_TRUE((*programmatic)->ForwardBatch(batch, got_sessions.rows, got).ok());
+        ASSERT_TRUE((*plain)->ForwardBatch(batch, expected_sessions.rows, expected).ok());
+        ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0)
+            << "batched step " << step;
+      }
+    }
+  }
+}
+
 // The input embeddings in mapped host memory (the default) give the same logits, bit for bit,
 // as in device memory, and the device holds that much less (unless tied: then on the device).
 TEST_P(CudaBackendTest, EmbeddingsInHostMemoryGiveTheSameLogitsAndSaveDeviceMemory) {

@@ -194,6 +194,12 @@ TEST_F(CudaKernelsTest, MatrixProductsInEveryFormatMatchTheCpu) {
             n <= kGemvMaxTokens || c.format == DeviceMatrixView::Format::kF16 ? 1e-5 : 2e-3;
         EXPECT_LT(RelativeError(ToHost(y), want), tolerance)
             << c.name << " n=" << n << (gemm == &sliced ? " (sliced)" : "");
+        // Programmatic dependent launch changes when blocks start, not what they compute.
+        DeviceArray<float> programmatic = Poisoned(n * kRows);
+        ASSERT_TRUE(gemm->Run(view, device_bias.get(), device_x.get(), n, programmatic.get(),
+                              stream_, {}, /*programmatic=*/true)
+                        .ok());
+        EXPECT_EQ(ToHost(programmatic), ToHost(y)) << c.name << " n=" << n << " programmatic";
       }
       ExpectEpiloguesEqualSeparateKernels(whole, view, device_bias.get(), device_x.get(), n);
     }
