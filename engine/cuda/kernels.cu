@@ -90,6 +90,17 @@ __device__ __forceinline__ void Unpack8(const uint4& bits, float* out) {
   }
 }
 
+// Four int8 (a 32-bit word, lowest byte first) as exact floats without I2F, a quarter-rate
+// conversion on sm_80–90: q + 128 goes into the low mantissa bits of 2²³ (one byte permute),
+// and 2²³ + 128 comes off (one add).
+__device__ __forceinline__ void Int8x4ToFloat(uint32_t word, float* out) {
+  const uint32_t biased = word ^ 0x80808080u;  // each byte q + 128, unsigned
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    out[j] = __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440 + j)) - 8388736.0f;
+  }
+}
+
 __device__ __forceinline__ float Dot8(const float* w, const uint4& x_bits) {
   float x[8];
   Unpack8(x_bits, x);
@@ -151,28 +162,37 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
   for (int64_t v = lane; v < vectors; v += 32) {
     const uint4 bits = __ldg(row_data + v);
     float wf[kPerVector];
+    // NF4: the vector's scale multiplies its partial sums (one multiply per token instead of
+    // one per weight); int8: the row's scale multiplies the final sums.
+    float scale = 1.0f;
     if constexpr (kFormat == DeviceMatrixView::Format::kF16) {
       Unpack8(bits, wf);
     } else if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
-      const int8_t* q = reinterpret_cast<const int8_t*>(&bits);
+      const uint32_t* words = reinterpret_cast<const uint32_t*>(&bits);
 #pragma unroll
-      for (int i = 0; i < 16; ++i) wf[i] = static_cast<float>(q[i]);
+      for (int i = 0; i < 4; ++i) Int8x4ToFloat(words[i], wf + 4 * i);
     } else {
       const uint8_t* q = reinterpret_cast<const uint8_t*>(&bits);
       // 32 elements = half of a 64-block: one absmax for the whole vector.
-      const float scale = Nf4Absmax(w, (row * cols + v * 32) / 64);
+      scale = Nf4Absmax(w, (row * cols + v * 32) / 64);
 #pragma unroll
       for (int i = 0; i < 16; ++i) {
-        wf[2 * i] = lut[q[i] >> 4] * scale;
-        wf[2 * i + 1] = lut[q[i] & 15] * scale;
+        wf[2 * i] = lut[q[i] >> 4];
+        wf[2 * i + 1] = lut[q[i] & 15];
       }
     }
 #pragma unroll
     for (int t = 0; t < kMaxTokens; ++t) {
       if (t < n_tokens) {
         const uint4* xv = reinterpret_cast<const uint4*>(x + t * cols + v * kPerVector);
+        float partial = 0.0f;
 #pragma unroll
-        for (int j = 0; j < kPerVector / 8; ++j) acc[t] += Dot8(wf + 8 * j, __ldg(xv + j));
+        for (int j = 0; j < kPerVector / 8; ++j) partial += Dot8(wf + 8 * j, __ldg(xv + j));
+        if constexpr (kFormat == DeviceMatrixView::Format::kNf4) {
+          acc[t] = fmaf(partial, scale, acc[t]);
+        } else {
+          acc[t] += partial;
+        }
       }
     }
   }
@@ -266,10 +286,13 @@ __global__ void DequantizeKernel(DeviceMatrixView w, int64_t row_begin, int64_t 
     const uint4 bits = __ldg(reinterpret_cast<const uint4*>(w.data) + v);
     __align__(16) __half values[kPerVector];
     if constexpr (kFormat == DeviceMatrixView::Format::kInt8) {
-      const int8_t* q = reinterpret_cast<const int8_t*>(&bits);
+      const uint32_t* words = reinterpret_cast<const uint32_t*>(&bits);
       const float scale = w.absmax[v / vectors_per_row] * (1.0f / 127.0f);
+      float q[16];
 #pragma unroll
-      for (int e = 0; e < 16; ++e) values[e] = __float2half_rn(static_cast<float>(q[e]) * scale);
+      for (int e = 0; e < 4; ++e) Int8x4ToFloat(words[e], q + 4 * e);
+#pragma unroll
+      for (int e = 0; e < 16; ++e) values[e] = __float2half_rn(q[e] * scale);
     } else {
       const uint8_t* q = reinterpret_cast<const uint8_t*>(&bits);
       const float scale = Nf4Absmax(w, v / 2);  // 32 elements = half a 64-block
