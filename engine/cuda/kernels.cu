@@ -352,13 +352,16 @@ __global__ void LayerNormKernel(const float* x, int dim, float eps, LayerNormOut
     squares += centered * centered;
   }
   const float inv_std = rsqrtf(BlockSum(squares, scratch) / dim + eps);
-  for (int o = 0; o < n_outputs; ++o) {
-    const LayerNormOutput& output = o == 0 ? first : second;
+  // Each output by name (choosing one by a run-time index would put the parameters in local
+  // memory).
+  auto normalize = [&](const LayerNormOutput& output) {
     __half* out_row = reinterpret_cast<__half*>(output.out) + static_cast<int64_t>(blockIdx.x) * dim;
     for (int k = threadIdx.x; k < dim; k += blockDim.x) {
       out_row[k] = __float2half_rn((row[k] - mean) * inv_std * output.weight[k] + output.bias[k]);
     }
-  }
+  };
+  normalize(first);
+  if (n_outputs == 2) normalize(second);
 }
 
 __global__ void AddInPlaceKernel(float* a, const float* x, int64_t n) {
