@@ -183,14 +183,17 @@ struct Weights {
 };
 
 // y = x·Wᵀ + bias for n tokens: the fused kernels up to kGemvMaxTokens, cuBLASLt above
-// (quantized: dequantize slices + cuBLASLt), as Gemm::Run chooses.
+// (quantized: dequantize slices + cuBLASLt), as Gemm::Run chooses; optionally launched
+// programmatically (Gemm::Run's last argument).
 void BM_MatrixProduct(benchmark::State& state) {
   if (!TheDevice().unusable.empty()) return state.SkipWithError(TheDevice().unusable.c_str());
   const auto format = static_cast<Format>(state.range(0));
   const Shape& shape = kShapes[state.range(1)];
   const int n = static_cast<int>(state.range(2));
+  const bool programmatic = state.range(3) != 0;
   state.SetLabel(std::string(kFormatNames[format]) + " " + shape.name + " " +
-                 std::to_string(shape.rows) + "x" + std::to_string(shape.cols));
+                 std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
+                 (programmatic ? " programmatic" : ""));
   Weights weights(format, shape);
   DeviceArray<std::byte> x = Filled(static_cast<size_t>(n) * shape.cols * 2, RandomPattern());
   DeviceArray<std::byte> bias = Filled(shape.rows * 4, RandomPattern());
@@ -205,7 +208,8 @@ void BM_MatrixProduct(benchmark::State& state) {
   auto run = [&](int launch, cudaStream_t stream) {
     return gemm.Run(weights.views[launch % weights.views.size()],
                     reinterpret_cast<const float*>(bias.get()),
-                    reinterpret_cast<const Half*>(x.get()), n, y.get(), stream);
+                    reinterpret_cast<const Half*>(x.get()), n, y.get(), stream, {},
+                    programmatic);
   };
   // Once outside the graph: errors surface here, and cuBLASLt's plan is made.
   if (absl::Status s = run(0, TheDevice().stream); !s.ok()) {
@@ -218,7 +222,10 @@ void MatrixProductArgs(benchmark::internal::Benchmark* b) {
   for (int format : {kF16, kInt8, kNf4}) {
     for (int shape = 0; shape < 5; ++shape) {
       if (shape == 4 && format != kF16) continue;  // the LM head stays fp16
-      for (int n : {1, 4, 8, 16, 64}) b->Args({format, shape, n});
+      for (int n : {1, 4, 8, 16, 64}) b->Args({format, shape, n, 0});
+      // Back to back with programmatic dependent launch: each product's blocks start, and
+      // prefetch their weights, while the previous one finishes.
+      b->Args({format, shape, 1, 1});
     }
   }
 }
