@@ -62,12 +62,30 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
     return Argmax(logits);
   }
 
-  // Probabilities exp(s − max) / total of the scaled logits s = logit / temperature. Sorting
+  // Probabilities exp((logit − max) / temperature) / total: HF's softmax(logit / temperature)
+  // with the maximum taken off first, so no temperature makes a weight overflow. Sorting
   // the vocabulary (the obvious way to apply top-k/top-p) costs ~5 ms per token at 50k tokens,
   // more than a GPU decode step: the kept tokens are found by selection, and only they are
-  // sorted.
-  const float temperature = params_.temperature;
+  // sorted. Scratch is per thread (the scheduler samples rows in parallel), not per sampler
+  // (one per session: 800 KB each at 50k tokens).
+  thread_local std::vector<std::pair<float, int32_t>> candidates;  // (logit, token)
+  thread_local std::vector<double> weights;  // per token: of all, or of the top-k
   const bool top_k = params_.top_k > 0 && params_.top_k < vocab;
+  // NaN counts as −inf (never chosen). No distribution to sample — every logit −inf, or a +inf
+  // one — leaves the greedy choice.
+  candidates.clear();
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int32_t token = 0; token < vocab; ++token) {
+    float& logit = logits[token];
+    if (std::isnan(logit)) logit = -std::numeric_limits<float>::infinity();
+    max_logit = std::max(max_logit, logit);
+    if (top_k) candidates.emplace_back(logit, token);
+  }
+  if (!std::isfinite(max_logit)) return Argmax(logits);
+  const float temperature = params_.temperature;
+  auto weight_of = [&](float logit) {
+    return static_cast<double>(std::exp((logit - max_logit) / temperature));
+  };
   // Candidates, most likely first; equal logits by token id, so the order is unique whatever
   // the algorithm.
   auto by_logit = [](const auto& a, const auto& b) {
@@ -76,35 +94,28 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
   // Puts candidates [sorted, count) in order, given the first `sorted` are and rank above the
   // rest.
   auto sort_prefix = [&](size_t sorted, size_t count) {
-    const auto begin = candidates_.begin() + static_cast<ptrdiff_t>(sorted);
-    const auto end = candidates_.begin() + static_cast<ptrdiff_t>(count);
+    const auto begin = candidates.begin() + static_cast<ptrdiff_t>(sorted);
+    const auto end = candidates.begin() + static_cast<ptrdiff_t>(count);
     if (count - sorted <= 1024) {  // a heap of the few: one comparison for most of the rest
-      std::partial_sort(begin, end, candidates_.end(), by_logit);
+      std::partial_sort(begin, end, candidates.end(), by_logit);
     } else {
-      std::nth_element(begin, end, candidates_.end(), by_logit);
+      std::nth_element(begin, end, candidates.end(), by_logit);
       std::sort(begin, end, by_logit);
     }
   };
-  weights_.resize(vocab);  // exp(s − max) per token: of all, or (top-k) of the kept
-  auto weight = [&](size_t i) { return weights_[candidates_[i].second]; };
-  candidates_.clear();
+  weights.resize(vocab);
+  auto weight = [&](size_t i) { return weights[candidates[i].second]; };
   size_t kept = 0, sorted = 0;
-  double total = 0.0;
+  double total = 0.0;  // ≥ 1: the most likely token weighs 1
   if (top_k) {
-    for (int32_t token = 0; token < vocab; ++token) {
-      candidates_.emplace_back(logits[token] /= temperature, token);
-    }
     kept = sorted = static_cast<size_t>(params_.top_k);
     sort_prefix(0, kept);
-    const float max_logit = candidates_[0].first;
     for (size_t i = 0; i < kept; ++i) {
-      total += weights_[candidates_[i].second] = std::exp(candidates_[i].first - max_logit);
+      total += weights[candidates[i].second] = weight_of(candidates[i].first);
     }
   } else {
-    float max_logit = -std::numeric_limits<float>::infinity();
-    for (float& logit : logits) max_logit = std::max(max_logit, logit /= temperature);
     for (int32_t token = 0; token < vocab; ++token) {
-      total += weights_[token] = std::exp(logits[token] - max_logit);
+      total += weights[token] = weight_of(logits[token]);
     }
     if (params_.top_p >= 1.0f) {
       // The whole distribution, walked in token order: nothing to sort.
@@ -112,8 +123,8 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
       double cumulative = 0.0;
       int32_t last = 0;
       for (int32_t token = 0; token < vocab; ++token) {
-        if (weights_[token] == 0.0) continue;
-        cumulative += weights_[token];
+        if (weights[token] == 0.0) continue;
+        cumulative += weights[token];
         last = token;
         if (target < cumulative) return token;
       }
@@ -124,12 +135,12 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
     // them), so it is never a candidate. The most likely token (weight 1) always is.
     const double floor = total * (1.0 - params_.top_p) / vocab;
     for (int32_t token = 0; token < vocab; ++token) {
-      if (weights_[token] >= floor) candidates_.emplace_back(logits[token], token);
+      if (weights[token] >= floor) candidates.emplace_back(logits[token], token);
     }
-    kept = candidates_.size();
+    kept = candidates.size();
     // Narrow down where the nucleus ends by halving (each round O(n)): [0, end) ranks above
     // the rest and holds at least top_p of the mass. Then only [0, end) is sorted.
-    const auto begin = candidates_.begin();
+    const auto begin = candidates.begin();
     const double goal = params_.top_p * total;
     size_t low = 0, end = kept;
     double mass_below_low = 0.0;  // of [0, low)
@@ -171,9 +182,9 @@ int32_t Sampler::Sample(std::span<float> logits, std::span<const int32_t> histor
   double cumulative = 0.0;
   for (size_t i = 0; i < kept; ++i) {
     cumulative += weight(i);
-    if (target < cumulative) return candidates_[i].second;
+    if (target < cumulative) return candidates[i].second;
   }
-  return candidates_[kept - 1].second;
+  return candidates[kept - 1].second;
 }
 
 }  // namespace sinkserve

@@ -46,9 +46,6 @@ class Sampler {
 
   SamplingParams params_;
   uint64_t state_;
-  // Scratch: (scaled logit, token) of the tokens that may be kept; exp(s − max) per token.
-  std::vector<std::pair<float, int32_t>> candidates_;
-  std::vector<double> weights_;
 };
 
 }  // namespace sinkserve

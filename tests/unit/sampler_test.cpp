@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "tests/unit/test_util.h"
@@ -182,6 +183,42 @@ TEST(SamplerTest, TopKThenTopPSamplesTheirIntersection) {
   params.top_p = 0.7f;
   params.seed = testing::TestSeed();
   ExpectSamplesFollowTheDefinition(params, 60000);
+}
+
+// Logits that are not a distribution never crash the sampler or yield a NaN token: NaN counts
+// as −inf; a +inf logit (or a temperature so small that a logit overflows) is the greedy
+// choice; all −inf gives a valid id. For every path: temperature alone, top-p, top-k.
+TEST(SamplerTest, NonFiniteLogitsGiveValidTokens) {
+  const float kInf = std::numeric_limits<float>::infinity();
+  const float kNaN = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [top_k, top_p] : {std::pair{0, 1.0f}, {0, 0.9f}, {5, 1.0f}, {5, 0.5f}}) {
+    SCOPED_TRACE(::testing::Message() << "top_k " << top_k << " top_p " << top_p);
+    SamplingParams params;
+    params.temperature = 0.7f;
+    params.top_k = top_k;
+    params.top_p = top_p;
+    params.seed = testing::TestSeed();
+    Sampler sampler(params);
+    for (int trial = 0; trial < 200; ++trial) {
+      std::vector<float> logits = FreshLogits(params.seed + trial, 100);
+      logits[3] = logits[50] = kNaN;
+      const int32_t token = sampler.Sample(logits, {});
+      ASSERT_TRUE(token >= 0 && token < 100 && token != 3 && token != 50) << token;
+    }
+    std::vector<float> with_inf = FreshLogits(params.seed, 100);
+    with_inf[42] = kInf;
+    with_inf[7] = kNaN;
+    EXPECT_EQ(sampler.Sample(with_inf, {}), 42);
+    std::vector<float> all_minus_inf(100, -kInf);
+    const int32_t any = sampler.Sample(all_minus_inf, {});
+    EXPECT_TRUE(any >= 0 && any < 100) << any;
+    SamplingParams tiny = params;
+    tiny.temperature = 1e-38f;  // valid, but logit / temperature overflows
+    std::vector<float> logits = FreshLogits(params.seed + 1, 100);
+    const int32_t argmax =
+        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    EXPECT_EQ(Sampler(tiny).Sample(logits, {}), argmax);
+  }
 }
 
 TEST(SamplerTest, TopPKeepsTheNucleus) {
