@@ -161,6 +161,7 @@ class CudaBackend final : public Backend {
   static constexpr size_t kMaxGraphShapes = 256;  // beyond: steps of new shapes run eagerly
   std::map<GraphKey, StepGraph> graphs_;
   bool graphs_enabled_ = true;
+  bool programmatic_ = false;  // CudaOptions::programmatic_launch, where the GPU and build allow
   bool capturing_ = false;  // Enqueue is being captured into a graph
   int64_t graph_launches_ = 0;
 
@@ -198,6 +199,7 @@ absl::Status CudaBackend::Init(const ModelWeights& weights) {
         d, "); use --backend cpu"));
   }
   graphs_enabled_ = options_.graphs;
+  programmatic_ = options_.programmatic_launch && ProgrammaticLaunchAvailable();
   CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   attention_events_.resize(2 * config_.num_layers);
   for (cudaEvent_t& event : attention_events_) CUDA_RETURN_IF_ERROR(cudaEventCreate(&event));
@@ -587,7 +589,7 @@ absl::Status CudaBackend::Enqueue(int n, int first_logits, bool timed, bool gree
                   {final_norm_weight_.get(), final_norm_bias_.get(), normed_.get()}, stream_);
   const DeviceMatrix& head = tied_embeddings_ ? embed_in_ : embed_out_;
   RETURN_IF_ERROR(gemm_.Run(head.view, nullptr, normed_.get(), n_logits, logits_.get(), stream_,
-                            {}, options_.programmatic_launch));
+                            {}, programmatic_));
   if (greedy) LaunchArgmax(logits_.get(), n_logits, config_.vocab_size, next_.get(), stream_);
   return absl::OkStatus();
 }
@@ -661,7 +663,7 @@ absl::Status CudaBackend::Layer(int index, int n, bool timed) {
   }
   // Products launched programmatically (CudaOptions::programmatic_launch) only right after
   // another kernel: not after the attention's closing event record.
-  const bool programmatic = options_.programmatic_launch;
+  const bool programmatic = programmatic_;
   RETURN_IF_ERROR(gemm_.Run(w.qkv.view, w.qkv_bias.get(), normed_.get(), n, qkv_.get(), stream_,
                             {}, programmatic));
 

@@ -33,8 +33,9 @@ struct CudaOptions {
   bool embeddings_on_host = true;
   // Launch the small-batch matrix kernels with programmatic dependent launch (Hopper, sm_90+;
   // ignored by older GPUs): their blocks start while the kernel before them (a LayerNorm, the
-  // attention, another product) finishes and stream their weights into L2 meanwhile. Off until
-  // a GPU run has measured it (cuda_decode_bench has the row to compare).
+  // attention, another product) finishes and stream their weights into L2 meanwhile. Ignored
+  // where the GPU or the build lacks it. Off until a GPU run has measured it
+  // (cuda_decode_bench has the rows to compare).
   bool programmatic_launch = false;
 };
 

@@ -187,7 +187,9 @@ __global__ void __launch_bounds__(256) GemvKernel(DeviceMatrixView w, const floa
         const uint4* xv = reinterpret_cast<const uint4*>(x + t * cols + v * kPerVector);
         float partial = 0.0f;
 #pragma unroll
-        for (int j = 0; j < kPerVector / 8; ++j) partial += Dot8(wf + 8 * j, __ldg(xv + j));
+        // Plain loads: x may be written by the kernel before this one, which a programmatic
+        // launch overlaps (__ldg's non-coherent path assumes data fixed for the whole kernel).
+        for (int j = 0; j < kPerVector / 8; ++j) partial += Dot8(wf + 8 * j, xv[j]);
         if constexpr (kFormat == DeviceMatrixView::Format::kNf4) {
           acc[t] = fmaf(partial, scale, acc[t]);
         } else {
@@ -644,6 +646,21 @@ void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int
       return LaunchGemvFormat<DeviceMatrixView::Format::kNf4>(w, bias, xh, n_tokens, y, epilogue,
                                                               programmatic, stream);
   }
+}
+
+bool ProgrammaticLaunchAvailable() {
+  int device = 0, major = 0;
+  cudaFuncAttributes attributes{};
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaFuncGetAttributes(&attributes, GemvKernel<DeviceMatrixView::Format::kF16, 1>) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  // Code from PTX older than compute_90 (a JIT-compiled build for older GPUs only) has no
+  // griddepcontrol.wait: launched programmatically, it would race.
+  return major >= 9 && attributes.ptxVersion >= 90;
 }
 
 void LaunchDequantize(const DeviceMatrixView& w, int64_t row_begin, int64_t n_rows, Half* out,

@@ -72,6 +72,11 @@ struct GemvEpilogue {
 void LaunchGemv(const DeviceMatrixView& w, const float* bias, const Half* x, int n_tokens,
                 float* y, const GemvEpilogue& epilogue, bool programmatic, cudaStream_t stream);
 
+// True when the current device is sm_90+ and this build's kernels for it come from compute_90
+// or newer code (they then wait for their prerequisites); otherwise programmatic launches must
+// not be used.
+bool ProgrammaticLaunchAvailable();
+
 // out = dequantize(rows [row_begin, row_begin + n_rows) of W) as fp16 [n_rows][cols] for int8
 // / NF4 (larger batches then go through cuBLASLt, a slice of rows at a time).
 void LaunchDequantize(const DeviceMatrixView& w, int64_t row_begin, int64_t n_rows, Half* out,

@@ -229,6 +229,10 @@ TEST_P(CudaBackendTest, ProgrammaticLaunchGivesTheSameLogitsBitForBit) {
         ASSERT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0)
             << "batched step " << step;
       }
+      // A programmatic launch that cannot be captured would have turned graphs off.
+      if (graphs) {
+        EXPECT_GT(CudaGraphLaunches(**programmatic), 0);
+      }
     }
   }
 }

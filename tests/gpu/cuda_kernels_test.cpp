@@ -206,6 +206,48 @@ TEST_F(CudaKernelsTest, MatrixProductsInEveryFormatMatchTheCpu) {
   }
 }
 
+// A programmatically launched product waits for the kernel before it: a LayerNorm of 65,536
+// rows writes the product's input last (its final rows), and the product's blocks may start
+// as soon as every LayerNorm block has, so without the wait it would read the poison (NaN)
+// left in those rows.
+TEST_F(CudaKernelsTest, ProgrammaticProductWaitsForTheKernelBeforeIt) {
+  if (!ProgrammaticLaunchAvailable()) {
+    GTEST_SKIP() << "programmatic dependent launch needs an sm_90+ GPU and compute_90 code";
+  }
+  constexpr int kRows = 512, kCols = 256, kNormRows = 1 << 16;
+  const std::vector<Half> w = ToHalf(Random(kRows * kCols, rng_, 0.05f));
+  DeviceArray<Half> device_w = ToDevice(w);
+  DeviceMatrixView view;
+  view.rows = kRows;
+  view.cols = kCols;
+  view.data = device_w.get();
+  DeviceArray<float> x = ToDevice(Random(static_cast<size_t>(kNormRows) * kCols, rng_));
+  DeviceArray<float> norm_weight = ToDevice(Random(kCols, rng_)), norm_bias = ToDevice(Random(kCols, rng_));
+  DeviceArray<Half> normed = ToDevice(std::vector<Half>(static_cast<size_t>(kNormRows) * kCols));
+  Gemm gemm;
+  ASSERT_TRUE(gemm.Init(allocator_, 0).ok());
+  for (int n : {1, 8}) {
+    const Half* last_rows = normed.get() + static_cast<size_t>(kNormRows - n) * kCols;
+    auto normalize = [&] {
+      ASSERT_EQ(cudaMemsetAsync(normed.get(), 0xff, normed.bytes(), stream_), cudaSuccess);  // NaN
+      LaunchLayerNorm(x.get(), kNormRows, kCols, 1e-5f,
+                      {norm_weight.get(), norm_bias.get(), normed.get()}, stream_);
+    };
+    normalize();
+    DeviceArray<float> want = Poisoned(n * kRows);
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    ASSERT_TRUE(gemm.Run(view, nullptr, last_rows, n, want.get(), stream_).ok());
+    const std::vector<float> expected = ToHost(want);
+    for (int trial = 0; trial < 10; ++trial) {
+      // Poisoned first: its synchronous copy would wait for the LayerNorm.
+      DeviceArray<float> y = Poisoned(n * kRows);
+      normalize();
+      ASSERT_TRUE(gemm.Run(view, nullptr, last_rows, n, y.get(), stream_, {}, true).ok());
+      ASSERT_EQ(ToHost(y), expected) << "n=" << n << ", trial " << trial;
+    }
+  }
+}
+
 TEST_F(CudaKernelsTest, EmbeddingLayerNormAndGeluMatchTheCpu) {
   constexpr int kRows = 7, kDim = 320, kVocab = 50;
   // Embedding gather from an fp16 table.
