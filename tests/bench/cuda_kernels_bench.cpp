@@ -191,6 +191,9 @@ void BM_MatrixProduct(benchmark::State& state) {
   const Shape& shape = kShapes[state.range(1)];
   const int n = static_cast<int>(state.range(2));
   const bool programmatic = state.range(3) != 0;
+  if (programmatic && !ProgrammaticLaunchAvailable()) {
+    return state.SkipWithError("programmatic dependent launch needs sm_90+ and compute_90 code");
+  }
   state.SetLabel(std::string(kFormatNames[format]) + " " + shape.name + " " +
                  std::to_string(shape.rows) + "x" + std::to_string(shape.cols) +
                  (programmatic ? " programmatic" : ""));
