@@ -2,15 +2,31 @@
 # The GPU check, in two halves (DESIGN §8: the GPU machine has CUDA, PyTorch and transformers
 # but none of our Debian packages and no network):
 #
-#   scripts/gpu-check.sh bundle       here: build, then copy the GPU programs and their
-#                                     non-CUDA shared libraries into gpu-bundle/ (git-ignored)
-#   scripts/gpu-check.sh run OUT_DIR  there, from the repository root with gpu-bundle/ beside:
+#   scripts/gpu-check.sh bundle       here: build, then copy the GPU programs, the server and the
+#                                     load generator, their non-CUDA shared libraries and the
+#                                     table's texts into gpu-bundle/, packed as gpu-bundle.tar.xz
+#                                     (~20 MB: what a device call carries; both git-ignored)
+#   scripts/gpu-check.sh run OUT_DIR  there, from the repository root with gpu-bundle.tar.xz (or
+#                                     gpu-bundle/) beside:
 #                                     the gpu tests, the decode benchmark on a Pythia-2.8B-shaped
 #                                     model, the HF transformers baseline, then each kernel on
 #                                     that model's shapes against the copy bandwidth; tables on
 #                                     stdout, logs and JSON in OUT_DIR. Under 8 minutes on an H100.
+#   scripts/gpu-check.sh table OUT_DIR there, after `run` if the lease has ~5 minutes left: the
+#                                     DESIGN §1 table through the real server on the GPU
+#                                     (deploy/bench/reproduce.sh, BACKEND=cuda) on a random
+#                                     Pythia-2.8B-shaped checkpoint drawn there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Unpacks the carried archive afresh (a device machine keeps ignored files between calls, so an
+# old gpu-bundle/ may be there); Python's tarfile, as the GPU machine may lack xz.
+unpack() {
+  if [[ -f gpu-bundle.tar.xz ]]; then
+    rm -rf gpu-bundle
+    python3 -c 'import tarfile; tarfile.open("gpu-bundle.tar.xz").extractall()'
+  fi
+}
 
 case "${1:-}" in
   bundle)
@@ -20,16 +36,25 @@ case "${1:-}" in
     rm -rf gpu-bundle && mkdir -p gpu-bundle/lib
     cp "${BUILD_DIR:-build}"/tests/gpu/cuda_kernels_test "${BUILD_DIR:-build}"/tests/gpu/cuda_backend_test \
        "${BUILD_DIR:-build}"/tests/bench/cuda_decode_bench \
-       "${BUILD_DIR:-build}"/tests/bench/cuda_kernels_bench gpu-bundle/
+       "${BUILD_DIR:-build}"/tests/bench/cuda_kernels_bench \
+       "${BUILD_DIR:-build}"/server/sinkserve "${BUILD_DIR:-build}"/client/sinkserve-bench gpu-bundle/
+    # The texts and tokenizer of the table (../shared is not on the GPU machine).
+    mkdir -p gpu-bundle/data/wikitext-2-raw gpu-bundle/data/books gpu-bundle/data/tokenizer
+    cp ../shared/data/wikitext-2-raw/wiki.test.raw gpu-bundle/data/wikitext-2-raw/
+    cp ../shared/data/books/moby-dick.txt gpu-bundle/data/books/
+    cp ../shared/data/tokenizer/tokenizer.json gpu-bundle/data/tokenizer/
     # Every shared library but glibc's and CUDA's (the GPU machine has its own CUDA 13).
-    ldd gpu-bundle/cuda_* | awk '/=> \// {print $3}' |
+    ldd gpu-bundle/cuda_* gpu-bundle/sinkserve gpu-bundle/sinkserve-bench | awk '/=> \// {print $3}' |
       sort -u | grep -v -E 'libcublas|libcuda|/libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|ld-linux' |
       xargs -I{} cp -L {} gpu-bundle/lib/
     du -sh gpu-bundle
+    XZ_OPT=-6T0 tar -cJf gpu-bundle.tar.xz gpu-bundle
+    du -h gpu-bundle.tar.xz
     ;;
   run)
     out=${2:?usage: scripts/gpu-check.sh run OUT_DIR}
     mkdir -p "$out"
+    unpack
     cublas=$(dirname "$(find / -name 'libcublasLt.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
     export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:$cublas:${LD_LIBRARY_PATH:-}"
     export SINKSERVE_FIXTURES="$PWD/tests/fixtures"
@@ -52,8 +77,22 @@ case "${1:-}" in
     grep '^|' "$out/cuda_decode_bench.log" || true
     grep '^|' "$out/hf_baseline.log" || true
     ;;
+  table)
+    out=${2:?usage: scripts/gpu-check.sh table OUT_DIR}
+    mkdir -p "$out"
+    unpack
+    cublas=$(dirname "$(find / -name 'libcublasLt.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
+    export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:$cublas:${LD_LIBRARY_PATH:-}"
+    model=/tmp/pythia-2.8b-random
+    [[ -f $model/config.json ]] ||
+      timeout 180 python3 deploy/bench/random_pythia_checkpoint.py "$model" --size 2.8b \
+        --device cuda --tokenizer gpu-bundle/data/tokenizer/tokenizer.json 2>&1 | tail -1
+    BACKEND=cuda SINKSERVE=gpu-bundle/sinkserve SINKSERVE_BENCH=gpu-bundle/sinkserve-bench \
+      DATA=gpu-bundle/data timeout 420 deploy/bench/reproduce.sh "$model" "$out" \
+      --spawn-timeout-s 180 2>&1 | tail -20 || true
+    ;;
   *)
-    sed -n 2,11p "$0"
+    sed -n 2,18p "$0"
     exit 2
     ;;
 esac
