@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
   if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
   if (backend == "cuda") {
     ASSIGN_OR_RETURN(model->backend_,
-                     NewCudaBackend(model->config_, model->weights_, CudaOptions{}));
+                     NewCudaBackend(model->config_, model->weights_, options.cuda));
   } else if (backend == "cpu") {
     model->backend_ =
         std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads);

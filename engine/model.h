@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/config.h"
+#include "engine/cuda/cuda_backend.h"
 #include "engine/quantize_weights.h"
 #include "engine/tokenizer.h"
 #include "engine/weights.h"
@@ -24,6 +25,7 @@ struct ModelOptions {
   WeightFormat quant = WeightFormat::kAsStored;
   bool double_quant = false;         // NF4 only: 8-bit quantized absmax
   bool quantize_embeddings = false;  // int8 / NF4 only: embed_in and embed_out quantized too
+  CudaOptions cuda = {};             // the CUDA backend's (graphs, programmatic launch, ...)
   // Called during load-time conversion (elements converted, of total); may be empty.
   ConversionProgress conversion_progress = nullptr;
 };

@@ -43,6 +43,12 @@ void ModelFlags::AddTo(Flags& flags) {
             "with --quant nf4: 8-bit quantize the block absmax too (bitsandbytes double quant)");
   flags.Add("quantize-embeddings", &quantize_embeddings,
             "with --quant int8|nf4: quantize embed_in and embed_out too (else kept 16-bit)");
+  flags.Add("cuda-graphs", &cuda_graphs,
+            "CUDA backend: replay each decode step shape from a CUDA graph (one launch per step); "
+            "--cuda-graphs=false launches kernel by kernel (like vLLM's --enforce-eager)");
+  flags.Add("cuda-programmatic-launch", &cuda_programmatic_launch,
+            "CUDA backend on Hopper (sm_90+): start each small-batch matrix kernel while the "
+            "kernel before it finishes (programmatic dependent launch; experimental)");
 }
 
 absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
@@ -69,6 +75,13 @@ absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
       options.quant != WeightFormat::kNf4) {
     return absl::InvalidArgumentError("--quantize-embeddings needs --quant int8 or --quant nf4");
   }
+  if (backend == "cpu" && (!cuda_graphs || cuda_programmatic_launch)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cuda_graphs ? "--cuda-programmatic-launch" : "--cuda-graphs",
+        " applies to the CUDA backend; drop it or use --backend cuda (or auto)"));
+  }
+  options.cuda.graphs = cuda_graphs;
+  options.cuda.programmatic_launch = cuda_programmatic_launch;
   options.double_quant = double_quant;
   options.quantize_embeddings = quantize_embeddings;
   return options;

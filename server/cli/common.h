@@ -49,6 +49,8 @@ struct ModelFlags {
   std::string quant;  // empty: as stored
   bool double_quant = false;
   bool quantize_embeddings = false;
+  bool cuda_graphs = true;
+  bool cuda_programmatic_launch = false;
 
   void AddTo(Flags& flags);
   absl::StatusOr<ModelOptions> ToOptions() const;  // INVALID_ARGUMENT naming the flag

@@ -126,7 +126,7 @@ TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
 
 // --quant nf4 --json: the weights' exact bytes (those of the model loaded the same way in
 // process, under a third of the F32 checkpoint's) and the peak RSS; bad combinations of the
-// quant flags are refused naming the flag.
+// quant and CUDA flags are refused naming the flag.
 TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
   const std::string model = Fixture("pythia_f32_d64");
   testing::TempDir dir;
@@ -159,15 +159,21 @@ TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
            {"--quant int4", "--quant"},
            {"--double-quant", "--double-quant"},
            {"--quant int8 --double-quant", "--double-quant"},
-           {"--quant fp16 --quantize-embeddings", "--quantize-embeddings"}}) {
+           {"--quant fp16 --quantize-embeddings", "--quantize-embeddings"},
+           {"--backend cpu --cuda-graphs=false", "--cuda-graphs"},
+           {"--backend cpu --cuda-programmatic-launch", "--cuda-programmatic-launch"}}) {
     const RunResult bad = RunSinkserve(command + " " + flags);
     EXPECT_EQ(bad.exit_code, 1) << flags;
     EXPECT_NE(bad.err.find(named), std::string::npos) << flags << ": " << bad.err;
   }
   const RunResult help = RunSinkserve("generate --help");
-  for (const char* flag : {"--quant", "--double-quant", "--quantize-embeddings"}) {
+  for (const char* flag : {"--quant", "--double-quant", "--quantize-embeddings", "--cuda-graphs",
+                           "--cuda-programmatic-launch"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
+  // With --backend auto the CUDA flags are accepted (and unused where no GPU is present).
+  const RunResult automatic = RunSinkserve(command + " --backend auto --cuda-graphs=false");
+  EXPECT_EQ(automatic.exit_code, 0) << automatic.err;
 }
 
 TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
