@@ -19,13 +19,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Unpacks the carried archive afresh (a device machine keeps ignored files between calls, so an
-# old gpu-bundle/ may be there); Python's tarfile, as the GPU machine may lack xz.
-unpack() {
+# On the GPU machine: makes OUT_DIR, unpacks the carried archive afresh (a device machine keeps
+# ignored files between calls, so an old gpu-bundle/ may be there; Python's tarfile, as the
+# machine may lack xz), and points the loader at the bundle's libraries and the machine's
+# cuBLASLt.
+prepare() {
+  mkdir -p "$1"
   if [[ -f gpu-bundle.tar.xz ]]; then
     rm -rf gpu-bundle
     python3 -c 'import tarfile; tarfile.open("gpu-bundle.tar.xz").extractall()'
   fi
+  local cublas
+  cublas=$(dirname "$(find / -name 'libcublasLt.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
+  export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:$cublas:${LD_LIBRARY_PATH:-}"
 }
 
 case "${1:-}" in
@@ -53,10 +59,7 @@ case "${1:-}" in
     ;;
   run)
     out=${2:?usage: scripts/gpu-check.sh run OUT_DIR}
-    mkdir -p "$out"
-    unpack
-    cublas=$(dirname "$(find / -name 'libcublasLt.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
-    export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:$cublas:${LD_LIBRARY_PATH:-}"
+    prepare "$out"
     export SINKSERVE_FIXTURES="$PWD/tests/fixtures"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
     echo "== gpu tests"
@@ -79,10 +82,7 @@ case "${1:-}" in
     ;;
   table)
     out=${2:?usage: scripts/gpu-check.sh table OUT_DIR}
-    mkdir -p "$out"
-    unpack
-    cublas=$(dirname "$(find / -name 'libcublasLt.so.13' -not -path '*/proc/*' 2>/dev/null | head -1)")
-    export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:$cublas:${LD_LIBRARY_PATH:-}"
+    prepare "$out"
     model=/tmp/pythia-2.8b-random
     [[ -f $model/config.json ]] ||
       timeout 180 python3 deploy/bench/random_pythia_checkpoint.py "$model" --size 2.8b \
