@@ -9,7 +9,7 @@
 #include "client/perplexity_client.h"
 #include "client/prompt_source.h"
 #include "nlohmann/json.hpp"
-#include "server/cli/common.h"
+#include "common/cli/progress_bar.h"
 
 namespace sinkserve::bench {
 namespace {

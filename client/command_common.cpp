@@ -26,14 +26,13 @@ absl::StatusOr<std::optional<v1::CachePolicy>> RequestedPolicy(const cli::CacheF
   if (!flags.was_set("sink") && !flags.was_set("window") && !flags.was_set("dense")) {
     return std::nullopt;
   }
-  absl::StatusOr<CachePolicy> policy = cache.ToPolicy();
-  if (!policy.ok()) return policy.status();
+  if (absl::Status status = cache.Validate(); !status.ok()) return status;
   v1::CachePolicy request;
   if (cache.dense) {
     request.mutable_dense();  // capacity 0: the model's context
   } else {
-    request.mutable_streaming()->set_sink_tokens(static_cast<uint32_t>(policy->sink_tokens));
-    request.mutable_streaming()->set_window_tokens(static_cast<uint32_t>(policy->window_tokens));
+    request.mutable_streaming()->set_sink_tokens(static_cast<uint32_t>(cache.sink));
+    request.mutable_streaming()->set_window_tokens(static_cast<uint32_t>(cache.window));
   }
   return request;
 }

@@ -6,7 +6,8 @@
 
 #include "absl/status/statusor.h"
 #include "client/load_report.h"
-#include "server/cli/common.h"
+#include "common/cli/cache_flags.h"
+#include "common/cli/command.h"
 #include "sinkserve/v1/sinkserve.pb.h"
 
 namespace sinkserve::bench {

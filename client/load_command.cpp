@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/command_common.h"
+#include "common/cli/progress_bar.h"
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/load_generator.h"

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "client/command_common.h"
+#include "common/cli/progress_bar.h"
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/perplexity_client.h"

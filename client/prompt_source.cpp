@@ -1,7 +1,7 @@
 #include "client/prompt_source.h"
 
 #include "absl/strings/str_cat.h"
-#include "server/cli/common.h"
+#include "common/base/file.h"
 
 namespace sinkserve::bench {
 
@@ -20,7 +20,7 @@ absl::StatusOr<std::vector<int32_t>> TokenizeFiles(const Tokenizer& tokenizer,
                                                    int64_t max_tokens) {
   std::string text;
   for (const std::string& file : files) {
-    absl::StatusOr<std::string> contents = cli::ReadFile(file);
+    absl::StatusOr<std::string> contents = ReadFile(file);
     if (!contents.ok()) return contents.status();
     if (!text.empty()) text += "\n\n";
     text += *contents;

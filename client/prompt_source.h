@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "sinkserve/v1/sinkserve.pb.h"
 
 namespace sinkserve::bench {

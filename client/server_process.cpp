@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "server/cli/common.h"
+#include "common/base/file.h"
 
 extern char** environ;
 
@@ -134,7 +134,7 @@ void ServerProcess::Stop(std::chrono::milliseconds grace) {
 }
 
 std::string ServerProcess::LogTail() const {
-  absl::StatusOr<std::string> log = cli::ReadFile(log_path_);
+  absl::StatusOr<std::string> log = ReadFile(log_path_);
   if (!log.ok()) return "";
   std::vector<std::string> lines = absl::StrSplit(*log, '\n', absl::SkipEmpty());
   const size_t keep = std::min<size_t>(lines.size(), 8);

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/half.h"
+#include "common/base/half.h"
 
 namespace sinkserve {
 namespace {

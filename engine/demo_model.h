@@ -3,8 +3,8 @@
 // random text: everything that shows it says so.
 #pragma once
 
-#include "engine/config.h"
-#include "engine/weights.h"
+#include "engine/format/config.h"
+#include "engine/format/weights.h"
 
 namespace sinkserve {
 

@@ -3,11 +3,11 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_backend.h"
+#include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/demo_model.h"
-#include "engine/safetensors.h"
-#include "engine/status_macros.h"
+#include "engine/format/safetensors.h"
+#include "common/base/status_macros.h"
 
 namespace sinkserve {
 

@@ -6,12 +6,12 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
-#include "engine/config.h"
+#include "engine/backend/backend.h"
+#include "engine/format/config.h"
 #include "engine/cuda/cuda_backend.h"
-#include "engine/quantize_weights.h"
-#include "engine/tokenizer.h"
-#include "engine/weights.h"
+#include "engine/format/quantize_weights.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/format/weights.h"
 
 namespace sinkserve {
 
@@ -20,7 +20,7 @@ struct ModelOptions {
   int threads = 0;            // CPU threads; 0 = all cores
   // "cpu", "cuda", or "auto" (cuda when this build has it and a device is present, else cpu).
   std::string backend = "cpu";
-  // Weight format (engine/quantize_weights.h): as stored, another dense width, or int8 / NF4
+  // Weight format (engine/format/quantize_weights.h): as stored, another dense width, or int8 / NF4
   // block matrices quantized at load.
   WeightFormat quant = WeightFormat::kAsStored;
   bool double_quant = false;         // NF4 only: 8-bit quantized absmax

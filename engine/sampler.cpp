@@ -24,10 +24,6 @@ absl::Status SamplingParams::Validate() const {
   return absl::OkStatus();
 }
 
-int32_t Argmax(std::span<const float> logits) {
-  return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-}
-
 Sampler::Sampler(const SamplingParams& params) : params_(params), state_(params.seed) {}
 
 void Sampler::set_params(const SamplingParams& params) {

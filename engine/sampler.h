@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/backend/argmax.h"
 
 namespace sinkserve {
 
@@ -23,10 +24,6 @@ struct SamplingParams {
   // INVALID_ARGUMENT naming the field when a value is out of range.
   absl::Status Validate() const;
 };
-
-// The greedy choice: the first maximum, like torch.argmax (and std::max_element). Every greedy
-// path uses this rule: the sampler, Backend::ForwardBatchGreedy, the CUDA argmax kernel.
-int32_t Argmax(std::span<const float> logits);
 
 class Sampler {
  public:

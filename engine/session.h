@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
-#include "engine/kv_cache.h"
+#include "engine/backend/backend.h"
+#include "engine/backend/kv_cache.h"
 #include "engine/sampler.h"
 
 namespace sinkserve {

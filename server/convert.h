@@ -1,7 +1,7 @@
 // Engine types to sinkserve.v1 messages (the other direction is validation.h).
 #pragma once
 
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "sinkserve/v1/sinkserve.pb.h"
 
 namespace sinkserve::server {

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 
 namespace prometheus {
 class Counter;

@@ -4,7 +4,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
-#include "engine/utf8.h"
+#include "common/base/utf8.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"

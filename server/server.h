@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 #include "engine/model.h"
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "server/metrics.h"
 #include "server/service.h"
 #include "server/validation.h"

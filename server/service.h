@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "server/auth.h"
 #include "server/metrics.h"
 #include "server/validation.h"

@@ -18,7 +18,7 @@
 #include <memory>
 #include <mutex>
 
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "server/request_parsing.h"
 
 namespace sinkserve::server {

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model.h"
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 #include "sinkserve/v1/sinkserve.pb.h"
 
 namespace sinkserve::server {

@@ -10,14 +10,14 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_kernels.h"
+#include "engine/cpu/cpu_kernels.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/kernels.h"
-#include "engine/half.h"
-#include "engine/quant.h"
-#include "engine/status_macros.h"
-#include "engine/thread_pool.h"
+#include "common/base/half.h"
+#include "engine/format/quant.h"
+#include "common/base/status_macros.h"
+#include "common/base/thread_pool.h"
 
 namespace sinkserve {
 namespace cuda {

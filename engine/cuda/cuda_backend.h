@@ -12,9 +12,9 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "engine/backend.h"
-#include "engine/config.h"
-#include "engine/weights.h"
+#include "engine/backend/backend.h"
+#include "engine/format/config.h"
+#include "engine/format/weights.h"
 
 namespace sinkserve {
 

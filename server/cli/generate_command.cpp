@@ -3,10 +3,11 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "engine/incremental_detokenizer.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/sampler.h"
 #include "server/cli/commands.h"
-#include "server/cli/common.h"
+#include "server/cli/model_flags.h"
+#include "common/cli/command.h"
 
 namespace sinkserve::cli {
 namespace {
@@ -49,7 +50,7 @@ int RunGenerate(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("--max-new-tokens must be >= 0"));
   }
 
-  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  absl::StatusOr<CachePolicy> policy = ToPolicy(cache_flags);
   if (!policy.ok()) return Fail(policy.status());
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(*model_options);
   if (!model.ok()) return Fail(model.status());

@@ -7,8 +7,8 @@
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/cli/commands.h"
-#include "server/cli/common.h"
-#include "server/cli/flags.h"
+#include "common/cli/command.h"
+#include "common/cli/flags.h"
 
 namespace sinkserve::cli {
 

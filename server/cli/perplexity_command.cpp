@@ -4,10 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/perplexity.h"
-#include "engine/status_macros.h"
+#include "common/base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
-#include "server/cli/common.h"
+#include "server/cli/model_flags.h"
+#include "common/cli/command.h"
+#include "common/cli/progress_bar.h"
+#include "common/base/file.h"
 
 namespace sinkserve::cli {
 namespace {
@@ -89,7 +92,7 @@ int RunPerplexity(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError("give exactly one of --text-file or --token-ids-file"));
   }
   if (max_tokens < 0) return Fail(absl::InvalidArgumentError("--max-tokens must be >= 0"));
-  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  absl::StatusOr<CachePolicy> policy = ToPolicy(cache_flags);
   if (!policy.ok()) return Fail(policy.status());
 
   absl::StatusOr<std::unique_ptr<Model>> model = LoadModel(*model_options);

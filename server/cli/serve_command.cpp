@@ -4,7 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
 #include "server/cli/commands.h"
-#include "server/cli/common.h"
+#include "server/cli/model_flags.h"
+#include "common/cli/command.h"
 #include "server/logging.h"
 #include "server/server.h"
 
@@ -100,7 +101,7 @@ int RunServe(int argc, char** argv) {
       return kExitUsage;
     }
   }
-  absl::StatusOr<CachePolicy> policy = cache_flags.ToPolicy();
+  absl::StatusOr<CachePolicy> policy = ToPolicy(cache_flags);
   if (!policy.ok()) return Fail(policy.status());
   if (absl::Status status = server::ConfigureLogging(log_level, log_format); !status.ok()) {
     return Fail(status);

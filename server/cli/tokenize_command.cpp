@@ -3,7 +3,9 @@
 
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
-#include "server/cli/common.h"
+#include "common/cli/command.h"
+#include "server/cli/model_flags.h"
+#include "common/base/file.h"
 
 namespace sinkserve::cli {
 

@@ -17,11 +17,11 @@
 #include <vector>
 
 #include "engine/cuda/cuda_backend.h"
-#include "engine/half.h"
+#include "common/base/half.h"
 #include "engine/sampler.h"
-#include "engine/thread_pool.h"
+#include "common/base/thread_pool.h"
 #include "nlohmann/json.hpp"
-#include "engine/quantize_weights.h"
+#include "engine/format/quantize_weights.h"
 
 namespace sinkserve {
 namespace {

@@ -21,7 +21,7 @@
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/kernels.h"
-#include "engine/half.h"
+#include "common/base/half.h"
 
 namespace sinkserve::cuda {
 namespace {

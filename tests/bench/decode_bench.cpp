@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/cpu_backend.h"
-#include "engine/cpu_kernels.h"
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/cpu_kernels.h"
 #include "engine/demo_model.h"
-#include "engine/quantize_weights.h"
+#include "engine/format/quantize_weights.h"
 #include "engine/sampler.h"
 
 namespace sinkserve {

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/incremental_detokenizer.h"
-#include "engine/tokenizer.h"
-#include "engine/unicode.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/unicode.h"
 
 namespace sinkserve {
 namespace {

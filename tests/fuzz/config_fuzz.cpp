@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "engine/config.h"
+#include "engine/format/config.h"
 
 namespace {
 

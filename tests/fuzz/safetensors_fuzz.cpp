@@ -10,7 +10,7 @@
 #include <span>
 #include <string>
 
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);

@@ -22,10 +22,10 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/incremental_detokenizer.h"
-#include "engine/tokenizer.h"
-#include "engine/unicode.h"
-#include "engine/utf8.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "engine/tokenizer/unicode.h"
+#include "common/base/utf8.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <random>
 
-#include "engine/cpu_backend.h"
+#include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/model.h"
 #include "tests/gpu/quantized_copy.h"

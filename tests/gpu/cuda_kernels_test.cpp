@@ -12,15 +12,15 @@
 #include <random>
 #include <vector>
 
-#include "engine/cpu_kernels.h"
+#include "engine/cpu/cpu_kernels.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/cuda/device_memory.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/kernels.h"
-#include "engine/half.h"
-#include "engine/kv_cache.h"
-#include "engine/quant.h"
-#include "engine/thread_pool.h"
+#include "common/base/half.h"
+#include "engine/backend/kv_cache.h"
+#include "engine/format/quant.h"
+#include "common/base/thread_pool.h"
 
 namespace sinkserve::cuda {
 namespace {

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "engine/weights.h"
+#include "engine/format/weights.h"
 
 namespace sinkserve::testing {
 

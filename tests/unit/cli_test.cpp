@@ -8,8 +8,8 @@
 #include <filesystem>
 
 #include "engine/model.h"
-#include "engine/safetensors.h"
-#include "engine/tokenizer.h"
+#include "engine/format/safetensors.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
 

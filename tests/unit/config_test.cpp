@@ -1,4 +1,4 @@
-#include "engine/config.h"
+#include "engine/format/config.h"
 
 #include <gtest/gtest.h>
 

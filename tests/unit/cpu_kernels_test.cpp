@@ -1,6 +1,6 @@
-#include "engine/cpu_kernels.h"
+#include "engine/cpu/cpu_kernels.h"
 
-#include "engine/cpu_kernels_isa.h"
+#include "engine/cpu/cpu_kernels_isa.h"
 
 #include <gtest/gtest.h>
 #include <immintrin.h>
@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/half.h"
+#include "common/base/half.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/model.h"
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve::testing {

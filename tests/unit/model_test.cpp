@@ -13,7 +13,7 @@
 #include <random>
 
 #include "engine/model.h"
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 #include "engine/sampler.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/fixture_model.h"

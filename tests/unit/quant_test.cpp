@@ -1,5 +1,5 @@
 // Int8 and NF4 quantization bit-exact with bitsandbytes 0.50.2 (tests/fixtures/quant/).
-#include "engine/quant.h"
+#include "engine/format/quant.h"
 
 #include <gtest/gtest.h>
 
@@ -8,9 +8,9 @@
 #include <random>
 #include <tuple>
 
-#include "engine/cpu_kernels.h"
-#include "engine/weights.h"
-#include "engine/safetensors.h"
+#include "engine/cpu/cpu_kernels.h"
+#include "engine/format/weights.h"
+#include "engine/format/safetensors.h"
 #include "tests/unit/fixture_model.h"
 
 namespace sinkserve {

@@ -14,11 +14,11 @@
 #include <cmath>
 #include <cstdio>
 
-#include "engine/cpu_backend.h"
+#include "engine/cpu/cpu_backend.h"
 #include "engine/demo_model.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
-#include "engine/quantize_weights.h"
+#include "engine/format/quantize_weights.h"
 #include "tests/unit/fixture_model.h"
 
 namespace sinkserve {

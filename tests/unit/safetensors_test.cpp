@@ -1,7 +1,7 @@
 // Tests of the safetensors reader: round trips through WriteSafetensors, a file written by the
 // official Python package, every malformed case the reader must refuse (with the file and tensor
 // named), truncation and corruption at every byte, and sharded checkpoints.
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -4,7 +4,7 @@
 // with requests in flight. Observers run on the scheduler thread; the collectors below only
 // record under a mutex and notify. This suite is what build-tsan runs in CI (scripts/test.sh):
 // with the demo model it exercises every hand-off between transport threads and the scheduler.
-#include "engine/scheduler.h"
+#include "engine/serving/scheduler.h"
 
 #include <gtest/gtest.h>
 

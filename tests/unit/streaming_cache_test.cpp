@@ -13,7 +13,7 @@
 
 #include "engine/model.h"
 #include "engine/perplexity.h"
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/fixture_model.h"
 

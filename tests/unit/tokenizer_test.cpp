@@ -1,6 +1,6 @@
 // Tokenizer tests. The ids always come from Hugging Face `tokenizers` (fixtures written by
 // tests/fixtures/tokenizer/make_tokenizer_goldens.py), never from this implementation.
-#include "engine/tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -13,10 +13,10 @@
 #include <thread>
 #include <vector>
 
-#include "engine/incremental_detokenizer.h"
-#include "engine/pretokenizer.h"
-#include "engine/unicode.h"
-#include "engine/utf8.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/tokenizer/pretokenizer.h"
+#include "engine/tokenizer/unicode.h"
+#include "common/base/utf8.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
 

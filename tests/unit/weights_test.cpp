@@ -1,5 +1,5 @@
 // Checkpoints that do not match their config.json are refused with the file and tensor named.
-#include "engine/weights.h"
+#include "engine/format/weights.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "engine/model.h"
-#include "engine/safetensors.h"
+#include "engine/format/safetensors.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve {
