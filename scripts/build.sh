@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds sinkserve (Release) into ${BUILD_DIR:-build}.
+# Configures and builds sinkserve (Release) into ${BUILD_DIR:-build}: every target, or only
+# $TARGET when set (scripts/run.sh builds TARGET=sinkserve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
@@ -7,4 +8,4 @@ jobs=${JOBS:-$(nproc)}
 if [[ ! -f "$build_dir/build.ninja" ]]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
 fi
-cmake --build "$build_dir" -j "$jobs"
+cmake --build "$build_dir" -j "$jobs" ${TARGET:+--target "$TARGET"}
