@@ -1,5 +1,5 @@
 // Model: a loaded GPT-NeoX model — config, weights, tokenizer and the backend that runs it.
-// What the CLI and (later) the scheduler hold; one thread uses it at a time.
+// What the CLI and the scheduler hold; one thread uses it at a time.
 #pragma once
 
 #include <memory>

@@ -1,4 +1,4 @@
-// Perplexity arithmetic shared by the CLI and (later) the Score RPC.
+// Perplexity arithmetic shared by the CLI (sinkserve perplexity) and the scheduler's Score path.
 #pragma once
 
 #include <cstdint>

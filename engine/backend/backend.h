@@ -1,4 +1,5 @@
-// Backend: where the GPT-NeoX forward pass runs (CPU now; CUDA behind the same interface).
+// Backend: where the GPT-NeoX forward pass runs — the CPU backend (engine/cpu) and the CUDA
+// backend (engine/cuda) implement this interface; the model and the scheduler see only it.
 #pragma once
 
 #include <cstdint>
@@ -53,7 +54,7 @@ class Backend {
   virtual std::string name() const = 0;  // "cpu (8 threads, avx2+fma+f16c)"
 
   // Wall time the last Forward/ForwardBatch spent in attention (all layers: storing the new
-  // keys/values, scores, softmax, weighted sum). The future attention_seconds metric.
+  // keys/values, scores, softmax, weighted sum): the sinkserve_attention_seconds metric.
   virtual double last_step_attention_seconds() const = 0;
 
   // Device memory held by the backend (the gpu_memory_* metrics); zeros on the CPU.
