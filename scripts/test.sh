@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/check-layers.py   # every #include points down the layers (docs/architecture.md)
 scripts/build.sh
 tests/deploy/setup_venv.sh build/deploy-venv
 labels='unit|model|e2e|server|bench|gpu|deploy'
