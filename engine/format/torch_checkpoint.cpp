@@ -43,6 +43,21 @@ std::string Quote(std::string_view name) {
 // ---------------------------------------------------------------------------------------------
 // The zip, through minizip's I/O callbacks over bytes in memory (the mapping).
 
+// True when BYTES end with a whole end-of-central-directory record (22 bytes and its comment).
+// minizip settles for the zip64 locator before it, so a file cut inside the record's last
+// bytes would pass it; torch (miniz) requires the record, and so does this reader.
+bool EndsWithEndOfCentralDirectory(std::span<const std::byte> bytes) {
+  constexpr size_t kRecordBytes = 22;
+  if (bytes.size() < kRecordBytes) return false;
+  const size_t last = bytes.size() - kRecordBytes;
+  for (size_t back = 0; back <= std::min<size_t>(last, 0xFFFF); ++back) {
+    const std::byte* at = bytes.data() + last - back;
+    const auto comment = static_cast<size_t>(at[20]) | static_cast<size_t>(at[21]) << 8;
+    if (std::memcmp(at, "PK\x05\x06", 4) == 0 && comment == back) return true;
+  }
+  return false;
+}
+
 struct MemoryStream {
   std::span<const std::byte> bytes;
   uint64_t position = 0;
@@ -91,6 +106,11 @@ class Zip {
   absl::Status Open(std::span<const std::byte> bytes, const std::string& name) {
     name_ = &name;
     stream_.bytes = bytes;
+    if (!EndsWithEndOfCentralDirectory(bytes)) {
+      return absl::DataLossError(absl::StrCat(
+          name, ": not a complete zip archive (it does not end with an end of central directory "
+                "record: the file is truncated)"));
+    }
     zlib_filefunc64_def io{};
     io.zopen64_file = StreamOpen;
     io.zread_file = StreamRead;
