@@ -37,11 +37,13 @@ absl::StatusOr<ModelDirectory> ResolveModelDirectory(const std::string& path) {
     if (dir.parent_path().filename() == "snapshots") {
       const std::string name = CacheModelName(dir.parent_path().parent_path().filename().string());
       if (!name.empty()) out.name = name;
+      out.hub_cache = !name.empty();
     }
     return out;
   }
 
   if (const std::string name = CacheModelName(out.name); !name.empty()) out.name = name;
+  out.hub_cache = true;
   const fs::path ref = dir / "refs" / "main";
   if (fs::exists(ref, ec)) {
     absl::StatusOr<std::string> revision = ReadSmallFile(ref.string(), 4096);

@@ -12,6 +12,7 @@ struct ModelDirectory {
   std::string path;  // the directory that holds config.json, the weights and tokenizer.json
   std::string name;  // the model's name: NAME of a cache folder models--ORG--NAME, else the
                      // directory's own name
+  bool hub_cache = false;  // path is a snapshot in a Hugging Face hub cache (do not write there)
 };
 
 // PATH as given, unless it is a Hugging Face hub cache folder (`models--ORG--NAME`, holding
