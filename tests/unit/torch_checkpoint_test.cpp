@@ -207,6 +207,21 @@ TEST(TorchCheckpointTest, LegacyAndNonZipFilesAreNamed) {
       << file.status();
 }
 
+TEST(TorchCheckpointTest, MissingShardIsNamedWithItsIndex) {
+  testing::TempDir dir;
+  for (const auto& entry : fs::directory_iterator(Fixture("f16_sharded"))) {
+    if (entry.path().filename() == "reference.safetensors") continue;
+    fs::copy(entry.path(), dir.File(entry.path().filename().string()));
+  }
+  fs::remove(dir.File("pytorch_model-00002-of-00002.bin"));
+  auto checkpoint = Checkpoint::Open(dir.path());
+  EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kNotFound) << checkpoint.status();
+  for (const std::string part : {"pytorch_model.bin.index.json", "pytorch_model-00002-of-00002.bin",
+                                 "incomplete"}) {
+    EXPECT_NE(checkpoint.status().message().find(part), std::string::npos) << checkpoint.status();
+  }
+}
+
 // The unpickler alone: globals and opcodes outside the allowed set never run.
 TEST(PickleTest, RefusesGlobalsAndOpcodesThatBuildObjects) {
   const PickleGlobal allowed[] = {{"collections", "OrderedDict", true}};
