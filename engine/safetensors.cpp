@@ -299,11 +299,8 @@ SafetensorsFile::~SafetensorsFile() = default;
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   absl::StatusOr<std::unique_ptr<MappedFile>> mapping = MappedFile::Open(path);
   if (!mapping.ok()) return mapping.status();
-  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  file->bytes_ = (*mapping)->bytes();
-  file->mapping_ = *std::move(mapping);
-  if (absl::Status status = file->Parse(); !status.ok()) return status;
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = FromBytes((*mapping)->bytes(), path);
+  if (file.ok()) (*file)->mapping_ = *std::move(mapping);
   return file;
 }
 

@@ -523,15 +523,11 @@ absl::StatusOr<std::string> FindPrefix(const Zip& zip, const std::string& path) 
 
 TorchCheckpointFile::~TorchCheckpointFile() = default;
 
-absl::StatusOr<std::unique_ptr<TorchCheckpointFile>> TorchCheckpointFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<TorchCheckpointFile>> TorchCheckpointFile::Open(const std::string& path) {
   absl::StatusOr<std::unique_ptr<MappedFile>> mapping = MappedFile::Open(path);
   if (!mapping.ok()) return mapping.status();
-  std::unique_ptr<TorchCheckpointFile> file(new TorchCheckpointFile());
-  file->path_ = path;
-  file->bytes_ = (*mapping)->bytes();
-  file->mapping_ = *std::move(mapping);
-  if (absl::Status status = file->Parse(); !status.ok()) return status;
+  absl::StatusOr<std::unique_ptr<TorchCheckpointFile>> file = FromBytes((*mapping)->bytes(), path);
+  if (file.ok()) (*file)->mapping_ = *std::move(mapping);
   return file;
 }
 
