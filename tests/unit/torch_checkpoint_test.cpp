@@ -171,24 +171,47 @@ TEST(TorchCheckpointTest, RefusesWhatTorchRefuses) {
 }
 
 TEST(TorchCheckpointTest, EveryTruncationAndByteFlipFailsCleanly) {
-  const std::vector<std::byte> bytes = ReadBytes(Fixture("bad/tiny.bin"));
-  ASSERT_TRUE(TorchCheckpointFile::FromBytes(bytes, "tiny.bin").ok());
-  for (size_t size = 0; size < bytes.size(); ++size) {
-    auto file = TorchCheckpointFile::FromBytes(std::span(bytes).first(size), "tiny.bin");
-    EXPECT_FALSE(file.ok()) << "accepted the first " << size << " bytes";
-    if (!file.ok()) {
-      EXPECT_NE(file.status().message().find("tiny.bin"), std::string::npos) << file.status();
+  for (const std::string name : {"tiny.bin", "deflated.bin"}) {
+    SCOPED_TRACE(name);
+    const std::vector<std::byte> bytes = ReadBytes(Fixture("bad/" + name));
+    ASSERT_TRUE(TorchCheckpointFile::FromBytes(bytes, name).ok());
+    for (size_t size = 0; size < bytes.size(); ++size) {
+      auto file = TorchCheckpointFile::FromBytes(std::span(bytes).first(size), name);
+      EXPECT_FALSE(file.ok()) << "accepted the first " << size << " bytes";
+      if (!file.ok()) {
+        EXPECT_NE(file.status().message().find(name), std::string::npos) << file.status();
+      }
+    }
+    // A flipped byte is caught, or lands in stored tensor data (whose CRC is not checked).
+    std::vector<std::byte> flipped = bytes;
+    for (size_t i = 0; i < flipped.size(); ++i) {
+      flipped[i] ^= std::byte{0x5a};
+      auto file = TorchCheckpointFile::FromBytes(flipped, name);
+      if (!file.ok()) {
+        EXPECT_NE(file.status().message().find(name), std::string::npos) << file.status();
+      }
+      flipped[i] = bytes[i];
     }
   }
-  // A flipped byte is either caught or lands in tensor data (no CRC is checked there).
-  std::vector<std::byte> flipped = bytes;
-  for (size_t i = 0; i < flipped.size(); ++i) {
-    flipped[i] ^= std::byte{0x5a};
-    auto file = TorchCheckpointFile::FromBytes(flipped, "tiny.bin");
-    if (!file.ok()) {
-      EXPECT_NE(file.status().message().find("tiny.bin"), std::string::npos) << file.status();
-    }
-    flipped[i] = bytes[i];
+}
+
+TEST(TorchCheckpointTest, DeflatedEntriesAreInflatedToTheSameTensors) {
+  auto stored = TorchCheckpointFile::Open(Fixture("bad/tiny.bin"));
+  auto deflated = TorchCheckpointFile::Open(Fixture("bad/deflated.bin"));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_TRUE(deflated.ok()) << deflated.status();
+  ASSERT_EQ((*stored)->tensors().size(), 2u);
+  ASSERT_EQ((*deflated)->tensors().size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const TensorInfo& a = (*stored)->tensors()[i];
+    const TensorInfo& b = (*deflated)->tensors()[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.dtype, b.dtype);
+    EXPECT_EQ(a.shape, b.shape);
+    ASSERT_EQ(a.nbytes, b.nbytes);
+    EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << a.name;
+    EXPECT_TRUE((*stored)->InFile(a.data));
+    EXPECT_FALSE((*deflated)->InFile(b.data));  // inflated into memory the file object owns
   }
 }
 
