@@ -6,6 +6,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/demo_model.h"
+#include "engine/format/model_directory.h"
 #include "engine/format/safetensors.h"
 #include "common/base/status_macros.h"
 
@@ -23,15 +24,17 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     model->weights_ = DemoModelWeights(model->config_, /*seed=*/20240101);
     model->tokenizer_ = Tokenizer::ByteLevelDemo();
   } else {
-    const std::filesystem::path dir(options.path);
+    ASSIGN_OR_RETURN(const ModelDirectory directory, ResolveModelDirectory(options.path));
+    const std::filesystem::path dir(directory.path);
     if (!std::filesystem::is_directory(dir)) {
       return absl::NotFoundError(absl::StrCat(
           "model directory ", options.path, " does not exist; pass a Hugging Face checkpoint "
-          "directory (config.json + *.safetensors), or \"demo\" for the built-in model"));
+          "directory (config.json + model.safetensors or pytorch_model.bin) or its hub cache "
+          "folder (models--ORG--NAME), or \"demo\" for the built-in model"));
     }
-    model->name_ = std::filesystem::absolute(dir).filename().string();
+    model->name_ = directory.name;
     ASSIGN_OR_RETURN(model->config_, ModelConfig::FromFile((dir / "config.json").string()));
-    ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(options.path));
+    ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(directory.path));
     ASSIGN_OR_RETURN(model->weights_,
                      ModelWeights::FromCheckpoint(std::move(checkpoint), model->config_));
     const std::filesystem::path tokenizer_path = dir / "tokenizer.json";

@@ -10,6 +10,7 @@ packages=(
   libabsl-dev nlohmann-json3-dev libspdlog-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc   # the gRPC server
   prometheus-cpp-dev   # the server's /metrics
+  libminizip-dev       # pytorch_model.bin (a torch.save zip) without Python
 )
 if [[ "${1:-}" != build ]]; then
   packages+=(

@@ -145,13 +145,7 @@ class Converter {
   }
 
   bool InCheckpoint(const std::byte* data) const {
-    if (weights_.checkpoint == nullptr) return false;
-    for (const auto& file : weights_.checkpoint->files()) {
-      for (const TensorInfo& tensor : file->tensors()) {
-        if (tensor.data == data) return true;
-      }
-    }
-    return false;
+    return weights_.checkpoint != nullptr && weights_.checkpoint->IsMapped(data);
   }
 
   // Gives back a converted source's memory: an owned buffer is freed; the pages of the mapped

@@ -2,11 +2,6 @@
 // checkpoints, and a writer for tests and tools.
 #include "engine/format/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -22,6 +17,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "engine/format/mapped_file.h"
+#include "engine/format/torch_checkpoint.h"
 #include "nlohmann/json.hpp"
 
 namespace sinkserve {
@@ -183,73 +180,6 @@ bool IsKnownUnsupportedDType(std::string_view name) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Files.
-
-// absl::ErrnoToStatus, but never OK: a failed call that left errno at 0 is still a failure.
-absl::Status ErrnoError(int err, absl::string_view message) {
-  if (err == 0) return absl::UnknownError(message);
-  return absl::ErrnoToStatus(err, message);
-}
-
-// Closes a file descriptor on every path out of a function.
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  ~FdCloser() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-
- private:
-  int fd_;
-};
-
-// Opens PATH for reading and checks it is a regular file. O_NONBLOCK so that a FIFO planted in
-// a model directory cannot block open(); it has no effect on regular files.
-absl::StatusOr<int> OpenRegularFile(const std::string& path, struct stat* st) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) {
-    const int err = errno;
-    return ErrnoError(err, absl::StrCat(path, ": cannot open"));
-  }
-  if (::fstat(fd, st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return ErrnoError(err, absl::StrCat(path, ": cannot stat"));
-  }
-  if (!S_ISREG(st->st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  return fd;
-}
-
-// Reads a whole (small) file, refusing one larger than MAX_BYTES before reading it.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
-  struct stat st {};
-  absl::StatusOr<int> fd = OpenRegularFile(path, &st);
-  if (!fd.ok()) return fd.status();
-  FdCloser closer(*fd);
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes, larger than the ", max_bytes, "-byte limit"));
-  }
-  std::string text(size, '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t got = ::read(*fd, text.data() + done, text.size() - done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return ErrnoError(errno, absl::StrCat(path, ": read failed"));
-    if (got == 0) break;  // shrank while we read: parse what is there, the parser will object
-    done += static_cast<size_t>(got);
-  }
-  text.resize(done);
-  return text;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Header entries.
 
 // One tensor entry as the header states it, before its bytes are located.
@@ -364,33 +294,13 @@ bool TensorInfo::IsAlignedFor() const {
 // ---------------------------------------------------------------------------------------------
 // SafetensorsFile
 
-SafetensorsFile::~SafetensorsFile() {
-  if (mapping_ != nullptr) ::munmap(mapping_, mapping_bytes_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
-  struct stat st {};
-  absl::StatusOr<int> fd = OpenRegularFile(path, &st);
-  if (!fd.ok()) return fd.status();
-  FdCloser closer(*fd);  // the mapping outlives the descriptor
-
-  std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size < kLengthPrefixBytes) {
-    // Checked before mmap, which refuses a zero length.
-    return absl::DataLossError(absl::StrCat(
-        path, ": file is ", size, " bytes, shorter than the 8-byte header length prefix"));
-  }
-  static_assert(sizeof(size_t) == sizeof(uint64_t), "a 64-bit host maps any file size");
-  void* mapping = ::mmap(nullptr, static_cast<size_t>(size), PROT_READ, MAP_PRIVATE, *fd, 0);
-  if (mapping == MAP_FAILED) {
-    return ErrnoError(errno, absl::StrCat(path, ": mmap failed"));
-  }
-  file->mapping_ = mapping;
-  file->mapping_bytes_ = static_cast<size_t>(size);
-  file->bytes_ = {static_cast<const std::byte*>(mapping), static_cast<size_t>(size)};
-  if (absl::Status status = file->Parse(); !status.ok()) return status;
+  absl::StatusOr<std::unique_ptr<MappedFile>> mapping = MappedFile::Open(path);
+  if (!mapping.ok()) return mapping.status();
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = FromBytes((*mapping)->bytes(), path);
+  if (file.ok()) (*file)->mapping_ = *std::move(mapping);
   return file;
 }
 
@@ -531,66 +441,21 @@ const TensorInfo* SafetensorsFile::Find(std::string_view name) const {
 
 namespace {
 
+namespace fs = std::filesystem;
+
 constexpr char kSingleFileName[] = "model.safetensors";
 constexpr char kIndexFileName[] = "model.safetensors.index.json";
+constexpr char kTorchFileName[] = "pytorch_model.bin";
+constexpr char kTorchIndexFileName[] = "pytorch_model.bin.index.json";
 
 bool IsPlainFileName(std::string_view name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string_view::npos &&
          name.find('\0') == std::string_view::npos;
 }
 
-}  // namespace
-
-Checkpoint::~Checkpoint() = default;
-
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path root(dir);
-  const fs::file_status dir_status = fs::status(root, ec);
-  if (!fs::exists(dir_status)) {
-    return absl::NotFoundError(
-        absl::StrCat("model directory ", dir,
-                     " does not exist; pass a Hugging Face model directory "
-                     "(config.json, tokenizer.json and model.safetensors or its sharded form)"));
-  }
-  if (!fs::is_directory(dir_status)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        dir, " is not a directory; pass the Hugging Face model directory that holds it"));
-  }
-
-  std::unique_ptr<Checkpoint> checkpoint(new Checkpoint());
-  checkpoint->dir_ = dir;
-  const fs::path single = root / kSingleFileName;
-  const fs::path index = root / kIndexFileName;
-
-  if (fs::exists(fs::status(single, ec))) {
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(single.string());
-    if (!file.ok()) return file.status();
-    for (const TensorInfo& t : (*file)->tensors()) checkpoint->by_name_.emplace(t.name, &t);
-    checkpoint->files_.push_back(*std::move(file));
-    return checkpoint;
-  }
-
-  if (!fs::exists(fs::status(index, ec))) {
-    std::string hint =
-        "; pass a Hugging Face model directory with safetensors weights (e.g. from "
-        "`huggingface-cli download EleutherAI/pythia-160m`)";
-    if (fs::exists(fs::status(root / "pytorch_model.bin", ec)) ||
-        fs::exists(fs::status(root / "pytorch_model.bin.index.json", ec))) {
-      hint =
-          "; it holds PyTorch pickle weights (pytorch_model.bin), which sinkserve does not "
-          "read: convert them, e.g. AutoModelForCausalLM.from_pretrained(dir)"
-          ".save_pretrained(dir, safe_serialization=True)";
-    } else if (fs::exists(fs::symlink_status(single, ec))) {
-      hint = "; model.safetensors is a dangling symlink (incomplete download?)";
-    }
-    return absl::NotFoundError(
-        absl::StrCat("no ", kSingleFileName, " or ", kIndexFileName, " in ", dir, hint));
-  }
-
-  // Sharded: the index names a shard per tensor.
-  const std::string index_path = index.string();
+// An index file's weight_map, as shard file name -> the tensors it puts there.
+absl::StatusOr<std::map<std::string, std::vector<std::string>>> ReadWeightMap(
+    const std::string& index_path) {
   absl::StatusOr<std::string> index_text = ReadSmallFile(index_path, kSafetensorsMaxIndexBytes);
   if (!index_text.ok()) return index_text.status();
   absl::StatusOr<Json> parsed = ParseStrictJson(*index_text);
@@ -614,7 +479,6 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": \"weight_map\" names no tensors"));
   }
-  // shard file name -> the tensors the index puts there.
   std::map<std::string, std::vector<std::string>> tensors_per_shard;
   for (const auto& [tensor, shard] : map_it->items()) {
     if (!shard.is_string()) {
@@ -630,10 +494,33 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     }
     tensors_per_shard[shard_name].push_back(tensor);
   }
+  return tensors_per_shard;
+}
 
-  for (const auto& [shard_name, tensors] : tensors_per_shard) {
+// Opens DIR/FILE_NAME (a SafetensorsFile or a TorchCheckpointFile) and names all its tensors.
+template <typename File>
+absl::Status OpenSingle(const fs::path& root, const char* file_name,
+                        std::vector<std::unique_ptr<File>>& files,
+                        std::map<std::string, const TensorInfo*, std::less<>>& by_name) {
+  absl::StatusOr<std::unique_ptr<File>> file = File::Open((root / file_name).string());
+  if (!file.ok()) return file.status();
+  for (const TensorInfo& t : (*file)->tensors()) by_name.emplace(t.name, &t);
+  files.push_back(*std::move(file));
+  return absl::OkStatus();
+}
+
+// Opens the shards DIR/INDEX_NAME names and the tensors it maps to each.
+template <typename File>
+absl::Status OpenShards(const fs::path& root, const char* index_name,
+                        std::vector<std::unique_ptr<File>>& files,
+                        std::map<std::string, const TensorInfo*, std::less<>>& by_name) {
+  const std::string index_path = (root / index_name).string();
+  absl::StatusOr<std::map<std::string, std::vector<std::string>>> tensors_per_shard =
+      ReadWeightMap(index_path);
+  if (!tensors_per_shard.ok()) return tensors_per_shard.status();
+  for (const auto& [shard_name, tensors] : *tensors_per_shard) {
     const std::string shard_path = (root / shard_name).string();
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(shard_path);
+    absl::StatusOr<std::unique_ptr<File>> file = File::Open(shard_path);
     if (absl::IsNotFound(file.status())) {
       return absl::NotFoundError(absl::StrCat(
           index_path, " maps tensor ", Quote(tensors.front()),
@@ -649,10 +536,58 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
                                                 " to shard ", shard_path,
                                                 ", which does not contain it"));
       }
-      checkpoint->by_name_.emplace(tensor, info);
+      by_name.emplace(tensor, info);
     }
-    checkpoint->files_.push_back(*std::move(file));
+    files.push_back(*std::move(file));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Checkpoint::~Checkpoint() = default;
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& dir) {
+  std::error_code ec;
+  const fs::path root(dir);
+  const fs::file_status dir_status = fs::status(root, ec);
+  if (!fs::exists(dir_status)) {
+    return absl::NotFoundError(
+        absl::StrCat("model directory ", dir,
+                     " does not exist; pass a Hugging Face model directory "
+                     "(config.json, tokenizer.json and model.safetensors or its sharded form)"));
+  }
+  if (!fs::is_directory(dir_status)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, " is not a directory; pass the Hugging Face model directory that holds it"));
+  }
+
+  std::unique_ptr<Checkpoint> checkpoint(new Checkpoint());
+  checkpoint->dir_ = dir;
+  auto exists = [&](const char* name) { return fs::exists(fs::status(root / name, ec)); };
+  absl::Status status;
+  if (exists(kSingleFileName)) {
+    status = OpenSingle(root, kSingleFileName, checkpoint->files_, checkpoint->by_name_);
+  } else if (exists(kIndexFileName)) {
+    status = OpenShards(root, kIndexFileName, checkpoint->files_, checkpoint->by_name_);
+  } else if (exists(kTorchFileName)) {
+    status = OpenSingle(root, kTorchFileName, checkpoint->torch_files_, checkpoint->by_name_);
+  } else if (exists(kTorchIndexFileName)) {
+    status = OpenShards(root, kTorchIndexFileName, checkpoint->torch_files_, checkpoint->by_name_);
+  } else {
+    std::string hint =
+        "; pass a Hugging Face model directory with its weights (e.g. from "
+        "`huggingface-cli download EleutherAI/pythia-160m`)";
+    for (const char* name : {kSingleFileName, kIndexFileName, kTorchFileName}) {
+      if (fs::exists(fs::symlink_status(root / name, ec))) {
+        hint = absl::StrCat("; ", name, " is a dangling symlink (incomplete download?)");
+      }
+    }
+    return absl::NotFoundError(absl::StrCat("no ", kSingleFileName, ", ", kIndexFileName, ", ",
+                                            kTorchFileName, " or ", kTorchIndexFileName, " in ",
+                                            dir, hint));
+  }
+  if (!status.ok()) return status;
   return checkpoint;
 }
 
@@ -671,7 +606,20 @@ std::vector<std::string> Checkpoint::names() const {
 uint64_t Checkpoint::file_bytes() const {
   uint64_t total = 0;
   for (const auto& file : files_) total += file->size_bytes();
+  for (const auto& file : torch_files_) total += file->size_bytes();
   return total;
+}
+
+bool Checkpoint::IsMapped(const std::byte* data) const {
+  for (const auto& file : files_) {
+    for (const TensorInfo& tensor : file->tensors()) {
+      if (tensor.data == data) return true;
+    }
+  }
+  for (const auto& file : torch_files_) {
+    if (file->InFile(data)) return true;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -56,6 +56,9 @@
 
 namespace sinkserve {
 
+class MappedFile;
+class TorchCheckpointFile;
+
 // The official library's header cap; a larger header is rejected before it is read.
 inline constexpr uint64_t kSafetensorsMaxHeaderBytes = 100'000'000;
 // An index file (model.safetensors.index.json) larger than this is rejected before it is read.
@@ -66,8 +69,9 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;       // row-major, outermost first; empty for a scalar
-  const std::byte* data = nullptr;  // points into the mmapped file; valid while the owner lives;
-                                    // may be misaligned for dtype (see the file comment)
+  const std::byte* data = nullptr;  // points into the mmapped file (or, for some torch
+                                    // tensors, a copy the reader owns); valid while the owner
+                                    // lives; may be misaligned for dtype (see the file comment)
   size_t nbytes = 0;                // == numel() * DTypeSize(dtype)
   std::string file;                 // path of the file that holds it (for error messages)
 
@@ -113,8 +117,7 @@ class SafetensorsFile {
 
   std::string path_;
   std::span<const std::byte> bytes_;  // the whole file
-  void* mapping_ = nullptr;           // mmap base when this object owns a mapping
-  size_t mapping_bytes_ = 0;
+  std::unique_ptr<MappedFile> mapping_;  // when this object owns a mapping (Open)
   std::vector<TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };
@@ -130,6 +133,8 @@ class SafetensorsFile {
 //      made of them). The weight_map is authoritative: a tensor it names must be in its shard
 //      (else NOT_FOUND naming both), and a tensor present in a shard but absent from the map is
 //      ignored (not visible through Find/names), so a stray tensor cannot shadow a mapped one.
+//   3. DIR/pytorch_model.bin: a torch.save checkpoint (engine/format/torch_checkpoint.h).
+//   4. DIR/pytorch_model.bin.index.json: .bin shards, indexed as in 2.
 // Missing files are NOT_FOUND with a message saying what was looked for and what to do.
 class Checkpoint {
  public:
@@ -146,15 +151,21 @@ class Checkpoint {
   // Total bytes of the files mapped.
   uint64_t file_bytes() const;
   const std::string& dir() const { return dir_; }
-  // The mapped files: model.safetensors alone, or the shards in file-name order.
+  // The mapped safetensors files: model.safetensors alone, or the shards in file-name order
+  // (empty for a torch checkpoint).
   const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+  // True when DATA is a tensor's view into a mapped file (read-only, private): pages under it
+  // may be dropped and fault back in from the file. False for a copy a reader made (a torch
+  // tensor with non-contiguous strides, or a compressed storage).
+  bool IsMapped(const std::byte* data) const;
 
  private:
   Checkpoint() = default;
 
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::map<std::string, const TensorInfo*, std::less<>> by_name_;  // into files_
+  std::vector<std::unique_ptr<TorchCheckpointFile>> torch_files_;
+  std::map<std::string, const TensorInfo*, std::less<>> by_name_;  // into files_, torch_files_
 };
 
 // Writes a .safetensors file like the official library: header JSON with keys sorted by name,

@@ -7,6 +7,7 @@ namespace sinkserve::cli {
 int RunGenerate(int argc, char** argv);    // sinkserve generate
 int RunTokenize(int argc, char** argv);    // sinkserve tokenize
 int RunPerplexity(int argc, char** argv);  // sinkserve perplexity
+int RunConvert(int argc, char** argv);     // sinkserve convert (weights to model.safetensors)
 int RunServe(int argc, char** argv);       // sinkserve serve (the gRPC server; server/cli/serve_command.cpp)
 int RunHealth(int argc, char** argv);      // sinkserve health (grpc.health.v1 probe; server/cli/health_command.cpp)
 

@@ -17,12 +17,14 @@ constexpr char kUsage[] =
     "  generate     stream a continuation of a prompt\n"
     "  perplexity   per-token perplexity of a text (token-by-token protocol)\n"
     "  tokenize     print the token ids of a text\n"
+    "  convert      write a checkpoint's weights (e.g. pytorch_model.bin) as model.safetensors\n"
     "  health       ask a running server's grpc.health.v1 (exit 0 when SERVING)\n"
     "\n"
     "With no command, sinkserve serves; with no --model, the built-in demo model (random\n"
     "weights).\n"
     "Real models: a Hugging Face GPT-NeoX directory, e.g. EleutherAI/pythia-160m\n"
-    "(config.json, model.safetensors, tokenizer.json).\n";
+    "(config.json, model.safetensors or pytorch_model.bin, tokenizer.json), or its folder in\n"
+    "the Hugging Face cache (~/.cache/huggingface/hub/models--EleutherAI--pythia-160m).\n";
 
 }  // namespace
 
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   if (command == "generate") return sinkserve::cli::RunGenerate(argc - 2, argv + 2);
   if (command == "perplexity") return sinkserve::cli::RunPerplexity(argc - 2, argv + 2);
   if (command == "tokenize") return sinkserve::cli::RunTokenize(argc - 2, argv + 2);
+  if (command == "convert") return sinkserve::cli::RunConvert(argc - 2, argv + 2);
   if (command == "health") return sinkserve::cli::RunHealth(argc - 2, argv + 2);
   std::fprintf(stderr, "error: unknown command \"%s\"\n\n%s", command.c_str(), kUsage);
   return 2;

@@ -1,6 +1,7 @@
 // sinkserve tokenize: print the token ids of a text.
 #include <cstdio>
 
+#include "engine/format/model_directory.h"
 #include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
 #include "common/cli/command.h"
@@ -36,8 +37,10 @@ int RunTokenize(int argc, char** argv) {
     owned = Tokenizer::ByteLevelDemo();
     tokenizer = owned.get();
   } else {
+    absl::StatusOr<ModelDirectory> directory = ResolveModelDirectory(model_path);
+    if (!directory.ok()) return Fail(directory.status());
     absl::StatusOr<std::unique_ptr<Tokenizer>> loaded =
-        Tokenizer::FromFile(model_path + "/tokenizer.json");
+        Tokenizer::FromFile(directory->path + "/tokenizer.json");
     if (!loaded.ok()) return Fail(loaded.status());
     owned = std::move(*loaded);
     tokenizer = owned.get();

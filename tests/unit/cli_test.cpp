@@ -241,5 +241,60 @@ TEST(CliTest, TruncatedCheckpointIsRefusedNamingTheFile) {
   EXPECT_NE(result.err.find("model.safetensors"), std::string::npos) << result.err;
 }
 
+// sinkserve convert against torch: the safetensors it writes from torch.save's .bin shards hold
+// what torch.load reads (tests/fixtures/torch_bin/<model>/reference.safetensors).
+TEST(CliTest, ConvertWritesTheTensorsTorchLoads) {
+  namespace fs = std::filesystem;
+  const std::string source = testing::FixturePath("torch_bin/f16_sharded");
+  testing::TempDir out;
+  RunResult result = RunSinkserve("convert " + source + " --out " + out.path());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(fs::exists(out.File("config.json")));
+  auto written = SafetensorsFile::Open(out.File("model.safetensors"));
+  auto reference = SafetensorsFile::Open(source + "/reference.safetensors");
+  ASSERT_TRUE(written.ok()) << written.status();
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ((*written)->tensors().size(), (*reference)->tensors().size());
+  for (const TensorInfo& expected : (*reference)->tensors()) {
+    const TensorInfo* actual = (*written)->Find(expected.name);
+    ASSERT_NE(actual, nullptr) << expected.name;
+    EXPECT_EQ(actual->dtype, expected.dtype) << expected.name;
+    EXPECT_EQ(actual->shape, expected.shape) << expected.name;
+    ASSERT_EQ(actual->nbytes, expected.nbytes) << expected.name;
+    EXPECT_EQ(std::memcmp(actual->data, expected.data, expected.nbytes), 0) << expected.name;
+  }
+  // The converted directory is a model: the same NLL as the .bin directory it came from.
+  testing::TempDir ids;
+  testing::WriteTextFile(ids.File("ids.txt"), "5 9 1 33 2 60 7");
+  const std::string perplexity = "perplexity --json --token-ids-file " + ids.File("ids.txt");
+  const RunResult from_bin = RunSinkserve(perplexity + " --model " + source);
+  const RunResult converted = RunSinkserve(perplexity + " --model " + out.path());
+  ASSERT_EQ(from_bin.exit_code, 0) << from_bin.err;
+  ASSERT_EQ(converted.exit_code, 0) << converted.err;
+  EXPECT_EQ(nlohmann::json::parse(from_bin.out)["token_nll"],
+            nlohmann::json::parse(converted.out)["token_nll"]);
+
+  // In place (no --out): model.safetensors beside the .bin; a second run has nothing to do.
+  testing::TempDir copy;
+  for (const auto& entry : fs::directory_iterator(testing::FixturePath("torch_bin/pythia_f32"))) {
+    fs::copy(entry.path(), copy.File(entry.path().filename().string()));
+  }
+  result = RunSinkserve("convert " + copy.path());
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_TRUE(fs::exists(copy.File("model.safetensors")));
+  result = RunSinkserve("convert " + copy.path());
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("nothing to convert"), std::string::npos) << result.err;
+
+  // A pickle that would run a command is refused, naming the global; nothing is written.
+  testing::TempDir evil;
+  fs::copy(copy.File("config.json"), evil.File("config.json"));
+  fs::copy(testing::FixturePath("torch_bin/bad/posix_system.bin"), evil.File("pytorch_model.bin"));
+  result = RunSinkserve("convert " + evil.path());
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("posix.system"), std::string::npos) << result.err;
+  EXPECT_FALSE(fs::exists(evil.File("model.safetensors")));
+}
+
 }  // namespace
 }  // namespace sinkserve

@@ -727,11 +727,13 @@ TEST_F(CheckpointTest, MissingWeightsAreNotFoundWithAHint) {
       OpenError(absl::StatusCode::kNotFound,
                 {"model.safetensors", "model.safetensors.index.json", model_dir_});
   EXPECT_NE(message.find("huggingface"), std::string::npos) << message;
+  EXPECT_NE(message.find("pytorch_model.bin"), std::string::npos) << message;
+  // pytorch_model.bin is read (engine/format/torch_checkpoint.h), and this one is no zip.
   WriteText("pytorch_model.bin", "pickle");
-  OpenError(absl::StatusCode::kNotFound, {"pytorch_model.bin", "safe_serialization"});
-  fs::create_symlink("blobs/none", M("model.safetensors"));
+  OpenError(absl::StatusCode::kInvalidArgument, {"pytorch_model.bin", "not a zip archive"});
   fs::remove(M("pytorch_model.bin"));
-  OpenError(absl::StatusCode::kNotFound, {"dangling symlink"});
+  fs::create_symlink("blobs/none", M("model.safetensors"));
+  OpenError(absl::StatusCode::kNotFound, {"model.safetensors is a dangling symlink"});
 
   auto no_dir = Checkpoint::Open(M("nope"));
   EXPECT_EQ(no_dir.status().code(), absl::StatusCode::kNotFound) << no_dir.status();
