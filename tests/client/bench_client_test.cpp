@@ -163,7 +163,7 @@ TEST(Ppl, ChunkProtocolAndTokenByTokenRun) {
   for (const char* chunk : {"0", "40"}) {
     ASSERT_EQ(RunCommand(RunPplCommand,
                          {"--target", target, "--text-file",
-                          SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--max-tokens",
+                          testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--max-tokens",
                           "100", "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
               0);
     const nlohmann::json result = nlohmann::json::parse(ReadAll(json));
@@ -192,8 +192,8 @@ void ExpectTableRows(const std::string& markdown, const std::vector<std::string>
 
 std::vector<std::string> TableArgs(const std::filesystem::path& markdown,
                                    const std::filesystem::path& json) {
-  return {"--wiki-file", SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--book-file",
-          SINKSERVE_SHARED_DATA "/books/peter-pan.txt", "--ppl-tokens", "48",
+  return {"--wiki-file", testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--book-file",
+          testing::DataPath("books/peter-pan.txt"), "--ppl-tokens", "48",
           "--chunk-protocol", "24", "--prompt-tokens", "16", "--max-new-tokens", "12",
           "--markdown", markdown.string(), "--json", json.string()};
 }
