@@ -57,7 +57,7 @@ absl::StatusOr<Connection> WaitUntilServing(ServerProcess& process, double timeo
                            std::chrono::duration<double>(timeout_s));
   const std::string address = absl::StrCat("127.0.0.1:", process.port());
   while (true) {
-    absl::StatusOr<Connection> connection = Connect(address, std::chrono::seconds(1));
+    absl::StatusOr<Connection> connection = Connect(address, {}, std::chrono::seconds(1));
     if (connection.ok()) return connection;
     if (std::optional<int> code = process.Exited()) {
       return absl::FailedPreconditionError(absl::StrCat(

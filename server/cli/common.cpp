@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -123,6 +124,18 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options) {
                          "its output is random text. Pass --model DIR for a real checkpoint.\n");
   }
   return model;
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot read the auth token file"));
+  std::string line;
+  std::getline(file, line);
+  std::string token(absl::StripAsciiWhitespace(line));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the auth token file is empty"));
+  }
+  return token;
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

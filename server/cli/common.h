@@ -36,6 +36,10 @@ uint64_t PeakRssBytes();
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
+// The token in `path`: its first line, surrounding whitespace removed. Errors name the file;
+// an empty token is refused (it would turn authentication off unnoticed).
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 // Whitespace-separated integers ("1 2 3\n4"), INVALID_ARGUMENT naming the bad entry.
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
