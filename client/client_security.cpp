@@ -33,9 +33,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> ClientSecurity::Channel(
     return grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
   }
   grpc::SslCredentialsOptions options;
-  for (auto [path, pem] : {std::pair{&tls_ca, &options.pem_root_certs},
-                           std::pair{&tls_cert, &options.pem_cert_chain},
-                           std::pair{&tls_key, &options.pem_private_key}}) {
+  for (auto [path, pem] :
+       {std::pair{&tls_ca, &options.pem_root_certs}, std::pair{&tls_cert, &options.pem_cert_chain},
+        std::pair{&tls_key, &options.pem_private_key}}) {
     if (path->empty()) continue;
     absl::StatusOr<std::string> contents = cli::ReadFile(*path);
     if (!contents.ok()) return contents.status();

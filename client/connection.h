@@ -32,8 +32,7 @@ struct Connection {
 // Connects to `address` (plaintext or TLS, with or without a token: `security`) and asks
 // GetModelInfo, retrying UNAVAILABLE (not listening yet, model loading) until `wait` has
 // passed. UNAVAILABLE after that names the address and the cause.
-absl::StatusOr<Connection> Connect(const std::string& address,
-                                   const ClientSecurity& security = {},
+absl::StatusOr<Connection> Connect(const std::string& address, const ClientSecurity& security = {},
                                    std::chrono::milliseconds wait = std::chrono::seconds(5));
 
 // A gRPC status as an absl::Status (the codes are the same), prefixed by `context`.

@@ -145,8 +145,8 @@ int RunLoadCommand(int argc, char** argv) {
   cli::ProgressBar progress(by_requests ? "load" : "load (s)",
                             by_requests ? requests * turns : static_cast<int64_t>(duration_s),
                             by_requests ? "req" : "s");
-  const LoadResult result = RunLoad(
-      *connection, *prompts, options, [&](const LoadResult& so_far, double elapsed) {
+  const LoadResult result =
+      RunLoad(*connection, *prompts, options, [&](const LoadResult& so_far, double elapsed) {
         progress.Update(by_requests ? static_cast<int64_t>(so_far.records.size())
                                     : static_cast<int64_t>(elapsed));
       });

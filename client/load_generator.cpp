@@ -159,18 +159,22 @@ void CloseSession(const Connection& connection, Mailbox& mailbox, const std::str
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   mailbox.CloseStarted();
   connection.stub->async()->CloseSession(&call->context, &call->request, &call->response,
-                             [call, &mailbox](const grpc::Status&) {
-                               delete call;
-                               mailbox.CloseDone();
-                             });
+                                         [call, &mailbox](const grpc::Status&) {
+                                           delete call;
+                                           mailbox.CloseDone();
+                                         });
 }
 
 class Driver {
  public:
   Driver(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
          const ProgressCallback& progress)
-      : connection_(connection), prompts_(prompts), options_(options), progress_(progress),
-        random_(options.seed), run_id_(RandomRunId()) {}
+      : connection_(connection),
+        prompts_(prompts),
+        options_(options),
+        progress_(progress),
+        random_(options.seed),
+        run_id_(RandomRunId()) {}
 
   LoadResult Run() {
     const bool open_loop = options_.rate > 0;

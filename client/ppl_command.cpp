@@ -51,9 +51,9 @@ int RunPplCommand(int argc, char** argv) {
   if (!ids.ok()) return cli::Fail(ids.status());
 
   cli::ProgressBar progress("scoring", static_cast<int64_t>(ids->size()));
-  absl::StatusOr<PerplexityResult> result = ScorePerplexity(
-      *connection, *ids, static_cast<int>(chunk_protocol), *policy,
-      [&](int64_t scored, int64_t) { progress.Update(scored); });
+  absl::StatusOr<PerplexityResult> result =
+      ScorePerplexity(*connection, *ids, static_cast<int>(chunk_protocol), *policy,
+                      [&](int64_t scored, int64_t) { progress.Update(scored); });
   progress.Finish();
   if (!result.ok()) return cli::Fail(result.status());
   std::printf("%s: %lld tokens, %lld scored in %d request(s), %s: nll_mean %.4f, PPL %.4f "

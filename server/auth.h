@@ -11,7 +11,6 @@
 
 #include <string>
 
-
 namespace sinkserve::server {
 
 class BearerToken {

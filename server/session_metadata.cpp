@@ -11,9 +11,9 @@ absl::StatusOr<std::string> CallSessionId(const grpc::ServerContextBase& context
   if (header == metadata.end()) return field;
   std::string value(header->second.data(), header->second.size());
   if (field.empty() || field == value) return value;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "session_id: \"", field, "\" differs from the x-session-id metadata \"", value,
-      "\" (send one, or both alike)"));
+  return absl::InvalidArgumentError(absl::StrCat("session_id: \"", field,
+                                                 "\" differs from the x-session-id metadata \"",
+                                                 value, "\" (send one, or both alike)"));
 }
 
 }  // namespace sinkserve::server

@@ -31,7 +31,8 @@ std::string ReadFile(const std::string& path) {
   return contents.str();
 }
 
-// The evaluation data file `relative` (client/data_dir.h); exits naming the fetch script if missing.
+// The evaluation data file `relative` (client/data_dir.h); exits naming the fetch script if
+// missing.
 std::string DataPathOrExit(const std::string& relative) {
   absl::StatusOr<std::string> path = DataFile(relative);
   if (!path.ok()) {

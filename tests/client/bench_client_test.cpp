@@ -192,9 +192,10 @@ TEST(Load, TlsAndTokenMultiTurnSessionsAndRunMetadata) {
 
   // The command: refused without the token or without TLS, then the JSON with run metadata.
   const std::filesystem::path json = TempPath("tls.json");
-  const std::vector<std::string> base = {"--target", target, "--requests", "2", "--turns", "3",
-                                         "--max-new-tokens", "3", "--prompt-tokens", "8",
-                                         "--warmup", "0", "--json", json.string()};
+  const std::vector<std::string> base = {"--target",        target,       "--requests",       "2",
+                                         "--turns",         "3",          "--max-new-tokens", "3",
+                                         "--prompt-tokens", "8",          "--warmup",         "0",
+                                         "--json",          json.string()};
   auto with = [&](std::vector<std::string> extra) {
     extra.insert(extra.begin(), base.begin(), base.end());
     return extra;
@@ -255,8 +256,8 @@ TEST(Ppl, ChunkProtocolAndTokenByTokenRun) {
   for (const char* chunk : {"0", "40"}) {
     ASSERT_EQ(RunCommand(RunPplCommand,
                          {"--target", target, "--text-file",
-                          testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--max-tokens",
-                          "100", "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
+                          testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--max-tokens", "100",
+                          "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
               0);
     const nlohmann::json result = nlohmann::json::parse(ReadAll(json));
     EXPECT_EQ(result["tokens"], 100);
@@ -284,10 +285,14 @@ void ExpectTableRows(const std::string& markdown, const std::vector<std::string>
 
 std::vector<std::string> TableArgs(const std::filesystem::path& markdown,
                                    const std::filesystem::path& json) {
-  return {"--wiki-file", testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--book-file",
-          testing::DataPath("books/peter-pan.txt"), "--ppl-tokens", "48",
-          "--chunk-protocol", "24", "--prompt-tokens", "16", "--max-new-tokens", "12",
-          "--markdown", markdown.string(), "--json", json.string()};
+  return {"--wiki-file",      testing::DataPath("wikitext-2-raw/wiki.test.raw"),
+          "--book-file",      testing::DataPath("books/peter-pan.txt"),
+          "--ppl-tokens",     "48",
+          "--chunk-protocol", "24",
+          "--prompt-tokens",  "16",
+          "--max-new-tokens", "12",
+          "--markdown",       markdown.string(),
+          "--json",           json.string()};
 }
 
 TEST(Table, RunningAndSpawnedServersGiveEveryColumn) {

@@ -94,19 +94,40 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
         << name;
   }
   EXPECT_EQ(MetricValue(metrics, "sinkserve_generation_tokens_total{model_name=\"demo\"}"), 300);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total{model_name=\"demo\"}"), 7 + 14);  // prefill only
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_evicted_tokens_total{model_name=\"demo\"}"), 7 + 299 - 68);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_weights_bytes{model_name=\"demo\"}"), info.weights_bytes());
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total{model_name=\"demo\"}"),
+            7 + 14);  // prefill only
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_evicted_tokens_total{model_name=\"demo\"}"),
+            7 + 299 - 68);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_weights_bytes{model_name=\"demo\"}"),
+            info.weights_bytes());
   EXPECT_EQ(MetricValue(metrics, "sinkserve_gpu_memory_used_bytes{model_name=\"demo\"}"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count{model_name=\"demo\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_inter_token_latency_seconds_count{model_name=\"demo\"}"), 299);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_e2e_request_latency_seconds_count{model_name=\"demo\"}"), 2);
-  EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_count{model_name=\"demo\",phase=\"decode\"}"), 290);
-  EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_sum{model_name=\"demo\",phase=\"decode\"}"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"length\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"Generate\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"GetModelInfo\"}"), 1);
-  EXPECT_NE(metrics.find("sinkserve_model_info{model_name=\"demo\",backend=\"cpu (1 threads"), std::string::npos);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count{model_name=\"demo\"}"), 1);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_inter_token_latency_seconds_count{model_name=\"demo\"}"),
+      299);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_e2e_request_latency_seconds_count{model_name=\"demo\"}"), 2);
+  EXPECT_GT(MetricValue(metrics,
+                        "sinkserve_attention_seconds_count{model_name=\"demo\",phase=\"decode\"}"),
+            290);
+  EXPECT_GT(
+      MetricValue(metrics, "sinkserve_attention_seconds_sum{model_name=\"demo\",phase=\"decode\"}"),
+      0);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"length\"}"),
+      1);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"Generate\"}"),
+      1);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"GetModelInfo\"}"),
+      1);
+  EXPECT_NE(metrics.find("sinkserve_model_info{model_name=\"demo\",backend=\"cpu (1 threads"),
+            std::string::npos);
   EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
 
   // Server reflection lists both services (raw bytes: ServerReflectionRequest.list_services).
@@ -206,13 +227,14 @@ class Prometheus {
     WriteTextFile(dir_.File("prometheus.yml"),
                   "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                   "scrape_configs:\n  - job_name: sinkserve\n    static_configs:\n"
-                  "      - targets: ['127.0.0.1:" + std::to_string(metrics_port) + "']\n");
-    process_.emplace(std::vector<std::string>{
-                         kProgram, "--config.file=" + dir_.File("prometheus.yml"),
-                         "--storage.tsdb.path=" + dir_.File("data"),
-                         "--web.listen-address=127.0.0.1:" + std::to_string(web_port_),
-                         "--log.level=warn"},
-                     dir_.File("prometheus.log"));
+                  "      - targets: ['127.0.0.1:" +
+                      std::to_string(metrics_port) + "']\n");
+    process_.emplace(
+        std::vector<std::string>{kProgram, "--config.file=" + dir_.File("prometheus.yml"),
+                                 "--storage.tsdb.path=" + dir_.File("data"),
+                                 "--web.listen-address=127.0.0.1:" + std::to_string(web_port_),
+                                 "--log.level=warn"},
+        dir_.File("prometheus.log"));
   }
 
   bool started() const { return process_->pid() > 0; }
@@ -333,8 +355,8 @@ TEST(LifecycleTest, HistogramsResolveGpuLatencies) {
         Expected{"sinkserve_time_per_output_token_seconds", 0.002, 0.0025, 0.002396},
         Expected{"sinkserve_time_to_first_token_seconds", 0.015, 0.02, 0.01794},
         Expected{"sinkserve_request_queue_time_seconds", 0.001, 0.0025, 0.001892}}) {
-    const nlohmann::json answer = prometheus.Query(absl::StrCat(
-        "histogram_quantile(0.99, sum by (le) (", expected.histogram, "_bucket))"));
+    const nlohmann::json answer = prometheus.Query(
+        absl::StrCat("histogram_quantile(0.99, sum by (le) (", expected.histogram, "_bucket))"));
     ASSERT_EQ(answer["status"], "success") << answer;
     ASSERT_FALSE(answer["data"]["result"].empty()) << expected.histogram;
     const double p99 = std::stod(answer["data"]["result"][0]["value"][1].get<std::string>());

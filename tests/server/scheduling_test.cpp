@@ -112,7 +112,8 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   EXPECT_GE(stats.max_batch_rows, 2u);
   const std::string metrics = Metrics(server);
   const double steps = MetricValue(metrics, "sinkserve_batch_rows_count{model_name=\"demo\"}");
-  const double single_row_steps = MetricValue(metrics, "sinkserve_batch_rows_bucket{model_name=\"demo\",le=\"1\"}");
+  const double single_row_steps =
+      MetricValue(metrics, "sinkserve_batch_rows_bucket{model_name=\"demo\",le=\"1\"}");
   EXPECT_GT(steps, single_row_steps) << "no batched step with more than one row";
   std::printf("[ measured ] demo model, 1 thread: 1 stream %.0f tok/s; %d streams %.0f tok/s "
               "aggregate (mean TTFT %.1f ms); largest batch %llu rows, %.2f rows per step\n",
@@ -154,7 +155,9 @@ TEST(SchedulingTest, CancelFreesTheSlot) {
   EXPECT_TRUE(WaitFor([&] {
     return MetricValue(Metrics(server), "sinkserve_num_requests_running{model_name=\"demo\"}") == 0;
   }));
-  EXPECT_GE(MetricValue(Metrics(server), "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"cancelled\"}"),
+  EXPECT_GE(MetricValue(
+                Metrics(server),
+                "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"cancelled\"}"),
             1);
 }
 
@@ -257,9 +260,11 @@ TEST(SessionLimitsTest, IdleSessionsExpire) {
   const v1::Session session = CreateSession(server);
   v1::Session got;
   ASSERT_TRUE(GetSession(server, session.session_id(), &got).ok());
-  EXPECT_TRUE(WaitFor([&] {
-    return MetricValue(Metrics(server), "sinkserve_sessions_active{model_name=\"demo\"}") == 0;
-  }, std::chrono::seconds(5)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return MetricValue(Metrics(server), "sinkserve_sessions_active{model_name=\"demo\"}") == 0;
+      },
+      std::chrono::seconds(5)));
   const grpc::Status status = GetSession(server, session.session_id(), &got);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find("expired"), std::string::npos) << status.error_message();
@@ -317,7 +322,8 @@ TEST(SessionLimitsTest, CacheMemoryLimitEvictsThenRefuses) {
   const grpc::Status status = server.stub().CreateSession(&context, dense, &refused);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(status.error_message().rfind("cache_policy:", 0), 0u) << status.error_message();
-  EXPECT_GT(MetricValue(Metrics(server), "sinkserve_kv_cache_usage_ratio{model_name=\"demo\"}"), 0.5);
+  EXPECT_GT(MetricValue(Metrics(server), "sinkserve_kv_cache_usage_ratio{model_name=\"demo\"}"),
+            0.5);
 }
 
 }  // namespace

@@ -122,7 +122,10 @@ TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
   // Health needs no token (probes).
   EXPECT_EQ(Health(server.channel()), HealthStatus::SERVING);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{model_name=\"demo\",code=\"UNAUTHENTICATED\",rpc=\"GetModelInfo\"}"), 3);
+  EXPECT_EQ(MetricValue(metrics,
+                        "sinkserve_requests_total{model_name=\"demo\",code=\"UNAUTHENTICATED\",rpc="
+                        "\"GetModelInfo\"}"),
+            3);
 }
 
 TEST(SecurityTest, MessagesOverTheLimitAreRefused) {

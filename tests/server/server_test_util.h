@@ -34,8 +34,9 @@ namespace v1 = ::sinkserve::v1;
 inline void MakeCertificate(const TempDir& dir) {
   const std::string command =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" + dir.File("key.pem") +
-      "' -out '" + dir.File("cert.pem") + "' 2>'" + dir.File("openssl.log") + "'";
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" +
+      dir.File("key.pem") + "' -out '" + dir.File("cert.pem") + "' 2>'" + dir.File("openssl.log") +
+      "'";
   ASSERT_EQ(std::system(command.c_str()), 0) << ReadTextFile(dir.File("openssl.log"));
 }
 

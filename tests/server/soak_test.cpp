@@ -266,7 +266,8 @@ TEST(SoakTest, MixedLoadAtSaturation) {
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
   while (elapsed() < seconds) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    const double kv = MetricValue(HttpGet(metrics_port, "/metrics"), "sinkserve_kv_cache_bytes{model_name=\"demo\"}");
+    const double kv = MetricValue(HttpGet(metrics_port, "/metrics"),
+                                  "sinkserve_kv_cache_bytes{model_name=\"demo\"}");
     samples.push_back({elapsed(), RssBytes(), kv});
     EXPECT_LE(kv, static_cast<double>(options.scheduler.session_limits.max_cache_bytes));
   }

@@ -24,8 +24,8 @@ namespace sinkserve {
 namespace {
 
 using Json = nlohmann::json;
-using ::sinkserve::testing::FixturePath;
 using ::sinkserve::testing::DataPath;
+using ::sinkserve::testing::FixturePath;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -542,8 +542,7 @@ TEST(ByteLevelDemoTest, BytesRoundTrip) {
 // Concurrency: the pre-token cache is shared.
 
 TEST_F(PythiaTokenizerTest, ConcurrentEncodesAgree) {
-  const std::string wiki =
-      ReadFile(DataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
+  const std::string wiki = ReadFile(DataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
   std::vector<int32_t> results[2];
   std::thread threads[2];
   for (int t = 0; t < 2; ++t) {
