@@ -1,7 +1,8 @@
 # sinkserve image: the gRPC server (default command: serve the built-in demo model on :50051,
-# metrics on :9464) and the offline subcommands. Two stages: build (compilers, -dev packages,
-# and the CUDA toolkit when BASE_IMAGE has one) → runtime (the server and the shared libraries it
-# loads, nothing else).
+# metrics on :9464), the offline subcommands, and the load generator sinkserve-bench (to measure
+# a deployment from inside its network). Two stages: build (compilers, -dev packages, and the
+# CUDA toolkit when BASE_IMAGE has one) → runtime (the programs and the shared libraries they
+# load, nothing else).
 #
 # CPU-only image (the defaults; tests/deploy/image_test.sh builds it with podman):
 #   docker build -t sinkserve:cpu .
@@ -17,6 +18,10 @@
 #   docker run --rm --gpus all -p 50051:50051 -p 9464:9464 -v "$PWD/models:/models:ro" \
 #     sinkserve:cuda serve --model /models/pythia-160m --backend cuda
 #   docker run --rm sinkserve:cpu generate --prompt "Hello"
+#   docker run --rm --entrypoint sinkserve-bench sinkserve:cpu load --target HOST:50051 ...
+# Under TLS (serve --tls-cert/--tls-key), mount the CA and tell the HEALTHCHECK where it is:
+#   -e SINKSERVE_TLS_CA=/certs/ca.pem, and -e SINKSERVE_TLS_SERVER_NAME=<the certificate's
+#   name> unless the certificate names 127.0.0.1.
 ARG BASE_IMAGE=debian:bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
@@ -28,8 +33,9 @@ RUN scripts/install-deps.sh build && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DSINKSERVE_BUILD_TESTS=OFF -DSINKSERVE_BUILD_BENCHMARKS=OFF \
- && cmake --build /build --target sinkserve \
- && scripts/runtime-packages.sh /build/server/sinkserve > /build/runtime-packages
+ && cmake --build /build --target sinkserve sinkserve-bench \
+ && scripts/runtime-packages.sh /build/server/sinkserve /build/client/sinkserve-bench \
+      > /build/runtime-packages
 
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /build/runtime-packages /tmp/runtime-packages
@@ -39,13 +45,15 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sinkserve \
  && mkdir -p /models
-COPY --from=build /build/server/sinkserve /usr/local/bin/sinkserve
+COPY --from=build /build/server/sinkserve /build/client/sinkserve-bench /usr/local/bin/
 USER 10001:10001
 # Checkpoints (read-only is enough): --model /models/<name>.
 VOLUME /models
 # 50051: gRPC (sinkserve.v1, grpc.health.v1, reflection); 9464: Prometheus /metrics.
 EXPOSE 50051 9464
 # The model loads after the ports bind (health NOT_SERVING until then): allow for a large one.
+# Plaintext by default; under TLS `sinkserve health` reads SINKSERVE_TLS_CA (and
+# SINKSERVE_TLS_SERVER_NAME) from the environment.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/usr/local/bin/sinkserve", "health", "--address", "127.0.0.1:50051"]
 # SIGTERM drains (health NOT_SERVING, in-flight requests get --grace-period-s, 20 s); give

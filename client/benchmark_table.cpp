@@ -24,7 +24,7 @@ absl::StatusOr<double> TextPerplexity(Connection& connection, const Tokenizer& t
   if (!ids.ok()) return ids.status();
   cli::ProgressBar progress(label, static_cast<int64_t>(ids->size()));
   absl::StatusOr<PerplexityResult> result =
-      ScorePerplexity(*connection.stub, *ids, options.chunk_tokens, std::nullopt,
+      ScorePerplexity(connection, *ids, options.chunk_tokens, std::nullopt,
                       [&](int64_t scored, int64_t) { progress.Update(scored); });
   progress.Finish();
   if (!result.ok()) return result.status();
@@ -65,7 +65,7 @@ absl::StatusOr<TableRow> MeasureRow(const std::string& name, Connection& connect
   load.concurrency = 1;
   load.conversations = 1;
   load.max_new_tokens = 8;
-  if (LoadResult warm = RunLoad(*connection.stub, *prompts, load); !warm.aborted.empty()) {
+  if (LoadResult warm = RunLoad(connection, *prompts, load); !warm.aborted.empty()) {
     return absl::UnavailableError(warm.aborted);
   }
   absl::StatusOr<MetricsSnapshot> before = ScrapeMetrics(metrics_host, metrics_port);
@@ -74,7 +74,7 @@ absl::StatusOr<TableRow> MeasureRow(const std::string& name, Connection& connect
   load.max_new_tokens = options.max_new_tokens;
   cli::ProgressBar progress(name + ": generation", options.generation_requests, "req");
   const LoadResult generation =
-      RunLoad(*connection.stub, *prompts, load, [&](const LoadResult& so_far, double) {
+      RunLoad(connection, *prompts, load, [&](const LoadResult& so_far, double) {
         progress.Update(static_cast<int64_t>(so_far.records.size()));
       });
   progress.Finish();

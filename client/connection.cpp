@@ -12,14 +12,26 @@ absl::Status FromGrpc(const grpc::Status& status, const std::string& context) {
                       absl::StrCat(context, ": ", status.error_message()));
 }
 
-absl::StatusOr<Connection> Connect(const std::string& address, std::chrono::milliseconds wait) {
+void Connection::Prepare(grpc::ClientContext& context, const std::string& session_id) const {
+  if (!authorization.empty()) context.AddMetadata("authorization", authorization);
+  if (!session_id.empty()) context.AddMetadata(kSessionIdMetadata, session_id);
+}
+
+absl::StatusOr<Connection> Connect(const std::string& address, const ClientSecurity& security,
+                                   std::chrono::milliseconds wait) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = security.Channel(address);
+  if (!channel.ok()) return channel.status();
+  absl::StatusOr<std::string> authorization = security.Authorization();
+  if (!authorization.ok()) return authorization.status();
   Connection connection;
   connection.address = address;
-  connection.channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  connection.authorization = *authorization;
+  connection.channel = *std::move(channel);
   connection.stub = v1::Sinkserve::NewStub(connection.channel);
   const auto give_up = std::chrono::steady_clock::now() + wait;
   while (true) {
     grpc::ClientContext context;
+    connection.Prepare(context);
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     const grpc::Status status =
         connection.stub->GetModelInfo(&context, v1::GetModelInfoRequest(), &connection.model);

@@ -32,6 +32,8 @@ int RunLoadCommand(int argc, char** argv) {
                    "printed) when the server becomes unavailable.",
                    kProgram);
   flags.Add("target", &target, "server address host:port");
+  ClientSecurity security;
+  security.AddTo(flags);
   flags.Add("concurrency", &concurrency,
             "closed loop: conversations in flight at once (ignored with --rate)");
   flags.Add("rate", &rate,
@@ -66,7 +68,13 @@ int RunLoadCommand(int argc, char** argv) {
   flags.Add("slo", &slo_text,
             "TTFT_MS,TPOT_MS: also report goodput, the rate of requests meeting both");
   flags.Add("request-timeout-s", &request_timeout_s, "gRPC deadline of each request");
-  flags.Add("json", &json_path, "write the results as JSON to this file (- = stdout)");
+  flags.Add("json", &json_path,
+            "write the results as JSON to this file (- = stdout), with the run's date, "
+            "target, arguments and the server's GetModelInfo");
+  bool save_detailed = false;
+  flags.Add("save-detailed", &save_detailed,
+            "with --json: also each request's input/output token counts, TTFT, ITLs and error "
+            "(vLLM's input_lens, output_lens, ttfts, itls; seconds)");
   flags.Add("csv", &csv_path, "write the results as CSV (header + one row) to this file (- = stdout)");
   if (int exit = cli::ParseFlagsOrExit(flags, argc, argv); exit >= 0) return exit;
   absl::StatusOr<std::optional<Slo>> slo = ParseSlo(slo_text);
@@ -86,7 +94,7 @@ int RunLoadCommand(int argc, char** argv) {
   }
   if (requests == 0 && duration_s == 0) requests = 32;
 
-  absl::StatusOr<Connection> connection = Connect(target);
+  absl::StatusOr<Connection> connection = Connect(target, security);
   if (!connection.ok()) return cli::Fail(connection.status());
   absl::StatusOr<PromptSource> prompts = [&]() -> absl::StatusOr<PromptSource> {
     if (prompt_files.empty()) {
@@ -129,7 +137,7 @@ int RunLoadCommand(int argc, char** argv) {
     warm.conversations = static_cast<int>(warmup);
     warm.duration_s = 0;
     warm.turns = 1;
-    const LoadResult warm_result = RunLoad(*connection->stub, *prompts, warm);
+    const LoadResult warm_result = RunLoad(*connection, *prompts, warm);
     if (!warm_result.aborted.empty()) return cli::Fail(absl::UnavailableError(warm_result.aborted));
   }
 
@@ -138,8 +146,8 @@ int RunLoadCommand(int argc, char** argv) {
   cli::ProgressBar progress(by_requests ? "load" : "load (s)",
                             by_requests ? requests * turns : static_cast<int64_t>(duration_s),
                             by_requests ? "req" : "s");
-  const LoadResult result = RunLoad(
-      *connection->stub, *prompts, options, [&](const LoadResult& so_far, double elapsed) {
+  const LoadResult result =
+      RunLoad(*connection, *prompts, options, [&](const LoadResult& so_far, double elapsed) {
         progress.Update(by_requests ? static_cast<int64_t>(so_far.records.size())
                                     : static_cast<int64_t>(elapsed));
       });
@@ -148,8 +156,11 @@ int RunLoadCommand(int argc, char** argv) {
   const LoadReport report = MakeReport(result, *slo);
   std::fputs(FormatTable(report, absl::StrCat("sinkserve-bench load: ", target)).c_str(), stdout);
   std::fflush(stdout);  // the report before any error line on stderr
-  for (const auto& [path, text] : {std::pair{json_path, FormatJson(report)},
-                                   std::pair{csv_path, FormatCsv(report)}}) {
+  RunInfo run{UtcDate(), target, {kProgram, "load"}, connection->model};
+  run.arguments.insert(run.arguments.end(), argv, argv + argc);
+  const std::string json = FormatJson(report, run, save_detailed ? &result : nullptr);
+  for (const auto& [path, text] :
+       {std::pair{json_path, json}, std::pair{csv_path, FormatCsv(report)}}) {
     if (path.empty()) continue;
     if (absl::Status status = WriteOutput(path, text); !status.ok()) return cli::Fail(status);
   }

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace sinkserve::bench {
 namespace {
@@ -17,7 +18,16 @@ double Milliseconds(Clock::duration duration) {
   return std::chrono::duration<double, std::milli>(duration).count();
 }
 
-// A conversation between turns: which one, which turn comes next, its session.
+// 64 random bits in hex, not from the run's seed: two runs with one seed on one server must
+// not name their sessions alike.
+std::string RandomRunId() {
+  std::random_device device;
+  return absl::StrFormat("%08x%08x", device(), device());
+}
+
+// A conversation between turns: which one, which turn comes next, its session ("" for one
+// request). The client names the session: every call sends the id as x-session-id metadata, so
+// nginx's affinity keeps the conversation on one replica, where the first turn creates it.
 struct Conversation {
   int id = 0;
   int turn = 0;
@@ -70,9 +80,10 @@ class Mailbox {
 // One Generate stream. Reactions never block: they time the messages and post the record.
 class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
-  GenerateCall(Mailbox& mailbox, Conversation conversation, v1::GenerateRequest request,
-               double timeout_s, Clock::time_point run_start)
+  GenerateCall(const Connection& connection, Mailbox& mailbox, Conversation conversation,
+               v1::GenerateRequest request, double timeout_s, Clock::time_point run_start)
       : mailbox_(mailbox), conversation_(std::move(conversation)), request_(std::move(request)) {
+    connection.Prepare(context_, conversation_.session_id);
     sent_ = Clock::now();
     // gRPC deadlines are system_clock time points.
     context_.set_deadline(std::chrono::system_clock::now() +
@@ -136,7 +147,7 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateResponse> 
 
 // Closes a conversation's session when it ends, so that sessions do not pile up on the server
 // until their TTL. Asynchronous: the driver never waits on the server's scheduler.
-void CloseSession(v1::Sinkserve::Stub& stub, Mailbox& mailbox, const std::string& session_id) {
+void CloseSession(const Connection& connection, Mailbox& mailbox, const std::string& session_id) {
   struct Call {
     grpc::ClientContext context;
     v1::CloseSessionRequest request;
@@ -144,21 +155,26 @@ void CloseSession(v1::Sinkserve::Stub& stub, Mailbox& mailbox, const std::string
   };
   auto* call = new Call;
   call->request.set_session_id(session_id);
+  connection.Prepare(call->context, session_id);
   call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   mailbox.CloseStarted();
-  stub.async()->CloseSession(&call->context, &call->request, &call->response,
-                             [call, &mailbox](const grpc::Status&) {
-                               delete call;
-                               mailbox.CloseDone();
-                             });
+  connection.stub->async()->CloseSession(&call->context, &call->request, &call->response,
+                                         [call, &mailbox](const grpc::Status&) {
+                                           delete call;
+                                           mailbox.CloseDone();
+                                         });
 }
 
 class Driver {
  public:
-  Driver(v1::Sinkserve::Stub& stub, PromptSource& prompts, const LoadOptions& options,
+  Driver(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
          const ProgressCallback& progress)
-      : stub_(stub), prompts_(prompts), options_(options), progress_(progress),
-        random_(options.seed) {}
+      : connection_(connection),
+        prompts_(prompts),
+        options_(options),
+        progress_(progress),
+        random_(options.seed),
+        run_id_(RandomRunId()) {}
 
   LoadResult Run() {
     const bool open_loop = options_.rate > 0;
@@ -206,6 +222,9 @@ class Driver {
     ++conversations_in_flight_;
     Conversation conversation;
     conversation.id = conversations_started_ - 1;
+    if (options_.turns > 1) {
+      conversation.session_id = absl::StrCat("bench-", run_id_, "-", conversation.id);
+    }
     StartTurn(std::move(conversation));
   }
 
@@ -216,15 +235,15 @@ class Driver {
     request.set_ignore_eos(options_.ignore_eos);
     request.mutable_sampling()->set_temperature(static_cast<float>(options_.temperature));
     if (options_.temperature > 0) request.mutable_sampling()->set_seed(random_());
-    if (conversation.session_id.empty()) {
+    if (conversation.turn == 0) {
       if (options_.cache_policy) *request.mutable_cache_policy() = *options_.cache_policy;
-      request.set_keep_session(options_.turns > 1);
+      request.set_keep_session(!conversation.session_id.empty());
     } else {
       request.set_session_id(conversation.session_id);
     }
-    auto* call = new GenerateCall(mailbox_, std::move(conversation), std::move(request),
-                                  options_.request_timeout_s, start_);
-    call->Start(stub_);
+    auto* call = new GenerateCall(connection_, mailbox_, std::move(conversation),
+                                  std::move(request), options_.request_timeout_s, start_);
+    call->Start(*connection_.stub);
   }
 
   void OnFinished(Finished finished) {
@@ -246,17 +265,18 @@ class Driver {
       return;
     }
     if (!conversation.session_id.empty() && result_.aborted.empty()) {
-      CloseSession(stub_, mailbox_, conversation.session_id);
+      CloseSession(connection_, mailbox_, conversation.session_id);
     }
     --conversations_in_flight_;
     if (options_.rate <= 0 && MayStartConversation()) StartConversation();
   }
 
-  v1::Sinkserve::Stub& stub_;
+  const Connection& connection_;
   PromptSource& prompts_;
   const LoadOptions& options_;
   const ProgressCallback& progress_;
   std::mt19937_64 random_;
+  const std::string run_id_;  // random: names this run's sessions apart from any other run's
   Mailbox mailbox_;
   Clock::time_point start_;
   int conversations_started_ = 0;
@@ -267,9 +287,9 @@ class Driver {
 
 }  // namespace
 
-LoadResult RunLoad(v1::Sinkserve::Stub& stub, PromptSource& prompts, const LoadOptions& options,
+LoadResult RunLoad(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
                    const ProgressCallback& progress) {
-  return Driver(stub, prompts, options, progress).Run();
+  return Driver(connection, prompts, options, progress).Run();
 }
 
 }  // namespace sinkserve::bench

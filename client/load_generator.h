@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "client/connection.h"
 #include "client/prompt_source.h"
 #include "sinkserve/v1/sinkserve.grpc.pb.h"
 
@@ -29,7 +30,8 @@ struct LoadOptions {
   int conversations = 0;
   double duration_s = 0;
   // Generate requests per conversation: the first keeps its stream as a session, the next
-  // ones continue it with a new prompt each (multi-turn chat on a streaming cache).
+  // ones continue it with a new prompt each (multi-turn chat on a streaming cache). Each
+  // session is named by the client, "bench-<run>-<conversation>", sent as x-session-id.
   int turns = 1;
   int max_new_tokens = 128;
   // Sampling: 0 = greedy. ignore_eos keeps every output at max_new_tokens tokens.
@@ -73,7 +75,7 @@ struct LoadResult {
 using ProgressCallback = std::function<void(const LoadResult& so_far, double elapsed_s)>;
 
 // Runs the load. Returns when every started request has finished.
-LoadResult RunLoad(v1::Sinkserve::Stub& stub, PromptSource& prompts, const LoadOptions& options,
+LoadResult RunLoad(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
                    const ProgressCallback& progress = nullptr);
 
 }  // namespace sinkserve::bench

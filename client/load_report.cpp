@@ -1,6 +1,9 @@
 #include "client/load_report.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <cstdio>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -128,11 +131,49 @@ std::vector<std::pair<std::string, double>> ReportFields(const LoadReport& repor
   return fields;
 }
 
-std::string FormatJson(const LoadReport& report) {
+std::string UtcDate() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y%m%d-%H%M%S", &utc);
+  return text;
+}
+
+std::string FormatJson(const LoadReport& report, const RunInfo& run, const LoadResult* detailed) {
   nlohmann::ordered_json json;
+  json["date"] = run.date;
+  json["target"] = run.target;
+  json["arguments"] = run.arguments;
+  json["server_version"] = run.model.server_version();
+  std::string model;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(run.model, &model, print);
+  json["model"] = nlohmann::ordered_json::parse(model);
   for (const auto& [name, value] : ReportFields(report)) json[name] = value;
   json["errors"] = report.errors;
   json["aborted"] = report.aborted;
+  if (detailed != nullptr) {
+    nlohmann::ordered_json input_lens = nlohmann::ordered_json::array(), output_lens = input_lens,
+                           ttfts = input_lens, itls = input_lens, errors = input_lens;
+    for (const RequestRecord& record : detailed->records) {
+      input_lens.push_back(record.prompt_tokens);
+      output_lens.push_back(record.output_tokens);
+      ttfts.push_back(record.ttft_ms / 1e3);
+      nlohmann::ordered_json gaps = nlohmann::ordered_json::array();
+      for (double itl : record.itl_ms) gaps.push_back(itl / 1e3);
+      itls.push_back(gaps);
+      errors.push_back(record.code == grpc::StatusCode::OK
+                           ? std::string()
+                           : absl::StrCat(StatusCodeName(record.code), ": ", record.error));
+    }
+    json["input_lens"] = input_lens;
+    json["output_lens"] = output_lens;
+    json["ttfts"] = ttfts;
+    json["itls"] = itls;
+    json["request_errors"] = errors;
+  }
   return json.dump(2) + "\n";
 }
 

@@ -46,8 +46,24 @@ LoadReport MakeReport(const LoadResult& result, const std::optional<Slo>& slo);
 // JSON object and the CSV row.
 std::vector<std::pair<std::string, double>> ReportFields(const LoadReport& report);
 
+// What ran, at the top of the JSON (as vLLM's bench serve writes date, model and the like).
+struct RunInfo {
+  std::string date;                    // UTC, as vLLM writes it: "20261205-071500"
+  std::string target;                  // host:port
+  std::vector<std::string> arguments;  // the command line
+  v1::ModelInfo model;                 // GetModelInfo
+};
+
+// Now in RunInfo::date's format.
+std::string UtcDate();
+
 std::string FormatTable(const LoadReport& report, const std::string& title);
-std::string FormatJson(const LoadReport& report);  // one object
+// One object: `run`, then the report's fields. With `detailed` (--save-detailed), also one
+// entry per request in completion order, under vLLM's names and units: input_lens,
+// output_lens, ttfts (s), itls (s, a list per request), and request_errors ("" when OK; vLLM's
+// "errors", renamed as that key holds the counts by status code here).
+std::string FormatJson(const LoadReport& report, const RunInfo& run,
+                       const LoadResult* detailed = nullptr);
 std::string FormatCsv(const LoadReport& report);    // a header line and one row
 
 // "UNAVAILABLE", "DEADLINE_EXCEEDED", ...

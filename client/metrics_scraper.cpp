@@ -12,6 +12,32 @@
 
 namespace sinkserve::bench {
 
+namespace {
+
+// `series` without its model_name label: a server serves one model, so within one scrape the
+// label names nothing (`x{model_name="m"}` -> `x`, `x{a="1",model_name="m"}` -> `x{a="1"}`).
+std::string WithoutModelName(std::string series) {
+  const size_t label = series.find("model_name=\"");
+  if (label == std::string::npos || (series[label - 1] != '{' && series[label - 1] != ',')) {
+    return series;
+  }
+  size_t end = series.find('"', label + 12);
+  while (end != std::string::npos && series[end - 1] == '\\') end = series.find('"', end + 1);
+  if (end == std::string::npos) return series;
+  size_t begin = label;
+  ++end;
+  if (series[end] == ',') {
+    ++end;  // the comma after it
+  } else if (series[begin - 1] == ',') {
+    --begin;  // the comma before it
+  }
+  series.erase(begin, end - begin);
+  if (series.ends_with("{}")) series.resize(series.size() - 2);
+  return series;
+}
+
+}  // namespace
+
 MetricsSnapshot MetricsSnapshot::Parse(const std::string& exposition) {
   MetricsSnapshot snapshot;
   std::istringstream lines(exposition);
@@ -21,7 +47,8 @@ MetricsSnapshot MetricsSnapshot::Parse(const std::string& exposition) {
     const size_t brace = line.rfind('}');
     const size_t space = line.find(' ', brace == std::string::npos ? 0 : brace);
     if (space == std::string::npos) continue;
-    snapshot.values_[line.substr(0, space)] = std::strtod(line.c_str() + space + 1, nullptr);
+    snapshot.values_[WithoutModelName(line.substr(0, space))] =
+        std::strtod(line.c_str() + space + 1, nullptr);
   }
   return snapshot;
 }

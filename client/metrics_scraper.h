@@ -11,7 +11,8 @@ namespace sinkserve::bench {
 
 class MetricsSnapshot {
  public:
-  // Parses the text format: "name{label="v",...} value" lines; comments skipped.
+  // Parses the text format: "name{label="v",...} value" lines; comments skipped. The
+  // model_name label (one value per server) is left out of the series' keys.
   static MetricsSnapshot Parse(const std::string& exposition);
 
   // The value of a series spelled as exposed, e.g.

@@ -9,7 +9,7 @@
 namespace sinkserve::bench {
 
 absl::StatusOr<PerplexityResult> ScorePerplexity(
-    v1::Sinkserve::Stub& stub, const std::vector<int32_t>& token_ids, int chunk_tokens,
+    const Connection& connection, const std::vector<int32_t>& token_ids, int chunk_tokens,
     const std::optional<v1::CachePolicy>& policy,
     const std::function<void(int64_t, int64_t)>& progress) {
   const size_t chunk = chunk_tokens > 0 ? static_cast<size_t>(chunk_tokens) : token_ids.size();
@@ -27,7 +27,8 @@ absl::StatusOr<PerplexityResult> ScorePerplexity(
     for (size_t i = begin; i < end; ++i) request.add_token_ids(static_cast<uint32_t>(token_ids[i]));
     if (policy) *request.mutable_cache_policy() = *policy;
     grpc::ClientContext context;
-    auto reader = stub.Score(&context, request);
+    connection.Prepare(context);
+    auto reader = connection.stub->Score(&context, request);
     v1::ScoreResponse response;
     std::optional<v1::ScoreResult> chunk_result;
     while (reader->Read(&response)) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/connection.h"
 #include "sinkserve/v1/sinkserve.grpc.pb.h"
 
 namespace sinkserve::bench {
@@ -33,7 +34,7 @@ struct PerplexityResult {
 // Scores `token_ids`. `chunk_tokens` 0 = token by token over the whole text. `policy` unset =
 // the server's default. `progress(scored, total)` is called as the server reports progress.
 absl::StatusOr<PerplexityResult> ScorePerplexity(
-    v1::Sinkserve::Stub& stub, const std::vector<int32_t>& token_ids, int chunk_tokens,
+    const Connection& connection, const std::vector<int32_t>& token_ids, int chunk_tokens,
     const std::optional<v1::CachePolicy>& policy,
     const std::function<void(int64_t, int64_t)>& progress = nullptr);
 

@@ -23,6 +23,8 @@ int RunPplCommand(int argc, char** argv) {
                    "each its own Score request under the same cache policy.",
                    kProgram);
   flags.Add("target", &target, "server address host:port");
+  ClientSecurity security;
+  security.AddTo(flags);
   flags.Add("text-file", &text_file, "the text to score (required)");
   flags.Add("max-tokens", &max_tokens, "score only the first N tokens; 0 = all");
   flags.Add("chunk-protocol", &chunk_protocol,
@@ -41,7 +43,7 @@ int RunPplCommand(int argc, char** argv) {
                                      : "--max-tokens must be >= 0, --chunk-protocol 0 or >= 2");
     return cli::kExitUsage;
   }
-  absl::StatusOr<Connection> connection = Connect(target);
+  absl::StatusOr<Connection> connection = Connect(target, security);
   if (!connection.ok()) return cli::Fail(connection.status());
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       LoadTokenizer(tokenizer_path, connection->model);
@@ -50,9 +52,9 @@ int RunPplCommand(int argc, char** argv) {
   if (!ids.ok()) return cli::Fail(ids.status());
 
   cli::ProgressBar progress("scoring", static_cast<int64_t>(ids->size()));
-  absl::StatusOr<PerplexityResult> result = ScorePerplexity(
-      *connection->stub, *ids, static_cast<int>(chunk_protocol), *policy,
-      [&](int64_t scored, int64_t) { progress.Update(scored); });
+  absl::StatusOr<PerplexityResult> result =
+      ScorePerplexity(*connection, *ids, static_cast<int>(chunk_protocol), *policy,
+                      [&](int64_t scored, int64_t) { progress.Update(scored); });
   progress.Finish();
   if (!result.ok()) return cli::Fail(result.status());
   std::printf("%s: %lld tokens, %lld scored in %d request(s), %s: nll_mean %.4f, PPL %.4f "

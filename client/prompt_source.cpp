@@ -9,10 +9,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path
                                                          const v1::ModelInfo& model) {
   if (!path.empty()) return Tokenizer::FromFile(path);
   if (model.demo()) return Tokenizer::ByteLevelDemo();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--tokenizer FILE is needed to cut texts to token counts: the server runs \"",
-      model.model_name(), "\", pass its tokenizer.json (e.g. ../shared/data/tokenizer/tokenizer.json "
-      "for Pythia), or use random prompt ids"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--tokenizer FILE is needed to cut texts to token counts: the server runs \"",
+                   model.model_name(),
+                   "\", pass its tokenizer.json (e.g. the model directory's "
+                   "tokenizer.json), or use random prompt ids"));
 }
 
 absl::StatusOr<std::vector<int32_t>> TokenizeFiles(const Tokenizer& tokenizer,

@@ -9,6 +9,7 @@
 #include "client/benchmark_table.h"
 #include "client/command_common.h"
 #include "client/commands.h"
+#include "common/base/data_dir.h"
 #include "client/server_process.h"
 
 namespace sinkserve::bench {
@@ -56,7 +57,7 @@ absl::StatusOr<Connection> WaitUntilServing(ServerProcess& process, double timeo
                            std::chrono::duration<double>(timeout_s));
   const std::string address = absl::StrCat("127.0.0.1:", process.port());
   while (true) {
-    absl::StatusOr<Connection> connection = Connect(address, std::chrono::seconds(1));
+    absl::StatusOr<Connection> connection = Connect(address, {}, std::chrono::seconds(1));
     if (connection.ok()) return connection;
     if (std::optional<int> code = process.Exited()) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -75,10 +76,8 @@ absl::StatusOr<Connection> WaitUntilServing(ServerProcess& process, double timeo
 
 int RunTableCommand(int argc, char** argv) {
   std::vector<std::string> targets, spawns;
-  const std::string data = "../shared/data";
   TableOptions options;
-  std::vector<std::string> wiki = {data + "/wikitext-2-raw/wiki.test.raw"};
-  std::vector<std::string> book = {data + "/books/moby-dick.txt"};
+  std::vector<std::string> wiki, book;  // default: the evaluation data (client/data_dir.h)
   int64_t ppl_tokens = options.ppl_tokens, chunk_tokens = options.chunk_tokens,
           prompt_tokens = options.prompt_tokens, max_new_tokens = options.max_new_tokens,
           requests = options.generation_requests;
@@ -98,9 +97,11 @@ int RunTableCommand(int argc, char** argv) {
   flags.Add("spawn", &spawns,
             "NAME=COMMAND: a server command, e.g. \"NF4=build/server/sinkserve serve --model DIR "
             "--quant nf4 --double-quant\"; --host/--port/--metrics-port are appended");
-  flags.Add("wiki-file", &wiki, "WikiText-2 test text (repeatable; default ../shared/data/wikitext-2-raw/wiki.test.raw)");
+  flags.Add("wiki-file", &wiki,
+            "WikiText-2 test text (repeatable; default wikitext-2-raw/wiki.test.raw in "
+            "$SINKSERVE_DATA_DIR, else the repo's data/: scripts/fetch-data.sh)");
   flags.Add("book-file", &book,
-            "the book for the PG19 column (repeatable; default ../shared/data/books/moby-dick.txt, "
+            "the book for the PG19 column (repeatable; default books/moby-dick.txt there, "
             "a Gutenberg book: PG19 itself is not here)");
   flags.Add("tokenizer", &options.tokenizer_path,
             "the served model's tokenizer.json (not needed for the demo model)");
@@ -115,9 +116,13 @@ int RunTableCommand(int argc, char** argv) {
   flags.Add("json", &json_path, "also write the rows as JSON to this file (- = stdout)");
   flags.Add("markdown", &markdown_path, "also write the Markdown table to this file");
   if (int exit = cli::ParseFlagsOrExit(flags, argc, argv); exit >= 0) return exit;
-  // A repeatable flag given on the command line replaces its default rather than adding to it.
-  if (flags.was_set("wiki-file")) wiki.erase(wiki.begin());
-  if (flags.was_set("book-file")) book.erase(book.begin());
+  for (auto [texts, relative] : {std::pair{&wiki, "wikitext-2-raw/wiki.test.raw"},
+                                 std::pair{&book, "books/moby-dick.txt"}}) {
+    if (!texts->empty()) continue;
+    absl::StatusOr<std::string> path = DataFile(relative);
+    if (!path.ok()) return cli::Fail(path.status());
+    texts->push_back(*path);
+  }
   options.wiki_files = wiki;
   options.book_files = book;
   options.ppl_tokens = static_cast<int>(ppl_tokens);

@@ -18,6 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BELOW = {
     "common/base": set(),
     "common/cli": {"common/base"},
+    "common/client_security": {"common/cli"},
     "engine/tokenizer": {"common/base"},
     "engine/format": {"common/base"},
     "engine/backend": {"common/base"},
@@ -27,8 +28,8 @@ BELOW = {
                "engine/cuda", "common/base"},
     "engine/serving": {"engine"},
     "server": {"engine/serving", "proto"},
-    "server/cli": {"server", "common/cli"},
-    "client": {"proto", "common/cli", "engine/tokenizer"},
+    "server/cli": {"server", "common/cli", "common/client_security"},
+    "client": {"proto", "common/client_security", "engine/tokenizer"},
     "proto": set(),
 }
 # Third-party prefixes only the API layers may use.
@@ -71,7 +72,7 @@ def main():
                 continue
             folder = folder_of_file(path)
             allowed = closure(folder) | {folder}
-            api = folder in ("server", "server/cli", "client") or folder.startswith("server/")
+            api = folder in ("server", "server/cli", "client", "common/client_security")
             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
                 match = include.match(line)
                 if not match:

@@ -44,11 +44,14 @@ case "${1:-}" in
        "${BUILD_DIR:-build}"/tests/bench/cuda_decode_bench \
        "${BUILD_DIR:-build}"/tests/bench/cuda_kernels_bench \
        "${BUILD_DIR:-build}"/server/sinkserve "${BUILD_DIR:-build}"/client/sinkserve-bench gpu-bundle/
-    # The texts and tokenizer of the table (../shared is not on the GPU machine).
-    mkdir -p gpu-bundle/data/wikitext-2-raw gpu-bundle/data/books gpu-bundle/data/tokenizer
-    cp ../shared/data/wikitext-2-raw/wiki.test.raw gpu-bundle/data/wikitext-2-raw/
-    cp ../shared/data/books/moby-dick.txt gpu-bundle/data/books/
-    cp ../shared/data/tokenizer/tokenizer.json gpu-bundle/data/tokenizer/
+    # The texts and tokenizer of the table, from $SINKSERVE_DATA_DIR or data/
+    # (scripts/fetch-data.sh).
+    data=${SINKSERVE_DATA_DIR:-data}
+    for file in wikitext-2-raw/wiki.test.raw books/moby-dick.txt tokenizer/tokenizer.json; do
+      [[ -f $data/$file ]] || { echo "gpu-check: $data/$file missing: run scripts/fetch-data.sh" >&2; exit 1; }
+      mkdir -p "gpu-bundle/data/$(dirname "$file")"
+      cp "$data/$file" "gpu-bundle/data/$file"
+    done
     # Every shared library but glibc's and CUDA's (the GPU machine has its own CUDA 13).
     ldd gpu-bundle/cuda_* gpu-bundle/sinkserve gpu-bundle/sinkserve-bench | awk '/=> \// {print $3}' |
       sort -u | grep -v -E 'libcublas|libcuda|/libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|ld-linux' |
@@ -88,7 +91,7 @@ case "${1:-}" in
       timeout 180 python3 deploy/bench/random_pythia_checkpoint.py "$model" --size 2.8b \
         --device cuda --tokenizer gpu-bundle/data/tokenizer/tokenizer.json 2>&1 | tail -1
     BACKEND=cuda SINKSERVE=gpu-bundle/sinkserve SINKSERVE_BENCH=gpu-bundle/sinkserve-bench \
-      DATA=gpu-bundle/data timeout 420 deploy/bench/reproduce.sh "$model" "$out" \
+      SINKSERVE_DATA_DIR=gpu-bundle/data timeout 420 deploy/bench/reproduce.sh "$model" "$out" \
       --spawn-timeout-s 180 2>&1 | tail -20 || true
     ;;
   *)

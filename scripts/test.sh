@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine: install dependencies, build, run every test.
+# The evaluation data: $SINKSERVE_DATA_DIR, else data/ (scripts/fetch-data.sh).
 #   unit, model, e2e, server — the ctest suites (Release build); server runs the gRPC server on
 #                      loopback (overload, faults, security included), and a real Prometheus
 #   bench             — sinkserve-bench (load, ppl, table) against servers on loopback
+#   fresh clone       — the repository cloned to build/fresh-clone: its tokenizer_test fails
+#                      naming scripts/fetch-data.sh without the data, passes with it
 #   gpu               — the CUDA backend against the CPU (skipped without a GPU)
 #   deploy            — deploy/ (compose, Kubernetes, Prometheus rules, the Grafana dashboard's
 #                      queries) against real tools, and session affinity behind nginx
@@ -27,6 +30,7 @@ tests/deploy/setup_venv.sh build/deploy-venv
 labels='unit|model|e2e|server|bench|gpu|deploy'
 if [[ "${SINKSERVE_IMAGE_TEST:-0}" == 1 ]]; then labels+='|image'; fi
 (cd build && ctest --output-on-failure -L "$labels" -j "$(nproc)")
+scripts/fresh-clone-check.sh  # the data-dependent tests in a clone, without and with the data
 
 if [[ "${SKIP_SOAK:-0}" != 1 ]]; then
   cmake -S . -B build -DSINKSERVE_SOAK_SECONDS="${SOAK_SECONDS:-120}" > /dev/null

@@ -1,10 +1,6 @@
 #include "server/auth.h"
 
-#include <fstream>
 #include <string_view>
-
-#include "absl/strings/ascii.h"
-#include "absl/strings/str_cat.h"
 
 namespace sinkserve::server {
 namespace {
@@ -36,18 +32,6 @@ grpc::Status BearerToken::Check(const grpc::ServerContextBase& context) const {
                         "authorization: not the server's bearer token");
   }
   return grpc::Status::OK;
-}
-
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot read the auth token file"));
-  std::string line;
-  std::getline(file, line);
-  std::string token(absl::StripAsciiWhitespace(line));
-  if (token.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": the auth token file is empty"));
-  }
-  return token;
 }
 
 }  // namespace sinkserve::server

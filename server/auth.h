@@ -1,4 +1,5 @@
-// Bearer-token authentication of the sinkserve.v1 RPCs (`--auth-token`, `--auth-token-file`).
+// Bearer-token authentication of the sinkserve.v1 RPCs (`--auth-token`, `--auth-token-file`:
+// cli::ReadTokenFile).
 //
 // A client sends the metadata `authorization: Bearer <token>`; without it, or with another
 // token, the RPC ends UNAUTHENTICATED before its request is parsed. grpc.health.v1 and server
@@ -9,8 +10,6 @@
 #include <grpcpp/grpcpp.h>
 
 #include <string>
-
-#include "absl/status/statusor.h"
 
 namespace sinkserve::server {
 
@@ -25,9 +24,5 @@ class BearerToken {
  private:
   std::string token_;
 };
-
-// The token in `path`: its first line, surrounding whitespace removed. Errors name the file;
-// an empty token is refused (it would turn authentication off unnoticed).
-absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 }  // namespace sinkserve::server

@@ -2,7 +2,8 @@
 // the scheduler thread (as its SchedulerListener) and the RPC handlers, served by a
 // prometheus-cpp exposer on its own port (/metrics).
 //
-// Histogram buckets are vLLM's where a vLLM metric is analogous, so dashboards carry over.
+// Histogram buckets are vLLM's where a vLLM metric is analogous, so dashboards carry over, with
+// finer edges below for GPU speeds. Every series has a model_name label, as vLLM's do.
 // GPU memory gauges read 0 on the CPU backend (their HELP says so) until the CUDA backend
 // reports them.
 #pragma once
@@ -38,7 +39,8 @@ struct ModelLabels {
 
 class Metrics final : public SchedulerListener {
  public:
-  Metrics();
+  // `model_name` labels every series (vLLM's model_name): the served model's name.
+  explicit Metrics(const std::string& model_name);
   ~Metrics() override;
 
   // Serves /metrics on `bind_address` ("0.0.0.0:9464"; port 0 picks a free one).

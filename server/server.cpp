@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iterator>
@@ -40,8 +41,18 @@ absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& pat
 
 }  // namespace
 
+std::string ServedModelName(const ServerOptions& options) {
+  const std::string& path = options.model.path;
+  if (path.empty() || path == "demo") return "demo";
+  std::filesystem::path dir = std::filesystem::absolute(path).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "models/pythia-160m/"
+  return dir.filename().string();
+}
+
 Server::Server(ServerOptions options)
-    : options_(std::move(options)), service_(&metrics_, BearerToken(options_.auth_token)) {}
+    : options_(std::move(options)),
+      metrics_(ServedModelName(options_)),
+      service_(&metrics_, BearerToken(options_.auth_token)) {}
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Server::Credentials() const {
   if (options_.tls_cert_file.empty() != options_.tls_key_file.empty()) {

@@ -40,6 +40,10 @@ struct ServerOptions {
   int max_message_bytes = 4 << 20;  // largest request message the server accepts
 };
 
+// The name the server serves its model under (the model_name label of every metric): the model
+// directory's name, or "demo" for the built-in model.
+std::string ServedModelName(const ServerOptions& options);
+
 class Server {
  public:
   explicit Server(ServerOptions options);

@@ -4,6 +4,7 @@
 #include "server/convert.h"
 #include "server/logging.h"
 #include "server/request_parsing.h"
+#include "server/session_metadata.h"
 #include "server/status.h"
 #include "server/stream_reactor.h"
 
@@ -13,6 +14,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr char kLoading[] = "the model is loading; retry when health reports SERVING";
+
+// The session a GetSession or CloseSession names (field or x-session-id metadata), validated.
+absl::StatusOr<std::string> ValidSessionId(const grpc::ServerContextBase& context,
+                                           const ServingEngine& serving, const std::string& field) {
+  absl::StatusOr<std::string> id = CallSessionId(context, field);
+  if (!id.ok()) return id.status();
+  if (absl::Status valid = serving.validator->SessionId(*id); !valid.ok()) return valid;
+  return id;
+}
 
 double MillisSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
@@ -273,8 +283,21 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* SinkserveService::Generate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw) {
   return StartStream<v1::GenerateRequest, GenerateStream>(
       context, *raw, new GenerateReactor(metrics_),
-      [](const RequestValidator& validator, const v1::GenerateRequest& request) {
-        return validator.Generate(request);
+      [context](const RequestValidator& validator,
+                const v1::GenerateRequest& request) -> absl::StatusOr<GenerateSpec> {
+        absl::StatusOr<std::string> session_id = CallSessionId(*context, request.session_id());
+        if (!session_id.ok()) return session_id.status();
+        if (*session_id == request.session_id()) return validator.Generate(request);
+        // Named by the metadata alone: a new kept stream gets that id, else it is continued.
+        if (request.keep_session()) {
+          if (absl::Status valid = validator.SessionId(*session_id); !valid.ok()) return valid;
+          absl::StatusOr<GenerateSpec> spec = validator.Generate(request);
+          if (spec.ok()) spec->new_session_id = *session_id;
+          return spec;
+        }
+        v1::GenerateRequest named = request;
+        named.set_session_id(*session_id);
+        return validator.Generate(named);
       });
 }
 
@@ -333,7 +356,14 @@ grpc::ServerUnaryReactor* SinkserveService::CreateSession(grpc::CallbackServerCo
     call.Finish(ToGrpcStatus(sampling.status()));
     return call.reactor;
   }
-  serving->scheduler->CreateSession(*policy, *sampling, call.SessionReply());
+  // The x-session-id metadata, when sent, names the new session.
+  const absl::StatusOr<std::string> id = CallSessionId(*context, "");
+  if (absl::Status valid = id->empty() ? absl::OkStatus() : serving->validator->SessionId(*id);
+      !valid.ok()) {
+    call.Finish(ToGrpcStatus(valid));
+    return call.reactor;
+  }
+  serving->scheduler->CreateSession(*policy, *sampling, call.SessionReply(), *id);
   return call.reactor;
 }
 
@@ -344,11 +374,12 @@ grpc::ServerUnaryReactor* SinkserveService::GetSession(grpc::CallbackServerConte
   v1::GetSessionRequest request;
   const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
-  if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
-    call.Finish(ToGrpcStatus(valid));
+  const absl::StatusOr<std::string> id = ValidSessionId(*context, *serving, request.session_id());
+  if (!id.ok()) {
+    call.Finish(ToGrpcStatus(id.status()));
     return call.reactor;
   }
-  serving->scheduler->GetSession(request.session_id(), call.SessionReply());
+  serving->scheduler->GetSession(*id, call.SessionReply());
   return call.reactor;
 }
 
@@ -374,11 +405,12 @@ grpc::ServerUnaryReactor* SinkserveService::CloseSession(grpc::CallbackServerCon
   v1::CloseSessionRequest request;
   const ServingEngine* serving = StartUnary(*context, call, *raw, &request);
   if (serving == nullptr) return call.reactor;
-  if (absl::Status valid = serving->validator->SessionId(request.session_id()); !valid.ok()) {
-    call.Finish(ToGrpcStatus(valid));
+  const absl::StatusOr<std::string> id = ValidSessionId(*context, *serving, request.session_id());
+  if (!id.ok()) {
+    call.Finish(ToGrpcStatus(id.status()));
     return call.reactor;
   }
-  serving->scheduler->CloseSession(request.session_id(), call.SessionReply());
+  serving->scheduler->CloseSession(*id, call.SessionReply());
   return call.reactor;
 }
 

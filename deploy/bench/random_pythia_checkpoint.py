@@ -4,13 +4,17 @@ model.safetensors in fp16, tokenizer.json) for benchmarks where no real weights 
 downloaded. Its text is noise and its perplexities are those of random weights.
 
     random_pythia_checkpoint.py OUT_DIR [--size 160m] [--device cpu]
-                                [--tokenizer ../shared/data/tokenizer/tokenizer.json]
+                                [--tokenizer FILE]
+
+--tokenizer defaults to tokenizer/tokenizer.json of $SINKSERVE_DATA_DIR, else of the repo's
+data/ (scripts/fetch-data.sh).
 
 --device cuda draws the weights on the GPU (seconds for 2.8b, against minutes on a CPU).
 
 Needs torch, transformers, safetensors (e.g. the fixture venv: /work/.venv-fixtures).
 """
 import argparse
+import os
 import shutil
 
 import torch
@@ -25,10 +29,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--size", default="160m", choices=sorted(SIZES))
-    parser.add_argument("--tokenizer", default="../shared/data/tokenizer/tokenizer.json")
+    data_dir = os.environ.get("SINKSERVE_DATA_DIR") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "data")
+    parser.add_argument("--tokenizer", default=os.path.join(data_dir, "tokenizer", "tokenizer.json"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="where to draw the weights (cpu, cuda)")
     args = parser.parse_args()
+    if not os.path.isfile(args.tokenizer):
+        parser.error(f"{args.tokenizer} not found: run scripts/fetch-data.sh, or set "
+                     "SINKSERVE_DATA_DIR or --tokenizer")
     layers, hidden, heads = SIZES[args.size]
     config = GPTNeoXConfig(vocab_size=50304, hidden_size=hidden, num_hidden_layers=layers,
                            num_attention_heads=heads, intermediate_size=4 * hidden,

@@ -8,13 +8,14 @@
 # MODEL_DIR: a Hugging Face GPT-NeoX checkpoint with tokenizer.json (e.g. pythia-2.8b).
 # OUT_DIR (default bench-results/): table.md, table.json and the servers' logs.
 # Environment: BACKEND (auto|cpu|cuda, default auto), SINK / WINDOW (default 4 / 256),
-# DATA (default ../shared/data), SINKSERVE / SINKSERVE_BENCH (the programs, default build/).
+# SINKSERVE_DATA_DIR (the texts; default the repo's data/, filled by scripts/fetch-data.sh),
+# SINKSERVE / SINKSERVE_BENCH (the programs, default build/).
 # The seed's protocol is the default: PPL over the first 1000 tokens in 512-token chunks,
 # greedy generation of 500 tokens after a 500-token prompt; override with extra flags, e.g.
 # `--max-new-tokens 128` for a quick run.
 set -euo pipefail
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 model=$(cd "$1" && pwd)
@@ -23,7 +24,6 @@ shift $(( $# >= 2 ? 2 : 1 ))
 root=$(cd "$(dirname "$0")/../.." && pwd)
 sinkserve=${SINKSERVE:-$root/build/server/sinkserve}
 bench=${SINKSERVE_BENCH:-$root/build/client/sinkserve-bench}
-data=${DATA:-$root/../shared/data}
 backend=${BACKEND:-auto}
 sink=${SINK:-4}
 window=${WINDOW:-256}
@@ -38,7 +38,5 @@ streaming="--sink $sink --window $window"
   --spawn "Streaming + Int8=$serve --quant int8 $streaming" \
   --spawn "Streaming + NF4=$serve --quant nf4 --double-quant $streaming" \
   --tokenizer "$model/tokenizer.json" \
-  --wiki-file "$data/wikitext-2-raw/wiki.test.raw" \
-  --book-file "$data/books/moby-dick.txt" \
   --log-dir "$out" --markdown "$out/table.md" --json "$out/table.json" "$@"
 echo "reproduce.sh: wrote $out/table.md and $out/table.json" >&2

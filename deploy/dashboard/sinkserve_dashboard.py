@@ -17,8 +17,9 @@ from grafana_foundation_sdk.models.dashboard import (
 
 # The provisioned datasource (deploy/compose/grafana/provisioning/datasources/prometheus.yml).
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
-# Every query selects the replicas picked in the `instance` variable.
-SELECTOR = 'job="sinkserve", instance=~"$instance"'
+# Every query selects the models and replicas picked in the `model_name` and `instance`
+# variables.
+SELECTOR = 'job="sinkserve", model_name=~"$model_name", instance=~"$instance"'
 RATE = "$__rate_interval"
 NOT_OK = 'code!="OK"'
 
@@ -98,8 +99,13 @@ def gauge_stat(title: str, expr: str, unit: str, description: str) -> stat.Panel
 
 
 def build() -> dashboard.Dashboard:
+    models = (dashboard.QueryVariable("model_name").label("model").datasource(DATASOURCE)
+              .query('label_values(sinkserve_model_info{job="sinkserve"}, model_name)')
+              .multi(True).include_all(True).all_value(".*")
+              .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     instances = (dashboard.QueryVariable("instance").label("replica").datasource(DATASOURCE)
-                 .query('label_values(sinkserve_model_info{job="sinkserve"}, instance)')
+                 .query('label_values(sinkserve_model_info{job="sinkserve", '
+                        'model_name=~"$model_name"}, instance)')
                  .multi(True).include_all(True).all_value(".*")
                  .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     by_instance = "{{instance}}"
@@ -108,6 +114,7 @@ def build() -> dashboard.Dashboard:
         .description("sinkserve replicas: latency, throughput, attention, memory, sessions, "
                      "queue and errors (DESIGN §7 metrics)")
         .refresh("10s").time("now-30m", "now").tooltip(DashboardCursorSync.CROSSHAIR)
+        .with_variable(models)
         .with_variable(instances)
         .with_row(dashboard.Row("Overview"))
         .with_panel(gauge_stat("Replicas serving", f"count(up{{{SELECTOR}}} == 1)", "none",

@@ -113,8 +113,9 @@ bool Scheduler::Post(std::function<void()> command) {
 }
 
 void Scheduler::CreateSession(std::optional<CachePolicy> policy,
-                              SamplingOverrides sampling_defaults, SessionCallback done) {
-  auto command = [this, policy, sampling_defaults, done] {
+                              SamplingOverrides sampling_defaults, SessionCallback done,
+                              std::string id) {
+  auto command = [this, policy, sampling_defaults, done, id] {
     CachePolicy resolved = policy.value_or(options_.default_policy);
     if (resolved.kind == CachePolicy::Kind::kCachePolicyDense &&
         resolved.dense_capacity_tokens == 0) {
@@ -122,7 +123,7 @@ void Scheduler::CreateSession(std::optional<CachePolicy> policy,
     }
     SessionOptions session_options{resolved, sampling_defaults.Resolve(),
                                    options_.history_limit_tokens};
-    absl::StatusOr<SessionEntry*> entry = sessions_.Create(session_options, sampling_defaults);
+    absl::StatusOr<SessionEntry*> entry = sessions_.Create(session_options, sampling_defaults, id);
     if (!entry.ok()) return done(entry.status());
     NoteIdle(**entry);
     done(sessions_.Info(**entry, SteadyClock::now()));
@@ -443,7 +444,8 @@ absl::Status Scheduler::StartGenerate(Job& job) {
     const SessionOptions session_options{policy, spec.sampling.Resolve(),
                                          options_.history_limit_tokens};
     if (spec.keep_session) {
-      absl::StatusOr<SessionEntry*> entry = sessions_.Create(session_options, SamplingOverrides{});
+      absl::StatusOr<SessionEntry*> entry =
+          sessions_.Create(session_options, SamplingOverrides{}, spec.new_session_id);
       if (!entry.ok()) return entry.status();
       (*entry)->busy = true;
       job.entry = *entry;

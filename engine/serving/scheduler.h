@@ -65,6 +65,7 @@ struct GenerateSpec {
   std::string request_id;
   std::string session_id;              // continue this session; "" = a new stream
   bool keep_session = false;           // keep a new stream as a session
+  std::string new_session_id;          // keep_session: its id; "" = a random one
   std::optional<CachePolicy> policy;   // of a new stream; unset = default_policy
   std::vector<int32_t> prompt;         // may be empty (see GenerateRequest in the proto)
   SamplingOverrides sampling;          // over the session's defaults
@@ -227,8 +228,9 @@ class Scheduler {
   // Session commands, run between steps; `done` is called exactly once, on the scheduler
   // thread (or the caller's when the scheduler has stopped), and must not block.
   using SessionCallback = std::function<void(absl::StatusOr<SessionInfo>)>;
+  // `id` names the new session ("" = a random id; ALREADY_EXISTS when taken).
   void CreateSession(std::optional<CachePolicy> policy, SamplingOverrides sampling_defaults,
-                     SessionCallback done);
+                     SessionCallback done, std::string id = "");
   void GetSession(std::string id, SessionCallback done);
   void ListSessions(std::function<void(std::vector<SessionInfo>)> done);
   // Cancels the session's running request (if any) first.

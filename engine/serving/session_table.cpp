@@ -63,7 +63,11 @@ std::string SessionTable::NewId() {
 }
 
 absl::StatusOr<SessionEntry*> SessionTable::Create(const SessionOptions& options,
-                                                   const SamplingOverrides& sampling_defaults) {
+                                                   const SamplingOverrides& sampling_defaults,
+                                                   const std::string& id) {
+  if (entries_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrCat("session_id: session ", id, " already exists"));
+  }
   while (entries_.size() >= limits_.max_sessions) {
     SessionEntry* victim = LeastRecentlyUsedIdle();
     if (victim == nullptr) {
@@ -79,9 +83,9 @@ absl::StatusOr<SessionEntry*> SessionTable::Create(const SessionOptions& options
   }
   absl::StatusOr<Session*> session = store_.Create(options);
   if (!session.ok()) return session.status();
-  const std::string id = NewId();
-  SessionEntry& entry = entries_[id];
-  entry.id = id;
+  const std::string chosen = id.empty() ? NewId() : id;
+  SessionEntry& entry = entries_[chosen];
+  entry.id = chosen;
   entry.session = *session;
   entry.sampling_defaults = sampling_defaults;
   entry.last_used = SteadyClock::now();

@@ -85,9 +85,11 @@ class SessionTable {
   SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits);
 
   // A new named session, evicting least-recently-used idle sessions to stay within the limits.
-  // RESOURCE_EXHAUSTED when every session that could make room is busy.
+  // RESOURCE_EXHAUSTED when every session that could make room is busy. Its id is `id` when
+  // given (the client's choice: ALREADY_EXISTS when taken), else a fresh random one.
   absl::StatusOr<SessionEntry*> Create(const SessionOptions& options,
-                                       const SamplingOverrides& sampling_defaults);
+                                       const SamplingOverrides& sampling_defaults,
+                                       const std::string& id = "");
   // NOT_FOUND saying whether `id` expired, was evicted, was closed, or never existed.
   absl::StatusOr<SessionEntry*> Find(const std::string& id);
   // Destroys a session (remembered as closed). The caller has stopped its requests.

@@ -287,13 +287,14 @@ const int kCompositionCount = {len(compositions)};
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(REPO, "engine", "tokenizer", "unicode_data.cpp"))
-    parser.add_argument("--shared-data", default=os.path.join(REPO, "..", "shared", "data"))
+    parser.add_argument("--data-dir", default=os.environ.get("SINKSERVE_DATA_DIR") or
+                        os.path.join(REPO, "data"))
     parser.add_argument("--samples", type=int, default=300000, help="random NFC check strings")
     args = parser.parse_args()
     cps = code_points()
     flags = measure_regex_classes(cps)
     measure_rust_regex_classes(cps, flags,
-                               os.path.join(args.shared_data, "tokenizer", "tokenizer.json"))
+                               os.path.join(args.data_dir, "tokenizer", "tokenizer.json"))
     decompositions, ranks, compositions = measure_nfc(cps)
     verify_nfc(cps, decompositions, ranks, compositions, args.samples)
     write_cpp(args.out, flags, decompositions, ranks, compositions)

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/cli/token_file.h"
 #include "server/auth.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
@@ -112,7 +113,7 @@ int RunServe(int argc, char** argv) {
       std::fprintf(stderr, "error: --auth-token and --auth-token-file exclude each other\n");
       return kExitUsage;
     }
-    absl::StatusOr<std::string> token = server::ReadTokenFile(auth_token_file);
+    absl::StatusOr<std::string> token = ReadTokenFile(auth_token_file);
     if (!token.ok()) return Fail(token.status());
     options.auth_token = *token;
   }

@@ -8,6 +8,7 @@
 // first request); "Warm" reuses one tokenizer (the steady state of a server).
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/base/data_dir.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode.h"
@@ -29,15 +31,25 @@ std::string ReadFile(const std::string& path) {
   return contents.str();
 }
 
+// The evaluation data file `relative` (client/data_dir.h); exits naming the fetch script if
+// missing.
+std::string DataPathOrExit(const std::string& relative) {
+  absl::StatusOr<std::string> path = DataFile(relative);
+  if (!path.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(path.status().message()).c_str());
+    std::exit(1);
+  }
+  return *path;
+}
+
 const std::string& WikiText() {
-  static const std::string* text = new std::string(
-      ReadFile(std::string(SINKSERVE_SHARED_DATA) + "/wikitext-2-raw/wiki.test.raw"));
+  static const std::string* text =
+      new std::string(ReadFile(DataPathOrExit("wikitext-2-raw/wiki.test.raw")));
   return *text;
 }
 
 std::unique_ptr<Tokenizer> LoadPythia() {
-  auto tokenizer =
-      Tokenizer::FromFile(std::string(SINKSERVE_SHARED_DATA) + "/tokenizer/tokenizer.json");
+  auto tokenizer = Tokenizer::FromFile(DataPathOrExit("tokenizer/tokenizer.json"));
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "%s\n", tokenizer.status().ToString().c_str());
     std::abort();

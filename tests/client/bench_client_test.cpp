@@ -5,10 +5,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <thread>
 
+#include "common/client_security/client_security.h"
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/load_generator.h"
@@ -84,10 +88,17 @@ TEST(Report, GoodputCountsRequestsWithinBothSlos) {
 TEST(Metrics, ParsesSeriesWithLabels) {
   const MetricsSnapshot snapshot = MetricsSnapshot::Parse(
       "# HELP x y\nsinkserve_attention_seconds_sum{phase=\"decode\"} 0.25\n"
-      "sinkserve_model_info{model=\"a b\"} 1\nsinkserve_weights_bytes 1.5e+06\n");
+      "sinkserve_model_info{model=\"a b\"} 1\nsinkserve_weights_bytes 1.5e+06\n"
+      "sinkserve_kv_cache_bytes{model_name=\"m\"} 7\n"
+      "sinkserve_requests_total{code=\"OK\",model_name=\"m\",rpc=\"Score\"} 3\n"
+      "sinkserve_batch_rows_bucket{model_name=\"m \\\"q\\\"\",le=\"1\"} 2\n");
   EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_attention_seconds_sum{phase=\"decode\"}"), 0.25);
   EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_model_info{model=\"a b\"}"), 1);
   EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_weights_bytes"), 1.5e6);
+  // The server's model_name label is left out of the keys.
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_kv_cache_bytes"), 7);
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_requests_total{code=\"OK\",rpc=\"Score\"}"), 3);
+  EXPECT_DOUBLE_EQ(snapshot.Value("sinkserve_batch_rows_bucket{le=\"1\"}"), 2);
   EXPECT_FALSE(snapshot.Has("absent"));
 }
 
@@ -105,7 +116,7 @@ TEST(Load, ClientTokenCountsEqualTheServers) {
   options.conversations = 5;
   options.turns = 2;
   options.max_new_tokens = 9;
-  const LoadResult result = RunLoad(*connection->stub, prompts, options);
+  const LoadResult result = RunLoad(*connection, prompts, options);
   ASSERT_TRUE(result.aborted.empty()) << result.aborted;
   ASSERT_EQ(result.records.size(), 10u);
   int64_t client_tokens = 0;
@@ -139,6 +150,88 @@ TEST(Load, ClientTokenCountsEqualTheServers) {
   }));
 }
 
+// The bench as a client of a deployed server: TLS (verified against the server's certificate)
+// and a bearer token, 3-turn conversations whose every request names the client's session id
+// as x-session-id metadata (the server takes it as the session's id), and the JSON's run
+// metadata and per-request details.
+TEST(Load, TlsAndTokenMultiTurnSessionsAndRunMetadata) {
+  testing::TempDir dir;
+  testing::MakeCertificate(dir);
+  server::ServerOptions options = testing::TestServerOptions();
+  options.tls_cert_file = dir.File("cert.pem");
+  options.tls_key_file = dir.File("key.pem");
+  options.auth_token = "token-" + std::to_string(testing::TestSeed());
+  testing::WriteTextFile(dir.File("token"), options.auth_token + "\n");
+  TestServer server(options);
+  const std::string target = "localhost:" + std::to_string(server.server().port());
+
+  ClientSecurity security;
+  security.tls_ca = dir.File("cert.pem");
+  security.auth_token_file = dir.File("token");
+  absl::StatusOr<Connection> connection = Connect(target, security);
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  PromptSource prompts = PromptSource::Random(connection->model.vocab_size(), 8, 1);
+  LoadOptions load;
+  load.concurrency = 2;
+  load.conversations = 3;
+  load.turns = 3;
+  load.max_new_tokens = 4;
+  const LoadResult result = RunLoad(*connection, prompts, load);
+  ASSERT_EQ(result.records.size(), 9u);
+  std::map<int, std::set<std::string>> sessions;  // conversation -> the session ids it saw
+  for (const RequestRecord& record : result.records) {
+    ASSERT_EQ(record.code, grpc::StatusCode::OK) << record.error;
+    ASSERT_TRUE(record.server_result.has_value());
+    sessions[record.conversation].insert(record.server_result->session().session_id());
+  }
+  ASSERT_EQ(sessions.size(), 3u);
+  for (const auto& [conversation, ids] : sessions) {
+    ASSERT_EQ(ids.size(), 1u) << "conversation " << conversation << " changed sessions";
+    EXPECT_EQ(ids.begin()->rfind("bench-", 0), 0u) << *ids.begin() << ": not the client's name";
+  }
+
+  // The command: refused without the token or without TLS, then the JSON with run metadata.
+  const std::filesystem::path json = TempPath("tls.json");
+  const std::vector<std::string> base = {"--target",        target,       "--requests",       "2",
+                                         "--turns",         "3",          "--max-new-tokens", "3",
+                                         "--prompt-tokens", "8",          "--warmup",         "0",
+                                         "--json",          json.string()};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), base.begin(), base.end());
+    return extra;
+  };
+  EXPECT_EQ(RunCommand(RunLoadCommand, with({"--tls-ca", dir.File("cert.pem")})), 1);
+  EXPECT_EQ(RunCommand(RunLoadCommand, with({"--auth-token-file", dir.File("token")})), 1);
+  ASSERT_EQ(RunCommand(RunLoadCommand, with({"--tls-ca", dir.File("cert.pem"), "--auth-token-file",
+                                             dir.File("token"), "--save-detailed"})),
+            0);
+  const nlohmann::json report = nlohmann::json::parse(ReadAll(json));
+  EXPECT_EQ(report["completed"], 6);
+  EXPECT_TRUE(report["errors"].empty()) << report["errors"];
+  const std::string date = report["date"];
+  EXPECT_EQ(date.size(), 15u) << date;  // 20261205-071500
+  EXPECT_EQ(date[8], '-') << date;
+  EXPECT_EQ(report["target"], target);
+  EXPECT_EQ(report["arguments"][0], "sinkserve-bench");
+  EXPECT_EQ(report["arguments"][1], "load");
+  EXPECT_NE(std::find(report["arguments"].begin(), report["arguments"].end(), "--save-detailed"),
+            report["arguments"].end());
+  EXPECT_EQ(report["model"]["model_name"], connection->model.model_name());
+  EXPECT_EQ(report["model"]["vocab_size"], connection->model.vocab_size());
+  EXPECT_EQ(report["server_version"], connection->model.server_version());
+  EXPECT_FALSE(report["server_version"].get<std::string>().empty());
+  ASSERT_EQ(report["output_lens"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(report["input_lens"][i], 8);
+    EXPECT_EQ(report["output_lens"][i], 3);
+    EXPECT_GT(report["ttfts"][i].get<double>(), 0);
+    EXPECT_LT(report["ttfts"][i].get<double>(), 60);  // seconds, as vLLM writes them
+    EXPECT_LE(report["itls"][i].size(), 2u);
+    EXPECT_EQ(report["request_errors"][i], "");
+  }
+  std::filesystem::remove(json);
+}
+
 TEST(Load, OpenLoopStartsTheRequestedConversations) {
   TestServer server;
   absl::StatusOr<Connection> connection =
@@ -150,7 +243,7 @@ TEST(Load, OpenLoopStartsTheRequestedConversations) {
   options.burstiness = 0.5;
   options.conversations = 6;
   options.max_new_tokens = 4;
-  const LoadResult result = RunLoad(*connection->stub, prompts, options);
+  const LoadResult result = RunLoad(*connection, prompts, options);
   EXPECT_TRUE(result.aborted.empty()) << result.aborted;
   ASSERT_EQ(result.records.size(), 6u);
   for (const RequestRecord& record : result.records) EXPECT_EQ(record.output_tokens, 4);
@@ -163,8 +256,8 @@ TEST(Ppl, ChunkProtocolAndTokenByTokenRun) {
   for (const char* chunk : {"0", "40"}) {
     ASSERT_EQ(RunCommand(RunPplCommand,
                          {"--target", target, "--text-file",
-                          SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--max-tokens",
-                          "100", "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
+                          testing::DataPath("wikitext-2-raw/wiki.test.raw"), "--max-tokens", "100",
+                          "--chunk-protocol", chunk, "--dense", "--json", json.string()}),
               0);
     const nlohmann::json result = nlohmann::json::parse(ReadAll(json));
     EXPECT_EQ(result["tokens"], 100);
@@ -192,10 +285,14 @@ void ExpectTableRows(const std::string& markdown, const std::vector<std::string>
 
 std::vector<std::string> TableArgs(const std::filesystem::path& markdown,
                                    const std::filesystem::path& json) {
-  return {"--wiki-file", SINKSERVE_SHARED_DATA "/wikitext-2-raw/wiki.test.raw", "--book-file",
-          SINKSERVE_SHARED_DATA "/books/peter-pan.txt", "--ppl-tokens", "48",
-          "--chunk-protocol", "24", "--prompt-tokens", "16", "--max-new-tokens", "12",
-          "--markdown", markdown.string(), "--json", json.string()};
+  return {"--wiki-file",      testing::DataPath("wikitext-2-raw/wiki.test.raw"),
+          "--book-file",      testing::DataPath("books/peter-pan.txt"),
+          "--ppl-tokens",     "48",
+          "--chunk-protocol", "24",
+          "--prompt-tokens",  "16",
+          "--max-new-tokens", "12",
+          "--markdown",       markdown.string(),
+          "--json",           json.string()};
 }
 
 TEST(Table, RunningAndSpawnedServersGiveEveryColumn) {
@@ -226,13 +323,33 @@ TEST(Table, RunningAndSpawnedServersGiveEveryColumn) {
   std::filesystem::remove(json);
 }
 
+// Without --wiki-file/--book-file the table reads the evaluation data directory; when that lacks
+// the texts it stops before measuring anything, naming the script that fetches them.
+TEST(Table, WithoutTheEvaluationDataNamesTheFetchScript) {
+  const testing::TempDir empty;
+  const char* previous = std::getenv("SINKSERVE_DATA_DIR");
+  const std::string restore = previous != nullptr ? previous : "";
+  setenv("SINKSERVE_DATA_DIR", empty.path().c_str(), 1);
+  ::testing::internal::CaptureStderr();
+  const int exit = RunCommand(RunTableCommand, {"--target", "x=127.0.0.1:1"});
+  const std::string error = ::testing::internal::GetCapturedStderr();
+  if (previous != nullptr) {
+    setenv("SINKSERVE_DATA_DIR", restore.c_str(), 1);
+  } else {
+    unsetenv("SINKSERVE_DATA_DIR");
+  }
+  EXPECT_EQ(exit, 1) << error;
+  EXPECT_NE(error.find(empty.path() + "/wikitext-2-raw/wiki.test.raw"), std::string::npos) << error;
+  EXPECT_NE(error.find("scripts/fetch-data.sh"), std::string::npos) << error;
+}
+
 TEST(Load, KillingTheServerMidRunStopsWithAClearErrorAndKeepsPartialResults) {
   const int port = testing::FreePort();
   testing::ChildProcess server({SINKSERVE_BINARY_DIR "/server/sinkserve", "serve", "--threads",
                                 "1", "--port", std::to_string(port), "--metrics-port", "-1"},
                                TempPath("killed-server.log").string());
   const std::string target = "127.0.0.1:" + std::to_string(port);
-  ASSERT_TRUE(testing::WaitFor([&] { return Connect(target, std::chrono::seconds(1)).ok(); },
+  ASSERT_TRUE(testing::WaitFor([&] { return Connect(target, {}, std::chrono::seconds(1)).ok(); },
                                std::chrono::seconds(30)));
   const std::filesystem::path json = TempPath("killed.json");
   std::atomic<int> exit_code{-1};

@@ -1,12 +1,17 @@
-"""Session affinity, proved locally: three `sinkserve serve` replicas behind Debian's nginx running
-deploy/nginx/sinkserve.conf (grpc_pass, consistent hash on x-session-id). Multi-turn
-conversations must stay on one replica (server_id in every result) while new ones spread; a
-replica killed mid-test affects only its own conversations: the others continue, its sessions
-get NOT_FOUND and are recreated on another replica, where they stay.
-    python affinity_test.py SINKSERVE_BINARY WORK_DIR
+"""Session affinity, proved locally: three `sinkserve serve` replicas (bearer token required)
+behind Debian's nginx running deploy/nginx/sinkserve.conf (grpc_pass, consistent hash on
+x-session-id). Multi-turn conversations must stay on one replica (server_id in every result),
+their sessions named by the x-session-id they send, while new ones spread; sinkserve-bench's
+3-turn conversations through nginx complete with no NOT_FOUND; a replica killed mid-test affects
+only its own conversations: the others continue, its sessions get NOT_FOUND and are recreated
+on another replica, where they stay.
+    python affinity_test.py SINKSERVE_BINARY SINKSERVE_BENCH_BINARY WORK_DIR
 """
+import json
 import re
+import secrets
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +21,8 @@ import grpc
 from deploy_support import SOURCE_DIR, Process, Sinkserve, free_port, require_tools, stubs, wait_for
 
 CONVERSATIONS = 12
+TOKEN = secrets.token_hex(16)
+AUTHORIZATION = ("authorization", f"Bearer {TOKEN}")
 
 
 def nginx_config(work: Path, replicas: list[Sinkserve], port: int) -> Path:
@@ -52,13 +59,14 @@ http {{
 class Conversation:
     def __init__(self, key: str, stub, pb2):
         self.key, self.stub, self.pb2 = key, stub, pb2
-        self.metadata = (("x-session-id", key),)
+        self.metadata = (("x-session-id", key), AUTHORIZATION)
         self.session_id = ""
         self.replica = ""
 
     def create(self) -> None:
         self.session_id = self.stub.CreateSession(self.pb2.CreateSessionRequest(),
                                                   metadata=self.metadata, timeout=30).session_id
+        assert self.session_id == self.key, (self.session_id, self.key)  # named by the header
 
     def turn(self, text: str) -> str:
         """One Generate on the session; returns the server_id of its result."""
@@ -75,12 +83,14 @@ class Conversation:
 
 
 def main() -> None:
-    binary, work = sys.argv[1], Path(sys.argv[2])
+    binary, bench, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     shutil.rmtree(work, ignore_errors=True)  # no Prometheus data or logs of an earlier run
     work.mkdir(parents=True)
     [nginx_binary] = require_tools("nginx")
     pb2, pb2_grpc = stubs()
-    replicas = [Sinkserve(binary, work, f"replica-{i}") for i in range(3)]
+    (work / "token").write_text(TOKEN + "\n")
+    replicas = [Sinkserve(binary, work, f"replica-{i}", ("--auth-token-file", str(work / "token")))
+                for i in range(3)]
     for replica in replicas:
         replica.wait_serving()
     port = free_port()
@@ -114,11 +124,26 @@ def main() -> None:
         one_shot = Counter()
         for i in range(12):
             for response in stub.Generate(pb2.GenerateRequest(prompt_text=f"one-shot {i}",
-                                                              max_new_tokens=2), timeout=60):
+                                                              max_new_tokens=2),
+                                          metadata=(AUTHORIZATION,), timeout=60):
                 if response.HasField("result"):
                     one_shot[response.result.server_id] += 1
         print(f"affinity_test: one-shot calls without x-session-id: {dict(sorted(one_shot.items()))}")
         assert len(one_shot) >= 2, one_shot
+
+        # sinkserve-bench through nginx with the token: 3-turn conversations, each request with
+        # its session's x-session-id. Without affinity, turns 2 and 3 would land on another
+        # replica and get NOT_FOUND.
+        report_path = work / "bench.json"
+        subprocess.run([bench, "load", "--target", f"127.0.0.1:{port}", "--auth-token-file",
+                        str(work / "token"), "--turns", "3", "--requests", "9", "--concurrency", "3",
+                        "--prompt-tokens", "8", "--max-new-tokens", "4", "--warmup", "0",
+                        "--json", str(report_path)], check=True, timeout=120,
+                       stdout=subprocess.DEVNULL)
+        report = json.loads(report_path.read_text())
+        assert report["completed"] == 27 and report["errors"] == {}, report["errors"]
+        print(f"affinity_test: sinkserve-bench with a token through nginx: 9 conversations x 3 "
+              f"turns, {report['completed']:.0f} completed, 0 NOT_FOUND")
 
         # Kill the replica of the first conversation: only its conversations notice.
         victim = next(r for r in replicas if r.server_id == conversations[0].replica)

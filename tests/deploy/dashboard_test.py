@@ -20,8 +20,9 @@ from deploy_support import SOURCE_DIR, Prometheus, Sinkserve, require_tools, stu
 
 COMPOSE = SOURCE_DIR / "deploy/compose"
 DASHBOARD = COMPOSE / "grafana/dashboards/sinkserve.json"
-# What Grafana substitutes: a rate window of a few scrapes, and the `instance` variable's "All".
-GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$instance": ".*"}
+# What Grafana substitutes: a rate window of a few scrapes, and the `model_name` and `instance`
+# variables' "All".
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$model_name": ".*", "$instance": ".*"}
 
 
 def committed_dashboard_is_generated() -> dict:
@@ -115,6 +116,9 @@ def main() -> None:
         instances = prometheus.label_values("instance", 'sinkserve_model_info{job="sinkserve"}')
         if instances != [f"127.0.0.1:{server.metrics_port}"]:
             failures.append(f"variable instance: {instances}")
+        models = prometheus.label_values("model_name", 'sinkserve_model_info{job="sinkserve"}')
+        if models != ["demo"]:
+            failures.append(f"variable model_name: {models}")
         rules = yaml.safe_load((COMPOSE / "prometheus/rules.yml").read_text())
         records = [rule["record"] for group in rules["groups"] for rule in group["rules"]
                    if "record" in rule]

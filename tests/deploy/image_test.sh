@@ -2,7 +2,9 @@
 # The CPU image, proved without a Docker engine: Debian 12 imported from debootstrap, the
 # repository's Dockerfile built by podman (chroot isolation, vfs storage), then the built image
 # mounted and its server run with chroot as the image's user: the image's own HEALTHCHECK
-# command must answer SERVING and /metrics must answer, then SIGTERM must drain to exit 0.
+# command must answer SERVING and /metrics must answer, the image's sinkserve-bench must run a
+# 2-turn load against it, then SIGTERM must drain to exit 0. Then the server again under TLS:
+# the same HEALTHCHECK command passes with SINKSERVE_TLS_CA set, and fails without it.
 #   tests/deploy/image_test.sh SOURCE_DIR WORK_DIR
 # WORK_DIR keeps the debootstrap tarball and podman's storage between runs (the base is built
 # once; the build stage reruns when the sources change).
@@ -47,7 +49,7 @@ root=$("${podman[@]}" image mount "$image")
 server_pid=
 cleanup() {
   if [[ -n $server_pid ]]; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-  umount "$root/proc" "$root/dev" 2>/dev/null || true
+  umount "$root/proc" "$root/dev" "$root/mnt" 2>/dev/null || true
   "${podman[@]}" image unmount "$image" >/dev/null || true
 }
 trap cleanup EXIT
@@ -76,8 +78,42 @@ done
 echo "image_test: health $(cat "$work/health.out")"
 metrics=$(python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())")
 grep -q '^sinkserve_model_info{' <<<"$metrics"
+chroot --userspec=10001:10001 "$root" /usr/local/bin/sinkserve-bench load \
+  --target "127.0.0.1:$grpc_port" --requests 2 --turns 2 --max-new-tokens 4 --warmup 0 \
+  >"$work/bench.out" 2>&1 || { cat "$work/bench.out"; exit 1; }
+grep -q 'Successful requests: *4' "$work/bench.out"
 kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
 grep -q '"stopped"\|stopped' "$work/server.log"
-echo "image_test: passed (SERVING, /metrics, SIGTERM exit 0)"
+
+# TLS: a certificate for localhost (not 127.0.0.1, as a real one would name a host), mounted
+# at /mnt; the HEALTHCHECK's command line is fixed, the environment configures it.
+rm -rf "$work/tls" && mkdir -p "$work/tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" \
+  2>"$work/tls/openssl.log"
+chmod a+r "$work/tls"/*.pem
+mount --bind "$work/tls" "$root/mnt"
+chroot --userspec=10001:10001 "$root" /usr/local/bin/sinkserve serve --host 127.0.0.1 \
+  --port "$grpc_port" --metrics-port "$metrics_port" --threads 1 --grace-period-s 5 \
+  --tls-cert /mnt/cert.pem --tls-key /mnt/key.pem >"$work/server-tls.log" 2>&1 &
+server_pid=$!
+health_tls() {  # the image's HEALTHCHECK command on our port, with the environment given
+  chroot --userspec=10001:10001 "$root" env "$@" /usr/local/bin/sinkserve health \
+    --address "127.0.0.1:$grpc_port" >"$work/health-tls.out" 2>&1
+}
+healthy=
+for _ in $(seq 1 60); do
+  if health_tls SINKSERVE_TLS_CA=/mnt/cert.pem SINKSERVE_TLS_SERVER_NAME=localhost; then
+    healthy=1
+    break
+  fi
+  sleep 1
+done
+[[ -n $healthy ]] || { cat "$work/server-tls.log" "$work/health-tls.out"; exit 1; }
+if health_tls; then echo "image_test: plaintext health passed against TLS"; exit 1; fi
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=
+echo "image_test: passed (SERVING, /metrics, sinkserve-bench, SIGTERM exit 0; TLS health)"

@@ -8,20 +8,20 @@
 //     pieces that add up to DecodeLossy;
 //   * FromJson on the bytes fails cleanly or loads (inputs starting with '{').
 //
-// The tokenizer comes from $SINKSERVE_TOKENIZER_JSON, else the shared data next to the
-// repository (SINKSERVE_SHARED_DATA/tokenizer/tokenizer.json), else the ByteLevelDemo tokenizer.
+// The tokenizer comes from $SINKSERVE_TOKENIZER_JSON, else the evaluation data
+// ($SINKSERVE_DATA_DIR or the repo's data/: scripts/fetch-data.sh); without either it stops.
 //
 //   ./tokenizer_fuzz -max_total_time=60 corpus-work tests/fuzz/corpus/tokenizer_fuzz
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/base/data_dir.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "engine/tokenizer/unicode.h"
@@ -31,32 +31,22 @@ namespace {
 
 using sinkserve::Tokenizer;
 
-struct Loaded {
-  std::unique_ptr<Tokenizer> tokenizer;
-  bool normalizes = false;  // NFC normalizer (the real tokenizer) or none (the demo)
-};
-
-Loaded Load() {
-  std::vector<std::string> candidates;
-  if (const char* path = std::getenv("SINKSERVE_TOKENIZER_JSON")) candidates.emplace_back(path);
-  // The shared data directory from the build (not __FILE__: ccache may make that relative).
-  candidates.push_back(std::string(SINKSERVE_SHARED_DATA) + "/tokenizer/tokenizer.json");
-  for (const std::string& path : candidates) {
-    if (!std::filesystem::exists(path)) continue;
-    auto tokenizer = Tokenizer::FromFile(path);
+// The tokenizer: $SINKSERVE_TOKENIZER_JSON, else the evaluation data's (client/data_dir.h).
+const Tokenizer& Get() {
+  static const Tokenizer* loaded = [] {
+    const char* override_path = std::getenv("SINKSERVE_TOKENIZER_JSON");
+    absl::StatusOr<std::string> path = override_path != nullptr
+                                           ? absl::StatusOr<std::string>(override_path)
+                                           : sinkserve::DataFile("tokenizer/tokenizer.json");
+    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+        path.ok() ? Tokenizer::FromFile(*path) : path.status();
     if (!tokenizer.ok()) {
       std::fprintf(stderr, "tokenizer_fuzz: %s\n", tokenizer.status().ToString().c_str());
       std::abort();
     }
-    std::fprintf(stderr, "tokenizer_fuzz: using %s\n", path.c_str());
-    return {*std::move(tokenizer), true};
-  }
-  std::fprintf(stderr, "tokenizer_fuzz: no tokenizer.json found, using ByteLevelDemo\n");
-  return {Tokenizer::ByteLevelDemo(), false};
-}
-
-const Loaded& Get() {
-  static const Loaded* loaded = new Loaded(Load());
+    std::fprintf(stderr, "tokenizer_fuzz: using %s\n", path->c_str());
+    return tokenizer->release();
+  }();
   return *loaded;
 }
 
@@ -67,7 +57,7 @@ void Check(bool condition, const char* what) {
   }
 }
 
-void CheckEncode(const Tokenizer& tokenizer, bool normalizes, std::string_view text) {
+void CheckEncode(const Tokenizer& tokenizer, std::string_view text) {
   const bool valid = sinkserve::utf8::Validate(text).ok();
   auto ids = tokenizer.Encode(text);
   if (!valid) {
@@ -81,7 +71,7 @@ void CheckEncode(const Tokenizer& tokenizer, bool normalizes, std::string_view t
   const std::string decoded = tokenizer.Decode(*ids);
   const std::string nfc = sinkserve::unicode::Nfc(text);
   Check(sinkserve::unicode::Nfc(nfc) == nfc, "NFC is idempotent");
-  Check(decoded == (normalizes ? nfc : std::string(text)), "Decode(Encode(x)) == NFC(x)");
+  Check(decoded == nfc, "Decode(Encode(x)) == NFC(x)");
   auto again = tokenizer.Encode(decoded);
   Check(again.ok() && *again == *ids, "Encode(Decode(Encode(x))) == Encode(x)");
 }
@@ -107,10 +97,10 @@ void CheckDetokenizer(const Tokenizer& tokenizer, const uint8_t* data, size_t si
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const Loaded& loaded = Get();
+  const Tokenizer& tokenizer = Get();
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  CheckEncode(*loaded.tokenizer, loaded.normalizes, text);
-  CheckDetokenizer(*loaded.tokenizer, data, size);
+  CheckEncode(tokenizer, text);
+  CheckDetokenizer(tokenizer, data, size);
   if (size > 0 && data[0] == '{') {
     auto tokenizer = Tokenizer::FromJson(text, "fuzz");
     Check(tokenizer.ok() || tokenizer.status().message().find("fuzz") != absl::string_view::npos,

@@ -17,9 +17,9 @@ namespace {
 
 bool Idle(int metrics_port) {
   const std::string metrics = HttpGet(metrics_port, "/metrics");
-  return MetricValue(metrics, "sinkserve_num_requests_running") == 0 &&
-         MetricValue(metrics, "sinkserve_num_requests_waiting") == 0 &&
-         MetricValue(metrics, "sinkserve_kv_cache_bytes") == 0;
+  return MetricValue(metrics, "sinkserve_num_requests_running{model_name=\"demo\"}") == 0 &&
+         MetricValue(metrics, "sinkserve_num_requests_waiting{model_name=\"demo\"}") == 0 &&
+         MetricValue(metrics, "sinkserve_kv_cache_bytes{model_name=\"demo\"}") == 0;
 }
 
 // Hundreds of streams, each cancelled by its client at a random point (before the first token,

@@ -187,6 +187,63 @@ TEST_F(GenerateTest, KeepSessionCreatesOneFromGenerate) {
   EXPECT_EQ(second.token_ids, OfflineGreedy(*model_, *cache, p2, 8));
 }
 
+// The x-session-id metadata (the key deploy/'s affinity hashes) names the session when the
+// request's session_id is empty: a Generate with keep_session or a CreateSession creates it
+// under that id, later calls reach it by the metadata alone; both set and different is refused.
+TEST_F(GenerateTest, XSessionIdMetadataNamesTheSession) {
+  const std::string id = "conv-" + std::to_string(TestSeed());
+  const auto call = [](const std::string& session_id) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->AddMetadata("x-session-id", session_id);
+    return context;
+  };
+  v1::GenerateRequest request = GreedyRequest("Once upon a time", 8);
+  request.set_keep_session(true);
+  const GenerateOutput first = Generate(server_->stub(), request, call(id).get());
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  EXPECT_EQ(first.session_id, id);
+  // Continued by the metadata alone: the tokens of the offline engine's continuation.
+  const GenerateOutput second = Generate(server_->stub(), GreedyRequest(" and", 8), call(id).get());
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  EXPECT_EQ(second.result.session().session_id(), id);
+  std::unique_ptr<KvCache> cache = *model_->backend().NewCache(CachePolicy{});
+  const std::vector<int32_t> g1 =
+      OfflineGreedy(*model_, *cache, Encode(*model_, "Once upon a time"), 8);
+  std::vector<int32_t> p2 = {g1.back()};
+  for (int32_t token : Encode(*model_, " and")) p2.push_back(token);
+  EXPECT_EQ(second.token_ids, OfflineGreedy(*model_, *cache, p2, 8));
+
+  // The field and the metadata disagree.
+  v1::GenerateRequest both = GreedyRequest(" then", 2);
+  both.set_session_id(id);
+  const GenerateOutput mismatch = Generate(server_->stub(), both, call(id + "-other").get());
+  EXPECT_EQ(mismatch.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(mismatch.status.error_message().rfind("session_id: ", 0), 0u)
+      << mismatch.status.error_message();
+  // Both alike is fine.
+  EXPECT_TRUE(Generate(server_->stub(), both, call(id).get()).status.ok());
+
+  // The id is taken.
+  v1::Session session;
+  EXPECT_EQ(server_->stub().CreateSession(call(id).get(), {}, &session).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  // CreateSession under the client's id; GetSession and CloseSession by the metadata alone.
+  const std::string other = id + "-b";
+  ASSERT_TRUE(server_->stub().CreateSession(call(other).get(), {}, &session).ok());
+  EXPECT_EQ(session.session_id(), other);
+  ASSERT_TRUE(server_->stub().GetSession(call(other).get(), {}, &session).ok());
+  EXPECT_EQ(session.session_id(), other);
+  for (const std::string& closed : {id, other}) {
+    ASSERT_TRUE(server_->stub().CloseSession(call(closed).get(), {}, &session).ok());
+    EXPECT_EQ(server_->stub().GetSession(call(closed).get(), {}, &session).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // An id outside the session id rules is refused, naming session_id.
+  const grpc::Status bad = server_->stub().CreateSession(call("not an id").get(), {}, &session);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(bad.error_message().rfind("session_id: ", 0), 0u) << bad.error_message();
+}
+
 TEST_F(GenerateTest, StopStringsAndStopTokens) {
   const GenerateOutput free_run = Generate(server_->stub(), GreedyRequest("Stop here:", 40));
   ASSERT_TRUE(free_run.status.ok());

@@ -4,8 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <optional>
+#include <random>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "server/metrics.h"
 #include "tests/server/server_test_util.h"
 #include "tests/unit/test_util.h"
 
@@ -87,20 +93,41 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
     EXPECT_NE(metrics.find("# TYPE sinkserve_" + name + " " + type + "\n"), std::string::npos)
         << name;
   }
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_generation_tokens_total"), 300);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total"), 7 + 14);  // prefill only
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_evicted_tokens_total"), 7 + 299 - 68);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_weights_bytes"), info.weights_bytes());
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_gpu_memory_used_bytes"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_inter_token_latency_seconds_count"), 299);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_e2e_request_latency_seconds_count"), 2);
-  EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_count{phase=\"decode\"}"), 290);
-  EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_sum{phase=\"decode\"}"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_request_success_total{finish_reason=\"length\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"Generate\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"GetModelInfo\"}"), 1);
-  EXPECT_NE(metrics.find("sinkserve_model_info{backend=\"cpu (1 threads"), std::string::npos);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_generation_tokens_total{model_name=\"demo\"}"), 300);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total{model_name=\"demo\"}"),
+            7 + 14);  // prefill only
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_evicted_tokens_total{model_name=\"demo\"}"),
+            7 + 299 - 68);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_weights_bytes{model_name=\"demo\"}"),
+            info.weights_bytes());
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_gpu_memory_used_bytes{model_name=\"demo\"}"), 0);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count{model_name=\"demo\"}"), 1);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_inter_token_latency_seconds_count{model_name=\"demo\"}"),
+      299);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_e2e_request_latency_seconds_count{model_name=\"demo\"}"), 2);
+  EXPECT_GT(MetricValue(metrics,
+                        "sinkserve_attention_seconds_count{model_name=\"demo\",phase=\"decode\"}"),
+            290);
+  EXPECT_GT(
+      MetricValue(metrics, "sinkserve_attention_seconds_sum{model_name=\"demo\",phase=\"decode\"}"),
+      0);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"length\"}"),
+      1);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"Generate\"}"),
+      1);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"GetModelInfo\"}"),
+      1);
+  EXPECT_NE(metrics.find("sinkserve_model_info{model_name=\"demo\",backend=\"cpu (1 threads"),
+            std::string::npos);
   EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
 
   // Server reflection lists both services (raw bytes: ServerReflectionRequest.list_services).
@@ -190,55 +217,154 @@ TEST(LifecycleTest, ServerIdNamesTheReplica) {
   EXPECT_GT(defaulted.result.server_id().size(), suffix.size());
 }
 
-// A real Prometheus scrapes the server and answers PromQL queries with its data.
-TEST(LifecycleTest, PrometheusScrapesTheServer) {
-  const char* prometheus = "/usr/bin/prometheus";
-  if (access(prometheus, X_OK) != 0) {
-    GTEST_SKIP() << "prometheus is not installed (scripts/install-deps.sh installs it)";
+// Debian's Prometheus scraping 127.0.0.1:`metrics_port` every second, answering PromQL.
+class Prometheus {
+ public:
+  static constexpr char kProgram[] = "/usr/bin/prometheus";
+  static bool Installed() { return access(kProgram, X_OK) == 0; }
+
+  explicit Prometheus(int metrics_port) : web_port_(FreePort()) {
+    WriteTextFile(dir_.File("prometheus.yml"),
+                  "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                  "scrape_configs:\n  - job_name: sinkserve\n    static_configs:\n"
+                  "      - targets: ['127.0.0.1:" +
+                      std::to_string(metrics_port) + "']\n");
+    process_.emplace(
+        std::vector<std::string>{kProgram, "--config.file=" + dir_.File("prometheus.yml"),
+                                 "--storage.tsdb.path=" + dir_.File("data"),
+                                 "--web.listen-address=127.0.0.1:" + std::to_string(web_port_),
+                                 "--log.level=warn"},
+        dir_.File("prometheus.log"));
   }
-  TestServer server;
-  ASSERT_TRUE(Generate(server.stub(), GreedyRequest("scrape me", 32)).status.ok());
-  TempDir dir;
-  const int web_port = FreePort();
-  WriteTextFile(dir.File("prometheus.yml"),
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                "scrape_configs:\n  - job_name: sinkserve\n    static_configs:\n"
-                "      - targets: ['127.0.0.1:" +
-                    std::to_string(server.server().metrics_port()) + "']\n");
-  ChildProcess process({prometheus, "--config.file=" + dir.File("prometheus.yml"),
-                        "--storage.tsdb.path=" + dir.File("data"),
-                        "--web.listen-address=127.0.0.1:" + std::to_string(web_port),
-                        "--log.level=warn"},
-                       dir.File("prometheus.log"));
-  ASSERT_GT(process.pid(), 0);
-  auto query = [&](const std::string& promql) -> nlohmann::json {
+
+  bool started() const { return process_->pid() > 0; }
+  std::string log() const { return ReadTextFile(dir_.File("prometheus.log")); }
+
+  // The query's JSON answer, or null when Prometheus does not answer (yet).
+  nlohmann::json Query(const std::string& promql) const {
     std::string encoded;
     for (char c : promql) {
       char hex[4];
       std::snprintf(hex, sizeof(hex), "%%%02X", static_cast<unsigned char>(c));
       encoded += std::isalnum(static_cast<unsigned char>(c)) || c == '_' ? std::string(1, c) : hex;
     }
-    const std::string body = HttpGet(web_port, "/api/v1/query?query=" + encoded);
+    const std::string body = HttpGet(web_port_, "/api/v1/query?query=" + encoded);
     nlohmann::json json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
     return json.is_object() ? json : nlohmann::json();
-  };
-  nlohmann::json tokens;
-  const bool scraped = WaitFor(
-      [&] {
-        tokens = query("sinkserve_generation_tokens_total");
-        return tokens.is_object() && tokens["status"] == "success" &&
-               !tokens["data"]["result"].empty();
-      },
-      std::chrono::seconds(45));
-  ASSERT_TRUE(scraped) << ReadTextFile(dir.File("prometheus.log"));
+  }
+
+  // Waits (up to 45 s: the first scrape) until `promql` has a result; returns it (or null).
+  nlohmann::json Scraped(const std::string& promql) const {
+    nlohmann::json answer;
+    const bool scraped = WaitFor(
+        [&] {
+          answer = Query(promql);
+          return answer.is_object() && answer["status"] == "success" &&
+                 !answer["data"]["result"].empty();
+        },
+        std::chrono::seconds(45));
+    return scraped ? answer : nlohmann::json();
+  }
+
+  // SIGTERM; true when it exited.
+  bool Stop() {
+    process_->Signal(SIGTERM);
+    return process_->Wait(std::chrono::seconds(20)).has_value();
+  }
+
+ private:
+  TempDir dir_;
+  int web_port_;
+  std::optional<ChildProcess> process_;
+};
+
+// A real Prometheus scrapes the server and answers PromQL queries with its data.
+TEST(LifecycleTest, PrometheusScrapesTheServer) {
+  if (!Prometheus::Installed()) {
+    GTEST_SKIP() << "prometheus is not installed (scripts/install-deps.sh installs it)";
+  }
+  TestServer server;
+  ASSERT_TRUE(Generate(server.stub(), GreedyRequest("scrape me", 32)).status.ok());
+  Prometheus prometheus(server.server().metrics_port());
+  ASSERT_TRUE(prometheus.started());
+  const nlohmann::json tokens = prometheus.Scraped("sinkserve_generation_tokens_total");
+  ASSERT_FALSE(tokens.is_null()) << prometheus.log();
   EXPECT_EQ(tokens["data"]["result"][0]["value"][1], "32");
   EXPECT_EQ(tokens["data"]["result"][0]["metric"]["job"], "sinkserve");
-  const nlohmann::json ttft =
-      query("histogram_quantile(0.5, sum by (le) (sinkserve_time_to_first_token_seconds_bucket))");
+  EXPECT_EQ(tokens["data"]["result"][0]["metric"]["model_name"], "demo");
+  const nlohmann::json ttft = prometheus.Query(
+      "histogram_quantile(0.5, sum by (le) (sinkserve_time_to_first_token_seconds_bucket))");
   ASSERT_EQ(ttft["status"], "success");
   EXPECT_FALSE(ttft["data"]["result"].empty());
-  process.Signal(SIGTERM);
-  EXPECT_TRUE(process.Wait(std::chrono::seconds(20)).has_value());
+  EXPECT_TRUE(prometheus.Stop());
+}
+
+// The histograms resolve a GPU's latencies: observations like an H100's (ITL and TPOT about
+// 2.2 ms, TTFT 12-18 ms, queue 1-2 ms) give PromQL p99s strictly inside a bucket, near the
+// truth, where vLLM's edges alone put every ITL in the first bucket (0, 10 ms]. Every
+// sinkserve_* series carries model_name.
+TEST(LifecycleTest, HistogramsResolveGpuLatencies) {
+  if (!Prometheus::Installed()) {
+    GTEST_SKIP() << "prometheus is not installed (scripts/install-deps.sh installs it)";
+  }
+  const uint64_t seed = TestSeed();
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> per_token(0.0020, 0.0024), ttft(0.012, 0.018),
+      queue(0.0011, 0.0019);
+  server::Metrics metrics("pythia-2.8b");
+  ASSERT_TRUE(metrics.Expose("127.0.0.1:0").ok());
+  for (int i = 0; i < 400; ++i) {
+    metrics.OnAdmitted(queue(rng));
+    metrics.OnFirstToken(ttft(rng));
+    metrics.OnInterToken(per_token(rng));
+    GenerateResult result;
+    result.generated_tokens = 100;
+    result.timings.time_per_output_token_seconds = per_token(rng);
+    metrics.OnGenerateFinished(result);
+  }
+  const std::string exposition = HttpGet(metrics.port(), "/metrics");
+  // New edges, and vLLM's kept.
+  for (const std::string series :
+       {"sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
+        "sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.01\"}",
+        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
+        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.025\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.005\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.0075\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.02\"}",
+        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
+        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.3\"}"}) {
+    EXPECT_GE(MetricValue(exposition, series), 0) << series << " missing";
+  }
+  for (const absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (!absl::StartsWith(line, "sinkserve_")) continue;
+    EXPECT_TRUE(absl::StrContains(line, "model_name=\"pythia-2.8b\"")) << line;
+  }
+
+  Prometheus prometheus(metrics.port());
+  ASSERT_TRUE(prometheus.started());
+  ASSERT_FALSE(prometheus.Scraped("sinkserve_inter_token_latency_seconds_count").is_null())
+      << prometheus.log();
+  struct Expected {
+    const char* histogram;
+    double bucket_low, bucket_high;  // the bucket the p99 must fall strictly inside
+    double truth;                    // the p99 of the distribution observed
+  };
+  for (const Expected& expected :
+       {Expected{"sinkserve_inter_token_latency_seconds", 0.002, 0.0025, 0.002396},
+        Expected{"sinkserve_time_per_output_token_seconds", 0.002, 0.0025, 0.002396},
+        Expected{"sinkserve_time_to_first_token_seconds", 0.015, 0.02, 0.01794},
+        Expected{"sinkserve_request_queue_time_seconds", 0.001, 0.0025, 0.001892}}) {
+    const nlohmann::json answer = prometheus.Query(
+        absl::StrCat("histogram_quantile(0.99, sum by (le) (", expected.histogram, "_bucket))"));
+    ASSERT_EQ(answer["status"], "success") << answer;
+    ASSERT_FALSE(answer["data"]["result"].empty()) << expected.histogram;
+    const double p99 = std::stod(answer["data"]["result"][0]["value"][1].get<std::string>());
+    EXPECT_GT(p99, expected.bucket_low) << expected.histogram << " (seed " << seed << ")";
+    EXPECT_LT(p99, expected.bucket_high) << expected.histogram << " (seed " << seed << ")";
+    EXPECT_NEAR(p99, expected.truth, 0.35 * expected.truth) << expected.histogram;
+  }
+  EXPECT_TRUE(prometheus.Stop());
 }
 
 // Grace period over: what is still running is cancelled, its stream ends UNAVAILABLE with a
@@ -250,7 +376,7 @@ TEST(LifecycleTest, DrainCancelsWhatOutlivesTheGracePeriod) {
   });
   ASSERT_TRUE(WaitFor([&] {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
-                       "sinkserve_generation_tokens_total") > 0;
+                       "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
   }));
   EXPECT_FALSE(server.server().Drain(std::chrono::milliseconds(200)));
   const GenerateOutput output = running.get();

@@ -99,8 +99,8 @@ TEST(OverloadTest, TenTimesTheQueueLimitAtOnce) {
   // After the burst the server is idle and serves again at once.
   EXPECT_TRUE(WaitFor([&] {
     const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-    return MetricValue(metrics, "sinkserve_num_requests_running") == 0 &&
-           MetricValue(metrics, "sinkserve_num_requests_waiting") == 0;
+    return MetricValue(metrics, "sinkserve_num_requests_running{model_name=\"demo\"}") == 0 &&
+           MetricValue(metrics, "sinkserve_num_requests_waiting{model_name=\"demo\"}") == 0;
   }));
   EXPECT_TRUE(Generate(server.stub(), GreedyRequest("after", 4)).status.ok());
 }

@@ -111,8 +111,9 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   const SchedulerStats stats = server.server().scheduler()->stats();
   EXPECT_GE(stats.max_batch_rows, 2u);
   const std::string metrics = Metrics(server);
-  const double steps = MetricValue(metrics, "sinkserve_batch_rows_count");
-  const double single_row_steps = MetricValue(metrics, "sinkserve_batch_rows_bucket{le=\"1\"}");
+  const double steps = MetricValue(metrics, "sinkserve_batch_rows_count{model_name=\"demo\"}");
+  const double single_row_steps =
+      MetricValue(metrics, "sinkserve_batch_rows_bucket{model_name=\"demo\",le=\"1\"}");
   EXPECT_GT(steps, single_row_steps) << "no batched step with more than one row";
   std::printf("[ measured ] demo model, 1 thread: 1 stream %.0f tok/s; %d streams %.0f tok/s "
               "aggregate (mean TTFT %.1f ms); largest batch %llu rows, %.2f rows per step\n",
@@ -152,9 +153,11 @@ TEST(SchedulingTest, CancelFreesTheSlot) {
   EXPECT_EQ(first.Join().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_LT(first.tokens(), 4000);
   EXPECT_TRUE(WaitFor([&] {
-    return MetricValue(Metrics(server), "sinkserve_num_requests_running") == 0;
+    return MetricValue(Metrics(server), "sinkserve_num_requests_running{model_name=\"demo\"}") == 0;
   }));
-  EXPECT_GE(MetricValue(Metrics(server), "sinkserve_request_success_total{finish_reason=\"cancelled\"}"),
+  EXPECT_GE(MetricValue(
+                Metrics(server),
+                "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"cancelled\"}"),
             1);
 }
 
@@ -167,7 +170,7 @@ TEST(SchedulingTest, FullQueueIsResourceExhausted) {
   ASSERT_TRUE(running.WaitFirst());
   BackgroundStream queued(server.stub(), LongRequest("queued"));
   ASSERT_TRUE(WaitFor([&] {
-    return MetricValue(Metrics(server), "sinkserve_num_requests_waiting") == 1;
+    return MetricValue(Metrics(server), "sinkserve_num_requests_waiting{model_name=\"demo\"}") == 1;
   }));
   const GenerateOutput refused = Generate(server.stub(), GreedyRequest("refused", 4));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -206,7 +209,7 @@ TEST(SchedulingTest, DeadlineStopsTheWork) {
   EXPECT_EQ(output.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_LT(Seconds(Clock::now() - start), 3.0);
   EXPECT_TRUE(WaitFor([&] {
-    return MetricValue(Metrics(server), "sinkserve_num_requests_running") == 0;
+    return MetricValue(Metrics(server), "sinkserve_num_requests_running{model_name=\"demo\"}") == 0;
   }));
   EXPECT_TRUE(Generate(server.stub(), GreedyRequest("after", 4)).status.ok());
 }
@@ -257,9 +260,11 @@ TEST(SessionLimitsTest, IdleSessionsExpire) {
   const v1::Session session = CreateSession(server);
   v1::Session got;
   ASSERT_TRUE(GetSession(server, session.session_id(), &got).ok());
-  EXPECT_TRUE(WaitFor([&] {
-    return MetricValue(Metrics(server), "sinkserve_sessions_active") == 0;
-  }, std::chrono::seconds(5)));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return MetricValue(Metrics(server), "sinkserve_sessions_active{model_name=\"demo\"}") == 0;
+      },
+      std::chrono::seconds(5)));
   const grpc::Status status = GetSession(server, session.session_id(), &got);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find("expired"), std::string::npos) << status.error_message();
@@ -317,7 +322,8 @@ TEST(SessionLimitsTest, CacheMemoryLimitEvictsThenRefuses) {
   const grpc::Status status = server.stub().CreateSession(&context, dense, &refused);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(status.error_message().rfind("cache_policy:", 0), 0u) << status.error_message();
-  EXPECT_GT(MetricValue(Metrics(server), "sinkserve_kv_cache_usage_ratio"), 0.5);
+  EXPECT_GT(MetricValue(Metrics(server), "sinkserve_kv_cache_usage_ratio{model_name=\"demo\"}"),
+            0.5);
 }
 
 }  // namespace

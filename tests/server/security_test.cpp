@@ -3,6 +3,7 @@
 // run), real servers, real clients.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 
 #include "tests/server/server_test_util.h"
@@ -12,15 +13,6 @@ namespace sinkserve::testing {
 namespace {
 
 using HealthStatus = grpc::health::v1::HealthCheckResponse;
-
-// A fresh self-signed certificate for localhost / 127.0.0.1 in `dir` (cert.pem, key.pem).
-void MakeCertificate(const TempDir& dir) {
-  const std::string command =
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" + dir.File("key.pem") +
-      "' -out '" + dir.File("cert.pem") + "' 2>'" + dir.File("openssl.log") + "'";
-  ASSERT_EQ(std::system(command.c_str()), 0) << ReadTextFile(dir.File("openssl.log"));
-}
 
 std::shared_ptr<grpc::Channel> TlsChannel(int port, const std::string& root_pem) {
   grpc::SslCredentialsOptions ssl;
@@ -75,6 +67,39 @@ TEST(SecurityTest, TlsServesTlsAndRefusesPlaintext) {
                    .ok());
 }
 
+// `sinkserve health` (the image's HEALTHCHECK) against a TLS server: --tls-ca or
+// $SINKSERVE_TLS_CA, and --tls-server-name (or $SINKSERVE_TLS_SERVER_NAME) when the address's
+// host is not the certificate's name; plaintext and a wrong name fail.
+TEST(SecurityTest, HealthCommandProbesATlsServer) {
+  TempDir dir;
+  MakeCertificate(dir);  // names localhost and 127.0.0.1
+  server::ServerOptions options = TestServerOptions();
+  options.tls_cert_file = dir.File("cert.pem");
+  options.tls_key_file = dir.File("key.pem");
+  TestServer server(options);
+  const std::string port = std::to_string(server.server().port());
+  auto probe = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve", "health"});
+    ChildProcess process(args, dir.File("health.log"));
+    return process.Wait(std::chrono::seconds(20));
+  };
+  EXPECT_EQ(probe({"--address", "localhost:" + port, "--tls-ca", dir.File("cert.pem")}), 0)
+      << ReadTextFile(dir.File("health.log"));
+  EXPECT_EQ(ReadTextFile(dir.File("health.log")), "SERVING\n");
+  EXPECT_EQ(probe({"--address", "127.0.0.1:" + port, "--tls-ca", dir.File("cert.pem"),
+                   "--tls-server-name", "localhost"}),
+            0)
+      << ReadTextFile(dir.File("health.log"));
+  EXPECT_EQ(probe({"--address", "127.0.0.1:" + port, "--tls-ca", dir.File("cert.pem"),
+                   "--tls-server-name", "elsewhere.example"}),
+            1);
+  EXPECT_EQ(probe({"--address", "localhost:" + port}), 1);  // plaintext to a TLS port
+  // The HEALTHCHECK's fixed command line, configured by the environment.
+  setenv("SINKSERVE_TLS_CA", dir.File("cert.pem").c_str(), 1);
+  EXPECT_EQ(probe({"--address", "localhost:" + port}), 0) << ReadTextFile(dir.File("health.log"));
+  unsetenv("SINKSERVE_TLS_CA");
+}
+
 TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
   server::ServerOptions options = TestServerOptions();
   options.auth_token = RandomToken();
@@ -97,7 +122,10 @@ TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
   // Health needs no token (probes).
   EXPECT_EQ(Health(server.channel()), HealthStatus::SERVING);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"UNAUTHENTICATED\",rpc=\"GetModelInfo\"}"), 3);
+  EXPECT_EQ(MetricValue(metrics,
+                        "sinkserve_requests_total{model_name=\"demo\",code=\"UNAUTHENTICATED\",rpc="
+                        "\"GetModelInfo\"}"),
+            3);
 }
 
 TEST(SecurityTest, MessagesOverTheLimitAreRefused) {
@@ -123,7 +151,8 @@ TEST(SecurityTest, MetricsPortServesOnlyMetrics) {
   TestServer server;
   ASSERT_TRUE(Generate(server.stub(), GreedyRequest("metrics", 4)).status.ok());
   const int metrics_port = server.server().metrics_port();
-  EXPECT_NE(HttpGet(metrics_port, "/metrics").find("sinkserve_generation_tokens_total 4"),
+  EXPECT_NE(HttpGet(metrics_port, "/metrics")
+                .find("sinkserve_generation_tokens_total{model_name=\"demo\"} 4"),
             std::string::npos);
   for (const char* path : {"/", "/index.html", "/metrics/../etc/passwd", "/../../etc/passwd",
                            "/debug", "/sinkserve.v1.Sinkserve/GetModelInfo"}) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,10 +24,21 @@
 #include "server/logging.h"
 #include "server/server.h"
 #include "sinkserve/v1/sinkserve.grpc.pb.h"
+#include "tests/unit/test_util.h"
 
 namespace sinkserve::testing {
 
 namespace v1 = ::sinkserve::v1;
+
+// A fresh self-signed certificate for localhost / 127.0.0.1 in `dir` (cert.pem, key.pem).
+inline void MakeCertificate(const TempDir& dir) {
+  const std::string command =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" +
+      dir.File("key.pem") + "' -out '" + dir.File("cert.pem") + "' 2>'" + dir.File("openssl.log") +
+      "'";
+  ASSERT_EQ(std::system(command.c_str()), 0) << ReadTextFile(dir.File("openssl.log"));
+}
 
 // Options for an in-process test server: loopback, free ports, the demo model on one thread.
 inline server::ServerOptions TestServerOptions() {

@@ -189,7 +189,7 @@ TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
 
 TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
   testing::TempDir dir;
-  const std::string tokenizer = testing::SharedDataPath("tokenizer/tokenizer.json");
+  const std::string tokenizer = testing::DataPath("tokenizer/tokenizer.json");
   std::filesystem::create_symlink(tokenizer, dir.File("tokenizer.json"));
   const std::string text = "Streaming LLMs keep 4 attention sinks.\n\n  Ça marche — ok?";
   testing::WriteTextFile(dir.File("text.txt"), text);

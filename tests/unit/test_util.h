@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/base/data_dir.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
 // Defined in sanitizer builds (build-asan, build-tsan), whose runtimes hold freed memory in
@@ -43,8 +45,13 @@ inline std::vector<std::string> FixtureModelNames() {
   return names;
 }
 
-inline std::string SharedDataPath(const std::string& relative) {
-  return std::string(SINKSERVE_SHARED_DATA) + "/" + relative;
+// The evaluation data file `relative` (client/data_dir.h: $SINKSERVE_DATA_DIR, else the repo's
+// data/). A missing file fails the test with the message naming scripts/fetch-data.sh.
+inline std::string DataPath(const std::string& relative) {
+  absl::StatusOr<std::string> path = DataFile(relative);
+  if (path.ok()) return *path;
+  ADD_FAILURE() << path.status().message();
+  return DataDir() + "/" + relative;
 }
 
 // A fresh directory under $TMPDIR, removed with its contents at destruction.

@@ -24,8 +24,8 @@ namespace sinkserve {
 namespace {
 
 using Json = nlohmann::json;
+using ::sinkserve::testing::DataPath;
 using ::sinkserve::testing::FixturePath;
-using ::sinkserve::testing::SharedDataPath;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -80,7 +80,7 @@ bool IsValidUtf8(std::string_view text) { return utf8::Validate(text).ok(); }
 class PythiaTokenizerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto tokenizer = Tokenizer::FromFile(SharedDataPath("tokenizer/tokenizer.json"));
+    auto tokenizer = Tokenizer::FromFile(DataPath("tokenizer/tokenizer.json"));
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = tokenizer->release();
   }
@@ -154,7 +154,7 @@ TEST_F(PythiaTokenizerTest, WikiLinesWholeWikiAndBooksMatchHf) {
   int texts_checked = 0;
   for (const Json& group : index["groups"]) {
     const std::string source = group["source"];
-    const std::string text = ReadFile(SharedDataPath(source));
+    const std::string text = ReadFile(DataPath(source));
     if (group["split"] == "lines") {
       std::vector<std::string> lines;
       for (size_t begin = 0; begin < text.size();) {
@@ -306,7 +306,7 @@ Json ApplyPatch(Json config, const Json& patch) {
 }
 
 TEST(TokenizerVariantsTest, MatchHf) {
-  const Json base = ReadJson(SharedDataPath("tokenizer/tokenizer.json"));
+  const Json base = ReadJson(DataPath("tokenizer/tokenizer.json"));
   const Json variants = ReadJson(FixturePath("tokenizer/variants.json"));
   ASSERT_GE(variants["variants"].size(), 6u);
   for (const Json& variant : variants["variants"]) {
@@ -377,7 +377,7 @@ TEST_F(PythiaTokenizerTest, TryDecodeReportsInvalidIds) {
 }
 
 TEST(TokenizerJsonTest, MalformedOrUnsupportedJsonIsAnErrorNotACrash) {
-  const Json base = ReadJson(SharedDataPath("tokenizer/tokenizer.json"));
+  const Json base = ReadJson(DataPath("tokenizer/tokenizer.json"));
   const auto with = [&](const char* pointer, const Json& value) {
     Json config = base;
     config[Json::json_pointer(pointer)] = value;
@@ -462,7 +462,7 @@ TEST_F(PythiaTokenizerTest, IncrementalDetokenizerOnTortureAndWiki) {
   for (const Json& c : torture["cases"]) ExpectStreamsLikeDecode(*tokenizer_, Ids(c["ids"]));
   for (const Json& c : torture["lossy_decodes"])
     ExpectStreamsLikeDecode(*tokenizer_, Ids(c["ids"]));
-  const std::string wiki = ReadFile(SharedDataPath("wikitext-2-raw/wiki.test.raw"));
+  const std::string wiki = ReadFile(DataPath("wikitext-2-raw/wiki.test.raw"));
   auto ids = tokenizer_->Encode(wiki.substr(0, 200000));
   ASSERT_TRUE(ids.ok());
   ExpectStreamsLikeDecode(*tokenizer_, *ids);
@@ -542,8 +542,7 @@ TEST(ByteLevelDemoTest, BytesRoundTrip) {
 // Concurrency: the pre-token cache is shared.
 
 TEST_F(PythiaTokenizerTest, ConcurrentEncodesAgree) {
-  const std::string wiki =
-      ReadFile(SharedDataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
+  const std::string wiki = ReadFile(DataPath("wikitext-2-raw/wiki.test.raw")).substr(0, 300000);
   std::vector<int32_t> results[2];
   std::thread threads[2];
   for (int t = 0; t < 2; ++t) {
