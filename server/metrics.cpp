@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/status.h"
@@ -34,6 +36,15 @@ const prometheus::Histogram::BucketBoundaries kAttentionBuckets = {
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 const prometheus::Histogram::BucketBoundaries kBatchRowsBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+// The exposer (civetweb) gives each connection a worker thread until its request is read and
+// answered. Idle or slow-header connections each hold one for at most the request timeout, so
+// that many of them (a port scan, a stalled client) cannot keep Prometheus from scraping: a
+// scrape finds a free worker while fewer than kExposerThreads connections are open, and waits at
+// most about one timeout per kExposerThreads connections beyond that. A scrape's request is one
+// small packet; two seconds covers a lossy network's retransmits.
+constexpr int kExposerThreads = 128;
+constexpr int kExposerRequestTimeoutMs = 2000;
 
 constexpr const char* kFinishReasons[] = {"stop", "length", "cancelled", "error"};
 
@@ -142,7 +153,11 @@ Metrics::~Metrics() {
 
 absl::Status Metrics::Expose(const std::string& bind_address) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(bind_address, /*num_threads=*/2);
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", bind_address,
+        "num_threads", std::to_string(kExposerThreads),
+        "request_timeout_ms", std::to_string(kExposerRequestTimeoutMs),
+        "enable_keep_alive", "no"});
   } catch (const std::exception& error) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_address, ": ",
                                                error.what(), " (is the port in use? see --metrics-port)"));

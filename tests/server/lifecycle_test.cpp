@@ -1,8 +1,11 @@
 // The server as operators see it: health, reflection, /metrics (and a real Prometheus scraping
-// it), and SIGTERM draining of the real `sinkserve` program.
+// it, and stalled clients that must not block it), start-up checks of the flags, and SIGTERM
+// draining of the real `sinkserve` program.
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 
+#include <atomic>
 #include <future>
 
 #include "nlohmann/json.hpp"
@@ -313,6 +316,83 @@ TEST(LifecycleTest, SigtermDrainsTheProgram) {
   // One JSON line per finished request, with its timings.
   EXPECT_NE(log.find("\"rpc\":\"Generate\",\"request_id\""), std::string::npos);
   EXPECT_NE(log.find("\"ttft_ms\":"), std::string::npos);
+}
+
+// Connections to a port that never finish a request: `idle` send nothing, `slow` send a request
+// header one byte every 100 ms and never end it. One the server closes is opened again, so the
+// flood keeps its strength for as long as it runs.
+class StalledConnections {
+ public:
+  StalledConnections(int port, int idle, int slow)
+      : port_(port), idle_(idle), fds_(idle + slow, -1), thread_([this] { Run(); }) {}
+  ~StalledConnections() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  // Slow-header connections the server has closed so far.
+  int slow_closed() const { return slow_closed_; }
+  bool all_open() const { return all_open_; }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      bool all_open = true;
+      for (size_t i = 0; i < fds_.size(); ++i) {
+        const bool slow = static_cast<int>(i) >= idle_;
+        pollfd ready{fds_[i], POLLIN, 0};
+        if (fds_[i] >= 0 && poll(&ready, 1, 0) > 0) {  // an answer (408) or the end: closed
+          close(fds_[i]);
+          fds_[i] = -1;
+          if (slow) ++slow_closed_;
+        }
+        if (fds_[i] < 0) {
+          fds_[i] = ConnectLoopback(port_);
+          if (fds_[i] >= 0 && slow) {
+            const std::string start = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+            (void)send(fds_[i], start.data(), start.size(), MSG_NOSIGNAL);
+          }
+        } else if (slow) {
+          (void)send(fds_[i], "a", 1, MSG_NOSIGNAL);
+        }
+        all_open = all_open && fds_[i] >= 0;
+      }
+      all_open_ = all_open;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  const int port_;
+  const int idle_;
+  std::vector<int> fds_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> all_open_{false};
+  std::atomic<int> slow_closed_{0};
+  std::thread thread_;
+};
+
+// Idle and slow-header connections (a port scan, stalled clients) do not keep Prometheus from
+// scraping: with 100 idle and 10 slow-header connections open all along, /metrics answers
+// within a second, again and again, and the slow ones are cut off.
+TEST(LifecycleTest, MetricsAnswerThroughIdleAndSlowConnections) {
+  TestServer server;
+  const int port = server.server().metrics_port();
+  StalledConnections flood(port, /*idle=*/100, /*slow=*/10);
+  ASSERT_TRUE(WaitFor([&] { return flood.all_open(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the server has them all
+  for (int i = 0; i < 25; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string metrics = HttpGet(port, "/metrics", std::chrono::seconds(5));
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_NE(metrics.find("# TYPE sinkserve_kv_cache_bytes gauge"), std::string::npos)
+        << "scrape " << i << " got no answer within 5 s";
+    EXPECT_LT(seconds, 1.0) << "scrape " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_GE(flood.slow_closed(), 10) << "slow-header connections are never cut off";
 }
 
 }  // namespace
