@@ -395,5 +395,50 @@ TEST(LifecycleTest, MetricsAnswerThroughIdleAndSlowConnections) {
   EXPECT_GE(flood.slow_closed(), 10) << "slow-header connections are never cut off";
 }
 
+// The exit comes within the grace period (+1 s) although a client holds an idle TCP socket and
+// an idle gRPC connection, and a stream outlives the grace period.
+TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
+  TempDir dir;
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "0", "--grace-period-s", "1",
+                                                  "--max-new-tokens", "1000000"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  const int idle_socket = ConnectLoopback(program.port());
+  ASSERT_GE(idle_socket, 0);
+  std::shared_ptr<grpc::Channel> idle_channel = program.channel();
+  ASSERT_TRUE(idle_channel->WaitForConnected(std::chrono::system_clock::now() +
+                                             std::chrono::seconds(10)));
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
+  std::atomic<bool> started{false};
+  std::future<GenerateOutput> stream = std::async(std::launch::async, [&] {
+    grpc::ClientContext context;
+    GenerateOutput output;
+    auto reader = stub->Generate(&context, GreedyRequest("outlive the grace period", 1000000));
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      started = true;
+      if (response.has_result()) {
+        output.result = response.result();
+        output.has_result = true;
+      }
+    }
+    output.status = reader->Finish();
+    return output;
+  });
+  ASSERT_TRUE(WaitFor([&] { return started.load(); }));
+  const auto start = std::chrono::steady_clock::now();
+  program.process().Signal(SIGTERM);
+  const std::optional<int> exit_code = program.process().Wait(std::chrono::seconds(30));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(exit_code, std::optional<int>(0)) << program.log();
+  EXPECT_LT(seconds, 1.0 + 1.0) << program.log();
+  const GenerateOutput output = stream.get();
+  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(output.has_result) << "the cancelled stream got no final message";
+  EXPECT_NE(program.log().find("\"in_flight\":\"some cancelled after the grace period\""),
+            std::string::npos) << program.log();
+  close(idle_socket);
+}
+
 }  // namespace
 }  // namespace sinkserve::testing
