@@ -131,6 +131,19 @@ absl::Status Server::LoadModel() {
                                 dense ? "dense" : std::to_string(policy.window_tokens)},
                     model_->weights_bytes(), options_.scheduler.session_limits.max_cache_bytes);
   validator_ = std::make_unique<RequestValidator>(*model_, options_.limits);
+  // The default policy serves every request that names none: it must fit the model's context
+  // as a request's own policy must, so it goes through the same check, named by its flags.
+  v1::CachePolicy default_policy;
+  ToProto(policy, &default_policy);
+  if (absl::StatusOr<std::optional<CachePolicy>> checked =
+          validator_->Policy(true, default_policy, "cache_policy");
+      !checked.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dense ? std::string("--dense")
+              : absl::StrCat("--sink ", policy.sink_tokens, " --window ", policy.window_tokens),
+        ": the server's default cache policy does not fit the model (", checked.status().message(),
+        "); lower them, or serve with --dense"));
+  }
   scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
   scheduler_->Start();
   auto serving = std::make_unique<ServingEngine>();

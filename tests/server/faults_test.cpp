@@ -160,7 +160,9 @@ TEST(FaultsTest, DamagedShardRefusesToStartNamingTheFile) {
   const std::string shard = "model-00002-of-00003.safetensors";
   // (serving?, exit code) of the program on the copy in `dir`.
   auto start = [&](const TempDir& dir) {
-    ServingProgram program(dir.File("server.log"), {"--model", dir.File("model"), "--metrics-port", "-1"});
+    // The fixture's context is 256 tokens: the default window (256) plus sinks would not fit.
+    ServingProgram program(dir.File("server.log"), {"--model", dir.File("model"), "--metrics-port",
+                                                    "-1", "--window", "128"});
     if (program.port() > 0) program.process().Signal(SIGTERM);
     return std::make_pair(program.port() > 0,
                           program.process().Wait(std::chrono::seconds(30)).value_or(-999));

@@ -395,6 +395,35 @@ TEST(LifecycleTest, MetricsAnswerThroughIdleAndSlowConnections) {
   EXPECT_GE(flood.slow_closed(), 10) << "slow-header connections are never cut off";
 }
 
+// Flags the server cannot serve with are refused at start-up, named as they were written.
+TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> flags;
+    int exit_code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--sink", "5000"}, 1, "--sink 5000 --window 256: the server's default cache policy"},
+      {{"--window", "2045"}, 1, "must be at most the model's context of 2048, got 2049"},
+      {{"--grace-period-s", "-1"}, 2, "--grace-period-s must be in [0, 1000000000] seconds, got -1"},
+      {{"--session-ttl-s", "0"}, 2, "--session-ttl-s must be in [0.001, 1000000000] seconds, got 0"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> flags = {"--metrics-port", "-1"};
+    flags.insert(flags.end(), c.flags.begin(), c.flags.end());
+    ServingProgram program(dir.File("server.log"), flags);
+    EXPECT_EQ(program.port(), 0) << c.flags[0];
+    EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(c.exit_code))
+        << c.flags[0] << "\n" << program.log();
+    EXPECT_NE(program.log().find(c.message), std::string::npos) << program.log();
+  }
+  // Within the context it serves.
+  ServingProgram fits(dir.File("fits.log"), {"--metrics-port", "-1", "--sink", "4", "--window",
+                                             "2044"});
+  EXPECT_GT(fits.port(), 0) << fits.log();
+}
+
 // The exit comes within the grace period (+1 s) although a client holds an idle TCP socket and
 // an idle gRPC connection, and a stream outlives the grace period.
 TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
