@@ -234,7 +234,8 @@ class Scheduler {
   // Cancels the session's running request (if any) first.
   void CloseSession(std::string id, SessionCallback done);
 
-  // Draining: Submit answers UNAVAILABLE from now on; queued and running requests go on.
+  // Draining: Submit and CreateSession answer UNAVAILABLE from now on; queued and running
+  // requests go on.
   void StopAccepting();
   // Waits until no request is queued or running (true), or until `deadline` (false).
   bool WaitIdle(SteadyClock::time_point deadline);

@@ -395,6 +395,36 @@ TEST(LifecycleTest, MetricsAnswerThroughIdleAndSlowConnections) {
   EXPECT_GE(flood.slow_closed(), 10) << "slow-header connections are never cut off";
 }
 
+// A session can no more be created than a request started once the server drains.
+TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
+  server::ServerOptions options = TestServerOptions();
+  options.limits.max_new_tokens = 1 << 20;
+  TestServer server(options);
+  grpc::ClientContext stream_context;  // holds the drain until the test cancels it
+  std::future<GenerateOutput> running = std::async(std::launch::async, [&] {
+    return Generate(server.stub(), GreedyRequest("hold the drain", 1 << 20), &stream_context);
+  });
+  ASSERT_TRUE(WaitFor([&] {
+    return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
+                       "sinkserve_generation_tokens_total") > 0;
+  }));
+  std::future<bool> drained = std::async(std::launch::async, [&] {
+    return server.server().Drain(std::chrono::seconds(60));
+  });
+  ASSERT_TRUE(WaitFor([&] { return Health(server.channel()) == HealthStatus::NOT_SERVING; }));
+  grpc::ClientContext context;
+  v1::Session session;
+  const grpc::Status status =
+      server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("draining"), std::string::npos) << status.error_message();
+  EXPECT_EQ(running.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "the drain ended before CreateSession was tried";
+  stream_context.TryCancel();
+  EXPECT_EQ(running.get().status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(drained.get());
+}
+
 // Flags the server cannot serve with are refused at start-up, named as they were written.
 TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
   TempDir dir;
