@@ -96,10 +96,18 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       "The most GPU memory sinkserve has held" + no_gpu);
   gpu_memory_total_ = Gauge(r, "sinkserve_gpu_memory_total_bytes", "GPU memory size" + no_gpu);
   weights_bytes_ = Gauge(r, "sinkserve_weights_bytes", "Bytes of the model's weights as served");
-  kv_cache_bytes_ = Gauge(r, "sinkserve_kv_cache_bytes",
-      "KV-cache memory of live sessions and running requests");
+  auto& kv_cache_bytes = prometheus::BuildGauge()
+                            .Name("sinkserve_kv_cache_bytes")
+                            .Help("KV-cache memory the process holds: state=active for live "
+                                  "sessions and running requests, state=pooled for caches of "
+                                  "ended streams kept for reuse (freed when a new cache needs "
+                                  "the room)")
+                            .Register(r);
+  kv_cache_active_bytes_ = &kv_cache_bytes.Add({{"state", "active"}});
+  kv_cache_pooled_bytes_ = &kv_cache_bytes.Add({{"state", "pooled"}});
   kv_cache_usage_ = Gauge(r, "sinkserve_kv_cache_usage_ratio",
-      "kv_cache_bytes / the cache memory limit (--max-cache-bytes); 0 without a limit");
+      "kv_cache_bytes{state=\"active\"} / the cache memory limit (--max-cache-bytes); 0 without "
+      "a limit");
   requests_running_ = Gauge(r, "sinkserve_num_requests_running",
       "Generate/Score requests in the running batch");
   requests_waiting_ = Gauge(r, "sinkserve_num_requests_waiting",
@@ -232,7 +240,8 @@ void Metrics::OnGauges(const SchedulerGauges& gauges) {
   requests_running_->Set(gauges.running);
   requests_waiting_->Set(gauges.waiting);
   sessions_active_->Set(gauges.sessions);
-  kv_cache_bytes_->Set(static_cast<double>(gauges.cache_bytes));
+  kv_cache_active_bytes_->Set(static_cast<double>(gauges.cache_bytes));
+  kv_cache_pooled_bytes_->Set(static_cast<double>(gauges.pooled_cache_bytes));
   kv_cache_usage_->Set(cache_limit_bytes_ > 0 ? static_cast<double>(gauges.cache_bytes) /
                                                     static_cast<double>(cache_limit_bytes_)
                                               : 0.0);

@@ -551,6 +551,7 @@ void Scheduler::ReportGauges() {
   }
   gauges.sessions = static_cast<int>(sessions_.size());
   gauges.cache_bytes = store_.cache_bytes();
+  gauges.pooled_cache_bytes = store_.free_cache_bytes();
   gauges.device_memory = model_.backend().device_memory();
   listener_->OnGauges(gauges);
 }

@@ -164,6 +164,7 @@ struct SchedulerGauges {
   int waiting = 0;            // requests submitted and not admitted
   int sessions = 0;           // named sessions
   uint64_t cache_bytes = 0;   // KV caches of sessions and running requests
+  uint64_t pooled_cache_bytes = 0;  // caches of ended streams kept for reuse (still held)
   DeviceMemoryStats device_memory;  // the backend's GPU memory (zeros on the CPU)
 };
 

@@ -19,7 +19,7 @@ bool Idle(int metrics_port) {
   const std::string metrics = HttpGet(metrics_port, "/metrics");
   return MetricValue(metrics, "sinkserve_num_requests_running") == 0 &&
          MetricValue(metrics, "sinkserve_num_requests_waiting") == 0 &&
-         MetricValue(metrics, "sinkserve_kv_cache_bytes") == 0;
+         MetricValue(metrics, "sinkserve_kv_cache_bytes{state=\"active\"}") == 0;
 }
 
 // Hundreds of streams, each cancelled by its client at a random point (before the first token,

@@ -425,6 +425,44 @@ TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
   EXPECT_TRUE(drained.get());
 }
 
+// sinkserve_kv_cache_bytes shows what the process holds: a live session's cache as
+// state="active", the same cache kept for reuse after the session closed as state="pooled".
+TEST(LifecycleTest, PooledCachesHaveTheirOwnSeries) {
+  TestServer server;
+  const int port = server.server().metrics_port();
+  auto kv = [&](const char* state) {
+    return MetricValue(HttpGet(port, "/metrics"),
+                       std::string("sinkserve_kv_cache_bytes{state=\"") + state + "\"}");
+  };
+  EXPECT_EQ(kv("active"), 0);
+  EXPECT_EQ(kv("pooled"), 0);
+  v1::Session session;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session).ok());
+  }
+  ASSERT_GT(session.cache_bytes(), 0u);
+  const double bytes = static_cast<double>(session.cache_bytes());
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == bytes && kv("pooled") == 0; }))
+      << kv("active") << " " << kv("pooled");
+  {
+    grpc::ClientContext context;
+    v1::CloseSessionRequest request;
+    request.set_session_id(session.session_id());
+    v1::Session closed;
+    ASSERT_TRUE(server.stub().CloseSession(&context, request, &closed).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == 0 && kv("pooled") == bytes; }))
+      << kv("active") << " " << kv("pooled");
+  // The next session of that policy takes the pooled cache.
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == bytes && kv("pooled") == 0; }))
+      << kv("active") << " " << kv("pooled");
+}
+
 // Flags the server cannot serve with are refused at start-up, named as they were written.
 TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
   TempDir dir;

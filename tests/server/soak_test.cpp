@@ -266,7 +266,8 @@ TEST(SoakTest, MixedLoadAtSaturation) {
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
   while (elapsed() < seconds) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    const double kv = MetricValue(HttpGet(metrics_port, "/metrics"), "sinkserve_kv_cache_bytes");
+    const double kv = MetricValue(HttpGet(metrics_port, "/metrics"),
+                                  "sinkserve_kv_cache_bytes{state=\"active\"}");
     samples.push_back({elapsed(), RssBytes(), kv});
     EXPECT_LE(kv, static_cast<double>(options.scheduler.session_limits.max_cache_bytes));
   }
@@ -279,7 +280,7 @@ TEST(SoakTest, MixedLoadAtSaturation) {
     return MetricValue(metrics, "sinkserve_num_requests_running") == 0 &&
            MetricValue(metrics, "sinkserve_num_requests_waiting") == 0 &&
            MetricValue(metrics, "sinkserve_sessions_active") == 0 &&
-           MetricValue(metrics, "sinkserve_kv_cache_bytes") == 0;
+           MetricValue(metrics, "sinkserve_kv_cache_bytes{state=\"active\"}") == 0;
   }, std::chrono::seconds(15)));
 
   // RSS: the maximum of the first minute after warm-up against the maximum of the last minute.
