@@ -245,16 +245,21 @@ int RunServer(const ServerOptions& options) {
        {"grace_s", std::chrono::duration<double>(options.grace_period).count()},
        {"health", "NOT_SERVING"}});
   signalled.set_value();
+  // Whether the second signal found requests still queued or running (it cancels them).
+  bool cut_short = false;
   while (!drained) {
     const timespec poll{0, 100'000'000};
     if (sigtimedwait(&signals, nullptr, &poll) > 0) {
       Log(spdlog::level::warn, "second signal: cancelling in-flight requests now");
+      cut_short = !server.scheduler()->WaitIdle(std::chrono::steady_clock::now());
       server.scheduler()->Stop();
     }
   }
   drainer.join();
   Log(spdlog::level::info, "stopped",
-      {{"in_flight", clean ? "all finished" : "some cancelled after the grace period"}});
+      {{"in_flight", cut_short ? "some cancelled by the second signal"
+                     : clean   ? "all finished"
+                               : "some cancelled after the grace period"}});
   return 0;
 }
 

@@ -537,5 +537,33 @@ TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
   close(idle_socket);
 }
 
+// A second SIGTERM cancels at once, and the log says so.
+TEST(LifecycleTest, SecondSigtermCancelsAndTheLogSaysSo) {
+  TempDir dir;
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "0", "--grace-period-s", "600",
+                                                  "--max-new-tokens", "1000000"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyRequest("cut short", 1000000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  program.process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] {
+    return program.log().find("\"msg\":\"draining\"") != std::string::npos;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  program.process().Signal(SIGTERM);
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(0));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+  const std::string log = program.log();
+  EXPECT_NE(log.find("\"in_flight\":\"some cancelled by the second signal\""), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("all finished"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace sinkserve::testing
