@@ -2,6 +2,10 @@
 
 #include <string_view>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 namespace sinkserve::server {
 namespace {
 
@@ -24,10 +28,19 @@ grpc::Status BearerToken::Check(const grpc::ServerContextBase& context) const {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "authorization: missing; send the metadata 'authorization: Bearer <token>'");
   }
-  const std::string_view value(header->second.data(), header->second.size());
-  constexpr std::string_view kScheme = "Bearer ";
-  if (!value.starts_with(kScheme) ||
-      !ConstantTimeEquals(value.substr(kScheme.size()), token_)) {
+  // Which of several would count is a guess a proxy and the server could make differently.
+  if (const size_t count = metadata.count("authorization"); count > 1) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        absl::StrCat("authorization: sent ", count, " times; send exactly one"));
+  }
+  // RFC 7235: the scheme is case-insensitive, and one or more spaces follow it.
+  absl::string_view value(header->second.data(), header->second.size());
+  constexpr absl::string_view kScheme = "bearer";
+  const bool bearer = value.size() > kScheme.size() &&
+                      absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme) &&
+                      value[kScheme.size()] == ' ';
+  if (bearer) value = absl::StripLeadingAsciiWhitespace(value.substr(kScheme.size()));
+  if (!bearer || !ConstantTimeEquals(std::string_view(value.data(), value.size()), token_)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "authorization: not the server's bearer token");
   }

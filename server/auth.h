@@ -1,8 +1,9 @@
 // Bearer-token authentication of the sinkserve.v1 RPCs (`--auth-token`, `--auth-token-file`:
 // cli::ReadTokenFile).
 //
-// A client sends the metadata `authorization: Bearer <token>`; without it, or with another
-// token, the RPC ends UNAUTHENTICATED before its request is parsed. grpc.health.v1 and server
+// A client sends the metadata `authorization: Bearer <token>` (the scheme in any case, as RFC
+// 7235 says); without it, with another token, or with more than one `authorization`, the RPC
+// ends UNAUTHENTICATED before its request is parsed. grpc.health.v1 and server
 // reflection are not guarded: probes (Kubernetes, load balancers) carry no secrets, and those
 // services reveal only the serving status and the public schema.
 #pragma once

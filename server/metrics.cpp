@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/status.h"
@@ -41,6 +43,15 @@ const prometheus::Histogram::BucketBoundaries kAttentionBuckets = {
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 const prometheus::Histogram::BucketBoundaries kBatchRowsBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+// The exposer (civetweb) gives each connection a worker thread until its request is read and
+// answered. Idle or slow-header connections each hold one for at most the request timeout, so
+// that many of them (a port scan, a stalled client) cannot keep Prometheus from scraping: a
+// scrape finds a free worker while fewer than kExposerThreads connections are open, and waits at
+// most about one timeout per kExposerThreads connections beyond that. A scrape's request is one
+// small packet; two seconds covers a lossy network's retransmits.
+constexpr int kExposerThreads = 128;
+constexpr int kExposerRequestTimeoutMs = 2000;
 
 constexpr const char* kFinishReasons[] = {"stop", "length", "cancelled", "error"};
 
@@ -95,10 +106,16 @@ Metrics::Metrics(const std::string& model_name)
       "The most GPU memory sinkserve has held" + no_gpu);
   gpu_memory_total_ = Gauge("sinkserve_gpu_memory_total_bytes", "GPU memory size" + no_gpu);
   weights_bytes_ = Gauge("sinkserve_weights_bytes", "Bytes of the model's weights as served");
-  kv_cache_bytes_ = Gauge("sinkserve_kv_cache_bytes",
-      "KV-cache memory of live sessions and running requests");
+  auto& kv_cache_bytes = Family(prometheus::BuildGauge(), r, model_name, "sinkserve_kv_cache_bytes",
+                                "KV-cache memory the process holds: state=active for live "
+                                "sessions and running requests, state=pooled for caches of "
+                                "ended streams kept for reuse (freed when a new cache needs "
+                                "the room)");
+  kv_cache_active_bytes_ = &kv_cache_bytes.Add({{"state", "active"}});
+  kv_cache_pooled_bytes_ = &kv_cache_bytes.Add({{"state", "pooled"}});
   kv_cache_usage_ = Gauge("sinkserve_kv_cache_usage_ratio",
-      "kv_cache_bytes / the cache memory limit (--max-cache-bytes); 0 without a limit");
+      "kv_cache_bytes{state=\"active\"} / the cache memory limit (--max-cache-bytes); 0 without "
+      "a limit");
   requests_running_ = Gauge("sinkserve_num_requests_running",
       "Generate/Score requests in the running batch");
   requests_waiting_ = Gauge("sinkserve_num_requests_waiting",
@@ -147,7 +164,11 @@ Metrics::~Metrics() {
 
 absl::Status Metrics::Expose(const std::string& bind_address) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(bind_address, /*num_threads=*/2);
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", bind_address,
+        "num_threads", std::to_string(kExposerThreads),
+        "request_timeout_ms", std::to_string(kExposerRequestTimeoutMs),
+        "enable_keep_alive", "no"});
   } catch (const std::exception& error) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_address, ": ",
                                                error.what(), " (is the port in use? see --metrics-port)"));
@@ -222,7 +243,8 @@ void Metrics::OnGauges(const SchedulerGauges& gauges) {
   requests_running_->Set(gauges.running);
   requests_waiting_->Set(gauges.waiting);
   sessions_active_->Set(gauges.sessions);
-  kv_cache_bytes_->Set(static_cast<double>(gauges.cache_bytes));
+  kv_cache_active_bytes_->Set(static_cast<double>(gauges.cache_bytes));
+  kv_cache_pooled_bytes_->Set(static_cast<double>(gauges.pooled_cache_bytes));
   kv_cache_usage_->Set(cache_limit_bytes_ > 0 ? static_cast<double>(gauges.cache_bytes) /
                                                     static_cast<double>(cache_limit_bytes_)
                                               : 0.0);

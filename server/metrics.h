@@ -84,7 +84,8 @@ class Metrics final : public SchedulerListener {
   prometheus::Gauge* gpu_memory_peak_;
   prometheus::Gauge* gpu_memory_total_;
   prometheus::Gauge* weights_bytes_;
-  prometheus::Gauge* kv_cache_bytes_;
+  prometheus::Gauge* kv_cache_active_bytes_;
+  prometheus::Gauge* kv_cache_pooled_bytes_;
   prometheus::Gauge* kv_cache_usage_;
   prometheus::Gauge* requests_running_;
   prometheus::Gauge* requests_waiting_;

@@ -22,6 +22,8 @@ namespace sinkserve::server {
 namespace {
 
 constexpr char kServiceName[] = "sinkserve.v1.Sinkserve";
+// How long gRPC gets, once the scheduler has stopped, before it cancels what is left.
+constexpr std::chrono::milliseconds kShutdownAfterDrain{500};
 
 std::string HostName() {
   char name[256] = {};
@@ -140,6 +142,19 @@ absl::Status Server::LoadModel() {
                                 dense ? "dense" : std::to_string(policy.window_tokens)},
                     model_->weights_bytes(), options_.scheduler.session_limits.max_cache_bytes);
   validator_ = std::make_unique<RequestValidator>(*model_, options_.limits);
+  // The default policy serves every request that names none: it must fit the model's context
+  // as a request's own policy must, so it goes through the same check, named by its flags.
+  v1::CachePolicy default_policy;
+  ToProto(policy, &default_policy);
+  if (absl::StatusOr<std::optional<CachePolicy>> checked =
+          validator_->Policy(true, default_policy, "cache_policy");
+      !checked.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dense ? std::string("--dense")
+              : absl::StrCat("--sink ", policy.sink_tokens, " --window ", policy.window_tokens),
+        ": the server's default cache policy does not fit the model (", checked.status().message(),
+        "); lower them, or serve with --dense"));
+  }
   scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
   scheduler_->Start();
   auto serving = std::make_unique<ServingEngine>();
@@ -201,7 +216,10 @@ bool Server::Drain(std::chrono::milliseconds grace) {
     scheduler_->Stop();  // cancels what is left: their streams end with UNAVAILABLE
   }
   if (grpc_server_) {
-    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // Every Generate and Score has ended by now; what gRPC still waits for is final messages on
+    // their way out, unary calls of microseconds, and idle connections that would hold the
+    // shutdown until its deadline. A short deadline keeps the exit within the grace period.
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + kShutdownAfterDrain);
     grpc_server_->Wait();
   }
   return clean;
@@ -238,16 +256,21 @@ int RunServer(const ServerOptions& options) {
        {"grace_s", std::chrono::duration<double>(options.grace_period).count()},
        {"health", "NOT_SERVING"}});
   signalled.set_value();
+  // Whether the second signal found requests still queued or running (it cancels them).
+  bool cut_short = false;
   while (!drained) {
     const timespec poll{0, 100'000'000};
     if (sigtimedwait(&signals, nullptr, &poll) > 0) {
       Log(spdlog::level::warn, "second signal: cancelling in-flight requests now");
+      cut_short = !server.scheduler()->WaitIdle(std::chrono::steady_clock::now());
       server.scheduler()->Stop();
     }
   }
   drainer.join();
   Log(spdlog::level::info, "stopped",
-      {{"in_flight", clean ? "all finished" : "some cancelled after the grace period"}});
+      {{"in_flight", cut_short ? "some cancelled by the second signal"
+                     : clean   ? "all finished"
+                               : "some cancelled after the grace period"}});
   return 0;
 }
 

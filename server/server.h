@@ -3,8 +3,9 @@
 //
 //   Start(): gRPC and /metrics come up first with health NOT_SERVING (RPCs answer
 //            UNAVAILABLE "loading"), then the model loads and health turns SERVING.
-//   Drain(): health NOT_SERVING and new Generate/Score refused (UNAVAILABLE); in-flight
-//            requests get `grace` to finish, the rest are cancelled; then gRPC shuts down.
+//   Drain(): health NOT_SERVING and new Generate/Score/CreateSession refused (UNAVAILABLE);
+//            in-flight requests get `grace` to finish, the rest are cancelled; then gRPC shuts
+//            down (idle connections do not hold it).
 #pragma once
 
 #include <grpcpp/grpcpp.h>

@@ -167,12 +167,13 @@ def build() -> dashboard.Dashboard:
             query(metric("gpu_memory_total_bytes"), "total {{instance}}", "C")],
             "Held by sinkserve now, the most it has held, the device's size (0 on CPU)"))
         .with_panel(graph("KV cache bytes", "bytes", [
-            query(metric("kv_cache_bytes"), "kv {{instance}}", "A"),
+            query(metric("kv_cache_bytes"), "kv {{state}} {{instance}}", "A"),
             query(metric("weights_bytes"), "weights {{instance}}", "B")],
-            "KV-cache memory of live sessions and running requests; the weights for scale"))
+            "KV-cache memory held: active (live sessions and running requests) and pooled "
+            "(caches of ended streams kept for reuse); the weights for scale"))
         .with_panel(graph("KV cache usage", "percentunit", [
             query(metric("kv_cache_usage_ratio"), by_instance, "A")],
-            "kv_cache_bytes / --max-cache-bytes"))
+            "kv_cache_bytes{state=\"active\"} / --max-cache-bytes"))
         .with_row(dashboard.Row("Load and errors"))
         .with_panel(graph("Sessions", "none", [
             query(metric("sessions_active"), by_instance, "A")], "Live sessions per replica"))

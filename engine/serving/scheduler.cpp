@@ -19,6 +19,11 @@ const absl::Status& ShuttingDown() {
   return *status;
 }
 
+// UNAVAILABLE for new work once StopAccepting was called ("requests", "sessions").
+absl::Status Draining(const char* what) {
+  return absl::UnavailableError(absl::StrCat("the server is draining: not accepting new ", what));
+}
+
 }  // namespace
 
 const char* FinishReasonName(FinishReason reason) {
@@ -89,7 +94,7 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_p
   job->control.reset(new RequestControl(this));
   std::shared_ptr<RequestControl> control = job->control;
   std::lock_guard lock(mutex_);
-  if (!accepting_) return absl::UnavailableError("the server is draining: not accepting requests");
+  if (!accepting_) return Draining("requests");
   // Requests the free batch slots will take at the next step do not count as waiting.
   const int free_slots = std::max(0, options_.max_batch - running_count_.load());
   if (waiting_count_ - free_slots >= options_.max_queue) {
@@ -115,6 +120,10 @@ bool Scheduler::Post(std::function<void()> command) {
 void Scheduler::CreateSession(std::optional<CachePolicy> policy,
                               SamplingOverrides sampling_defaults, SessionCallback done,
                               std::string id) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!accepting_) return done(Draining("sessions"));
+  }
   auto command = [this, policy, sampling_defaults, done, id] {
     CachePolicy resolved = policy.value_or(options_.default_policy);
     if (resolved.kind == CachePolicy::Kind::kCachePolicyDense &&
@@ -544,6 +553,7 @@ void Scheduler::ReportGauges() {
   }
   gauges.sessions = static_cast<int>(sessions_.size());
   gauges.cache_bytes = store_.cache_bytes();
+  gauges.pooled_cache_bytes = store_.free_cache_bytes();
   gauges.device_memory = model_.backend().device_memory();
   listener_->OnGauges(gauges);
 }

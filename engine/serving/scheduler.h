@@ -165,6 +165,7 @@ struct SchedulerGauges {
   int waiting = 0;            // requests submitted and not admitted
   int sessions = 0;           // named sessions
   uint64_t cache_bytes = 0;   // KV caches of sessions and running requests
+  uint64_t pooled_cache_bytes = 0;  // caches of ended streams kept for reuse (still held)
   DeviceMemoryStats device_memory;  // the backend's GPU memory (zeros on the CPU)
 };
 
@@ -236,7 +237,8 @@ class Scheduler {
   // Cancels the session's running request (if any) first.
   void CloseSession(std::string id, SessionCallback done);
 
-  // Draining: Submit answers UNAVAILABLE from now on; queued and running requests go on.
+  // Draining: Submit and CreateSession answer UNAVAILABLE from now on; queued and running
+  // requests go on.
   void StopAccepting();
   // Waits until no request is queued or running (true), or until `deadline` (false).
   bool WaitIdle(SteadyClock::time_point deadline);

@@ -2,6 +2,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/cli/token_file.h"
 #include "server/auth.h"
 #include "server/cli/commands.h"
@@ -18,6 +19,15 @@ absl::Status InRange(const char* flag, int64_t value, int64_t lo, int64_t hi) {
   if (value < lo || value > hi) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, " must be in [", lo, ", ", hi, "], got ", value));
+  }
+  return absl::OkStatus();
+}
+
+// InRange for a flag in seconds (NaN refused), reported in seconds as the flag is written.
+absl::Status InRangeSeconds(const char* flag, double seconds, double lo, double hi) {
+  if (!(seconds >= lo && seconds <= hi)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--%s must be in [%g, %.0f] seconds, got %g", flag, lo, hi, seconds));
   }
   return absl::OkStatus();
 }
@@ -93,9 +103,9 @@ int RunServe(int argc, char** argv) {
            InRange("max-new-tokens", max_new_tokens, 0, 1 << 28),
            InRange("max-score-tokens", max_score_tokens, 2, 1 << 28),
            InRange("max-cache-bytes", max_cache_bytes, 0, std::numeric_limits<int64_t>::max()),
-           InRange("session-ttl-s", static_cast<int64_t>(session_ttl_s * 1000), 1, int64_t{1} << 40),
+           InRangeSeconds("session-ttl-s", session_ttl_s, 0.001, 1e9),
            InRange("max-message-bytes", max_message_bytes, 1024, std::numeric_limits<int>::max()),
-           InRange("grace-period-s", static_cast<int64_t>(grace_period_s * 1000), 0, int64_t{1} << 40),
+           InRangeSeconds("grace-period-s", grace_period_s, 0, 1e9),
        }) {
     if (!status.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());

@@ -19,7 +19,7 @@ bool Idle(int metrics_port) {
   const std::string metrics = HttpGet(metrics_port, "/metrics");
   return MetricValue(metrics, "sinkserve_num_requests_running{model_name=\"demo\"}") == 0 &&
          MetricValue(metrics, "sinkserve_num_requests_waiting{model_name=\"demo\"}") == 0 &&
-         MetricValue(metrics, "sinkserve_kv_cache_bytes{model_name=\"demo\"}") == 0;
+         MetricValue(metrics, "sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"active\"}") == 0;
 }
 
 // Hundreds of streams, each cancelled by its client at a random point (before the first token,
@@ -160,7 +160,9 @@ TEST(FaultsTest, DamagedShardRefusesToStartNamingTheFile) {
   const std::string shard = "model-00002-of-00003.safetensors";
   // (serving?, exit code) of the program on the copy in `dir`.
   auto start = [&](const TempDir& dir) {
-    ServingProgram program(dir.File("server.log"), {"--model", dir.File("model"), "--metrics-port", "-1"});
+    // The fixture's context is 256 tokens: the default window (256) plus sinks would not fit.
+    ServingProgram program(dir.File("server.log"), {"--model", dir.File("model"), "--metrics-port",
+                                                    "-1", "--window", "128"});
     if (program.port() > 0) program.process().Signal(SIGTERM);
     return std::make_pair(program.port() > 0,
                           program.process().Wait(std::chrono::seconds(30)).value_or(-999));

@@ -1,8 +1,11 @@
 // The server as operators see it: health, reflection, /metrics (and a real Prometheus scraping
-// it), and SIGTERM draining of the real `sinkserve` program.
+// it, and stalled clients that must not block it), start-up checks of the flags, and SIGTERM
+// draining of the real `sinkserve` program.
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 
+#include <atomic>
 #include <future>
 #include <optional>
 #include <random>
@@ -439,6 +442,253 @@ TEST(LifecycleTest, SigtermDrainsTheProgram) {
   // One JSON line per finished request, with its timings.
   EXPECT_NE(log.find("\"rpc\":\"Generate\",\"request_id\""), std::string::npos);
   EXPECT_NE(log.find("\"ttft_ms\":"), std::string::npos);
+}
+
+// Connections to a port that never finish a request: `idle` send nothing, `slow` send a request
+// header one byte every 100 ms and never end it. One the server closes is opened again, so the
+// flood keeps its strength for as long as it runs.
+class StalledConnections {
+ public:
+  StalledConnections(int port, int idle, int slow)
+      : port_(port), idle_(idle), fds_(idle + slow, -1), thread_([this] { Run(); }) {}
+  ~StalledConnections() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : fds_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  // Slow-header connections the server has closed so far.
+  int slow_closed() const { return slow_closed_; }
+  bool all_open() const { return all_open_; }
+
+ private:
+  void Run() {
+    while (!stop_) {
+      bool all_open = true;
+      for (size_t i = 0; i < fds_.size(); ++i) {
+        const bool slow = static_cast<int>(i) >= idle_;
+        pollfd ready{fds_[i], POLLIN, 0};
+        if (fds_[i] >= 0 && poll(&ready, 1, 0) > 0) {  // an answer (408) or the end: closed
+          close(fds_[i]);
+          fds_[i] = -1;
+          if (slow) ++slow_closed_;
+        }
+        if (fds_[i] < 0) {
+          fds_[i] = ConnectLoopback(port_);
+          if (fds_[i] >= 0 && slow) {
+            const std::string start = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+            (void)send(fds_[i], start.data(), start.size(), MSG_NOSIGNAL);
+          }
+        } else if (slow) {
+          (void)send(fds_[i], "a", 1, MSG_NOSIGNAL);
+        }
+        all_open = all_open && fds_[i] >= 0;
+      }
+      all_open_ = all_open;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+
+  const int port_;
+  const int idle_;
+  std::vector<int> fds_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> all_open_{false};
+  std::atomic<int> slow_closed_{0};
+  std::thread thread_;
+};
+
+// Idle and slow-header connections (a port scan, stalled clients) do not keep Prometheus from
+// scraping: with 100 idle and 10 slow-header connections open all along, /metrics answers
+// within a second, again and again, and the slow ones are cut off.
+TEST(LifecycleTest, MetricsAnswerThroughIdleAndSlowConnections) {
+  TestServer server;
+  const int port = server.server().metrics_port();
+  StalledConnections flood(port, /*idle=*/100, /*slow=*/10);
+  ASSERT_TRUE(WaitFor([&] { return flood.all_open(); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the server has them all
+  for (int i = 0; i < 25; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string metrics = HttpGet(port, "/metrics", std::chrono::seconds(5));
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_NE(metrics.find("# TYPE sinkserve_kv_cache_bytes gauge"), std::string::npos)
+        << "scrape " << i << " got no answer within 5 s";
+    EXPECT_LT(seconds, 1.0) << "scrape " << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_GE(flood.slow_closed(), 10) << "slow-header connections are never cut off";
+}
+
+// A session can no more be created than a request started once the server drains.
+TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
+  server::ServerOptions options = TestServerOptions();
+  options.limits.max_new_tokens = 1 << 20;
+  TestServer server(options);
+  grpc::ClientContext stream_context;  // holds the drain until the test cancels it
+  std::future<GenerateOutput> running = std::async(std::launch::async, [&] {
+    return Generate(server.stub(), GreedyRequest("hold the drain", 1 << 20), &stream_context);
+  });
+  ASSERT_TRUE(WaitFor([&] {
+    return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
+                       "sinkserve_generation_tokens_total") > 0;
+  }));
+  std::future<bool> drained = std::async(std::launch::async, [&] {
+    return server.server().Drain(std::chrono::seconds(60));
+  });
+  ASSERT_TRUE(WaitFor([&] { return Health(server.channel()) == HealthStatus::NOT_SERVING; }));
+  grpc::ClientContext context;
+  v1::Session session;
+  const grpc::Status status =
+      server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("draining"), std::string::npos) << status.error_message();
+  EXPECT_EQ(running.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "the drain ended before CreateSession was tried";
+  stream_context.TryCancel();
+  EXPECT_EQ(running.get().status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(drained.get());
+}
+
+// sinkserve_kv_cache_bytes shows what the process holds: a live session's cache as
+// state="active", the same cache kept for reuse after the session closed as state="pooled".
+TEST(LifecycleTest, PooledCachesHaveTheirOwnSeries) {
+  TestServer server;
+  const int port = server.server().metrics_port();
+  auto kv = [&](const char* state) {
+    return MetricValue(HttpGet(port, "/metrics"),
+                       std::string("sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"") + state + "\"}");
+  };
+  EXPECT_EQ(kv("active"), 0);
+  EXPECT_EQ(kv("pooled"), 0);
+  v1::Session session;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session).ok());
+  }
+  ASSERT_GT(session.cache_bytes(), 0u);
+  const double bytes = static_cast<double>(session.cache_bytes());
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == bytes && kv("pooled") == 0; }))
+      << kv("active") << " " << kv("pooled");
+  {
+    grpc::ClientContext context;
+    v1::CloseSessionRequest request;
+    request.set_session_id(session.session_id());
+    v1::Session closed;
+    ASSERT_TRUE(server.stub().CloseSession(&context, request, &closed).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == 0 && kv("pooled") == bytes; }))
+      << kv("active") << " " << kv("pooled");
+  // The next session of that policy takes the pooled cache.
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(server.stub().CreateSession(&context, v1::CreateSessionRequest(), &session).ok());
+  }
+  EXPECT_TRUE(WaitFor([&] { return kv("active") == bytes && kv("pooled") == 0; }))
+      << kv("active") << " " << kv("pooled");
+}
+
+// Flags the server cannot serve with are refused at start-up, named as they were written.
+TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> flags;
+    int exit_code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--sink", "5000"}, 1, "--sink 5000 --window 256: the server's default cache policy"},
+      {{"--window", "2045"}, 1, "must be at most the model's context of 2048, got 2049"},
+      {{"--grace-period-s", "-1"}, 2, "--grace-period-s must be in [0, 1000000000] seconds, got -1"},
+      {{"--session-ttl-s", "0"}, 2, "--session-ttl-s must be in [0.001, 1000000000] seconds, got 0"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> flags = {"--metrics-port", "-1"};
+    flags.insert(flags.end(), c.flags.begin(), c.flags.end());
+    ServingProgram program(dir.File("server.log"), flags);
+    EXPECT_EQ(program.port(), 0) << c.flags[0];
+    EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(c.exit_code))
+        << c.flags[0] << "\n" << program.log();
+    EXPECT_NE(program.log().find(c.message), std::string::npos) << program.log();
+  }
+  // Within the context it serves.
+  ServingProgram fits(dir.File("fits.log"), {"--metrics-port", "-1", "--sink", "4", "--window",
+                                             "2044"});
+  EXPECT_GT(fits.port(), 0) << fits.log();
+}
+
+// The exit comes within the grace period (+1 s) although a client holds an idle TCP socket and
+// an idle gRPC connection, and a stream outlives the grace period.
+TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
+  TempDir dir;
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "0", "--grace-period-s", "1",
+                                                  "--max-new-tokens", "1000000"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  const int idle_socket = ConnectLoopback(program.port());
+  ASSERT_GE(idle_socket, 0);
+  std::shared_ptr<grpc::Channel> idle_channel = program.channel();
+  ASSERT_TRUE(idle_channel->WaitForConnected(std::chrono::system_clock::now() +
+                                             std::chrono::seconds(10)));
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
+  std::atomic<bool> started{false};
+  std::future<GenerateOutput> stream = std::async(std::launch::async, [&] {
+    grpc::ClientContext context;
+    GenerateOutput output;
+    auto reader = stub->Generate(&context, GreedyRequest("outlive the grace period", 1000000));
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      started = true;
+      if (response.has_result()) {
+        output.result = response.result();
+        output.has_result = true;
+      }
+    }
+    output.status = reader->Finish();
+    return output;
+  });
+  ASSERT_TRUE(WaitFor([&] { return started.load(); }));
+  const auto start = std::chrono::steady_clock::now();
+  program.process().Signal(SIGTERM);
+  const std::optional<int> exit_code = program.process().Wait(std::chrono::seconds(30));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(exit_code, std::optional<int>(0)) << program.log();
+  EXPECT_LT(seconds, 1.0 + 1.0) << program.log();
+  const GenerateOutput output = stream.get();
+  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(output.has_result) << "the cancelled stream got no final message";
+  EXPECT_NE(program.log().find("\"in_flight\":\"some cancelled after the grace period\""),
+            std::string::npos) << program.log();
+  close(idle_socket);
+}
+
+// A second SIGTERM cancels at once, and the log says so.
+TEST(LifecycleTest, SecondSigtermCancelsAndTheLogSaysSo) {
+  TempDir dir;
+  ServingProgram program(dir.File("server.log"), {"--metrics-port", "0", "--grace-period-s", "600",
+                                                  "--max-new-tokens", "1000000"});
+  ASSERT_GT(program.port(), 0) << program.log();
+  std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
+  grpc::ClientContext context;
+  auto reader = stub->Generate(&context, GreedyRequest("cut short", 1000000));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  program.process().Signal(SIGTERM);
+  ASSERT_TRUE(WaitFor([&] {
+    return program.log().find("\"msg\":\"draining\"") != std::string::npos;
+  }));
+  const auto start = std::chrono::steady_clock::now();
+  program.process().Signal(SIGTERM);
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  ASSERT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(0));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+  const std::string log = program.log();
+  EXPECT_NE(log.find("\"in_flight\":\"some cancelled by the second signal\""), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("all finished"), std::string::npos) << log;
 }
 
 }  // namespace

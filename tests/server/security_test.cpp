@@ -128,6 +128,38 @@ TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
             3);
 }
 
+// RFC 7235: the scheme in any case, one or more spaces after it. Two `authorization` entries
+// are refused, whichever of them holds the token: the server does not pick one.
+TEST(SecurityTest, BearerSchemeAnyCaseAndExactlyOneHeader) {
+  server::ServerOptions options = TestServerOptions();
+  options.auth_token = RandomToken();
+  TestServer server(options);
+  auto model_info = [&](const std::vector<std::string>& values) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    for (const std::string& value : values) context.AddMetadata("authorization", value);
+    v1::ModelInfo info;
+    return server.stub().GetModelInfo(&context, v1::GetModelInfoRequest(), &info);
+  };
+  for (const char* scheme : {"Bearer ", "bearer ", "BEARER ", "bEaReR ", "Bearer   "}) {
+    const grpc::Status status = model_info({scheme + options.auth_token});
+    EXPECT_TRUE(status.ok()) << "'" << scheme << "': " << status.error_message();
+  }
+  for (const std::string& value : {"Bearer" + options.auth_token, "Basic " + options.auth_token,
+                                   "Bearers " + options.auth_token, options.auth_token}) {
+    EXPECT_EQ(model_info({value}).error_code(), grpc::StatusCode::UNAUTHENTICATED) << value;
+  }
+  const std::string right = "Bearer " + options.auth_token;
+  for (const std::vector<std::string>& values :
+       {std::vector<std::string>{right, right}, {right, "Bearer wrong"}, {"Bearer wrong", right}}) {
+    const grpc::Status status = model_info(values);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << values[0];
+    EXPECT_NE(status.error_message().find("sent 2 times"), std::string::npos)
+        << status.error_message();
+    EXPECT_EQ(status.error_message().find(options.auth_token), std::string::npos);
+  }
+}
+
 TEST(SecurityTest, MessagesOverTheLimitAreRefused) {
   server::ServerOptions options = TestServerOptions();
   options.max_message_bytes = 64 << 10;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -185,8 +186,8 @@ inline std::unique_ptr<Model> LoadDemoModel() {
   return std::move(*model);
 }
 
-// Body of GET http://127.0.0.1:port/path ("" when the connection fails).
-inline std::string HttpGet(int port, const std::string& path) {
+// A TCP connection to 127.0.0.1:port (its descriptor), or -1.
+inline int ConnectLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -194,8 +195,20 @@ inline std::string HttpGet(int port, const std::string& path) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+// Body of GET http://127.0.0.1:port/path ("" when the connection fails, or when a read waits
+// longer than `timeout`; zero waits as long as it takes).
+inline std::string HttpGet(int port, const std::string& path,
+                           std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
+  const timeval limit{static_cast<time_t>(timeout.count() / 1000),
+                      static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
   const std::string request =
       "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {

@@ -267,7 +267,7 @@ TEST(SoakTest, MixedLoadAtSaturation) {
   while (elapsed() < seconds) {
     std::this_thread::sleep_for(std::chrono::seconds(1));
     const double kv = MetricValue(HttpGet(metrics_port, "/metrics"),
-                                  "sinkserve_kv_cache_bytes{model_name=\"demo\"}");
+                                  "sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"active\"}");
     samples.push_back({elapsed(), RssBytes(), kv});
     EXPECT_LE(kv, static_cast<double>(options.scheduler.session_limits.max_cache_bytes));
   }
@@ -280,7 +280,7 @@ TEST(SoakTest, MixedLoadAtSaturation) {
     return MetricValue(metrics, "sinkserve_num_requests_running{model_name=\"demo\"}") == 0 &&
            MetricValue(metrics, "sinkserve_num_requests_waiting{model_name=\"demo\"}") == 0 &&
            MetricValue(metrics, "sinkserve_sessions_active{model_name=\"demo\"}") == 0 &&
-           MetricValue(metrics, "sinkserve_kv_cache_bytes{model_name=\"demo\"}") == 0;
+           MetricValue(metrics, "sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"active\"}") == 0;
   }, std::chrono::seconds(15)));
 
   // RSS: the maximum of the first minute after warm-up against the maximum of the last minute.
