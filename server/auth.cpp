@@ -1,10 +1,10 @@
 #include "server/auth.h"
 
-#include <fstream>
 #include <string_view>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 
 namespace sinkserve::server {
 namespace {
@@ -39,11 +39,13 @@ grpc::Status BearerToken::Check(const grpc::ServerContextBase& context) const {
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return absl::NotFoundError(absl::StrCat(path, ": cannot read the auth token file"));
-  std::string line;
-  std::getline(file, line);
-  std::string token(absl::StripAsciiWhitespace(line));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot read the auth token file (", text.status().message(), ")"));
+  }
+  const std::string_view first_line = std::string_view(*text).substr(0, text->find('\n'));
+  std::string token(absl::StripAsciiWhitespace({first_line.data(), first_line.size()}));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": the auth token file is empty"));
   }

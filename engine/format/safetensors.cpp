@@ -1,5 +1,5 @@
-// Safetensors reader: mmap, header validation (see safetensors.h for the rules), sharded
-// checkpoints, and a writer for tests and tools.
+// Safetensors reader: mmap, header validation (see safetensors.h for the rules) and sharded
+// checkpoints.
 #include "engine/format/safetensors.h"
 
 #include <fcntl.h>
@@ -9,19 +9,16 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <limits>
-#include <new>
 #include <optional>
-#include <set>
-#include <stdexcept>
 #include <tuple>
 #include <utility>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/quote.h"
+#include "common/base/strict_json.h"
 #include "nlohmann/json.hpp"
 
 namespace sinkserve {
@@ -30,133 +27,18 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kLengthPrefixBytes = 8;
-// Legitimate headers nest three deep (root, tensor entry, shape); anything past this is hostile
-// and is refused before the parser grows its stacks.
-constexpr int kMaxJsonDepth = 64;
 constexpr char kMetadataKey[] = "__metadata__";
 
 // Debian's Abseil has its own string_view type, which std::string_view does not convert to.
 absl::string_view Sv(std::string_view text) { return {text.data(), text.size()}; }
 
 // ---------------------------------------------------------------------------------------------
-// Messages. Names come from untrusted files: quote them escaped and cut to a sane length, so an
-// error message can neither be 100 MB long nor carry terminal control bytes.
-
-std::string Quote(std::string_view name) {
-  constexpr size_t kMaxShown = 120;
-  if (name.size() <= kMaxShown) return absl::StrCat("'", absl::CHexEscape(Sv(name)), "'");
-  return absl::StrCat("'", absl::CHexEscape(Sv(name.substr(0, kMaxShown))), "'... (", name.size(),
-                      " bytes)");
-}
+// Messages. Names come from untrusted files: Quote escapes them and cuts them to a sane length,
+// so an error message can neither be 100 MB long nor carry terminal control bytes.
 
 std::string Cut(std::string_view text, size_t max_bytes = 200) {
   if (text.size() <= max_bytes) return std::string(text);
   return absl::StrCat(Sv(text.substr(0, max_bytes)), "...");
-}
-
-// ---------------------------------------------------------------------------------------------
-// UTF-8 and JSON.
-
-// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlongs, no
-// surrogates, nothing past U+10FFFF), or nullopt when all of TEXT is valid.
-std::optional<size_t> FindInvalidUtf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    if (s[i + 1] < lo || s[i + 1] > hi) return i;
-    for (size_t k = 2; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-    }
-    i += len;
-  }
-  return std::nullopt;
-}
-
-// Thrown by the parse callback to stop the parser early; never escapes this file.
-struct JsonLimitError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Parses TEXT as JSON, refusing duplicate keys in any object (nlohmann would keep the last one
-// silently, so two readers could disagree about the same file) and nesting deeper than
-// kMaxJsonDepth. On failure returns the reason, without a file name.
-absl::StatusOr<Json> ParseStrictJson(std::string_view text) {
-  if (auto bad = FindInvalidUtf8(text)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON is not valid UTF-8 (bad byte at offset ", *bad, ")"));
-  }
-  // nlohmann skips a UTF-8 byte order mark; serde_json (the official reader) does not.
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") {
-    return absl::InvalidArgumentError("JSON starts with a byte order mark");
-  }
-  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore what follows;
-  // JSON allows no raw NUL anywhere (inside strings it must be escaped), so refuse it outright.
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON contains a NUL byte at offset ", nul, " (only spaces may pad it)"));
-  }
-  std::vector<std::set<std::string>> keys_per_open_object;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-        if (depth >= kMaxJsonDepth) {
-          throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
-        }
-        keys_per_open_object.emplace_back();
-        break;
-      case Json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) {
-          throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
-        }
-        break;
-      case Json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!keys_per_open_object.back().insert(key).second) {
-          throw JsonLimitError(absl::StrCat("duplicate key ", Quote(key), " in a JSON object"));
-        }
-        break;
-      }
-      case Json::parse_event_t::object_end:
-        keys_per_open_object.pop_back();
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                       /*ignore_comments=*/false);
-  } catch (const JsonLimitError& e) {
-    return absl::InvalidArgumentError(e.what());
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("out of memory parsing ", text.size(), " bytes of JSON"));
-  }
 }
 
 // A JSON non-negative integer, or nullopt (negative, fractional, too large, not a number).
@@ -223,30 +105,6 @@ absl::StatusOr<int> OpenRegularFile(const std::string& path, struct stat* st) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   }
   return fd;
-}
-
-// Reads a whole (small) file, refusing one larger than MAX_BYTES before reading it.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
-  struct stat st {};
-  absl::StatusOr<int> fd = OpenRegularFile(path, &st);
-  if (!fd.ok()) return fd.status();
-  FdCloser closer(*fd);
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes, larger than the ", max_bytes, "-byte limit"));
-  }
-  std::string text(size, '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t got = ::read(*fd, text.data() + done, text.size() - done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return ErrnoError(errno, absl::StrCat(path, ": read failed"));
-    if (got == 0) break;  // shrank while we read: parse what is there, the parser will object
-    done += static_cast<size_t>(got);
-  }
-  text.resize(done);
-  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,10 +286,8 @@ absl::Status SafetensorsFile::Parse() {
   const std::string_view header_text(
       reinterpret_cast<const char*>(bytes_.data()) + kLengthPrefixBytes, header_bytes);
 
-  absl::StatusOr<Json> parsed = ParseStrictJson(header_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": header: ", parsed.status().message()));
-  }
+  absl::StatusOr<Json> parsed = ParseStrictJson(header_text, absl::StrCat(path_, ": header"));
+  if (!parsed.ok()) return parsed.status();
   const Json& header = *parsed;
   if (!header.is_object()) {
     return absl::InvalidArgumentError(
@@ -591,12 +447,11 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
 
   // Sharded: the index names a shard per tensor.
   const std::string index_path = index.string();
-  absl::StatusOr<std::string> index_text = ReadSmallFile(index_path, kSafetensorsMaxIndexBytes);
+  absl::StatusOr<std::string> index_text =
+      ReadFile(index_path, {.max_bytes = kSafetensorsMaxIndexBytes, .regular_file_only = true});
   if (!index_text.ok()) return index_text.status();
-  absl::StatusOr<Json> parsed = ParseStrictJson(*index_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(index_path, ": ", parsed.status().message()));
-  }
+  absl::StatusOr<Json> parsed = ParseStrictJson(*index_text, index_path);
+  if (!parsed.ok()) return parsed.status();
   if (!parsed->is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": holds ", Describe(*parsed), ", expected an object"));
@@ -672,93 +527,6 @@ uint64_t Checkpoint::file_bytes() const {
   uint64_t total = 0;
   for (const auto& file : files_) total += file->size_bytes();
   return total;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writer
-
-absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToWrite> tensors,
-                              const std::map<std::string, std::string>& metadata) {
-  auto fail = [&](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", parts...));
-  };
-  // Layout like the official writer: decreasing element size, then name, so that every tensor
-  // starts aligned to its element size once the data area is 8-byte aligned.
-  std::vector<const TensorToWrite*> order;
-  order.reserve(tensors.size());
-  std::set<std::string_view> seen;
-  for (const TensorToWrite& t : tensors) {
-    if (t.name == kMetadataKey) return fail("tensor name \"__metadata__\" is reserved");
-    if (FindInvalidUtf8(t.name)) return fail("tensor name ", Quote(t.name), " is not UTF-8");
-    if (!seen.insert(t.name).second) return fail("duplicate tensor name ", Quote(t.name));
-    uint64_t numel = 1;
-    for (int64_t dim : t.shape) {
-      if (dim < 0) return fail("tensor ", Quote(t.name), ": negative dim ", dim);
-      const auto d = static_cast<uint64_t>(dim);
-      if (d != 0 && numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / d) {
-        return fail("tensor ", Quote(t.name), ": too many elements");
-      }
-      numel *= d;
-    }
-    if (numel > std::numeric_limits<uint64_t>::max() / DTypeSize(t.dtype) ||
-        numel * DTypeSize(t.dtype) != t.data.size()) {
-      return fail("tensor ", Quote(t.name), ": ", t.data.size(), " bytes of data for ", numel,
-                  " elements of ", Sv(DTypeName(t.dtype)));
-    }
-    order.push_back(&t);
-  }
-  for (const auto& [key, value] : metadata) {
-    if (FindInvalidUtf8(key) || FindInvalidUtf8(value)) {
-      return fail("metadata entry ", Quote(key), " is not UTF-8");
-    }
-  }
-  std::sort(order.begin(), order.end(), [](const TensorToWrite* a, const TensorToWrite* b) {
-    const size_t sa = DTypeSize(a->dtype), sb = DTypeSize(b->dtype);
-    if (sa != sb) return sa > sb;
-    return a->name < b->name;
-  });
-
-  Json header = Json::object();  // std::map-backed: keys come out sorted by name
-  if (!metadata.empty()) header[std::string(kMetadataKey)] = metadata;
-  uint64_t offset = 0;
-  for (const TensorToWrite* t : order) {
-    header[t->name] = {{"dtype", std::string(DTypeName(t->dtype))},
-                       {"shape", t->shape},
-                       {"data_offsets", {offset, offset + t->data.size()}}};
-    offset += t->data.size();
-  }
-  std::string header_text = header.dump();
-  header_text.append((8 - header_text.size() % 8) % 8, ' ');  // data area 8-byte aligned
-
-  const std::string tmp_path = path + ".tmp";
-  std::FILE* out = std::fopen(tmp_path.c_str(), "wb");
-  if (out == nullptr) return ErrnoError(errno, absl::StrCat(tmp_path, ": cannot create"));
-  unsigned char prefix[kLengthPrefixBytes];
-  for (size_t i = 0; i < kLengthPrefixBytes; ++i) {
-    prefix[i] = static_cast<unsigned char>(static_cast<uint64_t>(header_text.size()) >> (8 * i));
-  }
-  errno = 0;
-  bool ok = std::fwrite(prefix, 1, sizeof(prefix), out) == sizeof(prefix) &&
-            std::fwrite(header_text.data(), 1, header_text.size(), out) == header_text.size();
-  for (const TensorToWrite* t : order) {
-    if (!ok) break;
-    ok = t->data.empty() || std::fwrite(t->data.data(), 1, t->data.size(), out) == t->data.size();
-  }
-  int write_errno = errno;
-  if (std::fclose(out) != 0 && ok) {
-    ok = false;
-    write_errno = errno;
-  }
-  if (!ok) {
-    std::remove(tmp_path.c_str());
-    return ErrnoError(write_errno, absl::StrCat(tmp_path, ": write failed"));
-  }
-  if (std::rename(tmp_path.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp_path.c_str());
-    return ErrnoError(err, absl::StrCat(path, ": cannot rename ", tmp_path, " to it"));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace sinkserve

@@ -1,4 +1,4 @@
-// Reader (and a small writer) for Hugging Face safetensors checkpoints.
+// Reader for Hugging Face safetensors checkpoints.
 //
 // File format: [u64 little-endian N][N bytes of UTF-8 JSON header][data area].
 // The header maps tensor name -> {"dtype": "F32", "shape": [d0, d1, ...],
@@ -10,7 +10,8 @@
 //   - dtypes that sinkserve does not read (U16, U32, U64, C64, F8_*, F4, F6_*: see dtype.h),
 //   - duplicate keys in any JSON object (serde keeps one silently; two readers could then
 //     disagree about the same file), and
-//   - JSON nested deeper than 64 levels (a legitimate header nests 3 deep).
+//   - JSON nested deeper than kMaxJsonDepth = 64 levels (a legitimate header nests 3 deep);
+// both are the rules of common/base/strict_json.h, which parses the header and the index.
 // This was checked by feeding thousands of fuzzed and structurally mutated files to both
 // readers: these three are the only disagreements. Every failure is an absl::Status whose
 // message starts with the file name and names the tensor where there is one (names escaped and
@@ -22,7 +23,7 @@
 //   - file >= 8 bytes; 8 + N <= file size (DATA_LOSS, the file is cut short)
 //   - N <= 100,000,000 like the official lib (INVALID_ARGUMENT)
 //   - header is UTF-8, one JSON object (no BOM, no NUL; trailing spaces are the official
-//     padding), no duplicate keys at any level, depth <= 64
+//     padding), no duplicate keys at any level, depth <= 64 (ParseStrictJson)
 //   - each tensor entry is an object with "dtype" (string), "shape" (array of non-negative
 //     integers), "data_offsets" (array of exactly two non-negative integers; like serde's u64,
 //     "-0", "1.0" and "1e3" are not integers); other keys in an entry are ignored, as the
@@ -34,8 +35,8 @@
 //     A tensor that ends past the end of the file is DATA_LOSS (truncated file); overlaps, gaps
 //     and trailing bytes are INVALID_ARGUMENT. Zero-sized tensors may share an offset.
 //   - "__metadata__" is null or an object of string -> string
-// Not required: alignment. Files written by the official lib (and by WriteSafetensors) put
-// tensors in order of decreasing element size after an 8-byte-aligned header, so every tensor
+// Not required: alignment. Files written by the official lib (and by the tests' WriteSafetensors)
+// put tensors in order of decreasing element size after an 8-byte-aligned header, so every tensor
 // is aligned to its element size in an mmap; other writers need not, so TensorInfo::data may be
 // misaligned for its dtype. Read through memcpy or check IsAlignedFor() before casting.
 #pragma once
@@ -156,19 +157,5 @@ class Checkpoint {
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*, std::less<>> by_name_;  // into files_
 };
-
-// Writes a .safetensors file like the official library: header JSON with keys sorted by name,
-// padded with spaces so the data area starts 8-byte aligned; data laid out by decreasing
-// element size, then name, so every tensor is aligned to its element size. Writes PATH.tmp
-// and renames it over PATH. INVALID_ARGUMENT for a duplicate or reserved name ("__metadata__"),
-// a negative dim, or data whose size is not numel * DTypeSize.
-struct TensorToWrite {
-  std::string name;
-  DType dtype = DType::kF32;
-  std::vector<int64_t> shape;
-  std::span<const std::byte> data;
-};
-absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToWrite> tensors,
-                              const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace sinkserve

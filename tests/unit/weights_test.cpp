@@ -8,6 +8,7 @@
 
 #include "engine/model.h"
 #include "engine/format/safetensors.h"
+#include "tests/support/safetensors_writer.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve {
