@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "tests/unit/test_util.h"
 
@@ -122,7 +123,9 @@ TEST(ConfigTest, RefusesWhatTheStrictParserRefuses) {
 
 // The configs transformers wrote for the fixture checkpoints pass the strict parser.
 TEST(ConfigTest, ReadsEveryFixtureConfig) {
-  for (const std::string& name : testing::FixtureModelNames()) {
+  const std::vector<std::string> names = testing::FixtureModelNames();
+  ASSERT_FALSE(names.empty());
+  for (const std::string& name : names) {
     const std::string path = testing::FixturePath("models/" + name + "/config.json");
     EXPECT_TRUE(ModelConfig::FromFile(path).ok()) << ModelConfig::FromFile(path).status();
   }
