@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -111,9 +111,12 @@ std::optional<int> ServerProcess::Exited() {
 }
 
 uint64_t ServerProcess::PeakRssBytes() const {
-  std::ifstream status(absl::StrCat("/proc/", pid_, "/status"));
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;  // kB
+  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid_, "/status"));
+  if (!status.ok()) return 0;
+  for (const absl::string_view line : absl::StrSplit(*status, '\n')) {
+    if (absl::StartsWith(line, "VmHWM:")) {
+      return std::stoull(std::string(line.substr(6))) * 1024;  // kB
+    }
   }
   return 0;
 }

@@ -10,10 +10,10 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <iterator>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/convert.h"
 #include "server/logging.h"
@@ -32,9 +32,8 @@ std::string HostName() {
 
 // The contents of a PEM file named by a flag; errors name the flag and the file.
 absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::string contents((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (!file || contents.find("-----BEGIN ") == std::string::npos) {
+  absl::StatusOr<std::string> contents = ReadFile(path);
+  if (!contents.ok() || contents->find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, " ", path, ": cannot read a PEM file there"));
   }

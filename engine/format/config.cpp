@@ -1,17 +1,20 @@
 #include "engine/format/config.h"
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/strict_json.h"
 #include "nlohmann/json.hpp"
 
 namespace sinkserve {
 namespace {
 
 using Json = nlohmann::json;
+
+// A real config.json is a few KB; this bounds what a hostile one makes us read.
+constexpr uint64_t kMaxConfigBytes = 1 << 20;
 
 absl::Status FieldError(const std::string& source, const std::string& field,
                         const std::string& what) {
@@ -59,8 +62,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text,
                                                   std::string_view source_view) {
   // (absl::StrCat on Debian's abseil takes std::string but not std::string_view.)
   const std::string source(source_view);
-  Json json = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded() || !json.is_object()) {
+  absl::StatusOr<Json> parsed = ParseStrictJson(text, source);
+  if (!parsed.ok()) return parsed.status();
+  const Json& json = *parsed;
+  if (!json.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
   }
   // Architecture: GPT-NeoX only. HF writes both fields; accept either.
@@ -172,14 +177,14 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(std::string_view text,
 }
 
 absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
+  absl::StatusOr<std::string> text =
+      ReadFile(path, {.max_bytes = kMaxConfigBytes, .regular_file_only = true});
+  if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrCat(
-        "cannot open ", path, ": a model directory needs the config.json of a HF checkpoint"));
+        text.status().message(), ": a model directory needs the config.json of a HF checkpoint"));
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  return FromJson(text.str(), path);
+  if (!text.ok()) return text.status();
+  return FromJson(*text, path);
 }
 
 int64_t ModelConfig::ParameterCount() const {

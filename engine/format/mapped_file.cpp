@@ -1,4 +1,4 @@
-// MappedFile, ReadSmallFile, ErrnoError (see mapped_file.h).
+// MappedFile, ErrnoError (see mapped_file.h).
 #include "engine/format/mapped_file.h"
 
 #include <fcntl.h>
@@ -52,29 +52,6 @@ absl::StatusOr<int> OpenRegularFile(const std::string& path, struct stat* st) {
 absl::Status ErrnoError(int err, absl::string_view message) {
   if (err == 0) return absl::UnknownError(message);
   return absl::ErrnoToStatus(err, message);
-}
-
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
-  struct stat st {};
-  absl::StatusOr<int> fd = OpenRegularFile(path, &st);
-  if (!fd.ok()) return fd.status();
-  FdCloser closer(*fd);
-  const auto size = static_cast<uint64_t>(st.st_size);
-  if (size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes, larger than the ", max_bytes, "-byte limit"));
-  }
-  std::string text(size, '\0');
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t got = ::read(*fd, text.data() + done, text.size() - done);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return ErrnoError(errno, absl::StrCat(path, ": read failed"));
-    if (got == 0) break;  // shrank while we read: parse what is there, the parser will object
-    done += static_cast<size_t>(got);
-  }
-  text.resize(done);
-  return text;
 }
 
 MappedFile::~MappedFile() {

@@ -37,10 +37,6 @@ class MappedFile {
   std::span<const std::byte> bytes_;
 };
 
-// Reads a whole (small) file, refusing one larger than MAX_BYTES before reading it. The same
-// errors as MappedFile::Open.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes);
-
 // absl::ErrnoToStatus, but never OK: a failed call that left errno at 0 is still a failure.
 absl::Status ErrnoError(int err, absl::string_view message);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "engine/format/mapped_file.h"
@@ -46,7 +47,7 @@ absl::StatusOr<ModelDirectory> ResolveModelDirectory(const std::string& path) {
   out.hub_cache = true;
   const fs::path ref = dir / "refs" / "main";
   if (fs::exists(ref, ec)) {
-    absl::StatusOr<std::string> revision = ReadSmallFile(ref.string(), 4096);
+    absl::StatusOr<std::string> revision = ReadFile(ref.string(), {.max_bytes = 4096, .regular_file_only = true});
     if (!revision.ok()) return revision.status();
     const std::string rev(absl::StripAsciiWhitespace(*revision));
     const fs::path snapshot = snapshots / rev;

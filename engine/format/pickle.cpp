@@ -18,6 +18,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 
 namespace sinkserve {
 namespace {
@@ -100,13 +101,6 @@ const char* OpcodeName(uint8_t op) {
     case 0x98: return "READONLY_BUFFER";
     default: return "";
   }
-}
-
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxShown = 120;
-  if (text.size() <= kMaxShown) return absl::StrCat("'", absl::CHexEscape(Sv(text)), "'");
-  return absl::StrCat("'", absl::CHexEscape(Sv(text.substr(0, kMaxShown))), "'... (",
-                      text.size(), " bytes)");
 }
 
 // The pickle machine: one pass over the bytes, a stack with MARK fences, a memo.

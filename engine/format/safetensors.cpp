@@ -17,6 +17,10 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/quote.h"
+#include "common/base/strict_json.h"
+#include "common/base/utf8.h"
 #include "engine/format/mapped_file.h"
 #include "engine/format/torch_checkpoint.h"
 #include "nlohmann/json.hpp"
@@ -36,15 +40,8 @@ constexpr char kMetadataKey[] = "__metadata__";
 absl::string_view Sv(std::string_view text) { return {text.data(), text.size()}; }
 
 // ---------------------------------------------------------------------------------------------
-// Messages. Names come from untrusted files: quote them escaped and cut to a sane length, so an
-// error message can neither be 100 MB long nor carry terminal control bytes.
-
-std::string Quote(std::string_view name) {
-  constexpr size_t kMaxShown = 120;
-  if (name.size() <= kMaxShown) return absl::StrCat("'", absl::CHexEscape(Sv(name)), "'");
-  return absl::StrCat("'", absl::CHexEscape(Sv(name.substr(0, kMaxShown))), "'... (", name.size(),
-                      " bytes)");
-}
+// Messages. Names come from untrusted files: quoted (common/base/quote.h) and cut to a sane
+// length, so an error message can neither be 100 MB long nor carry terminal control bytes.
 
 std::string Cut(std::string_view text, size_t max_bytes = 200) {
   if (text.size() <= max_bytes) return std::string(text);
@@ -52,112 +49,8 @@ std::string Cut(std::string_view text, size_t max_bytes = 200) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// UTF-8 and JSON.
+// JSON values.
 
-// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlongs, no
-// surrogates, nothing past U+10FFFF), or nullopt when all of TEXT is valid.
-std::optional<size_t> FindInvalidUtf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (n - i < len) return i;
-    if (s[i + 1] < lo || s[i + 1] > hi) return i;
-    for (size_t k = 2; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-    }
-    i += len;
-  }
-  return std::nullopt;
-}
-
-// Thrown by the parse callback to stop the parser early; never escapes this file.
-struct JsonLimitError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Parses TEXT as JSON, refusing duplicate keys in any object (nlohmann would keep the last one
-// silently, so two readers could disagree about the same file) and nesting deeper than
-// kMaxJsonDepth. On failure returns the reason, without a file name.
-absl::StatusOr<Json> ParseStrictJson(std::string_view text) {
-  if (auto bad = FindInvalidUtf8(text)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON is not valid UTF-8 (bad byte at offset ", *bad, ")"));
-  }
-  // nlohmann skips a UTF-8 byte order mark; serde_json (the official reader) does not.
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") {
-    return absl::InvalidArgumentError("JSON starts with a byte order mark");
-  }
-  // nlohmann's lexer takes a NUL byte for the end of the input and would ignore what follows;
-  // JSON allows no raw NUL anywhere (inside strings it must be escaped), so refuse it outright.
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JSON contains a NUL byte at offset ", nul, " (only spaces may pad it)"));
-  }
-  std::vector<std::set<std::string>> keys_per_open_object;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-        if (depth >= kMaxJsonDepth) {
-          throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
-        }
-        keys_per_open_object.emplace_back();
-        break;
-      case Json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) {
-          throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
-        }
-        break;
-      case Json::parse_event_t::key: {
-        const auto& key = parsed.get_ref<const std::string&>();
-        if (!keys_per_open_object.back().insert(key).second) {
-          throw JsonLimitError(absl::StrCat("duplicate key ", Quote(key), " in a JSON object"));
-        }
-        break;
-      }
-      case Json::parse_event_t::object_end:
-        keys_per_open_object.pop_back();
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                       /*ignore_comments=*/false);
-  } catch (const JsonLimitError& e) {
-    return absl::InvalidArgumentError(e.what());
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", Cut(e.what(), 300)));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("out of memory parsing ", text.size(), " bytes of JSON"));
-  }
-}
-
-// A JSON non-negative integer, or nullopt (negative, fractional, too large, not a number).
-// Like serde's u64, "-0" and "1e0" are refused: nlohmann types them as signed and float.
 std::optional<uint64_t> AsUnsigned(const Json& value) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
   return std::nullopt;
@@ -338,10 +231,8 @@ absl::Status SafetensorsFile::Parse() {
   const std::string_view header_text(
       reinterpret_cast<const char*>(bytes_.data()) + kLengthPrefixBytes, header_bytes);
 
-  absl::StatusOr<Json> parsed = ParseStrictJson(header_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": header: ", parsed.status().message()));
-  }
+  absl::StatusOr<Json> parsed = ParseStrictJson(header_text, absl::StrCat(path_, ": header"));
+  if (!parsed.ok()) return parsed.status();
   const Json& header = *parsed;
   if (!header.is_object()) {
     return absl::InvalidArgumentError(
@@ -456,12 +347,10 @@ bool IsPlainFileName(std::string_view name) {
 // An index file's weight_map, as shard file name -> the tensors it puts there.
 absl::StatusOr<std::map<std::string, std::vector<std::string>>> ReadWeightMap(
     const std::string& index_path) {
-  absl::StatusOr<std::string> index_text = ReadSmallFile(index_path, kSafetensorsMaxIndexBytes);
+  absl::StatusOr<std::string> index_text = ReadFile(index_path, {.max_bytes = kSafetensorsMaxIndexBytes, .regular_file_only = true});
   if (!index_text.ok()) return index_text.status();
-  absl::StatusOr<Json> parsed = ParseStrictJson(*index_text);
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(index_path, ": ", parsed.status().message()));
-  }
+  absl::StatusOr<Json> parsed = ParseStrictJson(*index_text, index_path);
+  if (!parsed.ok()) return parsed.status();
   if (!parsed->is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(index_path, ": holds ", Describe(*parsed), ", expected an object"));
@@ -637,7 +526,7 @@ absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToW
   std::set<std::string_view> seen;
   for (const TensorToWrite& t : tensors) {
     if (t.name == kMetadataKey) return fail("tensor name \"__metadata__\" is reserved");
-    if (FindInvalidUtf8(t.name)) return fail("tensor name ", Quote(t.name), " is not UTF-8");
+    if (!utf8::Validate(t.name).ok()) return fail("tensor name ", Quote(t.name), " is not UTF-8");
     if (!seen.insert(t.name).second) return fail("duplicate tensor name ", Quote(t.name));
     uint64_t numel = 1;
     for (int64_t dim : t.shape) {
@@ -656,7 +545,7 @@ absl::Status WriteSafetensors(const std::string& path, std::span<const TensorToW
     order.push_back(&t);
   }
   for (const auto& [key, value] : metadata) {
-    if (FindInvalidUtf8(key) || FindInvalidUtf8(value)) {
+    if (!utf8::Validate(key).ok() || !utf8::Validate(value).ok()) {
       return fail("metadata entry ", Quote(key), " is not UTF-8");
     }
   }

@@ -14,6 +14,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 #include "absl/strings/str_join.h"
 #include "engine/format/mapped_file.h"
 #include "engine/format/pickle.h"
@@ -32,13 +33,6 @@ constexpr uint64_t kMaxDeflateRatio = 1032;
 
 // Debian's Abseil has its own string_view type, which std::string_view does not convert to.
 absl::string_view Sv(std::string_view text) { return {text.data(), text.size()}; }
-
-std::string Quote(std::string_view name) {
-  constexpr size_t kMaxShown = 120;
-  if (name.size() <= kMaxShown) return absl::StrCat("'", absl::CHexEscape(Sv(name)), "'");
-  return absl::StrCat("'", absl::CHexEscape(Sv(name.substr(0, kMaxShown))), "'... (",
-                      name.size(), " bytes)");
-}
 
 // ---------------------------------------------------------------------------------------------
 // The zip, through minizip's I/O callbacks over bytes in memory (the mapping).

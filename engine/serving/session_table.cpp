@@ -1,6 +1,7 @@
 #include "engine/serving/session_table.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -38,15 +39,20 @@ int64_t UnixMillisNow() {
 }
 
 uint64_t CacheBytes(const KvShape& shape, const CachePolicy& policy) {
-  const uint64_t tokens = policy.kind == CachePolicy::Kind::kCachePolicyDense
-                              ? static_cast<uint64_t>(policy.dense_capacity_tokens)
-                              : static_cast<uint64_t>(policy.sink_tokens) + policy.window_tokens + 1;
+  // The slots the cache allocates: a streaming one's spare step slots included. (The dense
+  // capacity is resolved by the caller, so no default applies.)
+  const auto tokens = static_cast<uint64_t>(policy.CapacityTokens(/*max_positions=*/0));
   // Keys and values, fp32: the layout of KvCache.
   return tokens * shape.num_layers * 2 * shape.num_heads * shape.head_dim * sizeof(float);
 }
 
-SessionTable::SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits)
-    : store_(store), shape_(shape), limits_(limits), random_(std::random_device{}()) {}
+SessionTable::SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits,
+                           std::function<SteadyClock::time_point()> now)
+    : store_(store),
+      shape_(shape),
+      limits_(limits),
+      now_(std::move(now)),
+      random_(std::random_device{}()) {}
 
 std::string SessionTable::NewId() {
   // 128 random bits: ids cannot be guessed, and an id from before a restart is never reused.
@@ -88,7 +94,7 @@ absl::StatusOr<SessionEntry*> SessionTable::Create(const SessionOptions& options
   entry.id = chosen;
   entry.session = *session;
   entry.sampling_defaults = sampling_defaults;
-  entry.last_used = SteadyClock::now();
+  entry.last_used = now_();
   entry.created_unix_ms = entry.last_used_unix_ms = UnixMillisNow();
   return &entry;
 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -82,7 +83,10 @@ class SessionTable {
     uint64_t max_cache_bytes = 0;  // all caches of the store, named or not; 0 = no limit
   };
 
-  SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits);
+  // `now` stamps a new session's last use (tests pass a fake clock); every other time comes
+  // from the caller.
+  SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits,
+               std::function<SteadyClock::time_point()> now = SteadyClock::now);
 
   // A new named session, evicting least-recently-used idle sessions to stay within the limits.
   // RESOURCE_EXHAUSTED when every session that could make room is busy. Its id is `id` when
@@ -117,6 +121,7 @@ class SessionTable {
   SessionStore& store_;
   KvShape shape_;
   Limits limits_;
+  std::function<SteadyClock::time_point()> now_;
   std::mt19937_64 random_;
   std::unordered_map<std::string, SessionEntry> entries_;
   // Why recent ids went away, oldest first (bounded).

@@ -2,18 +2,12 @@
 
 #include <queue>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/quote.h"
 #include "engine/tokenizer/byte_level.h"
 
 namespace sinkserve {
 namespace {
-
-std::string Quote(std::string_view token) {
-  constexpr size_t kMaxShown = 60;
-  return absl::StrCat("'", absl::CHexEscape(std::string(token.substr(0, kMaxShown))),
-                      token.size() > kMaxShown ? "'..." : "'");
-}
 
 bool NeverInUtf8(uint8_t byte) { return byte == 0xC0 || byte == 0xC1 || byte >= 0xF5; }
 

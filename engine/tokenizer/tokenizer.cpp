@@ -4,22 +4,21 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
-#include <stdexcept>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/base/file.h"
+#include "common/base/quote.h"
+#include "common/base/status_macros.h"
+#include "common/base/strict_json.h"
+#include "common/base/utf8.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe.h"
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/pretokenizer.h"
-#include "common/base/status_macros.h"
 #include "engine/tokenizer/unicode.h"
-#include "common/base/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace sinkserve {
@@ -53,9 +52,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-// tokenizer.json nests four levels deep (root, model, merges, pair); anything far deeper is
-// hostile and is refused before nlohmann's recursive parser can exhaust the stack.
-constexpr int kMaxJsonDepth = 32;
+// Real ones are 2 MB (Pythia) to 35 MB (the largest vocabularies); this bounds what a hostile
+// file makes us read.
+constexpr uint64_t kMaxTokenizerBytes = 200'000'000;
 // Far above any real vocabulary; bounds the id-indexed tables a hostile file could make us
 // allocate.
 constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
@@ -63,37 +62,8 @@ constexpr char kEndOfText[] = "<|endoftext|>";
 
 absl::string_view Sv(std::string_view text) { return {text.data(), text.size()}; }
 
-// A name from the file, quoted, escaped and cut, safe to put in an error message.
-std::string Quote(std::string_view text) {
-  constexpr size_t kMaxShown = 80;
-  return absl::StrCat("'", absl::CHexEscape(Sv(text.substr(0, kMaxShown))),
-                      text.size() > kMaxShown ? "'..." : "'");
-}
-
 // ---------------------------------------------------------------------------------------------
 // JSON access. Every accessor returns InvalidArgument naming the field instead of throwing.
-
-struct JsonLimitError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-absl::StatusOr<Json> ParseJson(std::string_view text) {
-  RETURN_IF_ERROR(utf8::Validate(text));
-  auto callback = [](int depth, Json::parse_event_t event, Json&) -> bool {
-    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
-        depth >= kMaxJsonDepth) {
-      throw JsonLimitError(absl::StrCat("JSON nests deeper than ", kMaxJsonDepth, " levels"));
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true);
-  } catch (const JsonLimitError& e) {
-    return absl::InvalidArgumentError(e.what());
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
-  }
-}
 
 std::string Describe(const Json& value) {
   if (value.is_string()) return Quote(value.get_ref<const std::string&>());
@@ -300,8 +270,7 @@ absl::Status ReadAddedTokens(const Json& root, TokenizerSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TokenizerSpec> ReadSpec(std::string_view json) {
-  ASSIGN_OR_RETURN(const Json root, ParseJson(json));
+absl::StatusOr<TokenizerSpec> ReadSpec(const Json& root) {
   if (!root.is_object()) return absl::InvalidArgumentError("tokenizer.json must be an object");
   TokenizerSpec spec;
   RETURN_IF_ERROR(ReadNormalizer(root, spec));
@@ -321,17 +290,15 @@ Tokenizer::Tokenizer() = default;
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return absl::NotFoundError(absl::StrCat("cannot open tokenizer file ", path));
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) return absl::DataLossError(absl::StrCat("cannot read tokenizer file ", path));
-  return FromJson(contents.str(), path);
+  ASSIGN_OR_RETURN(const std::string contents,
+                   ReadFile(path, {.max_bytes = kMaxTokenizerBytes, .regular_file_only = true}));
+  return FromJson(contents, path);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json,
                                                                std::string_view source_name) {
-  absl::StatusOr<TokenizerSpec> spec = ReadSpec(json);
+  ASSIGN_OR_RETURN(const Json root, ParseStrictJson(json, source_name));
+  absl::StatusOr<TokenizerSpec> spec = ReadSpec(root);
   absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
       spec.ok() ? Build(*spec) : absl::StatusOr<std::unique_ptr<Tokenizer>>(spec.status());
   if (!tokenizer.ok()) {

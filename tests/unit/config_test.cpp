@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
+
+#include "tests/unit/test_util.h"
 
 namespace sinkserve {
 namespace {
@@ -78,6 +81,53 @@ TEST(ConfigTest, NamesTheBadField) {
     ASSERT_FALSE(config.ok()) << c.to;
     EXPECT_NE(config.status().message().find(c.field), std::string::npos)
         << c.to << " -> " << config.status();
+  }
+}
+
+// config.json is untrusted input, parsed by the strict parser (common/base/strict_json.h): a key
+// written twice is refused (readers disagree on which one counts), and so are a BOM, a NUL,
+// invalid UTF-8 and nesting past 64 levels. Errors name the file and the key.
+TEST(ConfigTest, RefusesWhatTheStrictParserRefuses) {
+  const std::string pythia(kPythia28b);
+  struct Case {
+    std::string json, expected;
+  };
+  const Case cases[] = {
+      {Replace(pythia, "\"rotary_pct\": 0.25", "\"rotary_pct\": 0.25, \"rotary_pct\": 1.0"),
+       "config.json: duplicate key 'rotary_pct'"},
+      {Replace(pythia, "\"use_cache\": true",
+               "\"rope_parameters\": {\"rope_theta\": 1e4, \"rope_theta\": 1e6}"),
+       "config.json: duplicate key 'rope_theta' in 'rope_parameters'"},
+      {"\xEF\xBB\xBF" + pythia, "config.json: JSON starts with a byte order mark"},
+      {pythia + std::string(1, '\0'), "config.json: JSON contains a NUL byte"},
+      {Replace(pythia, "float16", "float\xC0\xAF"), "config.json: invalid UTF-8"},
+      {Replace(pythia, "\"use_cache\": true",
+               "\"x\": " + std::string(64, '[') + std::string(64, ']')),
+       "config.json: JSON nests deeper than 64 levels (at 'x"},
+      {Replace(pythia, "\"use_cache\": true", "\"use_cache\": tru"),
+       "config.json: invalid JSON at byte"},
+  };
+  for (const Case& c : cases) {
+    absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(c.json, "config.json");
+    ASSERT_FALSE(config.ok()) << c.expected;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << config.status();
+    EXPECT_EQ(config.status().message().rfind(c.expected, 0), 0u) << config.status();
+  }
+  // 64 levels are within the cap: the root object and 63 arrays.
+  EXPECT_TRUE(
+      ModelConfig::FromJson(Replace(pythia, "\"use_cache\": true",
+                                    "\"x\": " + std::string(63, '[') + std::string(63, ']')),
+                            "config.json")
+          .ok());
+}
+
+// The configs transformers wrote for the fixture checkpoints pass the strict parser.
+TEST(ConfigTest, ReadsEveryFixtureConfig) {
+  const std::vector<std::string> names = testing::FixtureModelNames();
+  ASSERT_FALSE(names.empty());
+  for (const std::string& name : names) {
+    const std::string path = testing::FixturePath("models/" + name + "/config.json");
+    EXPECT_TRUE(ModelConfig::FromFile(path).ok()) << ModelConfig::FromFile(path).status();
   }
 }
 

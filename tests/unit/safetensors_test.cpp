@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+
 namespace sinkserve {
 namespace {
 
@@ -440,6 +441,19 @@ TEST_F(SafetensorsTest, RefusesOffsetsThatDoNotTileTheDataArea) {
   EXPECT_EQ((*ok)->tensors().size(), 4u);
 }
 
+// The cap of common/base/strict_json.h: 64 levels of objects and arrays parse, 65 do not.
+TEST_F(SafetensorsTest, NestingCapIsSixtyFourLevels) {
+  // Root and entry are two levels; the ignored key "x" holds the rest.
+  auto header = [](int arrays) {
+    return R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[0,0],"x":)" +
+           std::string(arrays, '[') + std::string(arrays, ']') + "}}";
+  };
+  auto at_cap = OpenRaw("cap.safetensors", BuildFile(header(62), {}));
+  EXPECT_TRUE(at_cap.ok()) << at_cap.status();
+  ExpectBad(header(63), {}, absl::StatusCode::kInvalidArgument,
+            {"bad.safetensors: header: JSON nests deeper than 64 levels (at 'w.x"});
+}
+
 TEST_F(SafetensorsTest, RefusesDuplicateKeysAndBadMetadata) {
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
   const auto d4 = RandomBytes(4);
@@ -447,7 +461,7 @@ TEST_F(SafetensorsTest, RefusesDuplicateKeysAndBadMetadata) {
             R"("w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}})",
             d4, kInvalid, {"duplicate key 'w'"});
   ExpectBad(R"({"w":{"dtype":"U8","dtype":"I8","shape":[4],"data_offsets":[0,4]}})", d4, kInvalid,
-            {"duplicate key 'dtype'"});
+            {"bad.safetensors: header: duplicate key 'dtype' in 'w'"});
   ExpectBad(R"({"__metadata__":"x"})", {}, kInvalid, {"__metadata__", "expected an object"});
   ExpectBad(R"({"__metadata__":{"k":1}})", {}, kInvalid, {"__metadata__", "'k'", "string"});
   ExpectBad(R"({"__metadata__":{"k":{"n":"v"}}})", {}, kInvalid, {"'k'"});
@@ -713,7 +727,9 @@ TEST_F(CheckpointTest, RefusesMalformedIndex) {
   OpenError(kInvalid, {"model.safetensors.index.json", "'a'", "file name"});
   WriteText("model.safetensors.index.json",
             R"({"weight_map":{"a":"x.safetensors","a":"y.safetensors"}})");
-  OpenError(kInvalid, {"model.safetensors.index.json", "duplicate key 'a'"});
+  OpenError(kInvalid, {"model.safetensors.index.json", "duplicate key 'a' in 'weight_map'"});
+  WriteText("model.safetensors.index.json", "\xEF\xBB\xBF{\"weight_map\":{}}");
+  OpenError(kInvalid, {"model.safetensors.index.json", "byte order mark"});
 }
 
 TEST_F(CheckpointTest, BrokenShardIsReportedByItsPath) {

@@ -399,6 +399,12 @@ TEST(TokenizerJsonTest, MalformedOrUnsupportedJsonIsAnErrorNotACrash) {
       {"null", "must be an object"},
       {"{\"model\": 5}", "pre_tokenizer"},
       {std::string(100000, '[') + std::string(100000, ']'), "nests deeper"},
+      {std::string(65, '[') + std::string(65, ']'), "nests deeper than 64 levels"},
+      {std::string(64, '[') + std::string(64, ']'), "must be an object"},  // within the cap
+      {"\xEF\xBB\xBF" + base.dump(), "byte order mark"},
+      {base.dump() + std::string(1, '\0'), "NUL byte"},
+      {R"({"model": {"vocab": {"a": 0, "a": 1}}})", "duplicate key 'a' in 'model.vocab'"},
+      {R"({"added_tokens": [{"id": 0, "id": 1}]})", "duplicate key 'id' in 'added_tokens[0]'"},
       {"\"\xFF\"", "invalid UTF-8"},
       {with("/model/type", "WordPiece"), "model type"},
       {with("/normalizer", Json{{"type", "Lowercase"}}), "normalizer 'Lowercase'"},
