@@ -50,7 +50,8 @@ async def run(args):
     prompts = [[rng.randrange(args.vocab) for _ in range(args.prompt_tokens)]
                for _ in range(args.requests + 1)]
     timeout = aiohttp.ClientTimeout(total=args.request_timeout_s)
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    # A fresh connection per request: llama-server may close a kept-alive one at any time.
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         await complete(session, args.url, prompts.pop(), args.max_new_tokens)  # warm-up
         queue = list(reversed(prompts))
