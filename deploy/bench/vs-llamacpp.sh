@@ -343,7 +343,8 @@ print()
 print("| test | shape | sinkserve / llama.cpp | sinkserve tok/s | llama.cpp tok/s | ratio "
       "| sinkserve MB/step (of bound) | llama.cpp MB/step (of bound) |")
 print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
-for test, size, pair in dict.fromkeys(k[:3] for k in values):
+order = ["decode", "prefill", "serve"]
+for test, size, pair in sorted(dict.fromkeys(k[:3] for k in values), key=lambda k: order.index(k[0])):
     ours = statistics.median(values[test, size, pair, "sinkserve"])
     theirs = statistics.median(values[test, size, pair, "llama.cpp"])
     def bound(side, tok_s):
