@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/sampler.h"
+#include "nlohmann/json.hpp"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
 #include "common/cli/command.h"
@@ -21,7 +22,7 @@ int RunGenerate(int argc, char** argv) {
   std::string prompt;
   int64_t max_new_tokens = 128, top_k = 0, seed = 0;
   double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
-  bool ignore_eos = false;
+  bool ignore_eos = false, json = false;
   Flags flags("generate", "Streams a continuation of --prompt to stdout (timings on stderr).");
   flags.Add("prompt", &prompt, "the text to continue");
   flags.Add("max-new-tokens", &max_new_tokens, "tokens to generate at most");
@@ -31,6 +32,9 @@ int RunGenerate(int argc, char** argv) {
   flags.Add("repetition-penalty", &repetition_penalty, "penalty for repeated tokens; 1 = off");
   flags.Add("seed", &seed, "random seed: same seed and inputs, same tokens");
   flags.Add("ignore-eos", &ignore_eos, "keep generating past the end-of-text token");
+  flags.Add("json", &json,
+            "print one JSON object instead of the text: token ids, text, backend and timings "
+            "(prefill_ms, ttft_ms, tpot_ms, prefill_tok_s, decode_tok_s)");
   CacheFlags cache_flags;
   cache_flags.AddTo(flags);
   ModelFlags model_flags;
@@ -90,6 +94,17 @@ int RunGenerate(int argc, char** argv) {
       !status.ok()) {
     return Fail(status);
   }
+  const auto prefill_end = std::chrono::steady_clock::now();
+  std::string generated_text;
+  // The text goes to stdout as it comes, or into the JSON at the end.
+  auto emit = [&](const std::string& text) {
+    if (json) {
+      generated_text += text;
+    } else {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
   std::chrono::steady_clock::time_point first_token_time;
   int64_t generated = 0;
   std::string finish_reason = "length";
@@ -102,9 +117,7 @@ int RunGenerate(int argc, char** argv) {
       finish_reason = "stop (end of text)";
       break;
     }
-    const std::string text = detokenizer.Push(next);
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
+    emit(detokenizer.Push(next));
     if (generated == max_new_tokens) break;
     if (cache->MaxStepTokens() < 1) {
       finish_reason = "length (dense cache full)";
@@ -115,9 +128,8 @@ int RunGenerate(int argc, char** argv) {
       return Fail(status);
     }
   }
-  const std::string rest = detokenizer.Finish();
-  std::fwrite(rest.data(), 1, rest.size(), stdout);
-  std::fputc('\n', stdout);
+  emit(detokenizer.Finish());
+  if (!json) std::fputc('\n', stdout);
 
   const auto end = std::chrono::steady_clock::now();
   const double total = std::chrono::duration<double>(end - start).count();
@@ -131,6 +143,26 @@ int RunGenerate(int argc, char** argv) {
                static_cast<long long>(generated), finish_reason.c_str(), ttft * 1e3, tpot * 1e3,
                tpot > 0 ? 1.0 / tpot : 0.0, cache->Describe().c_str(), cache->tokens_cached(),
                static_cast<long long>(cache->tokens_evicted()), PeakRssBytes() / 1e6);
+  if (json) {
+    const size_t fed = tokens.size() - generated;
+    const double prefill = std::chrono::duration<double>(prefill_end - start).count();
+    const nlohmann::json out = {
+        {"prompt_ids", std::vector<int32_t>(tokens.begin(), tokens.begin() + fed)},
+        {"ids", std::vector<int32_t>(tokens.begin() + fed, tokens.end())},
+        {"text", generated_text},
+        {"finish_reason", finish_reason},
+        {"backend", backend.name()},
+        {"weights", (*model)->weights_format()},
+        {"weights_bytes", (*model)->weights_bytes()},
+        {"prefill_ms", prefill * 1e3},
+        {"prefill_tok_s", prefill > 0 ? fed / prefill : 0.0},
+        {"ttft_ms", ttft * 1e3},
+        {"tpot_ms", tpot * 1e3},
+        {"decode_tok_s", tpot > 0 ? 1.0 / tpot : 0.0},
+        {"peak_rss_bytes", PeakRssBytes()}};
+    // A text cut mid-character by the token limit still prints (as U+FFFD).
+    std::puts(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
   return kExitOk;
 }
 

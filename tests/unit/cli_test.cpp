@@ -187,6 +187,34 @@ TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
   ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
 }
 
+TEST(CliTest, GenerateJsonHasTheIdsTextAndTimings) {
+  const std::string args = "generate --prompt 'Hello there' --max-new-tokens 12 --temperature 0 "
+                           "--ignore-eos --threads 1";
+  const RunResult plain = RunSinkserve(args);
+  const RunResult result = RunSinkserve(args + " --json");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json out = nlohmann::json::parse(result.out);
+  EXPECT_EQ(out["ids"].size(), 12u);
+  EXPECT_EQ(out["text"].get<std::string>() + "\n", plain.out);  // greedy: the same continuation
+  EXPECT_EQ(out["finish_reason"], "length");
+  testing::TempDir dir;
+  testing::WriteTextFile(dir.File("prompt.txt"), "Hello there");
+  const RunResult tokenized =
+      RunSinkserve("tokenize --model demo --text-file " + dir.File("prompt.txt") + " --json");
+  ASSERT_EQ(tokenized.exit_code, 0) << tokenized.err;
+  EXPECT_EQ(out["prompt_ids"], nlohmann::json::parse(tokenized.out)["ids"]);
+  EXPECT_NE(out["backend"].get<std::string>().find("cpu (1 thread"), std::string::npos)
+      << out["backend"];
+  const double prefill_ms = out["prefill_ms"], ttft_ms = out["ttft_ms"], tpot_ms = out["tpot_ms"];
+  EXPECT_GT(prefill_ms, 0);
+  EXPECT_GE(ttft_ms, prefill_ms);
+  EXPECT_GT(tpot_ms, 0);
+  EXPECT_NEAR(out["decode_tok_s"].get<double>() * tpot_ms, 1e3, 1e-6);
+  EXPECT_NEAR(out["prefill_tok_s"].get<double>() * prefill_ms,
+              1e3 * static_cast<double>(out["prompt_ids"].size()), 1e-6);
+}
+
 TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
   testing::TempDir dir;
   const std::string tokenizer = testing::DataPath("tokenizer/tokenizer.json");
