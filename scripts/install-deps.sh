@@ -10,6 +10,8 @@ packages=(
   libabsl-dev nlohmann-json3-dev libspdlog-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc   # the gRPC server
   prometheus-cpp-dev   # the server's /metrics
+  libcpp-httplib-dev   # the OpenAI-compatible HTTP/SSE API (links libssl3 for its TLS)
+  libcurl4-openssl-dev # sinkserve-bench --api openai
 )
 if [[ "${1:-}" != build ]]; then
   packages+=(

@@ -21,21 +21,29 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 }  // namespace
 
 grpc::Status BearerToken::Check(const grpc::ServerContextBase& context) const {
-  if (token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   const auto header = metadata.find("authorization");
-  if (header == metadata.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization: missing; send the metadata 'authorization: Bearer <token>'");
+  const absl::Status status =
+      CheckHeader(header == metadata.end()
+                      ? std::nullopt
+                      : std::optional<std::string_view>(std::string_view(header->second.data(),
+                                                                         header->second.size())));
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(status.message()));
+}
+
+absl::Status BearerToken::CheckHeader(std::optional<std::string_view> authorization) const {
+  if (token_.empty()) return absl::OkStatus();
+  if (!authorization) {
+    return absl::UnauthenticatedError(
+        "authorization: missing; send the header 'authorization: Bearer <token>'");
   }
-  const std::string_view value(header->second.data(), header->second.size());
   constexpr std::string_view kScheme = "Bearer ";
-  if (!value.starts_with(kScheme) ||
-      !ConstantTimeEquals(value.substr(kScheme.size()), token_)) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization: not the server's bearer token");
+  if (!authorization->starts_with(kScheme) ||
+      !ConstantTimeEquals(authorization->substr(kScheme.size()), token_)) {
+    return absl::UnauthenticatedError("authorization: not the server's bearer token");
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {

@@ -8,7 +8,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -21,6 +23,8 @@ class BearerToken {
 
   // OK, or UNAUTHENTICATED saying what was missing or wrong (never echoing a token).
   grpc::Status Check(const grpc::ServerContextBase& context) const;
+  // The same for the value of an `authorization` header (HTTP), nullopt when absent.
+  absl::Status CheckHeader(std::optional<std::string_view> authorization) const;
 
  private:
   std::string token_;

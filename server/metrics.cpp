@@ -101,9 +101,10 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
       "Tokens evicted from streaming KV caches");
   requests_ = &prometheus::BuildCounter()
                    .Name("sinkserve_requests_total")
-                   .Help("Finished RPCs by method and gRPC status code")
+                   .Help("Finished requests by API (grpc, openai), method or endpoint, and gRPC "
+                         "status code")
                    .Register(r);
-  requests_->Add({{"rpc", "Generate"}, {"code", "OK"}});
+  requests_->Add({{"api", "grpc"}, {"rpc", "Generate"}, {"code", "OK"}});
   request_success_ = &prometheus::BuildCounter()
                           .Name("sinkserve_request_success_total")
                           .Help("Generate requests that ran, by finish reason")
@@ -167,8 +168,9 @@ void Metrics::SetModel(const ModelLabels& labels, uint64_t weights_bytes,
   cache_limit_bytes_ = cache_limit_bytes;
 }
 
-void Metrics::CountRequest(const std::string& rpc, grpc::StatusCode code) {
-  requests_->Add({{"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
+void Metrics::CountRequest(const std::string& api, const std::string& rpc,
+                           grpc::StatusCode code) {
+  requests_->Add({{"api", api}, {"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
 }
 
 void Metrics::OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) {

@@ -98,6 +98,10 @@ absl::Status Server::Start() {
        {"tls", options_.tls_cert_file.empty() ? "off" : "on (plaintext refused)"},
        {"auth", options_.auth_token.empty() ? "off" : "bearer token"},
        {"health", "NOT_SERVING until the model is loaded"}});
+  if (options_.make_frontends) frontends_ = options_.make_frontends(metrics_);
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) {
+    if (absl::Status status = frontend->Start(); !status.ok()) return status;
+  }
   if (absl::Status status = LoadModel(); !status.ok()) return status;
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
@@ -132,10 +136,13 @@ absl::Status Server::LoadModel() {
   scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
   scheduler_->Start();
   auto serving = std::make_unique<ServingEngine>();
+  serving->model = model_.get();
   serving->scheduler = scheduler_.get();
   serving->validator = validator_.get();
   serving->model_info = MakeModelInfo();
+  const ServingEngine* engine = serving.get();
   service_.SetEngine(std::move(serving));
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->SetEngine(engine);
   return absl::OkStatus();
 }
 
@@ -183,12 +190,14 @@ bool Server::Drain(std::chrono::milliseconds grace) {
   if (drained_) return true;
   drained_ = true;
   if (grpc_server_) grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->SetDraining();
   bool clean = true;
   if (scheduler_) {
     scheduler_->StopAccepting();
     clean = scheduler_->WaitIdle(std::chrono::steady_clock::now() + grace);
     scheduler_->Stop();  // cancels what is left: their streams end with UNAVAILABLE
   }
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->Stop();
   if (grpc_server_) {
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     grpc_server_->Wait();

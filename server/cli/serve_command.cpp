@@ -1,8 +1,10 @@
 // sinkserve serve: the gRPC server (DESIGN §7). Also what `sinkserve` with no command runs.
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "server/auth.h"
+#include "server/http/openai_server.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
 #include "common/cli/command.h"
@@ -21,13 +23,23 @@ absl::Status InRange(const char* flag, int64_t value, int64_t lo, int64_t hi) {
   return absl::OkStatus();
 }
 
+// The HTTP API's model id: --served-model-name, else the model directory's name ("demo" for
+// the demo model).
+std::string ModelId(const std::string& served_model_name, const std::string& model_path) {
+  if (!served_model_name.empty()) return served_model_name;
+  std::filesystem::path directory = std::filesystem::path(model_path).lexically_normal();
+  if (!directory.has_filename()) directory = directory.parent_path();  // "models/pythia/"
+  return directory.filename().string();
+}
+
 }  // namespace
 
 int RunServe(int argc, char** argv) {
   server::ServerOptions options;
   ModelFlags model_flags;
   CacheFlags cache_flags;
-  int64_t port = options.port, metrics_port = options.metrics_port;
+  int64_t port = options.port, metrics_port = options.metrics_port, http_port = 8000;
+  std::string served_model_name;
   int64_t max_sessions = 256, max_queue = 64, max_batch = 16, prefill_chunk_tokens = 128;
   int64_t max_prompt_tokens = options.limits.max_prompt_tokens;
   int64_t max_new_tokens = options.limits.max_new_tokens;
@@ -46,6 +58,12 @@ int RunServe(int argc, char** argv) {
   model_flags.AddTo(flags);
   flags.Add("host", &options.host, "address to listen on (gRPC and metrics)");
   flags.Add("port", &port, "gRPC port; 0 = any free port");
+  flags.Add("http-port", &http_port,
+            "OpenAI-compatible HTTP/SSE API port (/v1/completions, /v1/models, /tokenize, "
+            "/health, ...); 0 = any free port, -1 = off");
+  flags.Add("served-model-name", &served_model_name,
+            "the model id of the HTTP API (/v1/models, requests' \"model\"); empty = the model "
+            "directory's name");
   flags.Add("metrics-port", &metrics_port,
             "Prometheus /metrics port; 0 = any free port, -1 = no metrics endpoint");
   flags.Add("server-id", &options.server_id,
@@ -85,6 +103,7 @@ int RunServe(int argc, char** argv) {
 
   for (absl::Status status : {
            InRange("port", port, 0, 65535), InRange("metrics-port", metrics_port, -1, 65535),
+           InRange("http-port", http_port, -1, 65535),
            InRange("max-sessions", max_sessions, 1, 1 << 20),
            InRange("max-queue", max_queue, 0, 1 << 20), InRange("max-batch", max_batch, 1, 4096),
            InRange("prefill-chunk-tokens", prefill_chunk_tokens, 1, 1 << 16),
@@ -136,6 +155,23 @@ int RunServe(int argc, char** argv) {
       std::min(options.limits.default_max_new_tokens, options.limits.max_new_tokens);
   options.limits.max_score_tokens = static_cast<int>(max_score_tokens);
   options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_period_s * 1000));
+  if (http_port >= 0) {
+    server::http::HttpOptions http;
+    http.host = options.host;
+    http.port = static_cast<int>(http_port);
+    http.tls_cert_file = options.tls_cert_file;
+    http.tls_key_file = options.tls_key_file;
+    http.auth_token = options.auth_token;
+    http.max_body_bytes = static_cast<size_t>(max_message_bytes);
+    http.model_id = ModelId(served_model_name, options.model.path);
+    // A thread per connection: every request that can run or wait, and some to refuse more.
+    http.threads = static_cast<int>(std::min<int64_t>(max_batch + max_queue + 32, 1024));
+    options.make_frontends = [http](server::Metrics& metrics) {
+      std::vector<std::unique_ptr<server::Frontend>> frontends;
+      frontends.push_back(std::make_unique<server::http::OpenAiServer>(http, &metrics));
+      return frontends;
+    };
+  }
   return server::RunServer(options);
 }
 

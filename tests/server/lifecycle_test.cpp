@@ -98,8 +98,8 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
   EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_count{phase=\"decode\"}"), 290);
   EXPECT_GT(MetricValue(metrics, "sinkserve_attention_seconds_sum{phase=\"decode\"}"), 0);
   EXPECT_EQ(MetricValue(metrics, "sinkserve_request_success_total{finish_reason=\"length\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"Generate\"}"), 1);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"OK\",rpc=\"GetModelInfo\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"OK\",rpc=\"Generate\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"OK\",rpc=\"GetModelInfo\"}"), 1);
   EXPECT_NE(metrics.find("sinkserve_model_info{backend=\"cpu (1 threads"), std::string::npos);
   EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
 

@@ -97,7 +97,7 @@ TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
   // Health needs no token (probes).
   EXPECT_EQ(Health(server.channel()), HealthStatus::SERVING);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{code=\"UNAUTHENTICATED\",rpc=\"GetModelInfo\"}"), 3);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"UNAUTHENTICATED\",rpc=\"GetModelInfo\"}"), 3);
 }
 
 TEST(SecurityTest, MessagesOverTheLimitAreRefused) {

@@ -228,10 +228,10 @@ TEST_F(ValidationTest, ScoreAndSessionFields) {
   std::string metrics;
   EXPECT_TRUE(WaitFor([&] {
     metrics = HttpGet(server_->server().metrics_port(), "/metrics");
-    return MetricValue(metrics, "sinkserve_requests_total{code=\"INVALID_ARGUMENT\",rpc=\"Score\"}") >= 5;
+    return MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"INVALID_ARGUMENT\",rpc=\"Score\"}") >= 5;
   }));
-  EXPECT_GE(MetricValue(metrics, "sinkserve_requests_total{code=\"OUT_OF_RANGE\",rpc=\"Score\"}"), 1);
-  EXPECT_GE(MetricValue(metrics, "sinkserve_requests_total{code=\"NOT_FOUND\",rpc=\"CloseSession\"}"), 1);
+  EXPECT_GE(MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"OUT_OF_RANGE\",rpc=\"Score\"}"), 1);
+  EXPECT_GE(MetricValue(metrics, "sinkserve_requests_total{api=\"grpc\",code=\"NOT_FOUND\",rpc=\"CloseSession\"}"), 1);
 }
 
 }  // namespace
