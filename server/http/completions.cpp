@@ -188,9 +188,20 @@ class Completion {
     return Dump(json);
   }
 
-  // The next bytes of the event stream; "" after [DONE].
+  // The next bytes of the event stream (waiting for them); "" after [DONE].
   std::string NextEvents() {
-    if (done_) return "";
+    std::string out;
+    while (out.empty() && !done_) out = NextBatch();
+    return out;
+  }
+
+  void Count(absl::StatusCode code) const {
+    metrics_->CountRequest("openai", kEndpoint, static_cast<grpc::StatusCode>(code));
+  }
+
+ private:
+  // The events of the next batch; "" when it held none to send (an admission).
+  std::string NextBatch() {
     std::string out;
     if (!started_) {
       started_ = true;
@@ -233,11 +244,6 @@ class Completion {
     return out;
   }
 
-  void Count(absl::StatusCode code) const {
-    metrics_->CountRequest("openai", kEndpoint, static_cast<grpc::StatusCode>(code));
-  }
-
- private:
   void AddEcho() {
     if (!plan_.request.echo) return;
     const size_t n = static_cast<size_t>(plan_.request.n);
