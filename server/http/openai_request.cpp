@@ -379,7 +379,7 @@ absl::Status ToOpenAiNames(const absl::Status& status) {
   const std::string message(status.message());
   const size_t colon = message.find(": ");
   if (status.ok() || colon == std::string_view::npos) return status;
-  const std::string_view field = message.substr(0, colon);
+  const std::string_view field = std::string_view(message).substr(0, colon);
   if (field.find(' ') != std::string_view::npos) return status;
   std::string param = OpenAiParam(field);
   if (param == "prompt" || param == "stop") {
