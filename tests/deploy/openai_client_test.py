@@ -11,7 +11,8 @@ with grpcio (stubs generated from proto/) as the reference for the same engine.
   - bad input gets the right status and OpenAI's error shape (bad JSON, wrong types, an
     unknown model, logprobs > 20, an oversize body, a missing token, 40 streams against
     --max-queue 4), and the server keeps serving;
-  - a client that closes mid-stream frees its slot, as the metrics show.
+  - a client that closes mid-stream frees its slot, as the metrics show;
+  - with --tls-cert/--tls-key the HTTP port speaks HTTPS only (a fresh openssl certificate).
 
 Usage: openai_client_test.py SINKSERVE_BINARY WORK_DIR"""
 import concurrent.futures
@@ -275,7 +276,38 @@ def main() -> None:
         assert generate(prompt_text="ok", max_new_tokens=2)[2].generated_tokens >= 1
         assert metric(server, 'sinkserve_requests_total{api="openai",code="OK",rpc="/v1/completions"}') > 0
         assert server.stop() == 0, server.log()
+        check_tls(binary, work)
         print("openai client: OK")
+    finally:
+        if server.popen.poll() is None:
+            server.kill()
+
+
+def check_tls(binary: str, work: Path) -> None:
+    """HTTPS with a trusted certificate works; plaintext HTTP on that port does not."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        print("openssl not installed: the TLS check is skipped")
+        return
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = Sinkserve(binary, work, "openai-tls", ("--tls-cert", str(cert), "--tls-key", str(key)))
+    try:
+        server.wait_serving()
+        client = openai.OpenAI(base_url=f"https://127.0.0.1:{server.http_port}/v1", api_key="x",
+                               max_retries=0, http_client=openai.DefaultHttpxClient(verify=str(cert)))
+        assert client.completions.create(model="demo", prompt="tls", max_tokens=3,
+                                         extra_body={"ignore_eos": True}).usage.completion_tokens == 3
+        plain = openai.OpenAI(base_url=f"http://127.0.0.1:{server.http_port}/v1", api_key="x",
+                              max_retries=0, timeout=5)
+        try:
+            plain.completions.create(model="demo", prompt="tls", max_tokens=3)
+            raise AssertionError("plaintext HTTP was served on the TLS port")
+        except openai.APIConnectionError:
+            pass
+        assert server.stop() == 0, server.log()
     finally:
         if server.popen.poll() is None:
             server.kill()
