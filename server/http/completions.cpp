@@ -10,6 +10,7 @@
 #include "server/http/openai_errors.h"
 #include "server/http/openai_request.h"
 #include "server/http/openai_server.h"
+#include "server/logging.h"
 
 namespace sinkserve::server::http {
 namespace {
@@ -281,12 +282,28 @@ class Completion {
     }
     if (event.result) {
       const GenerateResult& result = *event.result;
+      LogResult(result);
       choice.generated = result.generated_tokens;
       if (!result.session_id.empty()) session_id_ = result.session_id;
       if (!result.status.ok()) return result.status;
       choice.finish = result.finish_reason;
     }
     return absl::OkStatus();
+  }
+
+  // One line per choice, as the gRPC service logs each Generate.
+  static void LogResult(const GenerateResult& r) {
+    Log(r.status.ok() || r.status.code() == absl::StatusCode::kCancelled ? spdlog::level::info
+                                                                         : spdlog::level::warn,
+        "request",
+        {{"api", "openai"}, {"endpoint", kEndpoint}, {"request_id", r.request_id},
+         {"code", absl::StatusCodeToString(r.status.code())}, {"session", r.session_id},
+         {"finish_reason", FinishReasonName(r.finish_reason)}, {"detail", r.finish_detail},
+         {"prompt_tokens", r.prompt_tokens}, {"generated_tokens", r.generated_tokens},
+         {"ttft_ms", r.timings.time_to_first_token_seconds * 1e3},
+         {"tpot_ms", r.timings.time_per_output_token_seconds * 1e3},
+         {"queue_ms", r.timings.queue_seconds * 1e3}, {"e2e_ms", r.timings.e2e_seconds * 1e3},
+         {"error", std::string(r.status.message())}});
   }
 
   Json Header(const char* object) const {
