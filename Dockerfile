@@ -43,8 +43,9 @@ COPY --from=build /build/server/sinkserve /usr/local/bin/sinkserve
 USER 10001:10001
 # Checkpoints (read-only is enough): --model /models/<name>.
 VOLUME /models
-# 50051: gRPC (sinkserve.v1, grpc.health.v1, reflection); 9464: Prometheus /metrics.
-EXPOSE 50051 9464
+# 50051: gRPC (sinkserve.v1, grpc.health.v1, reflection); 9464: Prometheus /metrics;
+# 8000: the OpenAI-compatible HTTP API.
+EXPOSE 50051 9464 8000
 # The model loads after the ports bind (health NOT_SERVING until then): allow for a large one.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
   CMD ["/usr/local/bin/sinkserve", "health", "--address", "127.0.0.1:50051"]

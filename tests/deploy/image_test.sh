@@ -38,7 +38,7 @@ config=$("${podman[@]}" image inspect "$image" --format \
 echo "image_test: config $config"
 IFS='|' read -r user ports volumes entrypoint cmd healthcheck <<<"$config"
 [[ $user == 10001:10001 ]]
-[[ $ports == *'"50051/tcp"'* && $ports == *'"9464/tcp"'* ]]
+[[ $ports == *'"50051/tcp"'* && $ports == *'"9464/tcp"'* && $ports == *'"8000/tcp"'* ]]
 [[ $volumes == *'"/models"'* ]]
 [[ $entrypoint == '["/usr/local/bin/sinkserve"]' && $cmd == '["serve"]' ]]
 [[ $healthcheck == '["CMD","/usr/local/bin/sinkserve","health","--address","127.0.0.1:50051"]' ]]
