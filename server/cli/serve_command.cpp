@@ -1,4 +1,5 @@
-// sinkserve serve: the gRPC server (DESIGN §7). Also what `sinkserve` with no command runs.
+// sinkserve serve: the gRPC server and the OpenAI-compatible HTTP API (DESIGN §7). Also what
+// `sinkserve` with no command runs.
 #include <filesystem>
 #include <limits>
 
@@ -52,7 +53,8 @@ int RunServe(int argc, char** argv) {
 
   Flags flags("serve",
               "Serves the model over gRPC (package sinkserve.v1: Generate, Score, sessions,\n"
-              "model info; grpc.health.v1; reflection) and Prometheus metrics over HTTP.\n"
+              "model info; grpc.health.v1; reflection), the OpenAI-compatible HTTP API\n"
+              "(--http-port) and Prometheus metrics over HTTP.\n"
               "SIGTERM/SIGINT drains: health NOT_SERVING, new requests refused, in-flight ones\n"
               "finish within --grace-period-s (then they are cancelled), exit 0.");
   model_flags.AddTo(flags);
@@ -87,16 +89,17 @@ int RunServe(int argc, char** argv) {
   flags.Add("grace-period-s", &grace_period_s,
             "on SIGTERM, seconds in-flight requests get to finish before they are cancelled");
   flags.Add("tls-cert", &options.tls_cert_file,
-            "PEM certificate chain; with --tls-key the gRPC port speaks TLS only (plaintext "
-            "clients are refused)");
+            "PEM certificate chain; with --tls-key the gRPC and HTTP ports speak TLS only "
+            "(plaintext clients are refused)");
   flags.Add("tls-key", &options.tls_key_file, "PEM private key of --tls-cert");
   flags.Add("auth-token", &options.auth_token,
-            "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC (else "
-            "UNAUTHENTICATED); health and reflection stay open for probes. Visible in ps: "
-            "prefer --auth-token-file");
+            "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC and HTTP API "
+            "call (else UNAUTHENTICATED / 401); health, reflection, /health and /ready stay "
+            "open for probes. Visible in ps: prefer --auth-token-file");
   flags.Add("auth-token-file", &auth_token_file, "read the --auth-token from this file's first line");
   flags.Add("max-message-bytes", &max_message_bytes,
-            "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
+            "largest request message (or HTTP body) accepted; larger ones get "
+            "RESOURCE_EXHAUSTED (HTTP 413)");
   flags.Add("log-level", &log_level, "trace, debug, info, warn, error, critical or off");
   flags.Add("log-format", &log_format, "text or json (one JSON object per line)");
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;

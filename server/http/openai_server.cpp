@@ -130,6 +130,10 @@ absl::Status OpenAiServer::Start() {
                                                " (is the port in use? see --http-port)"));
   }
   thread_ = std::thread([&server] { server.listen_after_bind(); });
+  Log(spdlog::level::info, "listening",
+      {{"openai_api", absl::StrCat(tls() ? "https://" : "http://", options_.host, ":", port_,
+                                   "/v1")},
+       {"model_id", options_.model_id}});
   return absl::OkStatus();
 }
 
