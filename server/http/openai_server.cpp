@@ -130,6 +130,11 @@ absl::Status OpenAiServer::Start() {
                                                " (is the port in use? see --http-port)"));
   }
   thread_ = std::thread([&server] { server.listen_after_bind(); });
+  // httplib's stop() does nothing until the accept loop runs: wait for it, so that a Stop()
+  // right after Start() (a model that fails to load) cannot leave the loop running forever.
+  for (int i = 0; i < 5000 && !server.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   Log(spdlog::level::info, "listening",
       {{"openai_api", absl::StrCat(tls() ? "https://" : "http://", options_.host, ":", port_,
                                    "/v1")},

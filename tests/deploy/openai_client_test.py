@@ -12,7 +12,8 @@ with grpcio (stubs generated from proto/) as the reference for the same engine.
     unknown model, logprobs > 20, an oversize body, a missing token, 40 streams against
     --max-queue 4), and the server keeps serving;
   - a client that closes mid-stream frees its slot, as the metrics show;
-  - with --tls-cert/--tls-key the HTTP port speaks HTTPS only (a fresh openssl certificate).
+  - with --tls-cert/--tls-key the HTTP port speaks HTTPS only (a fresh openssl certificate);
+  - a model that fails to load ends the program (exit 1) with the HTTP port already open.
 
 Usage: openai_client_test.py SINKSERVE_BINARY WORK_DIR"""
 import concurrent.futures
@@ -277,6 +278,10 @@ def main() -> None:
         assert metric(server, 'sinkserve_requests_total{api="openai",code="OK",rpc="/v1/completions"}') > 0
         assert server.stop() == 0, server.log()
         check_tls(binary, work)
+        failed = subprocess.run([binary, "serve", "--host", "127.0.0.1", "--port", "0",
+                                 "--metrics-port", "-1", "--http-port", "0", "--model",
+                                 str(work / "no-such-model")], capture_output=True, timeout=30)
+        assert failed.returncode == 1, failed
         print("openai client: OK")
     finally:
         if server.popen.poll() is None:
