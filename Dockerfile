@@ -49,8 +49,9 @@ COPY --from=build /build/server/sinkserve /build/client/sinkserve-bench /usr/loc
 USER 10001:10001
 # Checkpoints (read-only is enough): --model /models/<name>.
 VOLUME /models
-# 50051: gRPC (sinkserve.v1, grpc.health.v1, reflection); 9464: Prometheus /metrics.
-EXPOSE 50051 9464
+# 50051: gRPC (sinkserve.v1, grpc.health.v1, reflection); 9464: Prometheus /metrics;
+# 8000: the OpenAI-compatible HTTP API.
+EXPOSE 50051 9464 8000
 # The model loads after the ports bind (health NOT_SERVING until then): allow for a large one.
 # Plaintext by default; under TLS `sinkserve health` reads SINKSERVE_TLS_CA (and
 # SINKSERVE_TLS_SERVER_NAME) from the environment.

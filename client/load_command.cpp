@@ -9,12 +9,13 @@
 #include "client/connection.h"
 #include "client/load_generator.h"
 #include "client/load_report.h"
+#include "client/openai_client.h"
 #include "client/prompt_source.h"
 
 namespace sinkserve::bench {
 
 int RunLoadCommand(int argc, char** argv) {
-  std::string target = "127.0.0.1:50051";
+  std::string target = "127.0.0.1:50051", api = "grpc", url, model_name;
   int64_t concurrency = 1, requests = 0, prompt_tokens = 128, max_new_tokens = 128, turns = 1,
           warmup = 1, seed = 0;
   double rate = 0, burstiness = 1, duration_s = 0, temperature = 0, request_timeout_s = 600;
@@ -34,6 +35,11 @@ int RunLoadCommand(int argc, char** argv) {
   flags.Add("target", &target, "server address host:port");
   ClientSecurity security;
   security.AddTo(flags);
+  flags.Add("api", &api,
+            "grpc (sinkserve's API at --target) or openai (streaming /v1/completions of any "
+            "OpenAI-compatible server at --url; bearer token from $OPENAI_API_KEY)");
+  flags.Add("url", &url, "--api openai: the server's base URL, e.g. http://127.0.0.1:8000");
+  flags.Add("model", &model_name, "--api openai: the model to name; empty = the first of /v1/models");
   flags.Add("concurrency", &concurrency,
             "closed loop: conversations in flight at once (ignored with --rate)");
   flags.Add("rate", &rate,
@@ -93,8 +99,25 @@ int RunLoadCommand(int argc, char** argv) {
     return cli::kExitUsage;
   }
   if (requests == 0 && duration_s == 0) requests = 32;
+  if ((api != "grpc" && api != "openai") || (api == "openai") != !url.empty()) {
+    std::fprintf(stderr, "error: --api is grpc or openai, and --url goes with --api openai\n");
+    return cli::kExitUsage;
+  }
 
-  absl::StatusOr<Connection> connection = Connect(target, security);
+  // gRPC: the server's ModelInfo. OpenAI API: the model id only, and random prompt ids below
+  // 256, which every byte-level BPE vocabulary holds.
+  std::unique_ptr<OpenAiClient> openai;
+  absl::StatusOr<Connection> connection = Connection{};
+  if (api == "openai") {
+    absl::StatusOr<std::unique_ptr<OpenAiClient>> client = OpenAiClient::Connect(url, model_name);
+    if (!client.ok()) return cli::Fail(client.status());
+    openai = std::move(*client);
+    connection->model.set_model_name(openai->model());
+    connection->model.set_backend(absl::StrCat("OpenAI API at ", openai->url()));
+    connection->model.set_vocab_size(256);
+  } else {
+    connection = Connect(target, security);
+  }
   if (!connection.ok()) return cli::Fail(connection.status());
   absl::StatusOr<PromptSource> prompts = [&]() -> absl::StatusOr<PromptSource> {
     if (prompt_files.empty()) {
@@ -122,7 +145,8 @@ int RunLoadCommand(int argc, char** argv) {
   options.request_timeout_s = request_timeout_s;
   options.cache_policy = *policy;
   std::fprintf(stderr, "sinkserve-bench: %s serves %s%s (%s); %s, %lld-token prompts, %lld new "
-               "tokens, %lld turn(s)\n", target.c_str(), connection->model.model_name().c_str(),
+               "tokens, %lld turn(s)\n", openai ? url.c_str() : target.c_str(),
+               connection->model.model_name().c_str(),
                connection->model.demo() ? " [DEMO: random weights]" : "",
                connection->model.backend().c_str(),
                rate > 0 ? absl::StrCat("open loop at ", rate, " conversations/s").c_str()
@@ -130,6 +154,10 @@ int RunLoadCommand(int argc, char** argv) {
                static_cast<long long>(prompt_tokens), static_cast<long long>(max_new_tokens),
                static_cast<long long>(turns));
 
+  auto run_load = [&](const LoadOptions& load, const ProgressCallback& callback) {
+    return openai ? RunLoad(*openai, *prompts, load, callback)
+                  : RunLoad(*connection, *prompts, load, callback);
+  };
   if (warmup > 0) {
     LoadOptions warm = options;
     warm.rate = 0;
@@ -137,7 +165,7 @@ int RunLoadCommand(int argc, char** argv) {
     warm.conversations = static_cast<int>(warmup);
     warm.duration_s = 0;
     warm.turns = 1;
-    const LoadResult warm_result = RunLoad(*connection, *prompts, warm);
+    const LoadResult warm_result = run_load(warm, nullptr);
     if (!warm_result.aborted.empty()) return cli::Fail(absl::UnavailableError(warm_result.aborted));
   }
 
@@ -146,15 +174,16 @@ int RunLoadCommand(int argc, char** argv) {
   cli::ProgressBar progress(by_requests ? "load" : "load (s)",
                             by_requests ? requests * turns : static_cast<int64_t>(duration_s),
                             by_requests ? "req" : "s");
-  const LoadResult result =
-      RunLoad(*connection, *prompts, options, [&](const LoadResult& so_far, double elapsed) {
-        progress.Update(by_requests ? static_cast<int64_t>(so_far.records.size())
-                                    : static_cast<int64_t>(elapsed));
-      });
+  const LoadResult result = run_load(options, [&](const LoadResult& so_far, double elapsed) {
+    progress.Update(by_requests ? static_cast<int64_t>(so_far.records.size())
+                                : static_cast<int64_t>(elapsed));
+  });
   progress.Finish();
 
   const LoadReport report = MakeReport(result, *slo);
-  std::fputs(FormatTable(report, absl::StrCat("sinkserve-bench load: ", target)).c_str(), stdout);
+  std::fputs(FormatTable(report, absl::StrCat("sinkserve-bench load: ", openai ? url : target))
+                 .c_str(),
+             stdout);
   std::fflush(stdout);  // the report before any error line on stderr
   RunInfo run{UtcDate(), target, {kProgram, "load"}, connection->model};
   run.arguments.insert(run.arguments.end(), argv, argv + argc);

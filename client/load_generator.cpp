@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/openai_client.h"
 
 namespace sinkserve::bench {
 namespace {
@@ -77,6 +78,17 @@ class Mailbox {
   int closes_ = 0;
 };
 
+// A request's record before it is sent.
+RequestRecord NewRecord(const Conversation& conversation, const v1::GenerateRequest& request,
+                        Clock::time_point sent, Clock::time_point run_start) {
+  RequestRecord record;
+  record.conversation = conversation.id;
+  record.turn = conversation.turn;
+  record.start_s = std::chrono::duration<double>(sent - run_start).count();
+  record.prompt_tokens = request.prompt_token_ids_size();
+  return record;
+}
+
 // One Generate stream. Reactions never block: they time the messages and post the record.
 class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateResponse> {
  public:
@@ -89,10 +101,7 @@ class GenerateCall final : public grpc::ClientReadReactor<v1::GenerateResponse> 
     context_.set_deadline(std::chrono::system_clock::now() +
                           std::chrono::duration_cast<std::chrono::system_clock::duration>(
                               std::chrono::duration<double>(timeout_s)));
-    record_.conversation = conversation_.id;
-    record_.turn = conversation_.turn;
-    record_.start_s = std::chrono::duration<double>(sent_ - run_start).count();
-    record_.prompt_tokens = request_.prompt_token_ids_size();
+    record_ = NewRecord(conversation_, request_, sent_, run_start);
   }
 
   void Start(v1::Sinkserve::Stub& stub) {
@@ -167,9 +176,11 @@ void CloseSession(const Connection& connection, Mailbox& mailbox, const std::str
 
 class Driver {
  public:
-  Driver(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
-         const ProgressCallback& progress)
+  // Over gRPC (`connection`) or the OpenAI API (`openai`): one of them is set.
+  Driver(const Connection* connection, OpenAiClient* openai, PromptSource& prompts,
+         const LoadOptions& options, const ProgressCallback& progress)
       : connection_(connection),
+        openai_(openai),
         prompts_(prompts),
         options_(options),
         progress_(progress),
@@ -241,9 +252,19 @@ class Driver {
     } else {
       request.set_session_id(conversation.session_id);
     }
-    auto* call = new GenerateCall(connection_, mailbox_, std::move(conversation),
+    if (openai_ != nullptr) {
+      RequestRecord record = NewRecord(conversation, request, Clock::now(), start_);
+      openai_->Start(request, options_.request_timeout_s, std::move(record),
+                     [mailbox = &mailbox_, conversation = std::move(conversation)](
+                         RequestRecord record, std::string session_id) mutable {
+                       if (!session_id.empty()) conversation.session_id = std::move(session_id);
+                       mailbox->Post(Finished{std::move(conversation), std::move(record)});
+                     });
+      return;
+    }
+    auto* call = new GenerateCall(*connection_, mailbox_, std::move(conversation),
                                   std::move(request), options_.request_timeout_s, start_);
-    call->Start(*connection_.stub);
+    call->Start(*connection_->stub);
   }
 
   void OnFinished(Finished finished) {
@@ -264,14 +285,15 @@ class Driver {
       StartTurn(std::move(conversation));
       return;
     }
-    if (!conversation.session_id.empty() && result_.aborted.empty()) {
-      CloseSession(connection_, mailbox_, conversation.session_id);
+    if (!conversation.session_id.empty() && result_.aborted.empty() && connection_ != nullptr) {
+      CloseSession(*connection_, mailbox_, conversation.session_id);
     }
     --conversations_in_flight_;
     if (options_.rate <= 0 && MayStartConversation()) StartConversation();
   }
 
-  const Connection& connection_;
+  const Connection* connection_;
+  OpenAiClient* openai_;
   PromptSource& prompts_;
   const LoadOptions& options_;
   const ProgressCallback& progress_;
@@ -289,7 +311,12 @@ class Driver {
 
 LoadResult RunLoad(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
                    const ProgressCallback& progress) {
-  return Driver(connection, prompts, options, progress).Run();
+  return Driver(&connection, nullptr, prompts, options, progress).Run();
+}
+
+LoadResult RunLoad(OpenAiClient& client, PromptSource& prompts, const LoadOptions& options,
+                   const ProgressCallback& progress) {
+  return Driver(nullptr, &client, prompts, options, progress).Run();
 }
 
 }  // namespace sinkserve::bench

@@ -77,5 +77,10 @@ using ProgressCallback = std::function<void(const LoadResult& so_far, double ela
 // Runs the load. Returns when every started request has finished.
 LoadResult RunLoad(const Connection& connection, PromptSource& prompts, const LoadOptions& options,
                    const ProgressCallback& progress = nullptr);
+// The same load over the OpenAI-compatible HTTP API (openai_client.h); sessions are not closed
+// at the end of a conversation (that API has no call for it: they expire).
+class OpenAiClient;
+LoadResult RunLoad(OpenAiClient& client, PromptSource& prompts, const LoadOptions& options,
+                   const ProgressCallback& progress = nullptr);
 
 }  // namespace sinkserve::bench

@@ -211,6 +211,8 @@ std::string FormatTable(const LoadReport& report, const std::string& title) {
                         "mean", "std", "p50", "p90", "p99");
   for (const Series& series : LatencySeries(report)) {
     const Summary& s = *series.summary;
+    // The server's own timings come only over gRPC (not from an OpenAI-compatible server).
+    if (s.count == 0 && std::string_view(series.name).starts_with("server_")) continue;
     absl::StrAppendFormat(&out, "%-36s %9.2f %9.2f %9.2f %9.2f %9.2f\n", series.title, s.mean,
                           s.stddev, s.p50, s.p90, s.p99);
   }

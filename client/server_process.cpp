@@ -71,7 +71,8 @@ absl::StatusOr<ServerProcess> ServerProcess::Spawn(const std::string& command,
   const int metrics_port = FreeLoopbackPort();
   for (const std::string& arg : {std::string("--host"), std::string("127.0.0.1"),
                                  std::string("--port"), std::to_string(port),
-                                 std::string("--metrics-port"), std::to_string(metrics_port)}) {
+                                 std::string("--metrics-port"), std::to_string(metrics_port),
+                                 std::string("--http-port"), std::string("-1")}) {
     argv->push_back(arg);
   }
   posix_spawn_file_actions_t actions;

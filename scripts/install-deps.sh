@@ -11,6 +11,8 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc   # the gRPC server
   prometheus-cpp-dev   # the server's /metrics
   libminizip-dev       # pytorch_model.bin (a torch.save zip) without Python
+  libcpp-httplib-dev   # the OpenAI-compatible HTTP/SSE API (links libssl3 for its TLS)
+  libcurl4-openssl-dev # sinkserve-bench --api openai
 )
 if [[ "${1:-}" != build ]]; then
   packages+=(

@@ -21,30 +21,41 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 }  // namespace
 
 grpc::Status BearerToken::Check(const grpc::ServerContextBase& context) const {
-  if (token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   const auto header = metadata.find("authorization");
-  if (header == metadata.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization: missing; send the metadata 'authorization: Bearer <token>'");
+  const absl::Status status = CheckHeader(
+      header == metadata.end()
+          ? std::nullopt
+          : std::optional<std::string_view>(
+                std::string_view(header->second.data(), header->second.size())),
+      metadata.count("authorization"));
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(status.message()));
+}
+
+absl::Status BearerToken::CheckHeader(std::optional<std::string_view> authorization,
+                                      size_t count) const {
+  if (token_.empty()) return absl::OkStatus();
+  if (!authorization) {
+    return absl::UnauthenticatedError(
+        "authorization: missing; send the header 'authorization: Bearer <token>'");
   }
   // Which of several would count is a guess a proxy and the server could make differently.
-  if (const size_t count = metadata.count("authorization"); count > 1) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        absl::StrCat("authorization: sent ", count, " times; send exactly one"));
+  if (count > 1) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("authorization: sent ", count, " times; send exactly one"));
   }
   // RFC 7235: the scheme is case-insensitive, and one or more spaces follow it.
-  absl::string_view value(header->second.data(), header->second.size());
+  absl::string_view value(authorization->data(), authorization->size());
   constexpr absl::string_view kScheme = "bearer";
   const bool bearer = value.size() > kScheme.size() &&
                       absl::EqualsIgnoreCase(value.substr(0, kScheme.size()), kScheme) &&
                       value[kScheme.size()] == ' ';
   if (bearer) value = absl::StripLeadingAsciiWhitespace(value.substr(kScheme.size()));
   if (!bearer || !ConstantTimeEquals(std::string_view(value.data(), value.size()), token_)) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "authorization: not the server's bearer token");
+    return absl::UnauthenticatedError("authorization: not the server's bearer token");
   }
-  return grpc::Status::OK;
+  return absl::OkStatus();
 }
 
 }  // namespace sinkserve::server

@@ -10,7 +10,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
 
 namespace sinkserve::server {
 
@@ -21,6 +25,9 @@ class BearerToken {
 
   // OK, or UNAUTHENTICATED saying what was missing or wrong (never echoing a token).
   grpc::Status Check(const grpc::ServerContextBase& context) const;
+  // The same for the value of an `authorization` header (HTTP), nullopt when absent; `count`
+  // is how many such headers came (more than one is refused).
+  absl::Status CheckHeader(std::optional<std::string_view> authorization, size_t count = 1) const;
 
  private:
   std::string token_;

@@ -127,8 +127,9 @@ Metrics::Metrics(const std::string& model_name)
   evicted_tokens_ = Counter("sinkserve_evicted_tokens_total",
       "Tokens evicted from streaming KV caches");
   requests_ = &Family(prometheus::BuildCounter(), r, model_name, "sinkserve_requests_total",
-                      "Finished RPCs by method and gRPC status code");
-  requests_->Add({{"rpc", "Generate"}, {"code", "OK"}});
+                      "Finished requests by API (grpc, openai), method or endpoint, and gRPC "
+                      "status code");
+  requests_->Add({{"api", "grpc"}, {"rpc", "Generate"}, {"code", "OK"}});
   request_success_ = &Family(prometheus::BuildCounter(), r, model_name,
                              "sinkserve_request_success_total",
                              "Generate requests that ran, by finish reason");
@@ -193,8 +194,9 @@ void Metrics::SetModel(const ModelLabels& labels, uint64_t weights_bytes,
   cache_limit_bytes_ = cache_limit_bytes;
 }
 
-void Metrics::CountRequest(const std::string& rpc, grpc::StatusCode code) {
-  requests_->Add({{"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
+void Metrics::CountRequest(const std::string& api, const std::string& rpc,
+                           grpc::StatusCode code) {
+  requests_->Add({{"api", api}, {"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
 }
 
 void Metrics::OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) {

@@ -49,8 +49,9 @@ class Metrics final : public SchedulerListener {
 
   // Once the model is loaded.
   void SetModel(const ModelLabels& labels, uint64_t weights_bytes, uint64_t cache_limit_bytes);
-  // One finished RPC (sinkserve_requests_total{rpc, code}).
-  void CountRequest(const std::string& rpc, grpc::StatusCode code);
+  // One finished request (sinkserve_requests_total{api, rpc, code}): api "grpc" (rpc: the
+  // method) or "openai" (rpc: the HTTP endpoint, code: the gRPC code its HTTP status matches).
+  void CountRequest(const std::string& api, const std::string& rpc, grpc::StatusCode code);
 
   // SchedulerListener (scheduler thread).
   void OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) override;

@@ -43,6 +43,7 @@ absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& pat
 }  // namespace
 
 std::string ServedModelName(const ServerOptions& options) {
+  if (!options.served_model_name.empty()) return options.served_model_name;
   const std::string& path = options.model.path;
   if (path.empty() || path == "demo") return "demo";
   std::filesystem::path dir = std::filesystem::absolute(path).lexically_normal();
@@ -110,6 +111,10 @@ absl::Status Server::Start() {
        {"tls", options_.tls_cert_file.empty() ? "off" : "on (plaintext refused)"},
        {"auth", options_.auth_token.empty() ? "off" : "bearer token"},
        {"health", "NOT_SERVING until the model is loaded"}});
+  if (options_.make_frontends) frontends_ = options_.make_frontends(metrics_);
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) {
+    if (absl::Status status = frontend->Start(); !status.ok()) return status;
+  }
   if (absl::Status status = LoadModel(); !status.ok()) return status;
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
@@ -157,10 +162,13 @@ absl::Status Server::LoadModel() {
   scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
   scheduler_->Start();
   auto serving = std::make_unique<ServingEngine>();
+  serving->model = model_.get();
   serving->scheduler = scheduler_.get();
   serving->validator = validator_.get();
   serving->model_info = MakeModelInfo();
+  const ServingEngine* engine = serving.get();
   service_.SetEngine(std::move(serving));
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->SetEngine(engine);
   return absl::OkStatus();
 }
 
@@ -208,12 +216,14 @@ bool Server::Drain(std::chrono::milliseconds grace) {
   if (drained_) return true;
   drained_ = true;
   if (grpc_server_) grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->SetDraining();
   bool clean = true;
   if (scheduler_) {
     scheduler_->StopAccepting();
     clean = scheduler_->WaitIdle(std::chrono::steady_clock::now() + grace);
     scheduler_->Stop();  // cancels what is left: their streams end with UNAVAILABLE
   }
+  for (const std::unique_ptr<Frontend>& frontend : frontends_) frontend->Stop();
   if (grpc_server_) {
     // Every Generate and Score has ended by now; what gRPC still waits for is final messages on
     // their way out, unary calls of microseconds, and idle connections that would hold the

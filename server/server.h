@@ -11,8 +11,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "engine/model.h"
@@ -23,11 +25,24 @@
 
 namespace sinkserve::server {
 
+// Another API on the same engine beside gRPC (the OpenAI-compatible HTTP server, server/http/):
+// started before the model loads, handed the engine once it is loaded, told when draining
+// starts, and stopped once the scheduler has ended every request.
+class Frontend {
+ public:
+  virtual ~Frontend() = default;
+  virtual absl::Status Start() = 0;
+  virtual void SetEngine(const ServingEngine* engine) = 0;
+  virtual void SetDraining() = 0;
+  virtual void Stop() = 0;
+};
+
 struct ServerOptions {
   std::string host = "0.0.0.0";
   int port = 50051;          // 0 picks a free port (port() tells which)
   int metrics_port = 9464;   // 0 picks a free port; -1 = no metrics endpoint
   ModelOptions model;
+  std::string served_model_name;  // --served-model-name; "" = ServedModelName's default
   SchedulerOptions scheduler;
   RequestLimits limits;
   std::chrono::milliseconds grace_period{30'000};
@@ -39,10 +54,13 @@ struct ServerOptions {
   std::string tls_key_file;   // PEM private key
   std::string auth_token;     // "" = no authentication; else `authorization: Bearer <token>`
   int max_message_bytes = 4 << 20;  // largest request message the server accepts
+  // Makes the frontends that serve beside gRPC (they count into the server's metrics).
+  std::function<std::vector<std::unique_ptr<Frontend>>(Metrics&)> make_frontends;
 };
 
-// The name the server serves its model under (the model_name label of every metric): the model
-// directory's name, or "demo" for the built-in model.
+// The name the server serves its model under (the model_name label of every metric, the
+// OpenAI API's model id): --served-model-name, else the model directory's name, or "demo" for
+// the built-in model.
 std::string ServedModelName(const ServerOptions& options);
 
 class Server {
@@ -78,6 +96,7 @@ class Server {
   std::unique_ptr<Model> model_;
   std::unique_ptr<RequestValidator> validator_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::vector<std::unique_ptr<Frontend>> frontends_;
   bool drained_ = false;
 };
 

@@ -56,7 +56,7 @@ class GenerateReactor final : public StreamReactor<v1::GenerateResponse> {
   }
 
   void Done(const grpc::Status& status) override {
-    metrics_->CountRequest("Generate", status.error_code());
+    metrics_->CountRequest("grpc", "Generate", status.error_code());
     const GenerateResult& r = result_;
     const spdlog::level::level_enum level =
         status.ok() || status.error_code() == grpc::StatusCode::CANCELLED ? spdlog::level::info
@@ -142,7 +142,7 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
   }
 
   void Done(const grpc::Status& status) override {
-    metrics_->CountRequest("Score", status.error_code());
+    metrics_->CountRequest("grpc", "Score", status.error_code());
     const ScoreResult& r = result_;
     if (r.rejected || r.request_id.empty()) {
       Log(spdlog::level::warn, "request",
@@ -229,7 +229,7 @@ std::string SinkserveService::NewRequestId() {
 }
 
 void SinkserveService::UnaryCall::Finish(const grpc::Status& status) const {
-  service->metrics_->CountRequest(rpc, status.error_code());
+  service->metrics_->CountRequest("grpc", rpc, status.error_code());
   if (status.ok()) {
     Log(spdlog::level::info, "request", {{"rpc", rpc}, {"code", "OK"}, {"e2e_ms", MillisSince(start)}});
   } else {

@@ -32,6 +32,7 @@ using RawSinkserveService = v1::Sinkserve::WithRawCallbackMethod_Generate<
 
 // What the RPCs use once the model is loaded; outlives every RPC.
 struct ServingEngine {
+  const Model* model = nullptr;
   Scheduler* scheduler = nullptr;
   const RequestValidator* validator = nullptr;
   v1::ModelInfo model_info;

@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model.h"
+#include "engine/perplexity.h"
 #include "engine/serving/session_table.h"
 #include "common/base/thread_pool.h"
 
@@ -73,6 +74,7 @@ struct GenerateSpec {
   std::vector<std::string> stop_strings;
   std::vector<int32_t> stop_token_ids;  // the caller adds end-of-text unless told not to
   bool return_logprobs = false;
+  int top_logprobs = 0;  // with return_logprobs: also the N most likely tokens of each step
   SteadyClock::time_point arrival = SteadyClock::now();
   std::optional<SteadyClock::time_point> deadline;
 };
@@ -82,6 +84,9 @@ struct TokenDelta {
   std::string text;                // valid UTF-8, stop strings held back / removed
   std::vector<int32_t> token_ids;
   std::vector<float> logprobs;     // parallel to token_ids when asked
+  // Parallel to token_ids when top_logprobs > 0: the most likely tokens at each step (before
+  // sampling changed the logits).
+  std::vector<std::vector<TokenLogprob>> top_logprobs;
 };
 
 // A request's own timings, measured on the scheduler thread (seconds).
@@ -127,6 +132,7 @@ struct ScoreSpec {
   std::vector<int32_t> tokens;
   std::optional<CachePolicy> policy;  // unset = default_policy; dense 0 = tokens − 1
   bool return_token_nll = false;
+  int top_logprobs = 0;  // with return_token_nll: also the N most likely tokens per position
   int progress_interval_tokens = 1024;
   SteadyClock::time_point arrival = SteadyClock::now();
   std::optional<SteadyClock::time_point> deadline;
@@ -136,6 +142,7 @@ struct ScoreProgress {
   int64_t scored_tokens = 0;
   int64_t total_tokens = 0;
   std::vector<double> token_nll;  // since the previous event, when asked
+  std::vector<std::vector<TokenLogprob>> top_logprobs;  // parallel to token_nll, when asked
 };
 
 struct ScoreResult {
@@ -276,14 +283,20 @@ class Scheduler {
     std::vector<float> logits;     // the logits before sampling changes them (logprobs)
     std::vector<int32_t> history;  // the session's history, contiguous
   };
-  // Job's next token from its logits with its sampler, and its log-probability when asked.
+  // A chosen token and, when asked, its log-probability and the most likely tokens.
+  struct Choice {
+    int32_t token = 0;
+    float logprob = 0.0f;
+    std::vector<TokenLogprob> top;
+  };
+  // Job's next token from its logits with its sampler, and its log-probabilities when asked.
   // Safe on several threads at once for different jobs.
-  int32_t ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
-                      float* logprob) const;
+  void ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
+                   Choice* choice) const;
   // ChooseToken, then EmitToken.
   void SampleNext(Job& job, std::span<float> logits);
   // Records and streams a chosen token; finishes the request on a stop or its length.
-  void EmitToken(Job& job, int32_t token, float logprob = 0.0f);
+  void EmitToken(Job& job, Choice choice);
   void FinishGenerate(Job& job, FinishReason reason, absl::Status status, std::string detail);
   void FinishScore(Job& job, absl::Status status);
   // Ends a request that never ran (refused at intake or admission, or cancelled while queued).
@@ -329,8 +342,7 @@ class Scheduler {
   ThreadPool sampling_pool_;
   std::vector<SamplingScratch> sampling_scratch_;  // [sampling_pool_.size()]
   std::vector<size_t> sampled_rows_;               // rows of a batch that sample
-  std::vector<int32_t> row_chosen_;                // their tokens
-  std::vector<float> row_logprob_;
+  std::vector<Choice> row_chosen_;                 // their tokens
   // The earliest time an idle session may expire; nullopt: no idle session.
   std::optional<SteadyClock::time_point> next_expiry_;
 

@@ -46,6 +46,7 @@ struct Scheduler::Job {
   int64_t scored = 0;
   int64_t reported = 0;  // scored tokens at the last progress event
   std::vector<double> pending_nll;
+  std::vector<std::vector<TokenLogprob>> pending_top;
 
   SteadyClock::time_point admitted, first_token, last_token;
   double attention_seconds = 0;

@@ -164,19 +164,19 @@ void Scheduler::RunBatch() {
     if (!greedy) sampled_rows_.push_back(i);
   }
   row_chosen_.resize(rows);
-  row_logprob_.resize(rows);
   sampling_pool_.ParallelFor(
       static_cast<int64_t>(sampled_rows_.size()), 1, [&](int64_t begin, int64_t end, int thread) {
         for (int64_t k = begin; k < end; ++k) {
           const size_t i = sampled_rows_[k];
-          row_chosen_[i] = ChooseToken(*rows_[i].job, logits.subspan(i * vocab_size_, vocab_size_),
-                                       sampling_scratch_[thread], &row_logprob_[i]);
+          ChooseToken(*rows_[i].job, logits.subspan(i * vocab_size_, vocab_size_),
+                      sampling_scratch_[thread], &row_chosen_[i]);
         }
       });
   for (size_t i = 0; i < rows; ++i) {
     Job& job = *rows_[i].job;
     if (job.decoding) {
-      EmitToken(job, greedy ? row_next_[i] : row_chosen_[i], row_logprob_[i]);
+      if (greedy) row_chosen_[i] = Choice{row_next_[i], 0.0f, {}};
+      EmitToken(job, std::move(row_chosen_[i]));
     } else {
       AfterFed(job, 1, logits.subspan(i * vocab_size_, vocab_size_), share);
     }
@@ -189,11 +189,15 @@ void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double at
   if (job.is_score) {
     for (int i = 0; i < count; ++i) {
       const int32_t target = job.score.tokens[job.fed + i + 1];
-      const double nll = TokenNll(logits.subspan(static_cast<size_t>(i) * vocab_size_, vocab_size_),
-                                  target);
+      const std::span<const float> row =
+          logits.subspan(static_cast<size_t>(i) * vocab_size_, vocab_size_);
+      const double nll = TokenNll(row, target);
       job.nll_sum += nll;
       ++job.scored;
       if (job.score.return_token_nll) job.pending_nll.push_back(nll);
+      if (job.score.top_logprobs > 0) {
+        TopLogprobs(row, job.score.top_logprobs, &job.pending_top.emplace_back());
+      }
     }
     job.fed += count;
     if (job.fed == job.to_feed.size()) {
@@ -202,8 +206,9 @@ void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double at
       job.reported = job.scored;
       job.score_observer->OnProgress(
           ScoreProgress{job.scored, static_cast<int64_t>(job.score.tokens.size()),
-                        std::move(job.pending_nll)});
+                        std::move(job.pending_nll), std::move(job.pending_top)});
       job.pending_nll.clear();
+      job.pending_top.clear();
     }
     return;
   }
@@ -218,27 +223,32 @@ void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double at
   SampleNext(job, logits.subspan(0, vocab_size_));
 }
 
-int32_t Scheduler::ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
-                               float* logprob) const {
+void Scheduler::ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
+                            Choice* choice) const {
   if (job.generate.return_logprobs) scratch.logits.assign(logits.begin(), logits.end());
   std::span<const int32_t> history;
   if (job.sampler->params().repetition_penalty != 1.0f) {
     scratch.history.assign(job.session->history().begin(), job.session->history().end());
     history = scratch.history;
   }
-  const int32_t token = job.sampler->Sample(logits, history);
-  if (job.generate.return_logprobs) *logprob = static_cast<float>(-TokenNll(scratch.logits, token));
-  return token;
+  choice->token = job.sampler->Sample(logits, history);
+  if (job.generate.return_logprobs) {
+    choice->logprob = static_cast<float>(-TokenNll(scratch.logits, choice->token));
+    if (job.generate.top_logprobs > 0) {
+      TopLogprobs(scratch.logits, job.generate.top_logprobs, &choice->top);
+    }
+  }
 }
 
 void Scheduler::SampleNext(Job& job, std::span<float> logits) {
-  float logprob = 0.0f;
-  const int32_t token = ChooseToken(job, logits, sampling_scratch_[0], &logprob);
-  EmitToken(job, token, logprob);
+  Choice choice;
+  ChooseToken(job, logits, sampling_scratch_[0], &choice);
+  EmitToken(job, std::move(choice));
 }
 
-void Scheduler::EmitToken(Job& job, int32_t token, float logprob) {
+void Scheduler::EmitToken(Job& job, Choice choice) {
   const GenerateSpec& spec = job.generate;
+  const int32_t token = choice.token;
   const SteadyClock::time_point now = SteadyClock::now();
   ++job.generated;
   if (listener_) {
@@ -256,7 +266,8 @@ void Scheduler::EmitToken(Job& job, int32_t token, float logprob) {
   TokenDelta delta;
   delta.token_ids.push_back(token);
   if (spec.return_logprobs) {
-    delta.logprobs.push_back(logprob);
+    delta.logprobs.push_back(choice.logprob);
+    if (spec.top_logprobs > 0) delta.top_logprobs.push_back(std::move(choice.top));
   }
   // The end of the text: flush held-back bytes, which may still complete a stop string.
   auto flush = [&](std::string* text) {
@@ -338,7 +349,8 @@ void Scheduler::FinishScore(Job& job, absl::Status status) {
   const SteadyClock::time_point now = SteadyClock::now();
   const int64_t total = static_cast<int64_t>(job.score.tokens.size());
   if (status.ok()) {
-    job.score_observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll)});
+    job.score_observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll),
+                                                 std::move(job.pending_top)});
   }
   ScoreResult result;
   result.status = std::move(status);

@@ -1,10 +1,13 @@
-// sinkserve serve: the gRPC server (DESIGN §7). Also what `sinkserve` with no command runs.
+// sinkserve serve: the gRPC server and the OpenAI-compatible HTTP API (DESIGN §7). Also what
+// `sinkserve` with no command runs.
+#include <filesystem>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/cli/token_file.h"
 #include "server/auth.h"
+#include "server/http/openai_server.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
 #include "common/cli/command.h"
@@ -38,7 +41,8 @@ int RunServe(int argc, char** argv) {
   server::ServerOptions options;
   ModelFlags model_flags;
   CacheFlags cache_flags;
-  int64_t port = options.port, metrics_port = options.metrics_port;
+  int64_t port = options.port, metrics_port = options.metrics_port, http_port = 8000;
+  std::string served_model_name;
   int64_t max_sessions = 256, max_queue = 64, max_batch = 16, prefill_chunk_tokens = 128;
   int64_t max_prompt_tokens = options.limits.max_prompt_tokens;
   int64_t max_new_tokens = options.limits.max_new_tokens;
@@ -51,12 +55,19 @@ int RunServe(int argc, char** argv) {
 
   Flags flags("serve",
               "Serves the model over gRPC (package sinkserve.v1: Generate, Score, sessions,\n"
-              "model info; grpc.health.v1; reflection) and Prometheus metrics over HTTP.\n"
+              "model info; grpc.health.v1; reflection), the OpenAI-compatible HTTP API\n"
+              "(--http-port) and Prometheus metrics over HTTP.\n"
               "SIGTERM/SIGINT drains: health NOT_SERVING, new requests refused, in-flight ones\n"
               "finish within --grace-period-s (then they are cancelled), exit 0.");
   model_flags.AddTo(flags);
   flags.Add("host", &options.host, "address to listen on (gRPC and metrics)");
   flags.Add("port", &port, "gRPC port; 0 = any free port");
+  flags.Add("http-port", &http_port,
+            "OpenAI-compatible HTTP/SSE API port (/v1/completions, /v1/models, /tokenize, "
+            "/health, ...); 0 = any free port, -1 = off");
+  flags.Add("served-model-name", &served_model_name,
+            "the model id of the HTTP API (/v1/models, requests' \"model\"); empty = the model "
+            "directory's name");
   flags.Add("metrics-port", &metrics_port,
             "Prometheus /metrics port; 0 = any free port, -1 = no metrics endpoint");
   flags.Add("server-id", &options.server_id,
@@ -80,22 +91,24 @@ int RunServe(int argc, char** argv) {
   flags.Add("grace-period-s", &grace_period_s,
             "on SIGTERM, seconds in-flight requests get to finish before they are cancelled");
   flags.Add("tls-cert", &options.tls_cert_file,
-            "PEM certificate chain; with --tls-key the gRPC port speaks TLS only (plaintext "
-            "clients are refused)");
+            "PEM certificate chain; with --tls-key the gRPC and HTTP ports speak TLS only "
+            "(plaintext clients are refused)");
   flags.Add("tls-key", &options.tls_key_file, "PEM private key of --tls-cert");
   flags.Add("auth-token", &options.auth_token,
-            "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC (else "
-            "UNAUTHENTICATED); health and reflection stay open for probes. Visible in ps: "
-            "prefer --auth-token-file");
+            "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC and HTTP API "
+            "call (else UNAUTHENTICATED / 401); health, reflection, /health and /ready stay "
+            "open for probes. Visible in ps: prefer --auth-token-file");
   flags.Add("auth-token-file", &auth_token_file, "read the --auth-token from this file's first line");
   flags.Add("max-message-bytes", &max_message_bytes,
-            "largest request message accepted; larger ones get RESOURCE_EXHAUSTED");
+            "largest request message (or HTTP body) accepted; larger ones get "
+            "RESOURCE_EXHAUSTED (HTTP 413)");
   flags.Add("log-level", &log_level, "trace, debug, info, warn, error, critical or off");
   flags.Add("log-format", &log_format, "text or json (one JSON object per line)");
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
 
   for (absl::Status status : {
            InRange("port", port, 0, 65535), InRange("metrics-port", metrics_port, -1, 65535),
+           InRange("http-port", http_port, -1, 65535),
            InRange("max-sessions", max_sessions, 1, 1 << 20),
            InRange("max-queue", max_queue, 0, 1 << 20), InRange("max-batch", max_batch, 1, 4096),
            InRange("prefill-chunk-tokens", prefill_chunk_tokens, 1, 1 << 16),
@@ -147,6 +160,24 @@ int RunServe(int argc, char** argv) {
       std::min(options.limits.default_max_new_tokens, options.limits.max_new_tokens);
   options.limits.max_score_tokens = static_cast<int>(max_score_tokens);
   options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_period_s * 1000));
+  options.served_model_name = served_model_name;
+  if (http_port >= 0) {
+    server::http::HttpOptions http;
+    http.host = options.host;
+    http.port = static_cast<int>(http_port);
+    http.tls_cert_file = options.tls_cert_file;
+    http.tls_key_file = options.tls_key_file;
+    http.auth_token = options.auth_token;
+    http.max_body_bytes = static_cast<size_t>(max_message_bytes);
+    http.model_id = server::ServedModelName(options);
+    // A thread per connection: every request that can run or wait, and some to refuse more.
+    http.threads = static_cast<int>(std::min<int64_t>(max_batch + max_queue + 32, 1024));
+    options.make_frontends = [http](server::Metrics& metrics) {
+      std::vector<std::unique_ptr<server::Frontend>> frontends;
+      frontends.push_back(std::make_unique<server::http::OpenAiServer>(http, &metrics));
+      return frontends;
+    };
+  }
   return server::RunServer(options);
 }
 

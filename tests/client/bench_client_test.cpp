@@ -346,7 +346,8 @@ TEST(Table, WithoutTheEvaluationDataNamesTheFetchScript) {
 TEST(Load, KillingTheServerMidRunStopsWithAClearErrorAndKeepsPartialResults) {
   const int port = testing::FreePort();
   testing::ChildProcess server({SINKSERVE_BINARY_DIR "/server/sinkserve", "serve", "--threads",
-                                "1", "--port", std::to_string(port), "--metrics-port", "-1"},
+                                "1", "--port", std::to_string(port), "--metrics-port", "-1",
+                                "--http-port", "-1"},
                                TempPath("killed-server.log").string());
   const std::string target = "127.0.0.1:" + std::to_string(port);
   ASSERT_TRUE(testing::WaitFor([&] { return Connect(target, {}, std::chrono::seconds(1)).ok(); },

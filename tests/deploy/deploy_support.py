@@ -72,10 +72,11 @@ class Sinkserve(Process):
     """`sinkserve serve` on free loopback ports (demo model unless `args` say otherwise)."""
 
     def __init__(self, binary: str, work: Path, server_id: str, args: tuple[str, ...] = ()):
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port, self.http_port = free_port(), free_port(), free_port()
         self.server_id = server_id
         super().__init__([binary, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                          "--metrics-port", str(self.metrics_port), "--server-id", server_id,
+                          "--metrics-port", str(self.metrics_port), "--http-port",
+                          str(self.http_port), "--server-id", server_id,
                           "--threads", "1", "--log-format", "json", *args],
                          work / f"{server_id}.log")
 

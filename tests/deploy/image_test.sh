@@ -40,7 +40,7 @@ config=$("${podman[@]}" image inspect "$image" --format \
 echo "image_test: config $config"
 IFS='|' read -r user ports volumes entrypoint cmd healthcheck <<<"$config"
 [[ $user == 10001:10001 ]]
-[[ $ports == *'"50051/tcp"'* && $ports == *'"9464/tcp"'* ]]
+[[ $ports == *'"50051/tcp"'* && $ports == *'"9464/tcp"'* && $ports == *'"8000/tcp"'* ]]
 [[ $volumes == *'"/models"'* ]]
 [[ $entrypoint == '["/usr/local/bin/sinkserve"]' && $cmd == '["serve"]' ]]
 [[ $healthcheck == '["CMD","/usr/local/bin/sinkserve","health","--address","127.0.0.1:50051"]' ]]
@@ -62,7 +62,7 @@ sockets = [socket.socket() for _ in range(2)]
 for s in sockets: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in sockets))')
 chroot --userspec=10001:10001 "$root" /usr/local/bin/sinkserve serve --host 127.0.0.1 \
-  --port "$grpc_port" --metrics-port "$metrics_port" --threads 1 --grace-period-s 5 \
+  --port "$grpc_port" --metrics-port "$metrics_port" --http-port -1 --threads 1 --grace-period-s 5 \
   >"$work/server.log" 2>&1 &
 server_pid=$!
 healthy=

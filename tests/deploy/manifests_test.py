@@ -48,7 +48,7 @@ def kubernetes() -> None:
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == 50051, probe
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert {p["containerPort"] for p in container["ports"]} == {50051, 9464}
+    assert {p["containerPort"] for p in container["ports"]} == {50051, 8000, 9464}
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
 
     ingress = yaml.safe_load((k8s / "ingress.yaml").read_text())
@@ -71,7 +71,7 @@ def compose() -> None:
     gpu = yaml.safe_load(run(str(BIN / "docker-compose"), "-f", str(files[0]), "-f",
                              str(files[1]), "config"))
     sinkserve = config["services"]["sinkserve"]
-    assert {int(p["target"]) for p in sinkserve["ports"]} == {50051, 9464}
+    assert {int(p["target"]) for p in sinkserve["ports"]} == {50051, 8000, 9464}
     assert sinkserve["volumes"][0]["target"] == "/models"
     # stop_grace_period (30 s) above the server's default --grace-period-s (20 s).
     assert re.fullmatch(r"30s", sinkserve["stop_grace_period"]), sinkserve["stop_grace_period"]

@@ -43,7 +43,7 @@ def main() -> None:
 
     port, metrics_port = free_port(), free_port()
     flags = ["--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
-             "--threads", "1"]
+             "--http-port", "-1", "--threads", "1"]
     serve_help = subprocess.run([str(build / "server/sinkserve"), "serve", "--help"],
                                 capture_output=True, text=True, check=True).stdout
     http = "--http-port" in serve_help  # the OpenAI-compatible API, once it is there

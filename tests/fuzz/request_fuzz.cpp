@@ -1,6 +1,8 @@
 // libFuzzer target for request handling on the server: the raw-method parser (ParseRequest,
 // with its wire-format walk that names a field holding invalid UTF-8) and RequestValidator,
-// on arbitrary bytes, against the demo model. The first byte picks the message type.
+// on arbitrary bytes, against the demo model. The first byte picks the message type; 4 is the
+// JSON body of the OpenAI-compatible POST /v1/completions (and /tokenize, /detokenize), parsed
+// by server/http/openai_request.h and then validated as the HTTP server does.
 // Promises checked: parsing and validation never crash; every refusal is INVALID_ARGUMENT or
 // OUT_OF_RANGE with a message; an accepted Generate/Score holds only valid token ids within
 // the limits.
@@ -15,6 +17,7 @@
 #include <memory>
 
 #include "engine/model.h"
+#include "server/http/openai_request.h"
 #include "server/request_parsing.h"
 #include "server/validation.h"
 #include "sinkserve/v1/sinkserve.pb.h"
@@ -84,7 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const Engine& engine = Get();
   const RequestValidator& validator = *engine.validator;
-  const uint8_t kind = data[0] % 4;
+  const uint8_t kind = data[0] % 5;
   ++data;
   --size;
   switch (kind) {
@@ -114,6 +117,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!policy.ok()) CheckRefusal(policy.status());
       auto sampling = validator.Sampling(request.sampling_defaults(), "sampling_defaults");
       if (!sampling.ok()) CheckRefusal(sampling.status());
+      return 0;
+    }
+    case 4: {
+      namespace http = sinkserve::server::http;
+      const std::string_view body(reinterpret_cast<const char*>(data), size);
+      (void)http::ParseTokenizeRequest(body);
+      (void)http::ParseDetokenizeRequest(body);
+      auto request = http::ParseCompletionRequest(body);
+      if (!request.ok()) return CheckRefusal(request.status()), 0;
+      Check(!request->prompts.empty() &&
+                request->prompts.size() * static_cast<size_t>(request->n) <= http::kMaxChoices,
+            "1 to kMaxChoices choices");
+      Check(request->logprobs >= -1 && request->logprobs <= http::kMaxTopLogprobs,
+            "logprobs within OpenAI's limit");
+      for (const v1::GenerateRequest& prompt : request->prompts) {
+        auto spec = validator.Generate(prompt);
+        if (!spec.ok()) {
+          CheckRefusal(http::ToOpenAiNames(spec.status()));
+          continue;
+        }
+        CheckIds(spec->prompt, validator.limits().max_prompt_tokens);
+      }
       return 0;
     }
     default: {

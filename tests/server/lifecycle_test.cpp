@@ -123,11 +123,11 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
       1);
   EXPECT_EQ(
       MetricValue(metrics,
-                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"Generate\"}"),
+                  "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc=\"Generate\"}"),
       1);
   EXPECT_EQ(
       MetricValue(metrics,
-                  "sinkserve_requests_total{model_name=\"demo\",code=\"OK\",rpc=\"GetModelInfo\"}"),
+                  "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc=\"GetModelInfo\"}"),
       1);
   EXPECT_NE(metrics.find("sinkserve_model_info{model_name=\"demo\",backend=\"cpu (1 threads"),
             std::string::npos);

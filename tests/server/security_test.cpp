@@ -123,7 +123,7 @@ TEST(SecurityTest, BearerTokenRequiredWhenConfigured) {
   EXPECT_EQ(Health(server.channel()), HealthStatus::SERVING);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
   EXPECT_EQ(MetricValue(metrics,
-                        "sinkserve_requests_total{model_name=\"demo\",code=\"UNAUTHENTICATED\",rpc="
+                        "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"UNAUTHENTICATED\",rpc="
                         "\"GetModelInfo\"}"),
             3);
 }

@@ -333,8 +333,8 @@ class ServingProgram {
  private:
   static std::vector<std::string> Command(const std::vector<std::string>& flags) {
     std::vector<std::string> command = {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
-                                        "--host", "127.0.0.1", "--port", "0", "--threads", "1",
-                                        "--log-format", "json"};
+                                        "--host", "127.0.0.1", "--port", "0", "--http-port", "-1",
+                                        "--threads", "1", "--log-format", "json"};
     command.insert(command.end(), flags.begin(), flags.end());
     return command;
   }

@@ -229,18 +229,18 @@ TEST_F(ValidationTest, ScoreAndSessionFields) {
   EXPECT_TRUE(WaitFor([&] {
     metrics = HttpGet(server_->server().metrics_port(), "/metrics");
     return MetricValue(metrics,
-                       "sinkserve_requests_total{model_name=\"demo\",code=\"INVALID_ARGUMENT\",rpc="
+                       "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"INVALID_ARGUMENT\",rpc="
                        "\"Score\"}") >= 5;
   }));
   EXPECT_GE(
       MetricValue(
           metrics,
-          "sinkserve_requests_total{model_name=\"demo\",code=\"OUT_OF_RANGE\",rpc=\"Score\"}"),
+          "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OUT_OF_RANGE\",rpc=\"Score\"}"),
       1);
   EXPECT_GE(
       MetricValue(
           metrics,
-          "sinkserve_requests_total{model_name=\"demo\",code=\"NOT_FOUND\",rpc=\"CloseSession\"}"),
+          "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"NOT_FOUND\",rpc=\"CloseSession\"}"),
       1);
 }
 

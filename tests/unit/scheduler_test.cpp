@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend/backend.h"
 #include "engine/model.h"
 #include "tests/unit/test_util.h"
 
@@ -97,6 +98,7 @@ class GenerateCollector : public GenerateObserver, public Collector<GenerateResu
     std::lock_guard lock(mutex_);
     if (!started_ || finished_ > 0) ++violations_;
     tokens_.insert(tokens_.end(), delta.token_ids.begin(), delta.token_ids.end());
+    for (auto& top : delta.top_logprobs) top_.push_back(std::move(top));
     text_ += delta.text;
     cv_.notify_all();
   }
@@ -120,11 +122,16 @@ class GenerateCollector : public GenerateObserver, public Collector<GenerateResu
     std::lock_guard lock(mutex_);
     return tokens_;
   }
+  std::vector<std::vector<TokenLogprob>> top_logprobs() const {
+    std::lock_guard lock(mutex_);
+    return top_;
+  }
 
  private:
   bool started_ = false;
   std::string started_session_;
   std::vector<int32_t> tokens_;
+  std::vector<std::vector<TokenLogprob>> top_;
   std::string text_;
 };
 
@@ -813,6 +820,56 @@ TEST_F(SchedulerTest, DrainThenStopEndEveryRequestExactlyOnce) {
   EXPECT_TRUE(scheduler->WaitIdle(SteadyClock::now()));
   EXPECT_EQ(gauges_.last().running, 0);
   EXPECT_EQ(gauges_.last().waiting, 0);
+}
+
+// top_logprobs (the OpenAI API's `logprobs: N`): each step's N most likely tokens equal a
+// log-softmax, in double, over the full logits of the same context run through the backend
+// token by token; under greedy the chosen token is the first of them.
+TEST_F(SchedulerTest, TopLogprobsEqualALogSoftmaxOverTheFullLogits) {
+  const SchedulerOptions options;
+  std::unique_ptr<Scheduler> scheduler = StartScheduler(options);
+  constexpr int kTop = 20, kSteps = 8;
+  GenerateSpec spec;
+  spec.prompt = RandomPrompt(1 + rng_() % 30);
+  spec.max_new_tokens = kSteps;
+  spec.sampling.temperature = 0.0f;
+  spec.return_logprobs = true;
+  spec.top_logprobs = kTop;
+  Submitted request = Submit(*scheduler, spec);
+  ASSERT_TRUE(request.status.ok()) << request.status;
+  ASSERT_TRUE(request.events->WaitFinished().status.ok());
+  const std::vector<int32_t> tokens = request.events->tokens();
+  const std::vector<std::vector<TokenLogprob>> top = request.events->top_logprobs();
+  ASSERT_EQ(tokens.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(top.size(), tokens.size());
+
+  Backend& backend = model_->backend();
+  const int vocab = model_->config().vocab_size;
+  absl::StatusOr<std::unique_ptr<KvCache>> cache = backend.NewCache(options.default_policy);
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  std::vector<float> logits(vocab);
+  ASSERT_TRUE(FeedTokens(backend, spec.prompt, **cache, logits).ok());
+  for (int step = 0; step < kSteps; ++step) {
+    SCOPED_TRACE(absl::StrCat("step ", step));
+    double max_logit = logits[0];
+    for (float logit : logits) max_logit = std::max<double>(max_logit, logit);
+    double sum = 0;
+    for (float logit : logits) sum += std::exp(static_cast<double>(logit) - max_logit);
+    const double log_z = max_logit + std::log(sum);
+    std::vector<int32_t> order(vocab);
+    for (int32_t id = 0; id < vocab; ++id) order[id] = id;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    ASSERT_EQ(top[step].size(), static_cast<size_t>(kTop));
+    for (int k = 0; k < kTop; ++k) {
+      EXPECT_EQ(top[step][k].token, order[k]) << "rank " << k;
+      EXPECT_NEAR(top[step][k].logprob, logits[order[k]] - log_z, 1e-5) << "rank " << k;
+    }
+    EXPECT_EQ(tokens[step], top[step][0].token) << "greedy chose another token than the first";
+    const int32_t next = tokens[step];
+    ASSERT_TRUE(FeedTokens(backend, std::span<const int32_t>(&next, 1), **cache, logits).ok());
+  }
+  ExpectIdle(*scheduler);
 }
 
 }  // namespace
