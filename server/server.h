@@ -16,8 +16,10 @@
 #include "absl/status/status.h"
 #include "engine/model.h"
 #include "engine/serving/scheduler.h"
+#include "engine/serving/session_store.h"
 #include "server/metrics.h"
 #include "server/service.h"
+#include "server/session_store_metrics.h"
 #include "server/validation.h"
 
 namespace sinkserve::server {
@@ -38,6 +40,11 @@ struct ServerOptions {
   std::string tls_key_file;   // PEM private key
   std::string auth_token;     // "" = no authentication; else `authorization: Bearer <token>`
   int max_message_bytes = 4 << 20;  // largest request message the server accepts
+  // Session store (`--session-store DIR`, `--session-persist`, `--session-store-ttl-s`): "" =
+  // sessions live in memory only.
+  std::string session_store_dir;
+  bool session_persist_turn = false;
+  std::chrono::milliseconds session_store_ttl{0};  // 0 = the session TTL
 };
 
 class Server {
@@ -71,6 +78,8 @@ class Server {
   int port_ = 0;
   std::string server_id_;
   std::unique_ptr<Model> model_;
+  std::unique_ptr<PersistentSessionStore> session_store_;
+  std::unique_ptr<SessionStoreMetrics> session_store_metrics_;
   std::unique_ptr<RequestValidator> validator_;
   std::unique_ptr<Scheduler> scheduler_;
   bool drained_ = false;
