@@ -99,12 +99,23 @@ std::string UniqueSuffix() {
   return absl::StrCat(getpid(), ".", absl::Hex(random()));
 }
 
-// Writes `text` to a new file `path` (O_EXCL when `exclusive`); errno is kept on failure.
-bool WriteSmallFile(const std::string& path, const std::string& text, bool exclusive) {
-  Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), 0644));
+// Writes `text` to a new file `path` (O_EXCL); errno is kept on failure.
+bool WriteSmallFile(const std::string& path, const std::string& text) {
+  Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (fd.get() < 0) return false;
   return write(fd.get(), text.data(), text.size()) == static_cast<ssize_t>(text.size()) &&
          fd.Close() == 0;
+}
+
+// flock(DIR/.lease-lock), held until the returned descriptor closes.
+absl::StatusOr<std::unique_ptr<Fd>> LockLeases(const std::string& dir) {
+  const std::string path = dir + "/.lease-lock";
+  auto fd = std::make_unique<Fd>(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (fd->get() < 0) return ErrnoStatus(absl::StrCat("session store: opening ", path), errno);
+  while (flock(fd->get(), LOCK_EX) != 0) {
+    if (errno != EINTR) return ErrnoStatus(absl::StrCat("session store: locking ", path), errno);
+  }
+  return fd;
 }
 
 // A lease file's owner and expiry; nullopt when unreadable (treated as expired).
@@ -144,15 +155,14 @@ absl::Status CheckStoredSessionId(const std::string& id) {
 absl::StatusOr<std::unique_ptr<DirectorySessionStore>> DirectorySessionStore::Open(
     const std::string& dir) {
   if (dir.empty()) return absl::InvalidArgumentError("--session-store: empty directory name");
-  for (const std::string& path : {dir, dir + "/quarantine"}) {
-    if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-      return ErrnoStatus(absl::StrCat("--session-store: cannot create ", path), errno);
-    }
-    struct stat info {};
-    if (stat(path.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--session-store: ", path, " is not a directory"));
-    }
+  // A store that exists but cannot be written is accepted: each write then fails on its own
+  // (counted and logged), and sessions stay in memory.
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return ErrnoStatus(absl::StrCat("--session-store: cannot create ", dir), errno);
+  }
+  struct stat info {};
+  if (stat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("--session-store: ", dir, " is not a directory"));
   }
   signal(SIGXFSZ, SIG_IGN);  // a file-size limit fails the write (EFBIG) instead of killing us
   return std::unique_ptr<DirectorySessionStore>(new DirectorySessionStore(dir));
@@ -245,15 +255,9 @@ absl::Status DirectorySessionStore::Lease(const std::string& id, const std::stri
                                           std::chrono::milliseconds duration) {
   absl::StatusOr<std::string> path = PathOf(id, kLeaseSuffix);
   if (!path.ok()) return path.status();
-  const std::string text = absl::StrCat(owner, "\n", NowUnixMs() + duration.count(), "\n");
-  if (WriteSmallFile(*path, text, /*exclusive=*/true)) return absl::OkStatus();
-  if (errno != EEXIST) return ErrnoStatus(absl::StrCat("session store: creating ", *path), errno);
-  // Held: by us (renew), by someone whose lease expired (take it over), or by someone else.
-  // Checked and replaced under one lock, so two replicas never both take over one lease.
-  Fd lock(open((dir_ + "/.lease-lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (lock.get() < 0 || flock(lock.get(), LOCK_EX) != 0) {
-    return ErrnoStatus(absl::StrCat("session store: locking ", dir_, "/.lease-lock"), errno);
-  }
+  absl::StatusOr<std::unique_ptr<Fd>> lock = LockLeases(dir_);
+  if (!lock.ok()) return lock.status();
+  // Under the lock: free, ours (renewed), expired (taken over), or someone else's.
   const std::optional<LeaseInfo> held = ReadLease(*path);
   const int64_t now = NowUnixMs();
   if (held && held->owner != owner && held->expiry_unix_ms > now) {
@@ -263,11 +267,13 @@ absl::Status DirectorySessionStore::Lease(const std::string& id, const std::stri
         " (lease for another ", held->expiry_unix_ms - now, " ms); retry in ", retry_ms,
         " ms"));
   }
+  // Written whole, then renamed into place: a crash never leaves half a lease.
   const std::string temp = absl::StrCat(*path, ".", UniqueSuffix(), ".tmp");
-  if (!WriteSmallFile(temp, text, /*exclusive=*/true) || rename(temp.c_str(), path->c_str()) != 0) {
+  if (!WriteSmallFile(temp, absl::StrCat(owner, "\n", now + duration.count(), "\n")) ||
+      rename(temp.c_str(), path->c_str()) != 0) {
     const int error = errno;
     unlink(temp.c_str());
-    return ErrnoStatus(absl::StrCat("session store: taking over ", *path), error);
+    return ErrnoStatus(absl::StrCat("session store: writing ", *path), error);
   }
   return absl::OkStatus();
 }
@@ -275,6 +281,8 @@ absl::Status DirectorySessionStore::Lease(const std::string& id, const std::stri
 void DirectorySessionStore::Release(const std::string& id, const std::string& owner) {
   absl::StatusOr<std::string> path = PathOf(id, kLeaseSuffix);
   if (!path.ok()) return;
+  absl::StatusOr<std::unique_ptr<Fd>> lock = LockLeases(dir_);
+  if (!lock.ok()) return;
   const std::optional<LeaseInfo> held = ReadLease(*path);
   if (held && held->owner == owner) unlink(path->c_str());
 }

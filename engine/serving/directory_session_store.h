@@ -3,8 +3,10 @@
 //
 //   DIR/<id>.session        one file per session, replaced atomically: written to a temporary
 //                           file, fsync'ed, renamed over, and the directory fsync'ed
-//   DIR/<id>.lease          a restore lease: "<owner>\n<expiry unix ms>\n", created with O_EXCL;
-//                           an expired one is replaced under flock(DIR/.lease-lock)
+//   DIR/<id>.lease          a restore lease: "<owner>\n<expiry unix ms>\n"; every lease is
+//                           read, taken and given back under flock(DIR/.lease-lock) (held for
+//                           microseconds; the kernel drops it if its holder dies), and a crash
+//                           leaves at most a lease that expires
 //   DIR/quarantine/         corrupt files, set aside with the time they were found
 //
 // Ids are checked (letters, digits, '_', '-'; at most 128), so no path leaves DIR. SIGXFSZ is
@@ -21,7 +23,7 @@ namespace sinkserve {
 
 class DirectorySessionStore final : public PersistentSessionStore {
  public:
-  // Creates DIR (and its quarantine/) when missing; errors name the directory.
+  // Creates DIR when missing; errors name the directory.
   static absl::StatusOr<std::unique_ptr<DirectorySessionStore>> Open(const std::string& dir);
 
   absl::Status Save(const std::string& id, std::span<const std::byte> header,
