@@ -153,7 +153,7 @@ absl::Status CheckStoredSessionId(const std::string& id) {
 }
 
 absl::StatusOr<std::unique_ptr<DirectorySessionStore>> DirectorySessionStore::Open(
-    const std::string& dir) {
+    const std::string& dir, bool sync) {
   if (dir.empty()) return absl::InvalidArgumentError("--session-store: empty directory name");
   // A store that exists but cannot be written is accepted: each write then fails on its own
   // (counted and logged), and sessions stay in memory.
@@ -165,7 +165,7 @@ absl::StatusOr<std::unique_ptr<DirectorySessionStore>> DirectorySessionStore::Op
     return absl::InvalidArgumentError(absl::StrCat("--session-store: ", dir, " is not a directory"));
   }
   signal(SIGXFSZ, SIG_IGN);  // a file-size limit fails the write (EFBIG) instead of killing us
-  return std::unique_ptr<DirectorySessionStore>(new DirectorySessionStore(dir));
+  return std::unique_ptr<DirectorySessionStore>(new DirectorySessionStore(dir, sync));
 }
 
 absl::StatusOr<std::string> DirectorySessionStore::PathOf(const std::string& id,
@@ -184,7 +184,7 @@ absl::Status DirectorySessionStore::Save(const std::string& id, std::span<const 
     Fd fd(open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (fd.get() < 0) return ErrnoStatus(absl::StrCat("session store: creating ", temp), errno);
     status = WriteAll(fd.get(), header, contents, temp);
-    if (status.ok() && fsync(fd.get()) != 0) {
+    if (status.ok() && sync_ && fsync(fd.get()) != 0) {
       status = ErrnoStatus(absl::StrCat("session store: syncing ", temp), errno);
     }
     if (fd.Close() != 0 && status.ok()) {
@@ -198,7 +198,7 @@ absl::Status DirectorySessionStore::Save(const std::string& id, std::span<const 
     unlink(temp.c_str());
     return status;
   }
-  return SyncDirectory(dir_);
+  return sync_ ? SyncDirectory(dir_) : absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::byte>> DirectorySessionStore::Load(const std::string& id) {

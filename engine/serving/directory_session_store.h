@@ -23,8 +23,10 @@ namespace sinkserve {
 
 class DirectorySessionStore final : public PersistentSessionStore {
  public:
-  // Creates DIR when missing; errors name the directory.
-  static absl::StatusOr<std::unique_ptr<DirectorySessionStore>> Open(const std::string& dir);
+  // Creates DIR when missing; errors name the directory. `sync` = false skips the fsyncs
+  // (benchmarks: what a write costs while the page cache absorbs it).
+  static absl::StatusOr<std::unique_ptr<DirectorySessionStore>> Open(const std::string& dir,
+                                                                     bool sync = true);
 
   absl::Status Save(const std::string& id, std::span<const std::byte> header,
                     std::span<const std::byte> contents) override;
@@ -42,11 +44,12 @@ class DirectorySessionStore final : public PersistentSessionStore {
   const std::string& dir() const { return dir_; }
 
  private:
-  explicit DirectorySessionStore(std::string dir) : dir_(std::move(dir)) {}
+  DirectorySessionStore(std::string dir, bool sync) : dir_(std::move(dir)), sync_(sync) {}
   // DIR/<id><suffix>, or INVALID_ARGUMENT for an id that is not a plain name.
   absl::StatusOr<std::string> PathOf(const std::string& id, const char* suffix) const;
 
   std::string dir_;
+  bool sync_;
 };
 
 // INVALID_ARGUMENT unless `id` is 1–128 letters, digits, '_' or '-'.

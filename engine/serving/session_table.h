@@ -190,6 +190,7 @@ class SessionTable {
   SessionPersistence persistence_;
   SessionStoreListener* listener_;
   std::vector<std::byte> contents_;  // scratch: a cache's bytes on their way to the store
+  SteadyClock::duration making_room_{};  // of the current restore, spent evicting others
   std::mt19937_64 random_;
   std::unordered_map<std::string, SessionEntry> entries_;
   // Why recent ids went away, oldest first (bounded).
