@@ -287,7 +287,7 @@ absl::StatusOr<SessionInfo> SessionTable::CloseStored(const std::string& id) {
   return info;
 }
 
-absl::Status SessionTable::Persist(const SessionEntry& entry, StoreWrite why) {
+absl::Status SessionTable::Persist(SessionEntry& entry, StoreWrite why) {
   if (persistence_.store == nullptr) return absl::OkStatus();
   const SteadyClock::time_point start = SteadyClock::now();
   const Session& session = *entry.session;
@@ -315,6 +315,7 @@ absl::Status SessionTable::Persist(const SessionEntry& entry, StoreWrite why) {
   if (status.ok()) {
     status = persistence_.store->Save(entry.id, EncodeSessionHeader(record, contents_), contents_);
   }
+  entry.stored = status.ok();
   listener_->OnSessionWritten(why, entry.id, contents_.size(),
                               std::chrono::duration<double>(SteadyClock::now() - start).count(),
                               status);
@@ -324,8 +325,8 @@ absl::Status SessionTable::Persist(const SessionEntry& entry, StoreWrite why) {
 
 int SessionTable::PersistAll(StoreWrite why) {
   int written = 0;
-  for (const auto& [id, entry] : entries_) {
-    if (!entry.busy) written += Persist(entry, why).ok();
+  for (auto& [id, entry] : entries_) {
+    if (!entry.busy && !entry.stored) written += Persist(entry, why).ok();
   }
   return written;
 }
@@ -442,6 +443,7 @@ absl::StatusOr<SessionEntry*> SessionTable::RestoreLeased(const std::string& id)
   entry.requests = record.requests;
   gone_.erase(id);
   // Memory holds the session now; with --session-persist turn the file stays as its crash copy.
+  entry.stored = persistence_.every_turn;
   if (!persistence_.every_turn) (void)store.Remove(id);
   return &entry;
 }

@@ -57,6 +57,7 @@ struct SessionEntry {
   int64_t last_used_unix_ms = 0;
   bool busy = false;  // a request is queued or running on it
   uint64_t requests = 0;
+  bool stored = false;  // the session store holds its current state (nothing to write at drain)
 };
 
 enum class SessionLocation : uint8_t { kSessionLocationMemory, kSessionLocationStore };
@@ -147,8 +148,9 @@ class SessionTable {
 
   // Writes an idle session to the store (no-op without one). On failure the session stays in
   // memory as it is; the listener hears either way.
-  absl::Status Persist(const SessionEntry& entry, StoreWrite why);
-  // Writes every idle session (drain); returns how many were written.
+  absl::Status Persist(SessionEntry& entry, StoreWrite why);
+  // Writes every idle session the store does not already hold as it is (drain); returns how
+  // many were written.
   int PersistAll(StoreWrite why);
   // Removes files of the store not written for store_ttl.
   void SweepStore();
