@@ -44,7 +44,8 @@ RUN apt-get update -qq \
       $(cat /tmp/runtime-packages) \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sinkserve \
- && mkdir -p /models
+ && mkdir -p /models /var/lib/sinkserve/sessions \
+ && chown 10001:10001 /var/lib/sinkserve/sessions
 COPY --from=build /build/server/sinkserve /build/client/sinkserve-bench /usr/local/bin/
 USER 10001:10001
 # Checkpoints (read-only is enough): --model /models/<name>.

@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -8,9 +9,46 @@
 #include "engine/demo_model.h"
 #include "engine/format/model_directory.h"
 #include "engine/format/safetensors.h"
+#include "common/base/crc32c.h"
 #include "common/base/status_macros.h"
 
 namespace sinkserve {
+namespace {
+
+constexpr uint32_t kDemoSeed = 20240101;
+
+// Every field that changes the numerics, in one line.
+std::string ConfigFingerprint(const ModelConfig& c) {
+  return absl::StrCat("hidden ", c.hidden_size, " layers ", c.num_layers, " heads ", c.num_heads,
+                      " head_dim ", c.head_dim, " ffn ", c.intermediate_size, " rotary ",
+                      c.rotary_ndims, "@", c.rotary_base, " parallel ", c.parallel_residual,
+                      " eps ", c.layer_norm_eps, " vocab ", c.vocab_size, " context ",
+                      c.max_position_embeddings, " act ", static_cast<int>(c.activation),
+                      " tied ", c.tie_word_embeddings, " bias ", c.attention_bias);
+}
+
+// See Model::fingerprint().
+std::string CheckpointIdentity(const Checkpoint& checkpoint) {
+  constexpr size_t kEdge = 4096;
+  uint32_t crc = 0;
+  auto add = [&](const void* data, size_t size) {
+    crc = Crc32c(std::span(static_cast<const std::byte*>(data), size), crc);
+  };
+  for (const std::string& name : checkpoint.names()) {
+    const TensorInfo& tensor = *checkpoint.Find(name);
+    add(name.data(), name.size());
+    add(&tensor.dtype, sizeof(tensor.dtype));
+    add(tensor.shape.data(), tensor.shape.size() * sizeof(int64_t));
+    add(&tensor.nbytes, sizeof(tensor.nbytes));
+    const size_t edge = std::min(kEdge, tensor.nbytes);
+    add(tensor.data, edge);
+    add(tensor.data + tensor.nbytes - edge, edge);
+  }
+  return absl::StrCat("crc32c ", absl::Hex(crc, absl::kZeroPad8), " of ", checkpoint.names().size(),
+                      " tensors");
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) {
   const WeightConversion conversion{options.quant, options.double_quant,
@@ -21,7 +59,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     model->is_demo_ = true;
     model->name_ = kDemoModelName;
     model->config_ = DemoModelConfig();
-    model->weights_ = DemoModelWeights(model->config_, /*seed=*/20240101);
+    model->weights_ = DemoModelWeights(model->config_, kDemoSeed);
+    model->fingerprint_ = absl::StrCat("demo seed ", kDemoSeed);
     model->tokenizer_ = Tokenizer::ByteLevelDemo();
   } else {
     ASSIGN_OR_RETURN(const ModelDirectory directory, ResolveModelDirectory(options.path));
@@ -35,6 +74,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     model->name_ = directory.name;
     ASSIGN_OR_RETURN(model->config_, ModelConfig::FromFile((dir / "config.json").string()));
     ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::Open(directory.path));
+    model->fingerprint_ = CheckpointIdentity(*checkpoint);
     ASSIGN_OR_RETURN(model->weights_,
                      ModelWeights::FromCheckpoint(std::move(checkpoint), model->config_));
     const std::filesystem::path tokenizer_path = dir / "tokenizer.json";
@@ -48,6 +88,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
         ConvertWeights(conversion, model->weights_, pool, options.conversion_progress));
   }
   model->weights_format_ = conversion.Describe(model->weights_);
+  model->fingerprint_ =
+      absl::StrCat(ConfigFingerprint(model->config_), "; weights ",
+                   model->fingerprint_, "; ", model->weights_format_);
   std::string backend = options.backend;
   if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
   if (backend == "cuda") {

@@ -48,6 +48,14 @@ class Model {
   // E.g. "nf4, embeddings F16"; "as stored (F16)".
   const std::string& weights_format() const { return weights_format_; }
 
+  // Who this model is, for saved sessions: a session saved under one fingerprint continues
+  // only under the same one. "<every config field>; weights <identity>; <format>" (not the
+  // directory's name: replicas may mount one checkpoint at different paths),
+  // where the identity is a CRC-32C over each tensor's name, dtype, shape, byte size and its
+  // first and last 4 KiB (the demo model: its seed) — cheap at start-up, and different for any
+  // two checkpoints that differ in a tensor's shape or its edges.
+  const std::string& fingerprint() const { return fingerprint_; }
+
   // The tokenizer, or FAILED_PRECONDITION explaining that the checkpoint lacks tokenizer.json.
   absl::StatusOr<const Tokenizer*> RequireTokenizer() const;
 
@@ -61,6 +69,7 @@ class Model {
   bool is_demo_ = false;
   std::string name_;
   std::string weights_format_;
+  std::string fingerprint_;
 };
 
 }  // namespace sinkserve

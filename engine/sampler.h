@@ -37,6 +37,9 @@ class Sampler {
   // Changes the parameters for the next tokens; the random stream continues where it is
   // (params.seed is ignored). How a session's later turns keep one random stream.
   void set_params(const SamplingParams& params);
+  // The position of the random stream, to save a session and resume it exactly.
+  uint64_t random_state() const { return state_; }
+  void set_random_state(uint64_t state) { state_ = state; }
 
  private:
   double NextUniform();  // [0, 1) from the top 53 bits of splitmix64

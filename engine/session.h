@@ -37,6 +37,7 @@ class Session {
   KvCache& cache() { return *cache_; }
   const KvCache& cache() const { return *cache_; }
   Sampler& sampler() { return sampler_; }
+  const Sampler& sampler() const { return sampler_; }
   const SessionOptions& options() const { return options_; }
   // The most recent tokens of the stream (at most history_limit_tokens), oldest first.
   const std::deque<int32_t>& history() const { return history_; }

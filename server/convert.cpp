@@ -33,6 +33,9 @@ void ToProto(const SessionInfo& session, v1::Session* out) {
   out->set_expires_in_ms(session.expires_in_ms);
   out->set_requests(session.requests);
   out->set_cache_description(session.cache_description);
+  out->set_location(session.location == SessionLocation::kSessionLocationStore
+                        ? v1::SESSION_LOCATION_STORE
+                        : v1::SESSION_LOCATION_MEMORY);
 }
 
 v1::FinishReason ToProto(FinishReason reason) {

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
 #include "grpc/health/v1/health.pb.h"
+#include "engine/serving/directory_session_store.h"
 #include "server/convert.h"
 #include "server/logging.h"
 
@@ -159,7 +160,28 @@ absl::Status Server::LoadModel() {
         ": the server's default cache policy does not fit the model (", checked.status().message(),
         "); lower them, or serve with --dense"));
   }
-  scheduler_ = std::make_unique<Scheduler>(*model_, options_.scheduler, &metrics_);
+  SchedulerOptions scheduler_options = options_.scheduler;
+  if (!options_.session_store_dir.empty()) {
+    absl::StatusOr<std::unique_ptr<DirectorySessionStore>> store =
+        DirectorySessionStore::Open(options_.session_store_dir);
+    if (!store.ok()) return store.status();
+    session_store_ = std::move(*store);
+    session_store_metrics_ = std::make_unique<SessionStoreMetrics>(*metrics_.registry());
+    scheduler_options.session_store = session_store_.get();
+    scheduler_options.store_listener = session_store_metrics_.get();
+    scheduler_options.persist_every_turn = options_.session_persist_turn;
+    scheduler_options.session_store_ttl = options_.session_store_ttl.count() > 0
+                                              ? options_.session_store_ttl
+                                              : scheduler_options.session_limits.ttl;
+    scheduler_options.server_id = server_id_;
+    Log(spdlog::level::info, "session store",
+        {{"store", session_store_->Describe()},
+         {"persist", options_.session_persist_turn ? "after every turn, on eviction and at drain"
+                                                   : "on eviction and at drain"},
+         {"ttl_s", std::chrono::duration<double>(scheduler_options.session_store_ttl).count()},
+         {"model", model_->fingerprint()}});
+  }
+  scheduler_ = std::make_unique<Scheduler>(*model_, scheduler_options, &metrics_);
   scheduler_->Start();
   auto serving = std::make_unique<ServingEngine>();
   serving->model = model_.get();

@@ -19,8 +19,10 @@
 #include "absl/status/status.h"
 #include "engine/model.h"
 #include "engine/serving/scheduler.h"
+#include "engine/serving/session_store.h"
 #include "server/metrics.h"
 #include "server/service.h"
+#include "server/session_store_metrics.h"
 #include "server/validation.h"
 
 namespace sinkserve::server {
@@ -56,6 +58,11 @@ struct ServerOptions {
   int max_message_bytes = 4 << 20;  // largest request message the server accepts
   // Makes the frontends that serve beside gRPC (they count into the server's metrics).
   std::function<std::vector<std::unique_ptr<Frontend>>(Metrics&)> make_frontends;
+  // Session store (`--session-store DIR`, `--session-persist`, `--session-store-ttl-s`): "" =
+  // sessions live in memory only.
+  std::string session_store_dir;
+  bool session_persist_turn = false;
+  std::chrono::milliseconds session_store_ttl{0};  // 0 = the session TTL
 };
 
 // The name the server serves its model under (the model_name label of every metric, the
@@ -94,6 +101,8 @@ class Server {
   int port_ = 0;
   std::string server_id_;
   std::unique_ptr<Model> model_;
+  std::unique_ptr<PersistentSessionStore> session_store_;
+  std::unique_ptr<SessionStoreMetrics> session_store_metrics_;
   std::unique_ptr<RequestValidator> validator_;
   std::unique_ptr<Scheduler> scheduler_;
   std::vector<std::unique_ptr<Frontend>> frontends_;

@@ -22,6 +22,7 @@ DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
 SELECTOR = 'job="sinkserve", model_name=~"$model_name", instance=~"$instance"'
 RATE = "$__rate_interval"
 NOT_OK = 'code!="OK"'
+WRITE_OK, WRITE_FAILED = 'result="ok"', 'result="error"'
 
 
 def metric(name: str, extra: str = "") -> str:
@@ -189,6 +190,28 @@ def build() -> dashboard.Dashboard:
             query(f"sum by (rpc, code) (rate({metric('requests_total', NOT_OK)}[{RATE}]))",
                   "{{rpc}} {{code}}", "A")],
             "Finished RPCs that did not return OK, per second"))
+        .with_row(dashboard.Row("Session store"))
+        .with_panel(graph("Sessions written and restored", "ops", [
+            query(f"sum by (trigger) (rate({metric('session_store_writes_total', WRITE_OK)}"
+                  f"[{RATE}]))", "written {{trigger}}", "A"),
+            query(f"sum(rate({metric('session_restores_total')}[{RATE}]))", "restored", "B"),
+            query(f"sum by (trigger) (rate({metric('session_store_writes_total', WRITE_FAILED)}"
+                  f"[{RATE}]))", "write failed {{trigger}}", "C"),
+            query(f"sum by (reason) (rate({metric('session_restore_failures_total')}[{RATE}]))",
+                  "restore failed {{reason}}", "D")],
+            "--session-store: sessions spilled (evicted), drained or persisted per turn, restored "
+            "on their next request, and failures (lease: another replica restoring it; corrupt: "
+            "quarantined; model: saved under another model)"))
+        .with_panel(graph("Session save and restore time", "s", [
+            query(quantile(0.5, "session_save_seconds"), "save p50", "A"),
+            query(quantile(0.99, "session_save_seconds"), "save p99", "B"),
+            query(quantile(0.5, "session_restore_seconds"), "restore p50", "C"),
+            query(quantile(0.99, "session_restore_seconds"), "restore p99", "D")],
+            "One session written (copy, encode, write, fsync, rename) or restored (lease, read, "
+            "checksums, rebuild)"))
+        .with_panel(graph("Session store size", "bytes", [
+            query(f"max({metric('session_store_bytes')})", "bytes", "A")],
+            "Bytes of session files in the shared store (every replica reports the same store)"))
         .with_panel(graph("Finish reasons", "reqps", [
             query(f"sum by (finish_reason) (rate({metric('request_success_total')}[{RATE}]))",
                   "{{finish_reason}}", "A")],

@@ -1,6 +1,7 @@
 #include "engine/backend/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -19,6 +20,31 @@ KvCache::KvCache(const KvShape& shape, int capacity_tokens, const KvStorageFacto
 size_t KvCache::Offset(int layer, int head, int kind) const {
   const size_t head_block = static_cast<size_t>(capacity_tokens_) * shape_.head_dim;
   return ((static_cast<size_t>(layer) * 2 + kind) * shape_.num_heads + head) * head_block;
+}
+
+std::string KvCache::ContentsFormat() const {
+  return storage_ != nullptr ? storage_->format()
+                             : "host fp32 [layers][2][heads][capacity][head_dim]";
+}
+
+absl::Status KvCache::CopyContentsTo(std::span<std::byte> out) const {
+  if (out.size() != bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cache contents: ", out.size(), " bytes given, the cache holds ", bytes()));
+  }
+  if (storage_ != nullptr) return storage_->CopyToHost(out);
+  std::memcpy(out.data(), data_.data(), out.size());
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::CopyContentsFrom(std::span<const std::byte> in) {
+  if (in.size() != bytes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cache contents: ", in.size(), " bytes given, the cache holds ", bytes()));
+  }
+  if (storage_ != nullptr) return storage_->CopyFromHost(in);
+  std::memcpy(data_.data(), in.data(), in.size());
+  return absl::OkStatus();
 }
 
 DenseKvCache::DenseKvCache(const KvShape& shape, int capacity_tokens,
@@ -56,6 +82,17 @@ void DenseKvCache::Reset() {
   cached_ = 0;
   step_tokens_ = 0;
   tokens_seen_ = 0;
+}
+
+absl::Status DenseKvCache::ResumeAt(int64_t tokens_seen) {
+  if (tokens_seen < 0 || tokens_seen > capacity_tokens()) {
+    return absl::OutOfRangeError(absl::StrCat("a dense cache of ", capacity_tokens(),
+                                              " tokens cannot have seen ", tokens_seen));
+  }
+  cached_ = static_cast<int>(tokens_seen);
+  tokens_seen_ = tokens_seen;
+  step_tokens_ = 0;
+  return absl::OkStatus();
 }
 
 StreamingKvCache::StreamingKvCache(const KvShape& shape, int sink_tokens, int window_tokens,
@@ -135,6 +172,18 @@ void StreamingKvCache::Reset() {
   tokens_seen_ = 0;
   step_tokens_ = 0;
   window_begin_ = sink_tokens_;
+}
+
+absl::Status StreamingKvCache::ResumeAt(int64_t tokens_seen) {
+  if (tokens_seen < 0) {
+    return absl::OutOfRangeError(absl::StrCat("a stream cannot have seen ", tokens_seen, " tokens"));
+  }
+  // EndStep keeps window_begin_ = max(S, tokens_seen − W) (it starts at S and only follows the
+  // stream), so the position alone restores it.
+  tokens_seen_ = tokens_seen;
+  step_tokens_ = 0;
+  window_begin_ = std::max<int64_t>(sink_tokens_, tokens_seen - window_tokens_);
+  return absl::OkStatus();
 }
 
 std::vector<int64_t> StreamingKvCache::CachedStreamPositions() const {

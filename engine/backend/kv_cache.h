@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,12 @@ class KvStorage {
  public:
   virtual ~KvStorage() = default;
   virtual uint64_t bytes() const = 0;
+  // The layout in words ("cuda fp16 [layers][2][heads][capacity][head_dim]"): a saved cache
+  // loads only into storage of the same format.
+  virtual std::string format() const = 0;
+  // Copies all bytes() out to host memory / in from it (`host` is exactly bytes() long).
+  virtual absl::Status CopyToHost(std::span<std::byte> host) const = 0;
+  virtual absl::Status CopyFromHost(std::span<const std::byte> host) = 0;
 };
 
 // Makes the storage of a cache of `capacity_tokens`; empty = host fp32 arrays.
@@ -74,6 +81,11 @@ class KvCache {
   virtual void EndStep() = 0;
   // Forgets every token; the memory stays allocated for reuse.
   virtual void Reset() = 0;
+  // Sets the stream position of a cache whose contents were just copied in (CopyContentsFrom)
+  // from a cache of the same policy that had seen `tokens_seen` tokens: every other position
+  // (what is cached, what was evicted) follows from it. OUT_OF_RANGE when this cache cannot
+  // have seen that many (a dense cache past its capacity, a negative count).
+  virtual absl::Status ResumeAt(int64_t tokens_seen) = 0;
 
   virtual int tokens_cached() const = 0;  // tokens whose keys are held now
   virtual int64_t tokens_evicted() const { return 0; }
@@ -86,6 +98,12 @@ class KvCache {
   }
   // The device storage, or nullptr for a host cache.
   KvStorage* storage() const { return storage_.get(); }
+  // The layout of the bytes the cache holds ("host fp32 [layers][2][heads][capacity][head_dim]",
+  // or the storage's format).
+  std::string ContentsFormat() const;
+  // Every byte the cache holds, exactly as held (bytes() of them), to / from host memory.
+  absl::Status CopyContentsTo(std::span<std::byte> out) const;
+  absl::Status CopyContentsFrom(std::span<const std::byte> in);
 
   // Keys / values of one layer and head of a host cache: [capacity_tokens][head_dim] fp32.
   float* keys(int layer, int head) { return data_.data() + Offset(layer, head, 0); }
@@ -121,6 +139,7 @@ class DenseKvCache final : public KvCache {
   void Visible(int i, std::vector<KvSpan>* spans) const override;
   void EndStep() override;
   void Reset() override;
+  absl::Status ResumeAt(int64_t tokens_seen) override;
   int tokens_cached() const override { return cached_; }
   std::string Describe() const override;
 
@@ -160,6 +179,7 @@ class StreamingKvCache final : public KvCache {
   void Visible(int i, std::vector<KvSpan>* spans) const override;
   void EndStep() override;
   void Reset() override;
+  absl::Status ResumeAt(int64_t tokens_seen) override;
   int tokens_cached() const override;
   int64_t tokens_evicted() const override;
   std::string Describe() const override;

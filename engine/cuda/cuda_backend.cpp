@@ -34,10 +34,25 @@ absl::Status CudaStatus(cudaError_t error, const char* what) {
 // block of the backend's pool, returned to the pool (not to the driver) with the cache.
 class DeviceKvStorage final : public KvStorage {
  public:
-  DeviceKvStorage(DeviceAllocator* allocator, void* data, size_t bytes, const void* owner)
-      : allocator_(allocator), data_(data), bytes_(bytes), owner_(owner) {}
+  DeviceKvStorage(DeviceAllocator* allocator, void* data, size_t bytes, const void* owner,
+                  cudaStream_t stream)
+      : allocator_(allocator), data_(data), bytes_(bytes), owner_(owner), stream_(stream) {}
   ~DeviceKvStorage() override { allocator_->Release(data_, bytes_); }
   uint64_t bytes() const override { return bytes_; }
+  std::string format() const override {
+    return "cuda fp16 [layers][2][heads][capacity][head_dim]";
+  }
+  // On the backend's stream, so a copy follows the steps that wrote the cache.
+  absl::Status CopyToHost(std::span<std::byte> host) const override {
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(host.data(), data_, host.size(), cudaMemcpyDeviceToHost, stream_));
+    return CudaStatus(cudaStreamSynchronize(stream_), "saving a KV cache");
+  }
+  absl::Status CopyFromHost(std::span<const std::byte> host) override {
+    CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(data_, host.data(), host.size(), cudaMemcpyHostToDevice, stream_));
+    return CudaStatus(cudaStreamSynchronize(stream_), "restoring a KV cache");
+  }
   Half* data() const { return static_cast<Half*>(data_); }
   const void* owner() const { return owner_; }
 
@@ -46,6 +61,7 @@ class DeviceKvStorage final : public KvStorage {
   void* data_;
   size_t bytes_;
   const void* owner_;  // the backend that made it
+  cudaStream_t stream_;
 };
 
 struct DeviceMatrix {
@@ -425,7 +441,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> CudaBackend::NewCache(const CachePolicy
   DeviceAllocator* allocator = allocator_.get();
   const void* owner = this;
   return NewKvCache(shape, policy, config_.max_position_embeddings, [&](int) {
-    return std::make_unique<DeviceKvStorage>(allocator, block, bytes, owner);
+    return std::make_unique<DeviceKvStorage>(allocator, block, bytes, owner, stream_);
   });
 }
 

@@ -48,7 +48,12 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& options, SchedulerLis
       sessions_(store_,
                 KvShape{model.config().num_layers, model.config().num_heads,
                         model.config().head_dim},
-                options.session_limits),
+                options.session_limits,
+                SessionPersistence{options.session_store, options.persist_every_turn,
+                                   model.fingerprint(), model.config().vocab_size,
+                                   options.server_id, std::chrono::milliseconds(30'000),
+                                   options.session_store_ttl},
+                options.store_listener),
       vocab_size_(model.config().vocab_size),
       sampling_pool_(options.sampling_threads > 0
                          ? options.sampling_threads
@@ -58,6 +63,9 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& options, SchedulerLis
   options_.prefill_chunk_tokens = std::max(1, options_.prefill_chunk_tokens);
   batch_logits_.resize(static_cast<size_t>(options_.max_batch) * vocab_size_);
   chunk_logits_.resize(static_cast<size_t>(options_.prefill_chunk_tokens) * vocab_size_);
+  if (options_.session_store != nullptr && options_.session_store_ttl.count() > 0) {
+    next_store_sweep_ = SteadyClock::now();
+  }
 }
 
 Scheduler::~Scheduler() { Stop(); }
@@ -134,6 +142,9 @@ void Scheduler::CreateSession(std::optional<CachePolicy> policy,
                                    options_.history_limit_tokens};
     absl::StatusOr<SessionEntry*> entry = sessions_.Create(session_options, sampling_defaults, id);
     if (!entry.ok()) return done(entry.status());
+    if (sessions_.persists_every_turn()) {
+      (void)sessions_.Persist(**entry, StoreWrite::kStoreWriteTurn);
+    }
     NoteIdle(**entry);
     done(sessions_.Info(**entry, SteadyClock::now()));
   };
@@ -141,11 +152,7 @@ void Scheduler::CreateSession(std::optional<CachePolicy> policy,
 }
 
 void Scheduler::GetSession(std::string id, SessionCallback done) {
-  auto command = [this, id, done] {
-    absl::StatusOr<SessionEntry*> entry = sessions_.Find(id);
-    if (!entry.ok()) return done(entry.status());
-    done(sessions_.Info(**entry, SteadyClock::now()));
-  };
+  auto command = [this, id, done] { done(sessions_.Locate(id, SteadyClock::now())); };
   if (!Post(command)) done(ShuttingDown());
 }
 
@@ -163,6 +170,12 @@ void Scheduler::ListSessions(std::function<void(std::vector<SessionInfo>)> done)
 
 void Scheduler::CloseSession(std::string id, SessionCallback done) {
   auto command = [this, id, done] {
+    // A session in the store (or a damaged file of one) is closed there, not restored first.
+    absl::StatusOr<SessionInfo> located = sessions_.Locate(id, SteadyClock::now());
+    if (!located.ok() && !absl::IsDataLoss(located.status())) return done(located.status());
+    if (!located.ok() || located->location == SessionLocation::kSessionLocationStore) {
+      return done(sessions_.CloseStored(id));
+    }
     absl::StatusOr<SessionEntry*> entry = sessions_.Find(id);
     if (!entry.ok()) return done(entry.status());
     if ((*entry)->busy) {
@@ -236,6 +249,12 @@ void Scheduler::Run() {
     }
     const SteadyClock::time_point now = SteadyClock::now();
     if (next_expiry_ && now >= *next_expiry_) next_expiry_ = sessions_.ExpireIdle(now);
+    if (next_store_sweep_ && now >= *next_store_sweep_) {
+      sessions_.SweepStore();
+      // A quarter of the TTL, at most a minute: files outlive it by at most that.
+      next_store_sweep_ = now + std::min<SteadyClock::duration>(options_.session_store_ttl / 4,
+                                                                std::chrono::seconds(60));
+    }
     CheckCancellations();
     Admit();
     ReportGauges();
@@ -247,8 +266,10 @@ void Scheduler::Run() {
     idle_ = waiting_count_ == 0;
     if (idle_) idle_cv_.notify_all();
     auto ready = [&] { return woken_ || stopping_ || !incoming_.empty() || !commands_.empty(); };
-    if (next_expiry_) {
-      wake_cv_.wait_until(lock, *next_expiry_, ready);
+    std::optional<SteadyClock::time_point> wake = next_expiry_;
+    if (next_store_sweep_ && (!wake || *next_store_sweep_ < *wake)) wake = next_store_sweep_;
+    if (wake) {
+      wake_cv_.wait_until(lock, *wake, ready);
     } else {
       wake_cv_.wait(lock, ready);
     }
@@ -283,6 +304,8 @@ void Scheduler::Run() {
     }
   }
   running_.clear();
+  // Drain: every session (all idle now) goes to the store, to continue on any replica.
+  sessions_.PersistAll(StoreWrite::kStoreWriteDrain);
   ReportGauges();
   idle_cv_.notify_all();
 }

@@ -58,6 +58,13 @@ struct SchedulerOptions {
   // most 8): a sampled token costs ~0.3–0.6 ms of host time at a 50k vocabulary, so 64 rows
   // would take longer than a GPU decode step on one thread.
   int sampling_threads = 0;
+  // Where sessions go when they leave memory (`--session-store`); nullptr = nowhere (evicted
+  // sessions are lost). The caller owns it; it must outlive the scheduler.
+  PersistentSessionStore* session_store = nullptr;
+  bool persist_every_turn = false;               // --session-persist turn
+  std::chrono::milliseconds session_store_ttl{0};  // --session-store-ttl-s; 0 = keep files
+  std::string server_id;                         // owner of this server's store leases
+  SessionStoreListener* store_listener = nullptr;  // hears the store's writes and restores
 };
 
 // A Generate request, validated by the caller (token ids in the vocabulary, sampling in range,
@@ -249,7 +256,8 @@ class Scheduler {
   void StopAccepting();
   // Waits until no request is queued or running (true), or until `deadline` (false).
   bool WaitIdle(SteadyClock::time_point deadline);
-  // Cancels whatever is left (UNAVAILABLE, finish reason cancelled) and joins the thread.
+  // Cancels whatever is left (UNAVAILABLE, finish reason cancelled), writes every session to
+  // the session store (when there is one), and joins the thread.
   void Stop();
 
   SchedulerStats stats() const;
@@ -345,6 +353,8 @@ class Scheduler {
   std::vector<Choice> row_chosen_;                 // their tokens
   // The earliest time an idle session may expire; nullopt: no idle session.
   std::optional<SteadyClock::time_point> next_expiry_;
+  // When the session store is next swept for files past --session-store-ttl-s (nullopt: never).
+  std::optional<SteadyClock::time_point> next_store_sweep_;
 
   std::atomic<uint64_t> stat_steps_{0}, stat_batch_calls_{0}, stat_batch_rows_{0},
       stat_max_batch_rows_{0}, stat_prefill_chunks_{0};

@@ -332,6 +332,12 @@ void Scheduler::FinishGenerate(Job& job, FinishReason reason, absl::Status statu
     entry.last_used = now;
     entry.last_used_unix_ms = UnixMillisNow();
     ++entry.requests;
+    entry.stored = false;  // the turn changed it
+    // The turn's answer waits for its write, so that a client that saw it can count on it.
+    // A failed write is counted and logged (listener); the session stays in memory.
+    if (sessions_.persists_every_turn()) {
+      (void)sessions_.Persist(entry, StoreWrite::kStoreWriteTurn);
+    }
     NoteIdle(entry);
     result.session_id = entry.id;
     result.session = sessions_.Info(entry, now);

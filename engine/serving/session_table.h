@@ -2,6 +2,12 @@
 // recently-used eviction under a session-count or cache-memory limit, and the memory of ids
 // that expired, so that their next use hears "expired" rather than "unknown".
 //
+// With a PersistentSessionStore (`--session-store`), sessions survive leaving memory: an evicted
+// session is written there (spilled) instead of dropped, Persist() writes one after a turn,
+// SaveAll() writes every idle one at drain, and Find() restores a session that is not in
+// memory from the store — checked (checksums, model fingerprint, cache format) and leased, so
+// that two replicas never both restore it.
+//
 // It sits on a SessionStore (which owns the sessions and their caches); one-shot streams live
 // in the same store without a name. Owned by the scheduler thread: not thread-safe.
 #pragma once
@@ -17,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/serving/session_store.h"
 #include "engine/session.h"
 
 namespace sinkserve {
@@ -51,11 +58,15 @@ struct SessionEntry {
   int64_t last_used_unix_ms = 0;
   bool busy = false;  // a request is queued or running on it
   uint64_t requests = 0;
+  bool stored = false;  // the session store holds its current state (nothing to write at drain)
 };
+
+enum class SessionLocation : uint8_t { kSessionLocationMemory, kSessionLocationStore };
 
 // A session's state as GetSession reports it.
 struct SessionInfo {
   std::string id;
+  SessionLocation location = SessionLocation::kSessionLocationMemory;
   CachePolicy policy;
   std::string cache_description;
   SamplingOverrides sampling_defaults;
@@ -72,6 +83,39 @@ struct SessionInfo {
 
 int64_t UnixMillisNow();
 
+// Why a session was written to the store.
+enum class StoreWrite : uint8_t {
+  kStoreWriteSpill,  // evicted from memory (LRU, --max-cache-bytes)
+  kStoreWriteDrain,  // the server is shutting down
+  kStoreWriteTurn,   // after a turn (--session-persist turn)
+};
+const char* StoreWriteName(StoreWrite why);  // "spill", "drain", "turn"
+
+// What metrics and logs need of the session store (scheduler thread; must not block).
+class SessionStoreListener {
+ public:
+  virtual ~SessionStoreListener() = default;
+  // A write finished: OK, or why it failed (the session then stays in memory, unless spilled).
+  virtual void OnSessionWritten(StoreWrite why, const std::string& id, uint64_t bytes,
+                                double seconds, const absl::Status& status) {}
+  virtual void OnSessionRestored(const std::string& id, uint64_t bytes, double seconds) {}
+  // A restore failed: ABORTED (lease held), DATA_LOSS (corrupt, quarantined),
+  // FAILED_PRECONDITION (another model or cache format), or an I/O error.
+  virtual void OnSessionRestoreFailed(const std::string& id, const absl::Status& status) {}
+  virtual void OnStoreUsage(const StoreUsage& usage) {}
+};
+
+// How a SessionTable uses a session store.
+struct SessionPersistence {
+  PersistentSessionStore* store = nullptr;  // nullptr: sessions live in memory only
+  bool every_turn = false;                  // --session-persist turn
+  std::string model_fingerprint;            // Model::fingerprint()
+  int vocab_size = 0;                       // restored token ids must be below it
+  std::string owner;                        // this server's id, the owner of its leases
+  std::chrono::milliseconds lease{30'000};  // how long a restore may hold its lease
+  std::chrono::milliseconds store_ttl{0};   // files not written for this long go; 0 = never
+};
+
 // Bytes of the KV cache `policy` allocates for a model of `shape` (dense capacity resolved).
 uint64_t CacheBytes(const KvShape& shape, const CachePolicy& policy);
 
@@ -83,9 +127,11 @@ class SessionTable {
     uint64_t max_cache_bytes = 0;  // all caches of the store, named or not; 0 = no limit
   };
 
-  // `now` stamps a new session's last use (tests pass a fake clock); every other time comes
-  // from the caller.
+  // `now` stamps a new or restored session's last use (tests pass a fake clock); every other
+  // time comes from the caller.
   SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits,
+               const SessionPersistence& persistence = {},
+               SessionStoreListener* listener = nullptr,
                std::function<SteadyClock::time_point()> now = SteadyClock::now);
 
   // A new named session, evicting least-recently-used idle sessions to stay within the limits.
@@ -94,10 +140,27 @@ class SessionTable {
   absl::StatusOr<SessionEntry*> Create(const SessionOptions& options,
                                        const SamplingOverrides& sampling_defaults,
                                        const std::string& id = "");
-  // NOT_FOUND saying whether `id` expired, was evicted, was closed, or never existed.
+  // The session in memory, else restored from the store. NOT_FOUND saying whether `id`
+  // expired, was evicted, was closed, or never existed; the restore's errors (see
+  // SessionStoreListener::OnSessionRestoreFailed).
   absl::StatusOr<SessionEntry*> Find(const std::string& id);
-  // Destroys a session (remembered as closed). The caller has stopped its requests.
+  // Where session `id` is and its state, without restoring it; NOT_FOUND as Find.
+  absl::StatusOr<SessionInfo> Locate(const std::string& id, SteadyClock::time_point now);
+  // Destroys a session (remembered as closed), and its file in the store. The caller has
+  // stopped its requests.
   void Close(SessionEntry* entry);
+  // Deletes session `id` from the store when it is there and not in memory; its last state.
+  absl::StatusOr<SessionInfo> CloseStored(const std::string& id);
+
+  // Writes an idle session to the store (no-op without one). On failure the session stays in
+  // memory as it is; the listener hears either way.
+  absl::Status Persist(SessionEntry& entry, StoreWrite why);
+  // Writes every idle session the store does not already hold as it is (drain); returns how
+  // many were written.
+  int PersistAll(StoreWrite why);
+  // Removes files of the store not written for store_ttl.
+  void SweepStore();
+  bool persists_every_turn() const { return persistence_.store && persistence_.every_turn; }
   // Frees room for a cache of `bytes` (a one-shot stream): drops kept free caches, then evicts
   // idle sessions LRU-first. RESOURCE_EXHAUSTED when that is not enough.
   absl::Status ReserveCacheBytes(uint64_t bytes);
@@ -115,6 +178,17 @@ class SessionTable {
   std::string NewId();
   // Destroys `entry`, remembering `reason` for its id's next use.
   void Remove(std::string id, std::string reason);  // by value: the entry owns the id
+  // Remembers why `id` went away (bounded).
+  void Remember(std::string id, std::string reason);
+  // Evicts an idle session to make room: spilled to the store when there is one, else (or
+  // when the write fails) destroyed with `reason`.
+  void Evict(SessionEntry* victim, std::string reason);
+  // Room for one more session holding a cache of `bytes` (evicting LRU-first).
+  absl::Status MakeRoom(uint64_t bytes);
+  // Restores session `id` from the store (lease, load, check, rebuild).
+  absl::StatusOr<SessionEntry*> Restore(const std::string& id);
+  absl::StatusOr<SessionEntry*> RestoreLeased(const std::string& id);
+  void ReportStoreUsage();
   // The least recently used idle session, or nullptr.
   SessionEntry* LeastRecentlyUsedIdle();
 
@@ -122,6 +196,10 @@ class SessionTable {
   KvShape shape_;
   Limits limits_;
   std::function<SteadyClock::time_point()> now_;
+  SessionPersistence persistence_;
+  SessionStoreListener* listener_;
+  std::vector<std::byte> contents_;  // scratch: a cache's bytes on their way to the store
+  SteadyClock::duration making_room_{};  // of the current restore, spent evicting others
   std::mt19937_64 random_;
   std::unordered_map<std::string, SessionEntry> entries_;
   // Why recent ids went away, oldest first (bounded).

@@ -48,7 +48,8 @@ int RunServe(int argc, char** argv) {
   int64_t max_new_tokens = options.limits.max_new_tokens;
   int64_t max_score_tokens = options.limits.max_score_tokens;
   int64_t max_cache_bytes = int64_t{4} << 30;
-  double session_ttl_s = 600, grace_period_s = 20;
+  double session_ttl_s = 600, grace_period_s = 20, session_store_ttl_s = 0;
+  std::string session_persist = "evict";
   int64_t max_message_bytes = options.max_message_bytes;
   std::string auth_token_file;
   std::string log_level = "info", log_format = "text";
@@ -77,6 +78,16 @@ int RunServe(int argc, char** argv) {
   flags.Add("max-sessions", &max_sessions,
             "live sessions at most; a new one evicts the least recently used idle one");
   flags.Add("session-ttl-s", &session_ttl_s, "idle sessions expire after this many seconds");
+  flags.Add("session-store", &options.session_store_dir,
+            "directory where sessions survive leaving memory (local, or a volume replicas "
+            "share): evicted sessions are written there instead of dropped, every idle session "
+            "at drain, and any replica restores one on its next request; empty = off");
+  flags.Add("session-persist", &session_persist,
+            "with --session-store: evict (write on eviction and at drain) or turn (also after "
+            "every turn, so that even SIGKILL loses at most the turn in flight)");
+  flags.Add("session-store-ttl-s", &session_store_ttl_s,
+            "with --session-store: files not written for this many seconds are removed; "
+            "0 = --session-ttl-s");
   flags.Add("max-cache-bytes", &max_cache_bytes,
             "KV-cache memory of all sessions and requests; idle sessions are evicted LRU-first "
             "to stay within it; 0 = no limit");
@@ -119,12 +130,25 @@ int RunServe(int argc, char** argv) {
            InRangeSeconds("session-ttl-s", session_ttl_s, 0.001, 1e9),
            InRange("max-message-bytes", max_message_bytes, 1024, std::numeric_limits<int>::max()),
            InRangeSeconds("grace-period-s", grace_period_s, 0, 1e9),
+           InRangeSeconds("session-store-ttl-s", session_store_ttl_s, 0, 1e9),
        }) {
     if (!status.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
       return kExitUsage;
     }
   }
+  if (session_persist != "evict" && session_persist != "turn") {
+    std::fprintf(stderr, "error: --session-persist must be evict or turn, got \"%s\"\n",
+                 session_persist.c_str());
+    return kExitUsage;
+  }
+  if (session_persist == "turn" && options.session_store_dir.empty()) {
+    std::fprintf(stderr, "error: --session-persist turn needs --session-store DIR\n");
+    return kExitUsage;
+  }
+  options.session_persist_turn = session_persist == "turn";
+  options.session_store_ttl =
+      std::chrono::milliseconds(static_cast<int64_t>(session_store_ttl_s * 1000));
   absl::StatusOr<CachePolicy> policy = ToPolicy(cache_flags);
   if (!policy.ok()) return Fail(policy.status());
   if (absl::Status status = server::ConfigureLogging(log_level, log_format); !status.ok()) {

@@ -2,9 +2,10 @@
 behind Debian's nginx running deploy/nginx/sinkserve.conf (grpc_pass, consistent hash on
 x-session-id). Multi-turn conversations must stay on one replica (server_id in every result),
 their sessions named by the x-session-id they send, while new ones spread; sinkserve-bench's
-3-turn conversations through nginx complete with no NOT_FOUND; a replica killed mid-test affects
-only its own conversations: the others continue, its sessions get NOT_FOUND and are recreated
-on another replica, where they stay.
+3-turn conversations through nginx complete with no NOT_FOUND. The replicas share a session
+store (--session-store, --session-persist turn): a replica killed (SIGKILL) mid-test loses
+nothing: its conversations continue on the others, restored from the store, with 0 NOT_FOUND
+and the very tokens of a reference server that never lost them.
     python affinity_test.py SINKSERVE_BINARY SINKSERVE_BENCH_BINARY WORK_DIR
 """
 import json
@@ -68,18 +69,36 @@ class Conversation:
                                                   metadata=self.metadata, timeout=30).session_id
         assert self.session_id == self.key, (self.session_id, self.key)  # named by the header
 
+        self.tokens: list[list[int]] = []  # of every turn
+        self.texts: list[str] = []
+
     def turn(self, text: str) -> str:
         """One Generate on the session; returns the server_id of its result."""
         result = None
+        tokens = []
         for response in self.stub.Generate(
                 self.pb2.GenerateRequest(session_id=self.session_id, prompt_text=text,
                                          max_new_tokens=8, ignore_eos=True),
                 metadata=self.metadata, timeout=60):
+            tokens += response.token_ids
             if response.HasField("result"):
                 result = response.result
         assert result is not None and result.generated_tokens == 8, result
         assert result.session.session_id == self.session_id
+        self.tokens.append(tokens)
+        self.texts.append(text)
         return result.server_id
+
+    def replay(self, stub) -> list[list[int]]:
+        """The same turns on `stub`'s server, which keeps the session in memory throughout."""
+        session = stub.CreateSession(self.pb2.CreateSessionRequest(), timeout=30).session_id
+        turns = []
+        for text in self.texts:
+            turns.append([t for response in stub.Generate(
+                self.pb2.GenerateRequest(session_id=session, prompt_text=text, max_new_tokens=8,
+                                         ignore_eos=True), timeout=60)
+                for t in response.token_ids])
+        return turns
 
 
 def main() -> None:
@@ -89,7 +108,10 @@ def main() -> None:
     [nginx_binary] = require_tools("nginx")
     pb2, pb2_grpc = stubs()
     (work / "token").write_text(TOKEN + "\n")
-    replicas = [Sinkserve(binary, work, f"replica-{i}", ("--auth-token-file", str(work / "token")))
+    store = work / "sessions"  # what a ReadWriteMany volume is to the Kubernetes replicas
+    replicas = [Sinkserve(binary, work, f"replica-{i}",
+                          ("--auth-token-file", str(work / "token"), "--session-store", str(store),
+                           "--session-persist", "turn"))
                 for i in range(3)]
     for replica in replicas:
         replica.wait_serving()
@@ -145,7 +167,8 @@ def main() -> None:
         print(f"affinity_test: sinkserve-bench with a token through nginx: 9 conversations x 3 "
               f"turns, {report['completed']:.0f} completed, 0 NOT_FOUND")
 
-        # Kill the replica of the first conversation: only its conversations notice.
+        # Kill the replica of the first conversation (SIGKILL: no drain): its conversations
+        # continue on the others, restored from the store; the others stay where they are.
         victim = next(r for r in replicas if r.server_id == conversations[0].replica)
         victim.kill()
         lost = [c for c in conversations if c.replica == victim.server_id]
@@ -153,18 +176,23 @@ def main() -> None:
         for conversation in kept:
             assert conversation.turn("after the kill") == conversation.replica, conversation.key
         for conversation in lost:
-            try:
-                conversation.turn("after the kill")
-                raise AssertionError(f"{conversation.key}: its replica is dead, yet it continued")
-            except grpc.RpcError as error:
-                assert error.code() == grpc.StatusCode.NOT_FOUND, (conversation.key, error)
-            conversation.create()
-            conversation.replica = conversation.turn("recreated")
-            assert conversation.replica != victim.server_id
-            assert conversation.turn("and again") == conversation.replica, conversation.key
-        print(f"affinity_test: killed {victim.server_id}: {len(kept)} conversations continued, "
-              f"{len(lost)} got NOT_FOUND and were recreated on "
-              f"{sorted({c.replica for c in lost})}")
+            moved = conversation.turn("after the kill")  # NOT_FOUND would raise here
+            assert moved != victim.server_id, conversation.key
+            assert conversation.turn("and again") == moved, conversation.key
+            conversation.replica = moved
+        # Tokens: identical to a server that never lost a session.
+        reference = Sinkserve(binary, work, "reference")
+        reference.wait_serving()
+        try:
+            reference_stub = pb2_grpc.SinkserveStub(
+                grpc.insecure_channel(f"127.0.0.1:{reference.port}"))
+            for conversation in conversations:
+                assert conversation.replay(reference_stub) == conversation.tokens, conversation.key
+        finally:
+            reference.stop()
+        print(f"affinity_test: killed {victim.server_id}: {len(kept)} conversations stayed, "
+              f"{len(lost)} continued on {sorted({c.replica for c in lost})} from the session "
+              "store, 0 NOT_FOUND; every turn's tokens equal a reference server's")
     finally:
         nginx.stop()
         for replica in replicas:

@@ -59,13 +59,17 @@ def load(address: str, pb2, pb2_grpc, seconds: float) -> None:
         turn = 0
         while time.monotonic() < stop:
             turn += 1
-            for request in (
-                    pb2.GenerateRequest(session_id=session, prompt_text=f"turn {turn}",
-                                        max_new_tokens=24, ignore_eos=True),
-                    pb2.GenerateRequest(prompt_text=f"client {index} one-shot {turn}",
-                                        max_new_tokens=16, ignore_eos=True)):
-                for _ in stub.Generate(request):
+            try:  # restores the session when it was spilled to the store
+                for _ in stub.Generate(pb2.GenerateRequest(
+                        session_id=session, prompt_text=f"turn {turn}", max_new_tokens=24,
+                        ignore_eos=True)):
                     pass
+            except grpc.RpcError as error:  # every session in memory is busy: no room now
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            for _ in stub.Generate(pb2.GenerateRequest(
+                    prompt_text=f"client {index} one-shot {turn}", max_new_tokens=16,
+                    ignore_eos=True)):
+                pass
             for _ in stub.Score(pb2.ScoreRequest(text=f"score me {turn} " * 8)):
                 pass
             try:  # NOT_FOUND: an unknown session
@@ -90,8 +94,11 @@ def main() -> None:
     queries = expressions(dashboard)
     pb2, pb2_grpc = stubs()
 
+    # Three sessions in memory for four clients' sessions, and a session store: sessions spill
+    # and are restored all the time, so the session-store panels have data.
     server = Sinkserve(binary, work, "dashboard-replica",
-                       ("--max-cache-bytes", str(64 << 20), "--max-batch", "4"))
+                       ("--max-cache-bytes", str(64 << 20), "--max-batch", "4",
+                        "--max-sessions", "3", "--session-store", str(work / "sessions")))
     server.wait_serving()
     # The compose stack's Prometheus configuration, pointed at this server, scraping faster.
     config = yaml.safe_load((COMPOSE / "prometheus/prometheus.yml").read_text())

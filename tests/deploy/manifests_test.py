@@ -16,7 +16,7 @@ import yaml
 from deploy_support import SOURCE_DIR, require_tools
 
 DEPLOY = SOURCE_DIR / "deploy"
-K8S_FILES = ["deployment.yaml", "service.yaml", "ingress.yaml", "hpa.yaml",
+K8S_FILES = ["deployment.yaml", "session-store.yaml", "service.yaml", "ingress.yaml", "hpa.yaml",
              "prometheus-adapter-rules.yaml"]
 BIN = Path(sys.executable).parent
 
@@ -50,6 +50,13 @@ def kubernetes() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {p["containerPort"] for p in container["ports"]} == {50051, 8000, 9464}
     assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+    # Every replica mounts the one shared session store, where --session-store points.
+    store = yaml.safe_load((k8s / "session-store.yaml").read_text())
+    assert store["spec"]["accessModes"] == ["ReadWriteMany"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "sessions")
+    volume = next(v for v in pod["volumes"] if v["name"] == "sessions")
+    assert volume["persistentVolumeClaim"]["claimName"] == store["metadata"]["name"]
+    assert flag(container["args"], "session-store") == mount["mountPath"]
 
     ingress = yaml.safe_load((k8s / "ingress.yaml").read_text())
     annotations = ingress["metadata"]["annotations"]

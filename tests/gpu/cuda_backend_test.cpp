@@ -117,6 +117,33 @@ TEST_P(CudaBackendTest, StreamingLogitsMatchCpuThroughEvictions) {
   }
 }
 
+// A saved session (issue 18): the cache's bytes copied off the device and into a fresh cache,
+// resumed at the same stream position, continue bit for bit like the cache that never left.
+TEST_P(CudaBackendTest, CacheContentsRoundTripContinuesBitForBit) {
+  const std::vector<int32_t> before = RandomTokens(90, vocab_, 21);
+  const std::vector<int32_t> after = RandomTokens(40, vocab_, 22);
+  for (const CachePolicy& policy : {Streaming(4, 16), Dense()}) {
+    absl::StatusOr<std::unique_ptr<KvCache>> kept = cuda_->NewCache(policy);
+    ASSERT_TRUE(kept.ok()) << kept.status();
+    Logits(*cuda_, **kept, before, 7);
+    EXPECT_EQ((*kept)->ContentsFormat(), "cuda fp16 [layers][2][heads][capacity][head_dim]");
+    std::vector<std::byte> saved((*kept)->bytes());
+    ASSERT_TRUE((*kept)->CopyContentsTo(saved).ok());
+
+    absl::StatusOr<std::unique_ptr<KvCache>> restored = cuda_->NewCache(policy);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+    ASSERT_TRUE((*restored)->CopyContentsFrom(saved).ok());
+    ASSERT_TRUE((*restored)->ResumeAt((*kept)->tokens_seen()).ok());
+    EXPECT_EQ((*restored)->tokens_cached(), (*kept)->tokens_cached());
+    EXPECT_EQ((*restored)->tokens_evicted(), (*kept)->tokens_evicted());
+
+    const std::vector<float> expected = Logits(*cuda_, **kept, after, 1);
+    const std::vector<float> got = Logits(*cuda_, **restored, after, 1);
+    EXPECT_EQ(0, std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)))
+        << policy.Describe();
+  }
+}
+
 TEST_P(CudaBackendTest, BatchedStepMatchesCpu) {
   // 20 sessions (past the fused kernels' 8 rows: the cuBLASLt path) with mixed policies and
   // prompt lengths, then 20 batched decode steps.

@@ -311,9 +311,11 @@ class ChildProcess {
 // `log_path`, then `flags`. The constructor returns once the program serves or exits.
 class ServingProgram {
  public:
+  // `prefix` runs the program under another command (e.g. setpriv, to drop privileges).
   ServingProgram(const std::string& log_path, const std::vector<std::string>& flags,
-                 std::chrono::milliseconds timeout = std::chrono::seconds(10))
-      : log_path_(log_path), process_(Command(flags), log_path) {
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10),
+                 const std::vector<std::string>& prefix = {})
+      : log_path_(log_path), process_(Command(flags, prefix), log_path) {
     WaitFor([&] { return ReadPort() || process_.Wait(std::chrono::milliseconds(0)); }, timeout);
   }
 
@@ -331,10 +333,12 @@ class ServingProgram {
   }
 
  private:
-  static std::vector<std::string> Command(const std::vector<std::string>& flags) {
-    std::vector<std::string> command = {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve",
-                                        "--host", "127.0.0.1", "--port", "0", "--http-port", "-1",
-                                        "--threads", "1", "--log-format", "json"};
+  static std::vector<std::string> Command(const std::vector<std::string>& flags,
+                                          const std::vector<std::string>& prefix) {
+    std::vector<std::string> command = prefix;
+    command.insert(command.end(),
+                   {std::string(SINKSERVE_BINARY_DIR) + "/server/sinkserve", "--host", "127.0.0.1",
+                    "--port", "0", "--http-port", "-1", "--threads", "1", "--log-format", "json"});
     command.insert(command.end(), flags.begin(), flags.end());
     return command;
   }

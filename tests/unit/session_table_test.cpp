@@ -36,7 +36,8 @@ class SessionTableTest : public ::testing::Test {
 
   // A table whose new sessions are stamped with the fake clock `now_`.
   std::unique_ptr<SessionTable> MakeTable(const SessionTable::Limits& limits) {
-    return std::make_unique<SessionTable>(*store_, shape_, limits, [this] { return now_; });
+    return std::make_unique<SessionTable>(*store_, shape_, limits, SessionPersistence{}, nullptr,
+                                          [this] { return now_; });
   }
 
   SessionEntry* CreateAt(SessionTable& table, SteadyClock::time_point when) {
