@@ -166,7 +166,8 @@ absl::Status Server::LoadModel() {
         DirectorySessionStore::Open(options_.session_store_dir);
     if (!store.ok()) return store.status();
     session_store_ = std::move(*store);
-    session_store_metrics_ = std::make_unique<SessionStoreMetrics>(*metrics_.registry());
+    session_store_metrics_ = std::make_unique<SessionStoreMetrics>(*metrics_.registry(),
+                                                                   ServedModelName(options_));
     scheduler_options.session_store = session_store_.get();
     scheduler_options.store_listener = session_store_metrics_.get();
     scheduler_options.persist_every_turn = options_.session_persist_turn;

@@ -20,13 +20,15 @@ constexpr const char* kFailureReasons[] = {"lease", "corrupt", "model", "io", "m
 
 }  // namespace
 
-SessionStoreMetrics::SessionStoreMetrics(prometheus::Registry& registry) {
+SessionStoreMetrics::SessionStoreMetrics(prometheus::Registry& registry,
+                                         const std::string& model_name) {
   writes_ = &prometheus::BuildCounter()
                  .Name("sinkserve_session_store_writes_total")
                  .Help("Sessions written to the session store: trigger=spill (evicted from "
                        "memory), drain (shutdown), turn (--session-persist turn); result=ok or "
                        "error (a failed spill loses the session; any other failure keeps it in "
                        "memory)")
+                 .Labels({{"model_name", model_name}})
                  .Register(registry);
   for (const char* trigger : kTriggers) {
     for (const char* result : {"ok", "error"}) writes_->Add({{"trigger", trigger}, {"result", result}});
@@ -34,7 +36,8 @@ SessionStoreMetrics::SessionStoreMetrics(prometheus::Registry& registry) {
   restores_ = &prometheus::BuildCounter()
                    .Name("sinkserve_session_restores_total")
                    .Help("Sessions restored from the session store into memory")
-                   .Register(registry)
+                   .Labels({{"model_name", model_name}})
+                 .Register(registry)
                    .Add({});
   restore_failures_ =
       &prometheus::BuildCounter()
@@ -42,29 +45,34 @@ SessionStoreMetrics::SessionStoreMetrics(prometheus::Registry& registry) {
            .Help("Restores that failed: reason=lease (another replica is restoring it), corrupt "
                  "(file damaged, quarantined), model (saved under another model or cache "
                  "format), io (the store could not be read), memory (no room for its cache)")
-           .Register(registry);
+           .Labels({{"model_name", model_name}})
+                 .Register(registry);
   for (const char* reason : kFailureReasons) restore_failures_->Add({{"reason", reason}});
   store_bytes_ = &prometheus::BuildGauge()
                       .Name("sinkserve_session_store_bytes")
                       .Help("Bytes of session files in the session store (all replicas')")
-                      .Register(registry)
+                      .Labels({{"model_name", model_name}})
+                 .Register(registry)
                       .Add({});
   store_sessions_ = &prometheus::BuildGauge()
                          .Name("sinkserve_session_store_sessions")
                          .Help("Session files in the session store (all replicas')")
-                         .Register(registry)
+                         .Labels({{"model_name", model_name}})
+                 .Register(registry)
                          .Add({});
   save_seconds_ = &prometheus::BuildHistogram()
                        .Name("sinkserve_session_save_seconds")
                        .Help("Writing one session to the store: cache copy, encode, write, fsync, "
                              "rename")
-                       .Register(registry)
+                       .Labels({{"model_name", model_name}})
+                 .Register(registry)
                        .Add({}, kStoreBuckets);
   restore_seconds_ = &prometheus::BuildHistogram()
                           .Name("sinkserve_session_restore_seconds")
                           .Help("Restoring one session from the store: lease, read, check, "
                                 "rebuild")
-                          .Register(registry)
+                          .Labels({{"model_name", model_name}})
+                 .Register(registry)
                           .Add({}, kStoreBuckets);
 }
 

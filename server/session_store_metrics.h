@@ -27,7 +27,7 @@ namespace sinkserve::server {
 
 class SessionStoreMetrics final : public SessionStoreListener {
  public:
-  explicit SessionStoreMetrics(prometheus::Registry& registry);
+  SessionStoreMetrics(prometheus::Registry& registry, const std::string& model_name);
 
   void OnSessionWritten(StoreWrite why, const std::string& id, uint64_t bytes, double seconds,
                         const absl::Status& status) override;

@@ -532,7 +532,7 @@ TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
   });
   ASSERT_TRUE(WaitFor([&] {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
-                       "sinkserve_generation_tokens_total") > 0;
+                       "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
   }));
   std::future<bool> drained = std::async(std::launch::async, [&] {
     return server.server().Drain(std::chrono::seconds(60));

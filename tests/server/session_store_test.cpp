@@ -186,12 +186,12 @@ TEST_P(ExactnessTest, SpilledAndRestoredBetweenEveryTurnEqualsUninterrupted) {
     EXPECT_EQ(got[i].logprobs, expected[i].logprobs) << "turn " << i;
   }
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restores_total"), spills);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restores_total{model_name=\"demo\"}"), spills);
   EXPECT_GE(MetricValue(metrics,
-                        "sinkserve_session_store_writes_total{result=\"ok\",trigger=\"spill\"}"),
+                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"ok\",trigger=\"spill\"}"),
             spills);
-  EXPECT_GT(MetricValue(metrics, "sinkserve_session_store_bytes"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_seconds_count"), spills);
+  EXPECT_GT(MetricValue(metrics, "sinkserve_session_store_bytes{model_name=\"demo\"}"), 0);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_seconds_count{model_name=\"demo\"}"), spills);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -393,7 +393,7 @@ TEST_P(DamagedFileTest, IsDataLossNamingTheSessionAndIsQuarantined) {
   EXPECT_EQ(FilesIn(dir.path() + "/quarantine"), 1);
   ExpectStillServes(server);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{reason=\"corrupt\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"corrupt\"}"), 1);
   // The id is free again: NOT_FOUND, not DATA_LOSS, from now on.
   EXPECT_EQ(RunTurn(server.stub(), id, "again", 1).status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
@@ -443,7 +443,7 @@ TEST(SessionStoreTest, FullDiskKeepsTheSessionInMemoryAndCountsTheFailure) {
   EXPECT_EQ(session->location(), v1::SESSION_LOCATION_MEMORY);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
   EXPECT_GE(MetricValue(metrics,
-                        "sinkserve_session_store_writes_total{result=\"error\",trigger=\"turn\"}"),
+                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"error\",trigger=\"turn\"}"),
             1);
   for (const auto& entry : fs::directory_iterator(dir.path())) {
     EXPECT_EQ(entry.path().extension(), ".session") << "left behind: " << entry.path();
@@ -520,7 +520,7 @@ TEST(SessionStoreTest, AnotherReplicasLeaseIsAbortedWithARetryHintUntilItExpires
   std::this_thread::sleep_for(std::chrono::milliseconds(1600));
   EXPECT_TRUE(RunTurn(server.stub(), id, "after the lease expired", 2).status.ok());
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{reason=\"lease\"}"), 1);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"lease\"}"), 1);
 }
 
 TEST(SessionStoreTest, TwoServersRacingToRestoreNeverBothOwnASession) {
