@@ -10,10 +10,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -27,6 +30,10 @@
 
 namespace sinkserve {
 namespace {
+
+// The kernels every benchmark runs (--cpu-isa=auto|avx512|avx2|portable, read by main):
+// running the binary once per isa, interleaved, compares them side by side.
+cpu::CpuIsa g_isa = cpu::CpuIsa::kAuto;
 
 // Best of several passes of a multi-threaded read of a 1 GiB buffer (far larger than the
 // caches). This VM's bandwidth drifts by ±30% over minutes (other tenants), so every benchmark
@@ -138,7 +145,7 @@ void BM_DecodeStep(benchmark::State& state) {
   const int context = static_cast<int>(state.range(1));
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   std::unique_ptr<KvCache> cache = *backend.NewDenseCache(context + 1024);
   std::vector<float> logits(config.vocab_size);
   std::vector<int32_t> prompt(context);
@@ -186,7 +193,7 @@ void BM_DecodeVsStreamLength(benchmark::State& state) {
   ModelConfig config = Pythia160mConfig();
   config.max_position_embeddings = stream + 4096;  // random weights: no learned limit applies
   const ModelWeights weights = RandomModelWeights(config, 1234, DType::kF16);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   CachePolicy policy;  // streaming, sink 4, window 256
   if (!streaming) {
     policy.kind = CachePolicy::Kind::kCachePolicyDense;
@@ -219,7 +226,7 @@ void BM_DecodeBatch(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));  // 0 = every core
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, DType::kF16);
-  CpuBackend backend(config, weights, threads);
+  CpuBackend backend(config, weights, threads, g_isa);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
   std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
@@ -256,7 +263,7 @@ void BM_DecodeQuant(benchmark::State& state) {
   const int sessions = static_cast<int>(state.range(2));
   const ModelConfig config = Pythia410mConfig();
   const ModelWeights& weights = Pythia410mWeights(conversion);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
   for (int s = 0; s < sessions; ++s) {
@@ -302,11 +309,11 @@ void BM_StepMatVec(benchmark::State& state) {
   for (const Matrix* m : matrices) bytes += m->bytes();
   const Clock::time_point start = Clock::now();
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
   const double seconds = Seconds(Clock::now() - start);
-  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa());
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa));
   ReportBound(state, bytes, seconds);
 }
 
@@ -325,7 +332,7 @@ void BM_BlockMatVecOneThread(benchmark::State& state) {
   double bytes = 0, elements = 0;
   for (const Matrix* m : matrices) bytes += m->bytes(), elements += m->rows * m->cols;
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
   state.SetLabel(conversion.Describe(weights) + ", 1 thread, CPU time");
@@ -353,10 +360,10 @@ void BM_StepMatMulOneThread(benchmark::State& state) {
   double flops = 0;
   for (const Matrix* m : matrices) flops += 2.0 * m->rows * m->cols * tokens;
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool);
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
-  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa() + ", 1 thread, CPU time");
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa) + ", 1 thread, CPU time");
   state.counters["GFLOP/s"] = benchmark::Counter(
       flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
   state.counters["tok/s"] = benchmark::Counter(
@@ -432,7 +439,25 @@ BENCHMARK(BM_DecodeBatch)
 }  // namespace sinkserve
 
 int main(int argc, char** argv) {
+  // --cpu-isa=NAME is ours; the rest goes to Google Benchmark.
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--cpu-isa=")) {
+      const std::optional<sinkserve::cpu::CpuIsa> isa =
+          sinkserve::cpu::ParseCpuIsa(arg.substr(arg.find('=') + 1));
+      if (!isa || !sinkserve::cpu::CpuSupports(*isa)) {
+        std::fprintf(stderr, "--cpu-isa: unknown, or not supported by this CPU: %s\n", argv[i]);
+        return 2;
+      }
+      sinkserve::g_isa = *isa;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("cpu_isa", sinkserve::cpu::CpuIsaName(sinkserve::g_isa));
   benchmark::AddCustomContext("read_bandwidth_GBps_at_start",
                               std::to_string(sinkserve::MeasureReadBandwidth(8) / 1e9));
   benchmark::RunSpecifiedBenchmarks();
