@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/cpu_isa.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/demo_model.h"
 #include "engine/format/model_directory.h"
@@ -97,8 +99,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     ASSIGN_OR_RETURN(model->backend_,
                      NewCudaBackend(model->config_, model->weights_, options.cuda));
   } else if (backend == "cpu") {
+    const std::optional<cpu::CpuIsa> isa = cpu::ParseCpuIsa(options.cpu_isa);
+    if (!isa) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cpu-isa must be auto, avx512, avx2 or portable, got \"", options.cpu_isa, "\""));
+    }
+    if (!cpu::CpuSupports(*isa)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cpu-isa ", options.cpu_isa, ": this CPU lacks it (best here: ",
+          cpu::CpuIsaName(cpu::CpuIsa::kAuto), "); use --cpu-isa auto"));
+    }
     model->backend_ =
-        std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads);
+        std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads, *isa);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend must be auto, cpu or cuda, got \"", backend, "\""));

@@ -26,6 +26,9 @@ struct ModelOptions {
   bool double_quant = false;         // NF4 only: 8-bit quantized absmax
   bool quantize_embeddings = false;  // int8 / NF4 only: embed_in and embed_out quantized too
   CudaOptions cuda = {};             // the CUDA backend's (graphs, programmatic launch, ...)
+  // The CPU backend's kernels: "auto" (the best this CPU runs), "avx512", "avx2" or "portable"
+  // (engine/cpu/cpu_isa.h); one this CPU lacks is INVALID_ARGUMENT.
+  std::string cpu_isa = "auto";
   // Called during load-time conversion (elements converted, of total); may be empty.
   ConversionProgress conversion_progress = nullptr;
 };

@@ -10,14 +10,16 @@
 
 namespace sinkserve {
 
-CpuBackend::CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads)
+CpuBackend::CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads,
+                       cpu::CpuIsa isa)
     : config_(config),
       weights_(weights),
       pool_(num_threads),
+      isa_(cpu::ResolveCpuIsa(isa)),
       rotary_(config.rotary_ndims, config.rotary_base) {}
 
 std::string CpuBackend::name() const {
-  return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::MatMulIsa(), ")");
+  return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::CpuIsaName(isa_), ")");
 }
 
 namespace {
@@ -158,7 +160,7 @@ void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, i
                    &state_.normed[static_cast<size_t>(t - first_logits) * h]);
   }
   cpu::MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first_logits, logits.data(),
-              pool_);
+              pool_, isa_);
 }
 
 void CpuBackend::Layer(int layer, int n) {
@@ -172,13 +174,13 @@ void CpuBackend::Layer(int layer, int n) {
     cpu::LayerNorm(x + t * h, w.input_norm_weight.data(), w.input_norm_bias.data(), h, eps,
                    normed + t * h);
   }
-  cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_);
+  cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_, isa_);
   const auto attention_start = std::chrono::steady_clock::now();
   Attention(layer, n);
   attention_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
   cpu::MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n,
-              state_.attn_out.data(), pool_);
+              state_.attn_out.data(), pool_, isa_);
 
   const int f = config_.intermediate_size;
   float* attn_out = state_.attn_out.data();
@@ -197,9 +199,10 @@ void CpuBackend::Layer(int layer, int n) {
                      normed + t * h);
     }
   }
-  cpu::MatMul(w.mlp_up, w.mlp_up_bias.data(), normed, n, state_.mlp_hidden.data(), pool_);
+  cpu::MatMul(w.mlp_up, w.mlp_up_bias.data(), normed, n, state_.mlp_hidden.data(), pool_, isa_);
   cpu::Gelu(config_.activation, state_.mlp_hidden.data(), static_cast<int64_t>(n) * f);
-  cpu::MatMul(w.mlp_down, w.mlp_down_bias.data(), state_.mlp_hidden.data(), n, mlp_out, pool_);
+  cpu::MatMul(w.mlp_down, w.mlp_down_bias.data(), state_.mlp_hidden.data(), n, mlp_out, pool_,
+              isa_);
   if (config_.parallel_residual) {
     for (int i = 0; i < n * h; ++i) x[i] = (mlp_out[i] + attn_out[i]) + x[i];
   } else {
@@ -252,11 +255,11 @@ void CpuBackend::Attention(int layer, int n) {
         const KvSpan& span = spans[s];
         const float* span_keys = keys + static_cast<size_t>(span.begin_slot) * d;
         if (span.key_rank_begin < 0) {
-          cpu::AttentionScores(query, span_keys, span.num_slots, d, scale, scores + count);
+          cpu::AttentionScores(query, span_keys, span.num_slots, d, scale, scores + count, isa_);
         } else {
           cpu::RotatedKeyScores(query, span_keys, span.num_slots, d, rot,
                                 &state_.rank_rotary[span.key_rank_begin * 2 * rot], scale,
-                                scores + count);
+                                scores + count, isa_);
         }
         for (int j = 0; j < span.num_slots; ++j) max_score = std::max(max_score, scores[count + j]);
         count += span.num_slots;
@@ -273,7 +276,7 @@ void CpuBackend::Attention(int layer, int n) {
       count = 0;
       for (const KvSpan& span : spans) {
         cpu::WeightedSum(scores + count, values + static_cast<size_t>(span.begin_slot) * d,
-                         span.num_slots, d, out);
+                         span.num_slots, d, out, isa_);
         count += span.num_slots;
       }
     }

@@ -15,8 +15,10 @@ namespace sinkserve {
 
 class CpuBackend final : public Backend {
  public:
-  // `weights` must outlive the backend. num_threads 0 = all cores.
-  CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads);
+  // `weights` must outlive the backend. num_threads 0 = all cores. `isa`: the kernels to run,
+  // one this CPU supports (cpu::CpuSupports); kAuto: the best it has.
+  CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads,
+             cpu::CpuIsa isa = cpu::CpuIsa::kAuto);
 
   absl::Status Forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
                        bool all_logits) override;
@@ -59,6 +61,7 @@ class CpuBackend final : public Backend {
   const ModelConfig config_;
   const ModelWeights& weights_;
   ThreadPool pool_;
+  const cpu::CpuIsa isa_;  // resolved: never kAuto
   cpu::RotaryTable rotary_;
   RunState state_;
   double attention_seconds_ = 0;  // of the last step

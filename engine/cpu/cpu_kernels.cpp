@@ -1,9 +1,5 @@
 #include "engine/cpu/cpu_kernels.h"
 
-#if defined(__x86_64__)
-#include <cpuid.h>
-#endif
-
 #include <cmath>
 #include <vector>
 
@@ -23,34 +19,32 @@ struct Isa {
   void (*scores)(const float*, const float*, int, int, float, float*);
   void (*weighted_sum)(const float*, const float*, int, int, float*);
   void (*rotated_scores)(const float*, const float*, int, int, int, const float*, float, float*);
-  const char* name;
 };
 
+const Isa kPortableKernels = {MatMulRowsPortable,      MatMulRowsPortable,
+                              MatMulRowsPortable,      nullptr,
+                              AttentionScoresPortable, WeightedSumPortable,
+                              RotatedKeyScoresPortable};
 #if defined(__x86_64__)
-// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
-bool CpuHasF16c() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
-}
+const Isa kAvx2Kernels = {MatMulRowsAvx2,      Int8RowsAvx2,    Nf4RowsAvx2,
+                          Nf4InputOrderAvx2,   AttentionScoresAvx2, WeightedSumAvx2,
+                          RotatedKeyScoresAvx2};
+const Isa kAvx512Kernels = {MatMulRowsAvx512,    Int8RowsAvx512,  Nf4RowsAvx512,
+                            Nf4InputOrderAvx512, AttentionScoresAvx2, WeightedSumAvx2,
+                            RotatedKeyScoresAvx2};
 #endif
 
-Isa SelectIsa() {
+const Isa& Kernels(CpuIsa isa) {
+  switch (ResolveCpuIsa(isa)) {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c()) {
-    return {MatMulRowsAvx2,      Int8RowsAvx2,        Nf4RowsAvx2,
-            Nf4InputOrderAvx2,   AttentionScoresAvx2, WeightedSumAvx2,
-            RotatedKeyScoresAvx2, "avx2+fma+f16c"};
+    case CpuIsa::kAvx512:
+      return kAvx512Kernels;
+    case CpuIsa::kAvx2:
+      return kAvx2Kernels;
+#endif
+    default:
+      return kPortableKernels;
   }
-#endif
-  return {MatMulRowsPortable,      MatMulRowsPortable,  MatMulRowsPortable,
-          nullptr,                 AttentionScoresPortable, WeightedSumPortable,
-          RotatedKeyScoresPortable, "portable"};
-}
-
-const Isa& ChosenIsa() {
-  static const Isa isa = SelectIsa();
-  return isa;
 }
 
 }  // namespace
@@ -72,8 +66,8 @@ void MatMulRowsPortable(const MatMulArgs& a, int64_t row_begin, int64_t row_end)
 }
 
 void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
-            ThreadPool& pool) {
-  const Isa& isa = ChosenIsa();
+            ThreadPool& pool, CpuIsa cpu_isa) {
+  const Isa& isa = Kernels(cpu_isa);
   MatMulArgs args{&w, bias, x, n_tokens, y};
   RowsFunction rows = isa.rows;
   if (w.quant == QuantFormat::kInt8) rows = isa.int8_rows;
@@ -100,8 +94,6 @@ void MatMulReference(const Matrix& w, const float* bias, const float* x, int n_t
                      float* y) {
   MatMulRowsPortable(MatMulArgs{&w, bias, x, n_tokens, y}, 0, w.rows);
 }
-
-const char* MatMulIsa() { return ChosenIsa().name; }
 
 void AttentionScoresPortable(const float* q, const float* keys, int n, int d, float scale,
                              float* scores) {
@@ -139,17 +131,17 @@ void RotatedKeyScoresPortable(const float* q, const float* keys, int n, int d, i
 }
 
 void RotatedKeyScores(const float* q, const float* keys, int n, int d, int rot,
-                      const float* table, float scale, float* scores) {
-  ChosenIsa().rotated_scores(q, keys, n, d, rot, table, scale, scores);
+                      const float* table, float scale, float* scores, CpuIsa isa) {
+  Kernels(isa).rotated_scores(q, keys, n, d, rot, table, scale, scores);
 }
 
 void AttentionScores(const float* q, const float* keys, int n, int d, float scale,
-                     float* scores) {
-  ChosenIsa().scores(q, keys, n, d, scale, scores);
+                     float* scores, CpuIsa isa) {
+  Kernels(isa).scores(q, keys, n, d, scale, scores);
 }
 
-void WeightedSum(const float* p, const float* values, int n, int d, float* out) {
-  ChosenIsa().weighted_sum(p, values, n, d, out);
+void WeightedSum(const float* p, const float* values, int n, int d, float* out, CpuIsa isa) {
+  Kernels(isa).weighted_sum(p, values, n, d, out);
 }
 
 void LayerNorm(const float* x, const float* weight, const float* bias, int dim, float eps,

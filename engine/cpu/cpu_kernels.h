@@ -2,14 +2,17 @@
 //
 // The CPU backend is the oracle every other backend is tested against (STYLE §4): these
 // functions favour exactness first (fp32 accumulation, double for LayerNorm statistics),
-// then speed (AVX2/FMA/F16C chosen at run time, rows split across the thread pool).
+// then speed (AVX-512 or AVX2 kernels chosen at run time, rows split across the thread pool).
+// Each kernel takes the CpuIsa to run (cpu_isa.h; kAuto: the best this CPU has); callers
+// pass only isas CpuSupports.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "engine/format/config.h"
 #include "common/base/thread_pool.h"
+#include "engine/cpu/cpu_isa.h"
+#include "engine/format/config.h"
 #include "engine/format/weights.h"
 
 namespace sinkserve::cpu {
@@ -21,14 +24,11 @@ namespace sinkserve::cpu {
 // which is what makes batched decode cheaper than n separate steps. Row t of y does not depend
 // on the other rows of x, bit for bit (batched steps equal single ones).
 void MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y,
-            ThreadPool& pool);
+            ThreadPool& pool, CpuIsa isa = CpuIsa::kAuto);
 
 // The portable implementation, always available, any format: the row converted or dequantized
 // to fp32 (Matrix::RowToFloat), then dot products. Tests compare the SIMD paths against it.
 void MatMulReference(const Matrix& w, const float* bias, const float* x, int n_tokens, float* y);
-
-// Name of the MatMul implementation chosen for this CPU: "avx2+fma+f16c" or "portable".
-const char* MatMulIsa();
 
 // out[i] = w[i]·(x[i] − mean)/sqrt(var + eps) + b[i], statistics over `dim` (biased variance).
 void LayerNorm(const float* x, const float* weight, const float* bias, int dim, float eps,
@@ -42,13 +42,15 @@ void EmbeddingRow(const Matrix& table, int64_t row, float* out);
 
 // Attention inner loops over one head's contiguous keys/values ([n][d] fp32):
 // scores[j] = scale · q·keys[j];  out[k] += Σ_j p[j]·values[j][k].
-void AttentionScores(const float* q, const float* keys, int n, int d, float scale, float* scores);
-void WeightedSum(const float* p, const float* values, int n, int d, float* out);
+void AttentionScores(const float* q, const float* keys, int n, int d, float scale, float* scores,
+                     CpuIsa isa = CpuIsa::kAuto);
+void WeightedSum(const float* p, const float* values, int n, int d, float* out,
+                 CpuIsa isa = CpuIsa::kAuto);
 // Scores against keys stored un-rotated (the streaming cache): key j is rotated at the
 // position whose cos/sin are table row j ([cos rot][sin rot], stride 2·rot) inside the dot
 // product, without writing the rotated key anywhere.
 void RotatedKeyScores(const float* q, const float* keys, int n, int d, int rot,
-                      const float* table, float scale, float* scores);
+                      const float* table, float scale, float* scores, CpuIsa isa = CpuIsa::kAuto);
 
 // Rotary position table: cos/sin of position·inv_freq, computed in fp32 exactly as HF does
 // (inv_freq = 1 / base^(2i/rotary_ndims)). Each row holds rotary_ndims values: the half-width

@@ -41,6 +41,14 @@ void AttentionScoresAvx2(const float* q, const float* keys, int n, int d, float 
 void RotatedKeyScoresAvx2(const float* q, const float* keys, int n, int d, int rot,
                           const float* table, float scale, float* scores);
 void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out);
+// The AVX-512 rows (engine/cpu/cpu_kernels_avx512.cpp, quant_kernels_avx512.cpp); the
+// attention loops of that path are the AVX2 ones (head_dim-long vectors, little to gain).
+// Nf4RowsAvx512 needs cols % kNf4BlockSize == 0 and its input reordered by
+// Nf4InputOrderAvx512.
+void MatMulRowsAvx512(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
+void Int8RowsAvx512(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
+void Nf4RowsAvx512(const MatMulArgs& args, int64_t row_begin, int64_t row_end);
+void Nf4InputOrderAvx512(const float* x, int64_t cols, int n_tokens, float* out);
 #endif
 
 }  // namespace sinkserve::cpu

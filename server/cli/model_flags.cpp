@@ -20,6 +20,9 @@ void ModelFlags::AddTo(Flags& flags) {
   flags.Add("backend", &backend,
             "where the model runs: cpu, cuda (an NVIDIA GPU; weights become fp16, int8 or nf4 "
             "there), or auto (cuda when this build has it and a GPU is present)");
+  flags.Add("cpu-isa", &cpu_isa,
+            "CPU backend kernels: auto (the best this CPU runs), avx512, avx2 or portable; "
+            "the banner names the choice");
   flags.Add("quant", &quant,
             "weight format: fp32, fp16, bf16 (dense), int8 (per-row absmax) or nf4 (blocks of "
             "64), converted at load; default: as the checkpoint stores them");
@@ -44,6 +47,11 @@ absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
         absl::StrCat("--backend must be auto, cpu or cuda; got \"", backend, "\""));
   }
   options.backend = backend;
+  if (backend == "cuda" && cpu_isa != "auto") {
+    return absl::InvalidArgumentError(
+        "--cpu-isa applies to the CPU backend; drop it or use --backend cpu (or auto)");
+  }
+  options.cpu_isa = cpu_isa;
   if (!quant.empty()) {
     std::optional<WeightFormat> format = ParseWeightFormat(quant);
     if (!format) {

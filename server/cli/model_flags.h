@@ -27,12 +27,13 @@ uint64_t PeakRssBytes();
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
 
-// --model / --threads / --backend / --quant / --double-quant / --quantize-embeddings: which
-// model the commands load and how they run it.
+// --model / --threads / --backend / --cpu-isa / --quant / --double-quant /
+// --quantize-embeddings: which model the commands load and how they run it.
 struct ModelFlags {
   std::string path = "demo";
   int64_t threads = 0;
   std::string backend = "auto";
+  std::string cpu_isa = "auto";
   std::string quant;  // empty: as stored
   bool double_quant = false;
   bool quantize_embeddings = false;

@@ -167,6 +167,7 @@ int RunPerplexity(int argc, char** argv) {
                           {"ppl", ppl},
                           {"cache", cache_description},
                           {"weights", (*model)->weights_format()},
+                          {"backend", (*model)->backend().name()},
                           {"weights_bytes", (*model)->weights_bytes()},
                           {"peak_rss_bytes", PeakRssBytes()},
                           {"token_nll", token_nll}};

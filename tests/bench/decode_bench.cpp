@@ -7,13 +7,17 @@
 // measured GB/s (1.0 = at the memory-bandwidth floor).
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string_view>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -27,6 +31,10 @@
 
 namespace sinkserve {
 namespace {
+
+// The kernels every benchmark runs (--cpu-isa=auto|avx512|avx2|portable, read by main):
+// running the binary once per isa, interleaved, compares them side by side.
+cpu::CpuIsa g_isa = cpu::CpuIsa::kAuto;
 
 // Best of several passes of a multi-threaded read of a 1 GiB buffer (far larger than the
 // caches). This VM's bandwidth drifts by ±30% over minutes (other tenants), so every benchmark
@@ -58,6 +66,36 @@ double MeasureReadBandwidth(int passes = 4) {
     best = std::max(best, floats * sizeof(float) / seconds);
   }
   benchmark::DoNotOptimize(sums);
+  return best;
+}
+
+// The same read on ONE thread, timed by that thread's CPU time: the bound of the one-thread
+// CPU-time benchmarks below, unaffected (like them) by other tenants taking the core away. It
+// reads 8 sequential streams at once, as the kernels' row tiles do (the prefetchers then keep
+// more lines in flight than for one stream).
+double MeasureOneThreadReadBandwidth(int passes = 3) {
+  constexpr int kStreams = 8;
+  const size_t floats = size_t{1} << 28, stream_floats = floats / kStreams;
+  static std::vector<float> buffer(floats, 1.0f);
+  double best = 0;
+  __m256 sum = _mm256_setzero_ps();
+  for (int pass = 0; pass < passes; ++pass) {
+    timespec start{}, end{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    __m256 acc[kStreams];
+    for (__m256& a : acc) a = _mm256_setzero_ps();
+    for (size_t i = 0; i < stream_floats; i += 16) {
+      for (int s = 0; s < kStreams; ++s) {
+        const float* p = &buffer[s * stream_floats + i];
+        acc[s] = _mm256_add_ps(acc[s], _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)));
+      }
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
+    for (const __m256& a : acc) sum = _mm256_add_ps(sum, a);
+    const double seconds = (end.tv_sec - start.tv_sec) + 1e-9 * (end.tv_nsec - start.tv_nsec);
+    best = std::max(best, floats * sizeof(float) / seconds);
+  }
+  benchmark::DoNotOptimize(sum);
   return best;
 }
 
@@ -138,7 +176,7 @@ void BM_DecodeStep(benchmark::State& state) {
   const int context = static_cast<int>(state.range(1));
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, dtype);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   std::unique_ptr<KvCache> cache = *backend.NewDenseCache(context + 1024);
   std::vector<float> logits(config.vocab_size);
   std::vector<int32_t> prompt(context);
@@ -186,7 +224,7 @@ void BM_DecodeVsStreamLength(benchmark::State& state) {
   ModelConfig config = Pythia160mConfig();
   config.max_position_embeddings = stream + 4096;  // random weights: no learned limit applies
   const ModelWeights weights = RandomModelWeights(config, 1234, DType::kF16);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   CachePolicy policy;  // streaming, sink 4, window 256
   if (!streaming) {
     policy.kind = CachePolicy::Kind::kCachePolicyDense;
@@ -219,7 +257,7 @@ void BM_DecodeBatch(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(1));  // 0 = every core
   const ModelConfig config = Pythia160mConfig();
   const ModelWeights weights = RandomModelWeights(config, 1234, DType::kF16);
-  CpuBackend backend(config, weights, threads);
+  CpuBackend backend(config, weights, threads, g_isa);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
   std::vector<float> logits(static_cast<size_t>(sessions) * config.vocab_size);
@@ -256,7 +294,7 @@ void BM_DecodeQuant(benchmark::State& state) {
   const int sessions = static_cast<int>(state.range(2));
   const ModelConfig config = Pythia410mConfig();
   const ModelWeights& weights = Pythia410mWeights(conversion);
-  CpuBackend backend(config, weights, 0);
+  CpuBackend backend(config, weights, 0, g_isa);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<KvCache*> rows;
   for (int s = 0; s < sessions; ++s) {
@@ -302,37 +340,54 @@ void BM_StepMatVec(benchmark::State& state) {
   for (const Matrix* m : matrices) bytes += m->bytes();
   const Clock::time_point start = Clock::now();
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
   const double seconds = Seconds(Clock::now() - start);
-  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa());
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa));
   ReportBound(state, bytes, seconds);
 }
 
-// The block matrices of the 410m shape at batch 1 on ONE thread, timed by that thread's CPU
-// time (the default of Google Benchmark without UseRealTime): what each format's kernel costs
-// per weight, unaffected by other tenants taking the second core (this VM is shared; the
-// 2-thread wall-clock numbers move with them). The LM head is left out (F16 in every format).
+// The block matrices of the 410m shape for range(1) tokens at once (1: a decode step; 4-16: a
+// batched step; 64-512: a prompt chunk) on ONE thread, timed by that thread's CPU time (the
+// default of Google Benchmark without UseRealTime): what each format's kernel costs per
+// weight, unaffected by other tenants taking the second core (this VM is shared; the 2-thread
+// wall-clock numbers move with them). The LM head is left out (F16 in every format).
 void BM_BlockMatVecOneThread(benchmark::State& state) {
   const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)), false, false};
+  const int tokens = static_cast<int>(state.range(1));
   const ModelWeights& weights = Pythia410mWeights(conversion);
   ThreadPool pool(1);
   const ModelConfig config = Pythia410mConfig();
-  std::vector<float> x(config.intermediate_size, 0.5f), y(config.vocab_size);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(static_cast<size_t>(tokens) * config.intermediate_size);
+  for (float& value : x) value = normal(rng);
+  std::vector<float> y(static_cast<size_t>(tokens) * config.intermediate_size);  // ≥ 3H rows
   std::vector<const Matrix*> matrices = StepMatrices(weights);
   matrices.pop_back();  // the LM head
   double bytes = 0, elements = 0;
   for (const Matrix* m : matrices) bytes += m->bytes(), elements += m->rows * m->cols;
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), 1, y.data(), pool);
+    for (const Matrix* m : matrices) {
+      cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
+    }
     benchmark::ClobberMemory();
   }
-  state.SetLabel(conversion.Describe(weights) + ", 1 thread, CPU time");
-  state.SetBytesProcessed(static_cast<int64_t>(bytes * static_cast<double>(state.iterations())));
+  const double steps = static_cast<double>(state.iterations());
+  state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(tokens) + " token(s), " +
+                 cpu::CpuIsaName(g_isa) + ", 1 thread, CPU time");
+  state.SetBytesProcessed(static_cast<int64_t>(bytes * steps));
   state.counters["MB/step"] = bytes / 1e6;
-  state.counters["Gweights/s"] = benchmark::Counter(
-      elements * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  // The weights' bytes per CPU-second ÷ one thread's read bandwidth per CPU-second, measured
+  // right after (a step of any batch must read them once).
+  state.counters["bound_ratio"] = benchmark::Counter(
+      bytes * steps / MeasureOneThreadReadBandwidth(), benchmark::Counter::kIsRate);
+  state.counters["Gweights/s"] =
+      benchmark::Counter(elements * steps / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2 * elements * tokens * steps / 1e9, benchmark::Counter::kIsRate);
+  state.counters["tok/s"] = benchmark::Counter(tokens * steps, benchmark::Counter::kIsRate);
 }
 
 // The matrix work of one batched step of the 160m shape (all 49 matrices × N tokens) on ONE
@@ -353,10 +408,10 @@ void BM_StepMatMulOneThread(benchmark::State& state) {
   double flops = 0;
   for (const Matrix* m : matrices) flops += 2.0 * m->rows * m->cols * tokens;
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool);
+    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
-  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::MatMulIsa() + ", 1 thread, CPU time");
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa) + ", 1 thread, CPU time");
   state.counters["GFLOP/s"] = benchmark::Counter(
       flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
   state.counters["tok/s"] = benchmark::Counter(
@@ -408,7 +463,7 @@ BENCHMARK(BM_DecodeQuant)
     ->Args({kFp32, 0, 8, 0})->Args({kFp16, 0, 8, 0})->Args({kInt8, 0, 8, 0})
     ->Args({kNf4, 0, 8, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_BlockMatVecOneThread)->Arg(kFp16)->Arg(kInt8)->Arg(kNf4)
+BENCHMARK(BM_BlockMatVecOneThread)->ArgsProduct({{kFp16, kInt8, kNf4}, {1, 16, 128}})
     ->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK(BM_StepMatMulOneThread)
     ->Args({kF16, 1})->Args({kF16, 4})->Args({kF16, 16})->Args({kF32, 16})
@@ -432,7 +487,25 @@ BENCHMARK(BM_DecodeBatch)
 }  // namespace sinkserve
 
 int main(int argc, char** argv) {
+  // --cpu-isa=NAME is ours; the rest goes to Google Benchmark.
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.starts_with("--cpu-isa=")) {
+      const std::optional<sinkserve::cpu::CpuIsa> isa =
+          sinkserve::cpu::ParseCpuIsa(arg.substr(arg.find('=') + 1));
+      if (!isa || !sinkserve::cpu::CpuSupports(*isa)) {
+        std::fprintf(stderr, "--cpu-isa: unknown, or not supported by this CPU: %s\n", argv[i]);
+        return 2;
+      }
+      sinkserve::g_isa = *isa;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("cpu_isa", sinkserve::cpu::CpuIsaName(sinkserve::g_isa));
   benchmark::AddCustomContext("read_bandwidth_GBps_at_start",
                               std::to_string(sinkserve::MeasureReadBandwidth(8) / 1e9));
   benchmark::RunSpecifiedBenchmarks();

@@ -1,6 +1,6 @@
 // A batched decode step over N sessions equals N separate steps, bit for bit, with the weights
-// as stored and quantized (int8, NF4 + double-quant absmax); its greedy form picks each row's
-// argmax.
+// as stored and quantized (int8, NF4 + double-quant absmax), on every CPU kernel set; its
+// greedy form picks each row's argmax.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -9,13 +9,17 @@
 #include <tuple>
 
 #include "engine/model.h"
+#include "tests/unit/cpu_isa_params.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve {
 namespace {
 
 class BatchedStepTest
-    : public ::testing::TestWithParam<std::tuple<std::string, WeightFormat>> {};
+    : public ::testing::TestWithParam<std::tuple<std::string, WeightFormat, cpu::CpuIsa>> {
+ protected:
+  void SetUp() override { SKIP_UNLESS_CPU_SUPPORTS(std::get<2>(GetParam())); }
+};
 
 TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
   const uint64_t seed = testing::TestSeed();
@@ -24,9 +28,12 @@ TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
   ModelOptions options{testing::FixturePath("models/" + std::get<0>(GetParam())), 2};
   options.quant = std::get<1>(GetParam());
   options.double_quant = options.quant == WeightFormat::kNf4;
+  options.cpu_isa = testing::CpuIsaFlag(std::get<2>(GetParam()));
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
   ASSERT_TRUE(model.ok()) << model.status();
   Backend& backend = (*model)->backend();
+  ASSERT_NE(backend.name().find(cpu::CpuIsaName(std::get<2>(GetParam()))), std::string::npos)
+      << backend.name();
   const int vocab = (*model)->config().vocab_size;
 
   // Sessions with different policies and histories (some already evicting).
@@ -99,12 +106,16 @@ INSTANTIATE_TEST_SUITE_P(
     Fixtures, BatchedStepTest,
     ::testing::Combine(::testing::ValuesIn(testing::FixtureModelNames()),
                        ::testing::Values(WeightFormat::kAsStored, WeightFormat::kInt8,
-                                         WeightFormat::kNf4)),
+                                         WeightFormat::kNf4),
+                       // The SIMD sets: the portable kernel computes each (row, token) alone by
+                       // construction (its batches are checked in cpu_kernels_test, quant_test).
+                       ::testing::Values(cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx2)),
     [](const auto& info) {
       return std::get<0>(info.param) + "_" +
              (std::get<1>(info.param) == WeightFormat::kAsStored
                   ? std::string("as_stored")
-                  : std::string(WeightFormatName(std::get<1>(info.param))));
+                  : std::string(WeightFormatName(std::get<1>(info.param)))) +
+             "_" + testing::CpuIsaFlag(std::get<2>(info.param));
     });
 
 }  // namespace

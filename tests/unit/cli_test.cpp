@@ -126,7 +126,7 @@ TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
 
 // --quant nf4 --json: the weights' exact bytes (those of the model loaded the same way in
 // process, under a third of the F32 checkpoint's) and the peak RSS; bad combinations of the
-// quant and CUDA flags are refused naming the flag.
+// quant, CUDA and --cpu-isa flags are refused naming the flag.
 TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
   const std::string model = Fixture("pythia_f32_d64");
   testing::TempDir dir;
@@ -161,16 +161,25 @@ TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
            {"--quant int8 --double-quant", "--double-quant"},
            {"--quant fp16 --quantize-embeddings", "--quantize-embeddings"},
            {"--backend cpu --cuda-graphs=false", "--cuda-graphs"},
-           {"--backend cpu --cuda-programmatic-launch", "--cuda-programmatic-launch"}}) {
+           {"--backend cpu --cuda-programmatic-launch", "--cuda-programmatic-launch"},
+           {"--backend cuda --cpu-isa avx2", "--cpu-isa"},
+           {"--backend cpu --cpu-isa avx-512", "--cpu-isa"}}) {
     const RunResult bad = RunSinkserve(command + " " + flags);
     EXPECT_EQ(bad.exit_code, 1) << flags;
     EXPECT_NE(bad.err.find(named), std::string::npos) << flags << ": " << bad.err;
   }
   const RunResult help = RunSinkserve("generate --help");
   for (const char* flag : {"--quant", "--double-quant", "--quantize-embeddings", "--cuda-graphs",
-                           "--cuda-programmatic-launch"}) {
+                           "--cuda-programmatic-launch", "--cpu-isa"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
+  // --cpu-isa portable runs anywhere; the banner and --json name the kernels that ran.
+  const RunResult portable = RunSinkserve(command + " --backend cpu --cpu-isa portable");
+  ASSERT_EQ(portable.exit_code, 0) << portable.err;
+  EXPECT_NE(portable.err.find("portable)"), std::string::npos) << portable.err;
+  EXPECT_NE(nlohmann::json::parse(portable.out)["backend"].get<std::string>().find("portable"),
+            std::string::npos)
+      << portable.out;
   // With --backend auto the CUDA flags are accepted (and unused where no GPU is present).
   const RunResult automatic = RunSinkserve(command + " --backend auto --cuda-graphs=false");
   EXPECT_EQ(automatic.exit_code, 0) << automatic.err;

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/base/half.h"
+#include "tests/unit/cpu_isa_params.h"
 #include "tests/unit/test_util.h"
 
 namespace sinkserve {
@@ -67,15 +68,46 @@ TEST(HalfTest, Bf16) {
   EXPECT_EQ(FloatToBf16(1.0f + 0x1.8p-7f), 0x3f82);
 }
 
-// The SIMD MatMul against the portable one and against double-precision sums, for every
-// stored dtype and awkward shapes (rows not a multiple of the tile, cols not of the vector).
-TEST(MatMulTest, MatchesDoublePrecisionReference) {
+TEST(CpuIsaTest, ParsesFlagsAndResolvesAuto) {
+  for (cpu::CpuIsa isa : {cpu::CpuIsa::kAuto, cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx2,
+                          cpu::CpuIsa::kPortable}) {
+    EXPECT_EQ(cpu::ParseCpuIsa(testing::CpuIsaFlag(isa)), isa);
+  }
+  EXPECT_EQ(cpu::ParseCpuIsa("avx-512"), std::nullopt);
+  EXPECT_EQ(cpu::ParseCpuIsa(""), std::nullopt);
+  const cpu::CpuIsa best = cpu::ResolveCpuIsa(cpu::CpuIsa::kAuto);
+  EXPECT_NE(best, cpu::CpuIsa::kAuto);
+  EXPECT_TRUE(cpu::CpuSupports(best));
+  EXPECT_STREQ(cpu::CpuIsaName(cpu::CpuIsa::kAuto), cpu::CpuIsaName(best));
+  // The best set: AVX-512 wherever this CPU has it, else AVX2 wherever it has that.
+  if (cpu::CpuSupports(cpu::CpuIsa::kAvx512)) {
+    EXPECT_EQ(best, cpu::CpuIsa::kAvx512);
+  }
+  if (!cpu::CpuSupports(cpu::CpuIsa::kAvx512) && cpu::CpuSupports(cpu::CpuIsa::kAvx2)) {
+    EXPECT_EQ(best, cpu::CpuIsa::kAvx2);
+  }
+  // The AVX-512 kernels use AVX2 instructions too (the attention loops).
+  if (cpu::CpuSupports(cpu::CpuIsa::kAvx512)) {
+    EXPECT_TRUE(cpu::CpuSupports(cpu::CpuIsa::kAvx2));
+  }
+  EXPECT_STREQ(cpu::CpuIsaName(cpu::CpuIsa::kAvx512), "avx512f+bw+vl+dq");
+}
+
+class MatMulTest : public ::testing::TestWithParam<cpu::CpuIsa> {
+ protected:
+  void SetUp() override { SKIP_UNLESS_CPU_SUPPORTS(GetParam()); }
+};
+
+// Each kernel set's MatMul against the portable one and against double-precision sums, for
+// every stored dtype and awkward shapes (rows not a multiple of the tile, cols not of the
+// vector, more tokens than a token block).
+TEST_P(MatMulTest, MatchesDoublePrecisionReference) {
   const uint64_t seed = TestSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
   ThreadPool pool(2);
   const int shapes[][3] = {{1, 8, 1}, {5, 13, 2}, {67, 130, 3}, {256, 512, 1}, {97, 1000, 5},
-                           {4, 7, 8}};
+                           {4, 7, 8}, {19, 48, 39}};
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     for (const auto& shape : shapes) {
       const int rows = shape[0], cols = shape[1], tokens = shape[2];
@@ -85,7 +117,7 @@ TEST(MatMulTest, MatchesDoublePrecisionReference) {
       const std::vector<float> x = RandomFloats(rng, static_cast<size_t>(tokens) * cols);
       const std::vector<float> bias = RandomFloats(rng, rows);
       std::vector<float> fast(static_cast<size_t>(tokens) * rows), slow(fast.size());
-      cpu::MatMul(w, bias.data(), x.data(), tokens, fast.data(), pool);
+      cpu::MatMul(w, bias.data(), x.data(), tokens, fast.data(), pool, GetParam());
       cpu::MatMulReference(w, bias.data(), x.data(), tokens, slow.data());
       for (int t = 0; t < tokens; ++t) {
         for (int r = 0; r < rows; ++r) {
@@ -113,18 +145,47 @@ TEST(MatMulTest, MatchesDoublePrecisionReference) {
   }
 }
 
-TEST(AttentionLoopsTest, MatchPortable) {
+// A batch of tokens gives each token exactly what it gets alone, in every dtype: the tile a
+// (row, token) lands in never changes its arithmetic.
+TEST_P(MatMulTest, BatchedTokensEqualSingleTokensBitForBit) {
+  std::mt19937_64 rng(TestSeed());
+  ThreadPool pool(2);
+  const int rows = 75, cols = 200, tokens = 41;
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const std::vector<std::byte> stored =
+        Store(RandomFloats(rng, static_cast<size_t>(rows) * cols), dtype);
+    const Matrix w{dtype, rows, cols, stored.data()};
+    const std::vector<float> x = RandomFloats(rng, static_cast<size_t>(tokens) * cols);
+    std::vector<float> batched(static_cast<size_t>(tokens) * rows), single(batched.size());
+    cpu::MatMul(w, nullptr, x.data(), tokens, batched.data(), pool, GetParam());
+    for (int t = 0; t < tokens; ++t) {
+      cpu::MatMul(w, nullptr, &x[static_cast<size_t>(t) * cols], 1, &single[static_cast<size_t>(t) * rows],
+                  pool, GetParam());
+    }
+    ASSERT_EQ(std::memcmp(batched.data(), single.data(), batched.size() * sizeof(float)), 0)
+        << DTypeName(dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuIsas, MatMulTest, testing::kCpuIsas, testing::CpuIsaTestName);
+
+class AttentionLoopsTest : public ::testing::TestWithParam<cpu::CpuIsa> {
+ protected:
+  void SetUp() override { SKIP_UNLESS_CPU_SUPPORTS(GetParam()); }
+};
+
+TEST_P(AttentionLoopsTest, MatchPortable) {
   std::mt19937_64 rng(TestSeed());
   for (int d : {64, 80, 13}) {
     for (int n : {1, 7, 300}) {
       const std::vector<float> q = RandomFloats(rng, d), keys = RandomFloats(rng, n * d),
                                p = RandomFloats(rng, n);
       std::vector<float> fast(n), slow(n);
-      cpu::AttentionScores(q.data(), keys.data(), n, d, 0.125f, fast.data());
+      cpu::AttentionScores(q.data(), keys.data(), n, d, 0.125f, fast.data(), GetParam());
       cpu::AttentionScoresPortable(q.data(), keys.data(), n, d, 0.125f, slow.data());
       for (int j = 0; j < n; ++j) ASSERT_NEAR(fast[j], slow[j], 1e-5f * (1 + std::abs(slow[j])));
       std::vector<float> out_fast = RandomFloats(rng, d), out_slow = out_fast;
-      cpu::WeightedSum(p.data(), keys.data(), n, d, out_fast.data());
+      cpu::WeightedSum(p.data(), keys.data(), n, d, out_fast.data(), GetParam());
       cpu::WeightedSumPortable(p.data(), keys.data(), n, d, out_slow.data());
       for (int k = 0; k < d; ++k) {
         ASSERT_NEAR(out_fast[k], out_slow[k], 1e-4f * (1 + std::abs(out_slow[k])));
@@ -134,7 +195,7 @@ TEST(AttentionLoopsTest, MatchPortable) {
 }
 
 // Fused rotate-and-dot against rotating a copy of each key and taking a plain dot product.
-TEST(AttentionLoopsTest, RotatedKeyScoresMatchRotatingACopy) {
+TEST_P(AttentionLoopsTest, RotatedKeyScoresMatchRotatingACopy) {
   std::mt19937_64 rng(TestSeed());
   for (const auto& [d, rot] : {std::pair{64, 16}, {80, 20}, {64, 64}, {80, 40}, {32, 2}}) {
     const int n = 37;
@@ -143,7 +204,8 @@ TEST(AttentionLoopsTest, RotatedKeyScoresMatchRotatingACopy) {
     for (int j = 0; j < n; ++j) rotary.Compute(100 + j, &table[j * 2 * rot], &table[j * 2 * rot + rot]);
     const std::vector<float> q = RandomFloats(rng, d), keys = RandomFloats(rng, n * d);
     std::vector<float> fast(n), portable(n), expected(n);
-    cpu::RotatedKeyScores(q.data(), keys.data(), n, d, rot, table.data(), 0.125f, fast.data());
+    cpu::RotatedKeyScores(q.data(), keys.data(), n, d, rot, table.data(), 0.125f, fast.data(),
+                          GetParam());
     cpu::RotatedKeyScoresPortable(q.data(), keys.data(), n, d, rot, table.data(), 0.125f,
                                   portable.data());
     for (int j = 0; j < n; ++j) {
@@ -157,6 +219,8 @@ TEST(AttentionLoopsTest, RotatedKeyScoresMatchRotatingACopy) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(CpuIsas, AttentionLoopsTest, testing::kCpuIsas, testing::CpuIsaTestName);
 
 TEST(LayerNormTest, MatchesDefinition) {
   std::mt19937_64 rng(TestSeed());

@@ -11,6 +11,7 @@
 #include "engine/cpu/cpu_kernels.h"
 #include "engine/format/weights.h"
 #include "engine/format/safetensors.h"
+#include "tests/unit/cpu_isa_params.h"
 #include "tests/unit/fixture_model.h"
 
 namespace sinkserve {
@@ -152,37 +153,46 @@ std::vector<std::unique_ptr<QuantizedCase>> QuantizeAllWays(const std::vector<fl
   return cases;
 }
 
-// A quantized layer's output equals dequantize(W)·x to fp32 rounding, for the SIMD kernels
-// (every tile shape: 1..16 tokens, odd row counts, 1-3 threads) and the portable reference:
-// |Δ| ≤ (cols + 2)·2^-23·Σ_k |dequant(w)[r][k]·x[k]| (ε stated per element). And a batch of
-// tokens gives each token exactly (bitwise) what it gets alone: the kernels' per-(row, token)
-// arithmetic does not depend on the tile it lands in.
-TEST(QuantKernelsTest, EqualDequantizedProductForEveryTileAndThreadCount) {
+class QuantKernelsTest : public ::testing::TestWithParam<cpu::CpuIsa> {
+ protected:
+  void SetUp() override { SKIP_UNLESS_CPU_SUPPORTS(GetParam()); }
+};
+
+// A quantized layer's output equals dequantize(W)·x to fp32 rounding, for each kernel set
+// (every tile shape: 1..16 tokens and 37, past a token block; odd row counts; 1-3 threads)
+// and the portable reference: |Δ| ≤ (cols + 2)·2^-23·Σ_k |dequant(w)[r][k]·x[k]| (ε stated
+// per element). And a batch of tokens gives each token exactly (bitwise) what it gets alone:
+// the kernels' per-(row, token) arithmetic does not depend on the tile it lands in.
+TEST_P(QuantKernelsTest, EqualDequantizedProductForEveryTileAndThreadCount) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
-  // cols 160: NF4 blocks straddle rows (portable path); cols 200: int8 with a scalar tail.
+  constexpr int kMaxTokens = 37;
+  std::vector<int> token_counts = {kMaxTokens};
+  for (int tokens = 1; tokens <= 16; ++tokens) token_counts.push_back(tokens);
+  // cols 160: NF4 blocks straddle rows (portable path); cols 200: int8 with a vector tail.
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{67, 128}, {13, 1024}, {130, 256},
                                    {1, 64}, {5, 160}, {9, 200}, {72, 192}}) {
     const std::vector<float> w = testing::RandomFloats(rng, static_cast<size_t>(rows * cols));
     const std::vector<float> bias = testing::RandomFloats(rng, rows);
-    const std::vector<float> x = testing::RandomFloats(rng, static_cast<size_t>(16 * cols));
+    const std::vector<float> x =
+        testing::RandomFloats(rng, static_cast<size_t>(kMaxTokens * cols));
     for (const auto& quantized : QuantizeAllWays(w, rows, cols)) {
       SCOPED_TRACE(quantized->name + " " + std::to_string(rows) + "x" + std::to_string(cols));
       const Matrix& m = quantized->matrix;
       std::vector<float> dequant(static_cast<size_t>(rows * cols));
       for (int64_t r = 0; r < rows; ++r) m.RowToFloat(r, &dequant[r * cols]);
-      std::vector<float> single(static_cast<size_t>(16 * rows));
       for (int threads = 1; threads <= 3; ++threads) {
         ThreadPool pool(threads);
-        for (int tokens = 1; tokens <= 16; ++tokens) {
+        std::vector<float> single(static_cast<size_t>(kMaxTokens * rows));
+        for (int t = 0; t < kMaxTokens; ++t) {
+          cpu::MatMul(m, bias.data(), &x[t * cols], 1, &single[t * rows], pool, GetParam());
+        }
+        for (int tokens : token_counts) {
           std::vector<float> y(static_cast<size_t>(tokens * rows)), reference(y.size());
-          cpu::MatMul(m, bias.data(), x.data(), tokens, y.data(), pool);
+          cpu::MatMul(m, bias.data(), x.data(), tokens, y.data(), pool, GetParam());
           cpu::MatMulReference(m, bias.data(), x.data(), tokens, reference.data());
           for (int t = 0; t < tokens; ++t) {
-            if (tokens == 1) {
-              cpu::MatMul(m, bias.data(), &x[t * cols], 1, &single[t * rows], pool);
-            }
             for (int64_t r = 0; r < rows; ++r) {
               double exact = bias[r], magnitude = 0;
               for (int64_t k = 0; k < cols; ++k) {
@@ -197,11 +207,6 @@ TEST(QuantKernelsTest, EqualDequantizedProductForEveryTileAndThreadCount) {
               ASSERT_NEAR(reference[at], exact, eps) << "reference, row " << r;
             }
           }
-          if (tokens == 1) {
-            for (int t = 1; t < 16; ++t) {
-              cpu::MatMul(m, bias.data(), &x[t * cols], 1, &single[t * rows], pool);
-            }
-          }
           ASSERT_EQ(std::memcmp(y.data(), single.data(), y.size() * sizeof(float)), 0)
               << "a batch of " << tokens << " differs from single tokens (threads " << threads
               << ")";
@@ -211,8 +216,10 @@ TEST(QuantKernelsTest, EqualDequantizedProductForEveryTileAndThreadCount) {
   }
 }
 
+INSTANTIATE_TEST_SUITE_P(CpuIsas, QuantKernelsTest, testing::kCpuIsas, testing::CpuIsaTestName);
+
 // Matrix::bytes() counts the codes and every statistic, nothing else.
-TEST(QuantKernelsTest, BytesAreCodesPlusStatistics) {
+TEST(QuantMatrixTest, BytesAreCodesPlusStatistics) {
   std::mt19937_64 rng(7);
   const std::vector<float> w = testing::RandomFloats(rng, 96 * 640);
   const auto cases = QuantizeAllWays(w, 96, 640);

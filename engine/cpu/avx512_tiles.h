@@ -1,0 +1,138 @@
+// The AVX-512 matrix product walk shared by every weight format: tiles of kRows weight rows ×
+// kTokens tokens over token blocks that stay in L2. Include only from files compiled with the
+// AVX-512 flags (engine/cpu/CMakeLists.txt).
+//
+// A format supplies 16 weights at a time as fp32 (converted or dequantized in registers):
+//   static constexpr int kVectors;       // 16-weight vectors per block (its scale's span)
+//   static constexpr bool kBlockScaled;  // blocks summed apart, then scaled (NF4), or not
+//   __m512 Load(int64_t row, int64_t block, int v) const;  // vector v of a block of a row
+//   __m512 LoadPartial(int64_t row, int64_t k, __mmask16 mask) const;  // tail, kVectors == 1
+//   float BlockScale(int64_t row, int64_t block) const;    // kBlockScaled only
+//   float Finish(int64_t row, float sum) const;            // the row's sum → y before bias
+//   int64_t cols() const;
+// Each (row, token) output is one accumulation in a fixed order — 16 lanes over the row's
+// vectors (a scaled format: one block sum per block, FMA'd with its scale), then one
+// _mm512_reduce_add_ps — whatever the tile, the token block, the batch or the thread, so a
+// batched or chunked step gives each token exactly what it gets alone.
+#pragma once
+
+// GCC 12 flags the intrinsics' own _mm512_undefined_* (a self-initialized variable) as
+// uninitialized once inlined (GCC bug 105593); the warning is about the header, not our code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "engine/cpu/cpu_kernels_isa.h"
+
+namespace sinkserve::cpu::avx512 {
+
+template <class Format, int kRows, int kTokens>
+inline void Tile(const Format& f, const MatMulArgs& a, const int64_t* rows, int token) {
+  constexpr int V = Format::kVectors;
+  const int64_t cols = f.cols(), out_stride = a.w->rows;
+  const float* x = a.x + token * cols;
+  __m512 acc[kRows][kTokens];
+  for (int i = 0; i < kRows; ++i)
+    for (int t = 0; t < kTokens; ++t) acc[i][t] = _mm512_setzero_ps();
+  const int64_t blocks = cols / (16 * V);
+  for (int64_t b = 0; b < blocks; ++b) {
+    [[maybe_unused]] __m512 block_sum[kRows][kTokens];
+    if constexpr (Format::kBlockScaled) {
+      for (int i = 0; i < kRows; ++i)
+        for (int t = 0; t < kTokens; ++t) block_sum[i][t] = _mm512_setzero_ps();
+    }
+    for (int v = 0; v < V; ++v) {
+      const int64_t k = (b * V + v) * 16;
+      __m512 xv[kTokens];
+      for (int t = 0; t < kTokens; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + k);
+      for (int i = 0; i < kRows; ++i) {
+        const __m512 w = f.Load(rows[i], b, v);
+        for (int t = 0; t < kTokens; ++t) {
+          if constexpr (Format::kBlockScaled) {
+            block_sum[i][t] = _mm512_fmadd_ps(w, xv[t], block_sum[i][t]);
+          } else {
+            acc[i][t] = _mm512_fmadd_ps(w, xv[t], acc[i][t]);
+          }
+        }
+      }
+    }
+    if constexpr (Format::kBlockScaled) {
+      for (int i = 0; i < kRows; ++i) {
+        const __m512 scale = _mm512_set1_ps(f.BlockScale(rows[i], b));
+        for (int t = 0; t < kTokens; ++t) {
+          acc[i][t] = _mm512_fmadd_ps(block_sum[i][t], scale, acc[i][t]);
+        }
+      }
+    }
+  }
+  if constexpr (V == 1) {  // the last cols % 16 weights, through masked loads
+    const int64_t k = blocks * 16;
+    if (k < cols) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (cols - k)) - 1);
+      for (int i = 0; i < kRows; ++i) {
+        const __m512 w = f.LoadPartial(rows[i], k, mask);
+        for (int t = 0; t < kTokens; ++t) {
+          acc[i][t] =
+              _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + t * cols + k), acc[i][t]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    const float bias = a.bias != nullptr ? a.bias[rows[i]] : 0.0f;
+    for (int t = 0; t < kTokens; ++t) {
+      a.y[(token + t) * out_stride + rows[i]] =
+          f.Finish(rows[i], _mm512_reduce_add_ps(acc[i][t])) + bias;
+    }
+  }
+}
+
+// Tiles of kRows rows × kTokens tokens over rows [row_begin, row_end) and tokens
+// [token_begin, token_end) (a multiple of kTokens). The rows of a tile are spread evenly over
+// the range (row_begin + j + g·stride) rather than adjacent: the tile then reads kRows long
+// sequential streams, which the hardware prefetchers follow better than kRows short ones.
+template <class Format, int kRows, int kTokens>
+inline void RowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_end,
+                     int token_begin, int token_end) {
+  const int64_t stride = (row_end - row_begin) / kRows;
+  int64_t tile_rows[kRows];
+  for (int64_t j = 0; j < stride; ++j) {
+    for (int g = 0; g < kRows; ++g) tile_rows[g] = row_begin + j + g * stride;
+    for (int token = token_begin; token < token_end; token += kTokens) {
+      Tile<Format, kRows, kTokens>(f, a, tile_rows, token);
+    }
+  }
+  for (int64_t row = row_begin + kRows * stride; row < row_end; ++row) {
+    for (int token = token_begin; token < token_end; token += kTokens) {
+      Tile<Format, 1, kTokens>(f, a, &row, token);
+    }
+  }
+}
+
+// Every (row, token) of the range. Tokens go in blocks of 32, whose inputs (≤ 512 KB at 4096
+// columns) stay in L2 while each row tile's weights, decoded once per 4 tokens from L1, pass
+// over them: a prompt chunk reads the weights once per 32 tokens, not once per tile of 4.
+// kRowsAlone rows per tile for a single token (decode: more rows in flight keep more loads
+// outstanding), kRowsBy4 with 4 tokens, and 2 then 1 tokens for what is left of a block.
+template <class Format, int kRowsAlone, int kRowsBy4>
+void Rows(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_end) {
+  constexpr int kTokenBlock = 32;
+  for (int block = 0; block < a.n_tokens; block += kTokenBlock) {
+    const int block_end = std::min(a.n_tokens, block + kTokenBlock);
+    int token = block;
+    const int by4_end = token + (block_end - token) / 4 * 4;
+    RowTiles<Format, kRowsBy4, 4>(f, a, row_begin, row_end, token, by4_end);
+    token = by4_end;
+    const int by2_end = token + (block_end - token) / 2 * 2;
+    RowTiles<Format, kRowsBy4, 2>(f, a, row_begin, row_end, token, by2_end);
+    token = by2_end;
+    if (token < block_end) RowTiles<Format, kRowsAlone, 1>(f, a, row_begin, row_end, token, block_end);
+  }
+}
+
+}  // namespace sinkserve::cpu::avx512
