@@ -31,9 +31,6 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kLengthPrefixBytes = 8;
-// Legitimate headers nest three deep (root, tensor entry, shape); anything past this is hostile
-// and is refused before the parser grows its stacks.
-constexpr int kMaxJsonDepth = 64;
 constexpr char kMetadataKey[] = "__metadata__";
 
 // Debian's Abseil has its own string_view type, which std::string_view does not convert to.
