@@ -25,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/check-layers.py   # every #include points down the layers (docs/architecture.md)
+scripts/check-format.sh   # C++ files changed since the format baseline are clang-format 14 clean
 scripts/build.sh
 tests/deploy/setup_venv.sh build/deploy-venv
 labels='unit|model|e2e|server|bench|gpu|deploy'
