@@ -21,6 +21,7 @@ if [[ "${1:-}" != build ]]; then
     clang lld            # libFuzzer targets (tests/fuzz)
     python3-venv         # tests/deploy: grafana-foundation-sdk, kubernetes-validate, compose
     nginx-light          # tests/deploy: replicas behind grpc_pass with consistent hashing
+    openssl              # tests/deploy: the certificate of nginx's TLS listener
     podman buildah debootstrap   # tests/deploy: the image built daemonless (SINKSERVE_IMAGE_TEST=1)
   )
 fi

@@ -26,8 +26,10 @@ TOKEN = secrets.token_hex(16)
 AUTHORIZATION = ("authorization", f"Bearer {TOKEN}")
 
 
-def nginx_config(work: Path, replicas: list[Sinkserve], port: int) -> Path:
-    """The committed config with this test's ports, inside a minimal nginx.conf."""
+def nginx_config(work: Path, replicas: list[Sinkserve], port: int, tls_port: int) -> Path:
+    """The committed config with this test's ports, inside a minimal nginx.conf, plus the same
+    location behind TLS on `tls_port` (the way the snippet's comment says to face the internet),
+    with the certificate make_certificate wrote."""
     snippet = (SOURCE_DIR / "deploy/nginx/sinkserve.conf").read_text()
     servers = "".join(f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=30s;\n"
                       for r in replicas)
@@ -52,9 +54,28 @@ http {{
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
 {snippet}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl http2;
+        ssl_certificate {work}/tls.crt;
+        ssl_certificate_key {work}/tls.key;
+        location / {{
+            grpc_pass grpc://sinkserve;
+            grpc_next_upstream error;
+            grpc_read_timeout 3600s;
+            grpc_send_timeout 3600s;
+        }}
+    }}
 }}
 """)
     return config
+
+
+def make_certificate(openssl: str, work: Path) -> None:
+    """A self-signed certificate for localhost (the bench trusts it with --tls-ca)."""
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(work / "tls.key"), "-out", str(work / "tls.crt")],
+                   check=True, capture_output=True, timeout=60)
 
 
 class Conversation:
@@ -105,7 +126,8 @@ def main() -> None:
     binary, bench, work = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     shutil.rmtree(work, ignore_errors=True)  # no Prometheus data or logs of an earlier run
     work.mkdir(parents=True)
-    [nginx_binary] = require_tools("nginx")
+    [nginx_binary, openssl] = require_tools("nginx", "openssl")
+    make_certificate(openssl, work)
     pb2, pb2_grpc = stubs()
     (work / "token").write_text(TOKEN + "\n")
     store = work / "sessions"  # what a ReadWriteMany volume is to the Kubernetes replicas
@@ -115,8 +137,9 @@ def main() -> None:
                 for i in range(3)]
     for replica in replicas:
         replica.wait_serving()
-    port = free_port()
-    nginx = Process([nginx_binary, "-c", str(nginx_config(work, replicas, port)), "-p", str(work),
+    port, tls_port = free_port(), free_port()
+    nginx = Process([nginx_binary, "-c", str(nginx_config(work, replicas, port, tls_port)),
+                     "-p", str(work),
                      "-e", str(work / "nginx-error.log")], work / "nginx.out")
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -153,18 +176,21 @@ def main() -> None:
         print(f"affinity_test: one-shot calls without x-session-id: {dict(sorted(one_shot.items()))}")
         assert len(one_shot) >= 2, one_shot
 
-        # sinkserve-bench through nginx with the token: 3-turn conversations, each request with
-        # its session's x-session-id. Without affinity, turns 2 and 3 would land on another
-        # replica and get NOT_FOUND.
+        # sinkserve-bench as a client of the deployed server: TLS to nginx (its certificate
+        # checked against --tls-ca) and the token, 3-turn conversations, each request with its
+        # session's x-session-id. Without affinity, turns 2 and 3 would land on another replica
+        # and get NOT_FOUND.
         report_path = work / "bench.json"
-        subprocess.run([bench, "load", "--target", f"127.0.0.1:{port}", "--auth-token-file",
+        subprocess.run([bench, "load", "--target", f"127.0.0.1:{tls_port}", "--tls-ca",
+                        str(work / "tls.crt"), "--tls-server-name", "localhost",
+                        "--auth-token-file",
                         str(work / "token"), "--turns", "3", "--requests", "9", "--concurrency", "3",
                         "--prompt-tokens", "8", "--max-new-tokens", "4", "--warmup", "0",
                         "--json", str(report_path)], check=True, timeout=120,
                        stdout=subprocess.DEVNULL)
         report = json.loads(report_path.read_text())
         assert report["completed"] == 27 and report["errors"] == {}, report["errors"]
-        print(f"affinity_test: sinkserve-bench with a token through nginx: 9 conversations x 3 "
+        print(f"affinity_test: sinkserve-bench over TLS with a token through nginx: 9 conversations x 3 "
               f"turns, {report['completed']:.0f} completed, 0 NOT_FOUND")
 
         # Kill the replica of the first conversation (SIGKILL: no drain): its conversations
