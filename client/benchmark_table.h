@@ -1,4 +1,5 @@
-// One row of the benchmark table of DESIGN §1 measured against one server, and the table.
+// One row of the benchmark table of docs/benchmark-protocol.md measured against one server,
+// and the table.
 //
 // Columns, as the seed defined them:
 //   Wiki PPL, PG19 PPL   Score RPC over the first N tokens (seed: 1000, 512-token chunks)

@@ -17,8 +17,8 @@ constexpr char kUsage[] =
     "          ITL, end-to-end latency percentiles, throughput, goodput, errors\n"
     "  ppl     perplexity of a text file through the Score RPC (token by token, or the seed's\n"
     "          512-token chunk protocol)\n"
-    "  table   the benchmark table of DESIGN.md §1 for several servers, running or spawned one\n"
-    "          at a time: PPL, throughput, TPOT, attention time, peak memory\n";
+    "  table   the benchmark table of docs/benchmark-protocol.md for several servers, running\n"
+    "          or spawned one at a time: PPL, throughput, TPOT, attention time, peak memory\n";
 
 }  // namespace
 

@@ -1,6 +1,6 @@
-// sinkserve-bench table: the benchmark table of DESIGN §1, one configuration at a time, against
-// running servers (--target) or servers it starts and stops itself (--spawn), so that each
-// configuration's peak memory is its own.
+// sinkserve-bench table: the benchmark table of docs/benchmark-protocol.md, one configuration at a
+// time, against running servers (--target) or servers it starts and stops itself (--spawn), so that
+// each configuration's peak memory is its own.
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -85,7 +85,8 @@ int RunTableCommand(int argc, char** argv) {
   std::string json_path, markdown_path, log_dir = std::filesystem::temp_directory_path().string();
   cli::Flags flags(
       "table",
-      "Runs the benchmark of DESIGN.md §1 for each configuration and prints its Markdown table\n"
+      "Runs the benchmark of docs/benchmark-protocol.md for each configuration and prints its "
+      "Markdown table\n"
       "(Wiki PPL, PG19 PPL, Throughput tok/s, TPOT ms, Avg Attn µs, Peak Mem GB). A configuration "
       "is a\nrunning server (--target) or a server command this program starts, measures and "
       "stops (--spawn),\none at a time. Attention time and GPU peak memory come from the "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, in two halves (DESIGN §8: the GPU machine has CUDA, PyTorch and transformers
-# but none of our Debian packages and no network):
+# The GPU check, in two halves (docs/benchmark-protocol.md, "The machines we measure on":
+# the GPU machine has CUDA, PyTorch and transformers but none of our Debian packages and no network):
 #
 #   scripts/gpu-check.sh bundle       here: build, then copy the GPU programs, the server and the
 #                                     load generator, their non-CUDA shared libraries and the
@@ -13,7 +13,8 @@
 #                                     that model's shapes against the copy bandwidth; tables on
 #                                     stdout, logs and JSON in OUT_DIR. Under 8 minutes on an H100.
 #   scripts/gpu-check.sh table OUT_DIR there, after `run` if the lease has ~5 minutes left: the
-#                                     DESIGN §1 table through the real server on the GPU
+#                                     benchmark table (docs/benchmark-protocol.md) through the
+#                                     real server on the GPU
 #                                     (deploy/bench/reproduce.sh, BACKEND=cuda) on a random
 #                                     Pythia-2.8B-shaped checkpoint drawn there.
 set -euo pipefail

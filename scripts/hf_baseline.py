@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The side-by-side baseline of scripts/gpu-check.sh: HF transformers, fp16, batch 1, on a
-Pythia-2.8B-shaped GPTNeoX with random weights, with the seed's protocol (DESIGN §1): a
+Pythia-2.8B-shaped GPTNeoX with random weights, with the seed's protocol (docs/benchmark-protocol.md): a
 500-token prompt, 500 greedy tokens. TTFT = one forward of the prompt; TPOT = (total − TTFT) /
 (n − 1); peak memory = torch.cuda.max_memory_allocated. Writes JSON to argv[1] if given."""
 import json

@@ -1,4 +1,4 @@
-// Prometheus metrics of the server (DESIGN §7): every `sinkserve_*` series, updated live from
+// Prometheus metrics of the server (docs/metrics.md): every `sinkserve_*` series, updated live from
 // the scheduler thread (as its SchedulerListener) and the RPC handlers, served by a
 // prometheus-cpp exposer on its own port (/metrics).
 //

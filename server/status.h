@@ -1,4 +1,5 @@
-// Engine errors (absl::Status) to gRPC statuses: the one place that maps them (STYLE 10).
+// Engine errors (absl::Status) to gRPC statuses: the one place that maps them
+// (docs/conventions.md §8).
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -10,7 +11,7 @@
 namespace sinkserve::server {
 
 // absl's status codes are gRPC's codes by definition; the message is kept as is (it starts with
-// the offending field's name, DESIGN §7).
+// the offending field's name, docs/api.md).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // "OK", "INVALID_ARGUMENT", ...: the `code` label of sinkserve_requests_total.

@@ -1,5 +1,5 @@
 // StreamReactor: a server-streaming gRPC callback reactor fed from another thread (the
-// scheduler), following STYLE 9:
+// scheduler), following docs/conventions.md §7:
 //   - Send/Close never block: messages are queued; one write is in flight at a time and the
 //     next one starts from OnWriteDone. When the client reads slower than the engine produces,
 //     queued messages are merged (Merge), so the backlog stays one message deep.

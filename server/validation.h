@@ -1,6 +1,6 @@
 // Request validation: every field of a sinkserve.v1 request is checked (ranges, UTF-8,
 // lengths, formats) and turned into the engine's types. Errors are absl statuses with the
-// DESIGN §7 codes whose message starts with the field's name ("sampling.top_p: ...").
+// docs/api.md codes whose message starts with the field's name ("sampling.top_p: ...").
 // Runs on transport threads: it only reads the model's immutable config and tokenizer.
 #pragma once
 

@@ -1,4 +1,5 @@
-// Early-return helpers for absl::Status / absl::StatusOr at module boundaries (STYLE §6).
+// Early-return helpers for absl::Status / absl::StatusOr at module boundaries
+// (docs/conventions.md §5).
 #pragma once
 
 #include "absl/status/status.h"

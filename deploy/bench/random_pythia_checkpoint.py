@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 
-# layers, hidden, heads (DESIGN.md §2); FFN = 4 * hidden, vocab 50304, rotary 25%.
+# layers, hidden, heads (docs/numerics.md); FFN = 4 * hidden, vocab 50304, rotary 25%.
 SIZES = {"70m": (6, 512, 8), "160m": (12, 768, 12), "410m": (24, 1024, 16),
          "2.8b": (32, 2560, 32)}
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the benchmark table of DESIGN.md §1 on this machine: the seed's four
+# Reproduces the benchmark table of docs/benchmark-protocol.md on this machine: the seed's four
 # configurations, each served by its own sinkserve process (so peak memory is per
 # configuration), measured by `sinkserve-bench table`.
 #

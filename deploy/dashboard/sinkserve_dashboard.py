@@ -1,6 +1,6 @@
 """The sinkserve Grafana dashboard, built with grafana-foundation-sdk (Grafana's own typed
 builders) rather than hand-edited JSON. Every panel query is a PromQL expression over the metric
-names of DESIGN §7 (server/metrics.cpp); tests/deploy/dashboard_test.py evaluates each one
+names of docs/metrics.md (server/metrics.cpp); tests/deploy/dashboard_test.py evaluates each one
 against a real Prometheus that scraped a loaded sinkserve.
 
     python deploy/dashboard/sinkserve_dashboard.py > deploy/compose/grafana/dashboards/sinkserve.json
@@ -113,7 +113,7 @@ def build() -> dashboard.Dashboard:
     return (
         dashboard.Dashboard("sinkserve").uid("sinkserve").tags(["sinkserve", "llm"])
         .description("sinkserve replicas: latency, throughput, attention, memory, sessions, "
-                     "queue and errors (DESIGN §7 metrics)")
+                     "queue and errors (docs/metrics.md)")
         .refresh("10s").time("now-30m", "now").tooltip(DashboardCursorSync.CROSSHAIR)
         .with_variable(models)
         .with_variable(instances)

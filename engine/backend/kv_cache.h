@@ -1,6 +1,6 @@
 // KvCache: the keys and values a session has cached, and the policy that decides which tokens
-// stay (DESIGN §4). The forward pass talks to a cache only through this interface, so dense
-// and streaming (sink + window) policies share one attention code path.
+// stay (docs/cache-semantics.md). The forward pass talks to a cache only through this interface, so
+// dense and streaming (sink + window) policies share one attention code path.
 //
 // A step appends n new tokens: BeginStep(n) reserves their slots, the forward writes each new
 // token's key/value into NewSlot(i) and attends Visible(i), then EndStep() commits (and, for
@@ -50,7 +50,7 @@ using KvStorageFactory = std::function<std::unique_ptr<KvStorage>(int capacity_t
 // The query is rotated at query_position. Keys are either stored already rotated
 // (key_rank_begin < 0: the dense cache, whose positions never change) or stored un-rotated and
 // rotated on the fly: key j of the span at position key_rank_begin + j (the streaming cache,
-// whose positions are ranks that shift as tokens are evicted — DESIGN §4).
+// whose positions are ranks that shift as tokens are evicted — docs/cache-semantics.md).
 struct KvSpan {
   int begin_slot = 0;
   int num_slots = 0;
@@ -148,9 +148,9 @@ class DenseKvCache final : public KvCache {
   int step_tokens_ = 0;
 };
 
-// Streaming policy (StreamingLLM, DESIGN §4): the first `sink_tokens` tokens ever seen and the
-// `window_tokens` most recent; positions are ranks within the cache; after each step the
-// oldest non-sinks are evicted. Keys are stored un-rotated and rotated at their current rank
+// Streaming policy (StreamingLLM, docs/cache-semantics.md): the first `sink_tokens` tokens ever
+// seen and the `window_tokens` most recent; positions are ranks within the cache; after each step
+// the oldest non-sinks are evicted. Keys are stored un-rotated and rotated at their current rank
 // when attended, exactly as the StreamingLLM reference re-rotates them.
 //
 // Memory: [0, S) hold the sinks; [S, S+R) are a ring of R = W + kStreamingStepTokens slots
@@ -199,7 +199,7 @@ class StreamingKvCache final : public KvCache {
   int step_tokens_ = 0;
 };
 
-// Which cache a session gets (DESIGN §4). Default: streaming, 4 sinks + 256 window.
+// Which cache a session gets (docs/cache-semantics.md). Default: streaming, 4 sinks + 256 window.
 struct CachePolicy {
   enum class Kind { kCachePolicyDense, kCachePolicyStreaming };
   Kind kind = Kind::kCachePolicyStreaming;

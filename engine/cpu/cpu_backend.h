@@ -1,4 +1,4 @@
-// CpuBackend: the GPT-NeoX forward of DESIGN §2 in fp32 arithmetic on the CPU.
+// CpuBackend: the GPT-NeoX forward of docs/numerics.md in fp32 arithmetic on the CPU.
 // It is the reference every other backend is checked against.
 #pragma once
 
@@ -30,7 +30,8 @@ class CpuBackend final : public Backend {
   double last_step_attention_seconds() const override { return attention_seconds_; }
 
  private:
-  // Scratch activations of one step, grown to the largest step seen (run state, STYLE §3).
+  // Scratch activations of one step, grown to the largest step seen (run state,
+  // docs/conventions.md §3).
   struct RunState {
     int tokens = 0;
     std::vector<float> residual;     // [n][H] the residual stream x

@@ -1,10 +1,10 @@
 // CPU kernels of the GPT-NeoX forward, fp32 arithmetic on weights in their stored width.
 //
-// The CPU backend is the oracle every other backend is tested against (STYLE §4): these
-// functions favour exactness first (fp32 accumulation, double for LayerNorm statistics),
-// then speed (AVX-512 or AVX2 kernels chosen at run time, rows split across the thread pool).
-// Each kernel takes the CpuIsa to run (cpu_isa.h; kAuto: the best this CPU has); callers
-// pass only isas CpuSupports.
+// The CPU backend is the oracle every other backend is tested against (docs/conventions.md §4):
+// these functions favour exactness first (fp32 accumulation, double for LayerNorm statistics), then
+// speed (AVX-512 or AVX2 kernels chosen at run time, rows split across the thread pool). Each
+// kernel takes the CpuIsa to run (cpu_isa.h; kAuto: the best this CPU has); callers pass only isas
+// CpuSupports.
 #pragma once
 
 #include <cstdint>

@@ -156,7 +156,7 @@ class CudaBackend final : public Backend {
   DeviceArray<float> rotary_;
   int64_t rotary_positions_ = 0;
 
-  // Step state (STYLE §3 run state), grown to the largest step seen.
+  // Step state (run state, docs/conventions.md §3), grown to the largest step seen.
   int max_blocks_ = 0;  // of the current step
   DeviceArray<int32_t> tokens_, next_, arrivals_;
   DeviceArray<AttentionRow> rows_;

@@ -1,5 +1,5 @@
 // CudaBackend: the GPT-NeoX forward on an NVIDIA GPU, behind the same Backend interface as the
-// CPU engine (DESIGN §6) and checked against it op by op (tests/gpu).
+// CPU engine (docs/architecture.md) and checked against it op by op (tests/gpu).
 //
 // Weights live on the device as fp16 (dense checkpoints, any stored width), int8 or NF4 (the
 // quantized matrices of ModelWeights, uploaded as they are). Matrix products of up to

@@ -3,7 +3,7 @@
 //
 // Activations: the residual stream and every matrix product's output are fp32; the inputs of
 // matrix products (LayerNorm, attention and GELU outputs) are fp16. Weights are fp16, int8
-// (per-row absmax) or NF4 (per-64 absmax, optionally double-quantized) — DESIGN §5. Every
+// (per-row absmax) or NF4 (per-64 absmax, optionally double-quantized) — docs/formats.md. Every
 // launch function only enqueues work on `stream`; the caller checks cudaGetLastError().
 #pragma once
 

@@ -1,6 +1,6 @@
 // ModelConfig: the hyper-parameters of a GPT-NeoX model, read from a Hugging Face config.json.
 //
-// This is the only place that knows HF config keys (DESIGN §2). Unsupported architectures or
+// This is the only place that knows HF config keys (docs/numerics.md). Unsupported architectures or
 // fields that would change the numerics (rope scaling, unknown activations) are errors, never
 // silently ignored.
 #pragma once

@@ -1,12 +1,12 @@
-// Weight quantization formats, bit-exact with bitsandbytes (DESIGN §5):
+// Weight quantization formats, bit-exact with bitsandbytes (docs/formats.md):
 //   int8 — per output row absmax (bnb's SCB), q = round_half_even(w · fp32(fp32(1/absmax)·127));
 //   NF4  — blocks of 64 consecutive elements of the row-major weight, fp32 absmax per block,
 //          each element → the nearest of the 16 NF4 values (a value exactly between two takes
 //          the lower one), element 2j in the high nibble, 2j+1 in the low nibble.
 // The rules were established against bitsandbytes 0.50.2 itself; see
 // tests/fixtures/quant/README.md. Quantization happens once, at load
-// (engine/format/quantize_weights.h); Matrix (engine/format/weights.h) views these structs, and the CPU
-// kernels (engine/cpu/quant_kernels_avx2.cpp) read them as they are.
+// (engine/format/quantize_weights.h); Matrix (engine/format/weights.h) views these structs, and the
+// CPU kernels (engine/cpu/quant_kernels_avx2.cpp) read them as they are.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Load-time conversion of a model's matrices (DESIGN §5): another dense width, or int8 / NF4
+// Load-time conversion of a model's matrices (docs/formats.md): another dense width, or int8 / NF4
 // quantization of every linear layer of the blocks (qkv, attention.dense, dense_h_to_4h,
 // dense_4h_to_h). Embeddings stay 16-bit unless asked otherwise.
 #pragma once

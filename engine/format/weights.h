@@ -1,6 +1,6 @@
 // ModelWeights: the tensors of a GPT-NeoX model, as views in their stored width or quantized.
 //
-// This is the only place that knows HF tensor names (DESIGN §2). Matrices stay in the dtype
+// This is the only place that knows HF tensor names (docs/numerics.md). Matrices stay in the dtype
 // they were stored in (F32, F16 or BF16) and are converted inside the kernels, so a model
 // takes the memory of its checkpoint, not of an fp32 copy; at load they may be converted to
 // another width or quantized to int8 / NF4 (engine/format/quantize_weights.h). The small vectors
@@ -21,7 +21,7 @@ namespace sinkserve {
 
 class Checkpoint;
 
-// How a matrix's elements are stored (DESIGN §5).
+// How a matrix's elements are stored (docs/formats.md).
 enum class QuantFormat : uint8_t {
   kNone,  // dense: rows·cols elements of `dtype` (F32, F16 or BF16) at `data`
   kInt8,  // `int8`: per-row absmax int8 codes (bitsandbytes SCB rows)

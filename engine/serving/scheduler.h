@@ -1,6 +1,6 @@
 // Scheduler: the one thread that owns the engine — the model, its backend and every session's
-// KV cache (DESIGN §6, STYLE 7-8). Transport threads submit requests and session commands and
-// receive token events; nothing here knows gRPC.
+// KV cache (docs/architecture.md, docs/conventions.md §6-7). Transport threads submit requests and
+// session commands and receive token events; nothing here knows gRPC.
 //
 // Continuous batching. Each engine step
 //   1. takes new requests and session commands (between steps, never during one),

@@ -1,5 +1,5 @@
 // Tokenizer: a Hugging Face `tokenizer.json` of type BPE with byte-level pre-tokenization and
-// decoding (GPT-2 / GPT-NeoX / Pythia), reproducing HF `tokenizers` id for id (DESIGN §3).
+// decoding (GPT-2 / GPT-NeoX / Pythia), reproducing HF `tokenizers` id for id (docs/tokenizer.md).
 //
 // Encode pipeline, in HF's order (each stage lives in its own file):
 //   1. UTF-8 validation (utf8.h): invalid input is refused, never repaired.

@@ -29,7 +29,7 @@ constexpr char kUsage[] =
 }  // namespace
 
 int main(int argc, char** argv) {
-  // No command: serve the built-in demo model (DESIGN §7), or serve with the given flags.
+  // No command: serve the built-in demo model (docs/api.md), or serve with the given flags.
   if (argc < 2 || std::strncmp(argv[1], "--", 2) == 0) {
     if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0)) {
       std::fputs(kUsage, stdout);

@@ -1,4 +1,4 @@
-// sinkserve perplexity: per-token NLL of a text, fed one token at a time (DESIGN §4).
+// sinkserve perplexity: per-token NLL of a text, fed one token at a time (docs/cache-semantics.md).
 #include <cmath>
 #include <cstdio>
 
@@ -15,7 +15,8 @@
 namespace sinkserve::cli {
 namespace {
 
-// The StreamingLLM protocol (DESIGN §4): feed tokens one at a time; nll[i] = NLL of token i+1.
+// The StreamingLLM protocol (docs/cache-semantics.md): feed tokens one at a time;
+// nll[i] = NLL of token i+1.
 absl::Status TokenByTokenNll(Backend& backend, std::span<const int32_t> tokens, KvCache& cache,
                              const ModelConfig& config, std::vector<double>* nll) {
   std::vector<float> logits(config.vocab_size);
@@ -32,9 +33,9 @@ absl::Status TokenByTokenNll(Backend& backend, std::span<const int32_t> tokens, 
   return absl::OkStatus();
 }
 
-// The seed's protocol (DESIGN §1), for side-by-side comparison only: independent chunks of
-// `chunk` tokens, each run from an empty dense cache; within a chunk every token but the first
-// is scored given the chunk's earlier tokens (the first token of a chunk is never predicted).
+// The seed's protocol (docs/benchmark-protocol.md), for side-by-side comparison only: independent
+// chunks of `chunk` tokens, each run from an empty dense cache; within a chunk every token but the
+// first is scored given the chunk's earlier tokens (the first token of a chunk is never predicted).
 absl::Status ChunkedNll(Backend& backend, std::span<const int32_t> tokens, int chunk,
                         const ModelConfig& config, std::vector<double>* nll) {
   if (chunk < 2 || chunk > config.max_position_embeddings) {

@@ -1,4 +1,4 @@
-// sinkserve serve: the gRPC server and the OpenAI-compatible HTTP API (DESIGN §7). Also what
+// sinkserve serve: the gRPC server and the OpenAI-compatible HTTP API (docs/api.md). Also what
 // `sinkserve` with no command runs.
 #include <filesystem>
 #include <limits>

@@ -1,8 +1,8 @@
 // Decode speed and memory of the CUDA backend on a model of a real size with random weights
-// (default: Pythia-2.8B's shape), for the configurations of the benchmark table (DESIGN §1):
-// dense fp16, streaming fp16, streaming int8, streaming NF4 (double-quantized absmax, as the
-// seed) × decode batch sizes. The seed's protocol: a 500-token prompt per session, then greedy
-// decode. Prints a Markdown table and writes JSON (--out DIR).
+// (default: Pythia-2.8B's shape), for the configurations of the benchmark table
+// (docs/benchmark-protocol.md): dense fp16, streaming fp16, streaming int8, streaming NF4
+// (double-quantized absmax, as the seed) × decode batch sizes. The seed's protocol: a 500-token
+// prompt per session, then greedy decode. Prints a Markdown table and writes JSON (--out DIR).
 //
 // TPOT here is the time of one batched greedy decode step (Backend::ForwardBatchGreedy): the
 // device work, the argmax on the device and the copy of the ids to the host (what a scheduler

@@ -1,5 +1,5 @@
 // Tokenizer throughput on WikiText-2 test (1.29 MB of English), one core. The target is
-// >= 5 MB/s for Encode (DESIGN §3); bytes/s below count input bytes for Encode and output
+// >= 5 MB/s for Encode (docs/tokenizer.md); bytes/s below count input bytes for Encode and output
 // bytes for decoding.
 //
 //   build-tok/tests/bench/tokenizer_bench --benchmark_filter=Encode

@@ -35,7 +35,7 @@ HealthStatus::ServingStatus Health(std::shared_ptr<grpc::Channel> channel,
   return status.ok() ? response.status() : HealthStatus::UNKNOWN;
 }
 
-// Every metric name of DESIGN §7 with its Prometheus type.
+// Every metric name of docs/metrics.md with its Prometheus type.
 const std::vector<std::pair<std::string, std::string>> kDesignMetrics = {
     {"time_to_first_token_seconds", "histogram"},
     {"time_per_output_token_seconds", "histogram"},

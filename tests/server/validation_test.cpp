@@ -1,4 +1,4 @@
-// Malformed and extreme requests: every one gets the DESIGN §7 code and a message that starts
+// Malformed and extreme requests: every one gets the docs/api.md code and a message that starts
 // with the offending field, and the server keeps serving a stream running alongside.
 #include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>

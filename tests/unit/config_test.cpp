@@ -35,7 +35,7 @@ TEST(ConfigTest, ParsesPythia28b) {
   EXPECT_TRUE(config->attention_bias);
   EXPECT_EQ(config->activation, Activation::kActivationGeluErf);
   EXPECT_FLOAT_EQ(config->layer_norm_eps, 1e-5f);
-  // DESIGN §2: 2,775,208,960 parameters.
+  // docs/numerics.md: 2,775,208,960 parameters.
   EXPECT_EQ(config->ParameterCount(), 2775208960);
 }
 

@@ -1,4 +1,4 @@
-// Quantized models (DESIGN §5) on the fixture checkpoints and a Pythia-410m-shaped model.
+// Quantized models (docs/formats.md) on the fixture checkpoints and a Pythia-410m-shaped model.
 //
 //  1. The kernels, independently of the quantization error: per-token NLL with int8 / NF4 /
 //     NF4 + double-quant weights equals the same model run in fp32 on the dequantized weights
