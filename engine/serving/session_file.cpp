@@ -15,10 +15,14 @@ constexpr size_t kSectionHeaderBytes = 16;  // tag, crc, length
 
 const char* TagName(uint32_t tag) {
   switch (tag) {
-    case kTagModel: return "model";
-    case kTagState: return "state";
-    case kTagHistory: return "history";
-    case kTagCache: return "cache";
+    case kTagModel:
+      return "model";
+    case kTagState:
+      return "state";
+    case kTagHistory:
+      return "history";
+    case kTagCache:
+      return "cache";
   }
   return "unknown";
 }
@@ -85,7 +89,7 @@ class Reader {
       return {};
     }
     std::vector<int32_t> tokens(count);
-    std::memcpy(tokens.data(), data_.data() + at_, count * sizeof(int32_t));
+    if (count > 0) std::memcpy(tokens.data(), data_.data() + at_, count * sizeof(int32_t));
     at_ += count * sizeof(int32_t);
     return tokens;
   }
@@ -108,8 +112,8 @@ class Reader {
   }
   void Fail(const char* field, absl::string_view why) {
     if (status_.ok()) {
-      status_ = absl::DataLossError(absl::StrCat("session file: section ", section_, ", ", field,
-                                                 ": ", why));
+      status_ = absl::DataLossError(
+          absl::StrCat("session file: section ", section_, ", ", field, ": ", why));
     }
   }
   // OK when every byte was read and nothing failed.
@@ -199,8 +203,7 @@ absl::StatusOr<ParsedSessionFile> ParseSessionFile(std::span<const std::byte> fi
   }
   if (version != kSessionFileVersion) {
     return absl::DataLossError(absl::StrCat("session file: version ", version,
-                                            ", this server reads version ",
-                                            kSessionFileVersion));
+                                            ", this server reads version ", kSessionFileVersion));
   }
   if (sections != kSections) {
     return absl::DataLossError(
@@ -211,9 +214,10 @@ absl::StatusOr<ParsedSessionFile> ParseSessionFile(std::span<const std::byte> fi
   size_t at = 16;
   for (uint32_t i = 0; i < kSections; ++i) {
     const uint32_t expected_tag = i + 1;
-    Reader head(file.subspan(std::min(at, file.size()),
-                             std::min(kSectionHeaderBytes, file.size() - std::min(at, file.size()))),
-                TagName(expected_tag));
+    Reader head(
+        file.subspan(std::min(at, file.size()),
+                     std::min(kSectionHeaderBytes, file.size() - std::min(at, file.size()))),
+        TagName(expected_tag));
     const uint32_t tag = head.Get<uint32_t>("tag");
     const uint32_t crc = head.Get<uint32_t>("checksum");
     const uint64_t length = head.Get<uint64_t>("length");
@@ -225,9 +229,9 @@ absl::StatusOr<ParsedSessionFile> ParseSessionFile(std::span<const std::byte> fi
                                               TagName(expected_tag), ")"));
     }
     if (length > file.size() - at) {
-      return absl::DataLossError(absl::StrCat("session file: section ", TagName(tag), " is truncated: ",
-                                              length, " bytes declared, ", file.size() - at,
-                                              " left in the file"));
+      return absl::DataLossError(absl::StrCat("session file: section ", TagName(tag),
+                                              " is truncated: ", length, " bytes declared, ",
+                                              file.size() - at, " left in the file"));
     }
     payloads[i] = file.subspan(at, length);
     at += length;
@@ -278,9 +282,9 @@ absl::StatusOr<ParsedSessionFile> ParseSessionFile(std::span<const std::byte> fi
     if (record.tokens_seen < 0 || record.tokens_cached < 0 || record.tokens_evicted < 0 ||
         record.tokens_cached > record.tokens_seen ||
         record.tokens_seen - record.tokens_cached != record.tokens_evicted) {
-      reader.Fail("stream positions", absl::StrCat("seen ", record.tokens_seen, ", cached ",
-                                                   record.tokens_cached, ", evicted ",
-                                                   record.tokens_evicted, " do not add up"));
+      reader.Fail("stream positions",
+                  absl::StrCat("seen ", record.tokens_seen, ", cached ", record.tokens_cached,
+                               ", evicted ", record.tokens_evicted, " do not add up"));
     }
     record.unfed_tokens = reader.Tokens("unfed tokens");
     record.created_unix_ms = reader.Get<int64_t>("created");
@@ -293,9 +297,9 @@ absl::StatusOr<ParsedSessionFile> ParseSessionFile(std::span<const std::byte> fi
     record.history = reader.Tokens("tokens");
     if (absl::Status status = reader.Finish(); !status.ok()) return status;
     if (record.history.size() > record.history_limit_tokens) {
-      return absl::DataLossError(absl::StrCat("session file: section history holds ",
-                                              record.history.size(), " tokens, more than its limit ",
-                                              record.history_limit_tokens));
+      return absl::DataLossError(
+          absl::StrCat("session file: section history holds ", record.history.size(),
+                       " tokens, more than its limit ", record.history_limit_tokens));
     }
   }
   parsed.cache = payloads[3];
