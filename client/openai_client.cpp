@@ -3,12 +3,24 @@
 #include <curl/curl.h>
 
 #include <cstdlib>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
 namespace sinkserve::bench {
 namespace {
+
+// Runs the transfer, then frees the handle and its header list: the curl code and the HTTP
+// status (0 when no response came).
+std::pair<CURLcode, long> PerformAndRelease(CURL* curl, curl_slist* headers) {
+  const CURLcode code = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(curl);
+  return {code, status};
+}
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -19,16 +31,27 @@ double Milliseconds(Clock::duration duration) {
 
 grpc::StatusCode CodeOfHttpStatus(long status) {
   switch (status) {
-    case 400: return grpc::StatusCode::INVALID_ARGUMENT;
-    case 401: return grpc::StatusCode::UNAUTHENTICATED;
-    case 403: return grpc::StatusCode::PERMISSION_DENIED;
-    case 404: return grpc::StatusCode::NOT_FOUND;
-    case 409: return grpc::StatusCode::ABORTED;
-    case 413: case 429: return grpc::StatusCode::RESOURCE_EXHAUSTED;
-    case 499: return grpc::StatusCode::CANCELLED;
-    case 503: return grpc::StatusCode::UNAVAILABLE;
-    case 504: return grpc::StatusCode::DEADLINE_EXCEEDED;
-    default: return status >= 500 ? grpc::StatusCode::INTERNAL : grpc::StatusCode::UNKNOWN;
+    case 400:
+      return grpc::StatusCode::INVALID_ARGUMENT;
+    case 401:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case 403:
+      return grpc::StatusCode::PERMISSION_DENIED;
+    case 404:
+      return grpc::StatusCode::NOT_FOUND;
+    case 409:
+      return grpc::StatusCode::ABORTED;
+    case 413:
+    case 429:
+      return grpc::StatusCode::RESOURCE_EXHAUSTED;
+    case 499:
+      return grpc::StatusCode::CANCELLED;
+    case 503:
+      return grpc::StatusCode::UNAVAILABLE;
+    case 504:
+      return grpc::StatusCode::DEADLINE_EXCEEDED;
+    default:
+      return status >= 500 ? grpc::StatusCode::INTERNAL : grpc::StatusCode::UNKNOWN;
   }
 }
 
@@ -49,7 +72,7 @@ struct Stream {
   std::string session_id;
   int chunks_with_text = 0;
   int64_t usage_tokens = -1;
-  std::string error;    // an `error` event
+  std::string error;  // an `error` event
 
   void Event(const std::string& data) {
     if (data == "[DONE]") return;
@@ -125,11 +148,7 @@ absl::StatusOr<std::string> GetModels(const std::string& url, const std::string&
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  const CURLcode code = curl_easy_perform(curl);
-  long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
+  const auto [code, status] = PerformAndRelease(curl, headers);
   if (code != CURLE_OK) {
     return absl::UnavailableError(absl::StrCat(models, ": ", curl_easy_strerror(code)));
   }
@@ -175,8 +194,8 @@ OpenAiClient::~OpenAiClient() {
   for (std::thread& thread : threads_) thread.join();
 }
 
-void OpenAiClient::Start(const v1::GenerateRequest& request, double timeout_s,
-                         RequestRecord record, Done done) {
+void OpenAiClient::Start(const v1::GenerateRequest& request, double timeout_s, RequestRecord record,
+                         Done done) {
   Json body = {{"model", model_},
                {"prompt", Json(std::vector<uint32_t>(request.prompt_token_ids().begin(),
                                                      request.prompt_token_ids().end()))},
@@ -190,10 +209,9 @@ void OpenAiClient::Start(const v1::GenerateRequest& request, double timeout_s,
   if (!request.session_id().empty()) body["session_id"] = request.session_id();
   if (request.keep_session()) body["keep_session"] = true;
   std::lock_guard lock(threads_mutex_);
-  threads_.emplace_back([this, text = body.dump(), timeout_s, record = std::move(record),
-                         done = std::move(done)]() mutable {
-    Run(text, timeout_s, std::move(record), done);
-  });
+  threads_.emplace_back(
+      [this, text = body.dump(), timeout_s, record = std::move(record),
+       done = std::move(done)]() mutable { Run(text, timeout_s, std::move(record), done); });
 }
 
 void OpenAiClient::Run(const std::string& body, double timeout_s, RequestRecord record,
@@ -214,17 +232,14 @@ void OpenAiClient::Run(const std::string& body, double timeout_s, RequestRecord 
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_s * 1000));
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-  const CURLcode code = curl_easy_perform(curl);
-  long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
+  const auto [code, status] = PerformAndRelease(curl, headers);
 
   record.e2e_ms = Milliseconds(Clock::now() - stream.sent);
-  record.output_tokens = stream.usage_tokens >= 0 ? static_cast<int>(stream.usage_tokens)
-                                                  : stream.chunks_with_text;
+  record.output_tokens =
+      stream.usage_tokens >= 0 ? static_cast<int>(stream.usage_tokens) : stream.chunks_with_text;
   if (stream.chunks_with_text > 1 && record.output_tokens > 1) {
-    record.tpot_ms = Milliseconds(stream.last_token - stream.first_token) / (record.output_tokens - 1);
+    record.tpot_ms =
+        Milliseconds(stream.last_token - stream.first_token) / (record.output_tokens - 1);
   }
   if (code == CURLE_OPERATION_TIMEDOUT) {
     record.code = grpc::StatusCode::DEADLINE_EXCEEDED;
