@@ -54,6 +54,7 @@ constexpr int kExposerThreads = 128;
 constexpr int kExposerRequestTimeoutMs = 2000;
 
 constexpr const char* kFinishReasons[] = {"stop", "length", "cancelled", "error"};
+constexpr const char* kApis[] = {"grpc", "openai"};  // the servers' client_api labels
 
 // A family of `sinkserve_*` series; every one carries the model_name label.
 template <typename Builder>
@@ -74,22 +75,28 @@ Metrics::Metrics(const std::string& model_name)
   const auto Gauge = [&](const std::string& name, const std::string& help) {
     return &Family(prometheus::BuildGauge(), r, model_name, name, help).Add({});
   };
-  const auto Counter = [&](const std::string& name, const std::string& help) {
-    return &Family(prometheus::BuildCounter(), r, model_name, name, help).Add({});
+  // Families of request series, labelled by api (Series adds them).
+  const auto ApiHistograms = [&](const std::string& name, const std::string& help) {
+    return &Family(prometheus::BuildHistogram(), r, model_name, name, help);
   };
-  time_to_first_token_ = Histogram("sinkserve_time_to_first_token_seconds",
-      "Generate: arrival to first generated token (queue and prefill included)",
-      kTimeToFirstTokenBuckets);
-  time_per_output_token_ = Histogram("sinkserve_time_per_output_token_seconds",
-      "Generate: (last token - first token) / (generated tokens - 1), per request with 2+ tokens",
-      kPerTokenBuckets);
-  inter_token_latency_ = Histogram("sinkserve_inter_token_latency_seconds",
-      "Time between consecutive generated tokens of a request", kPerTokenBuckets);
-  e2e_request_latency_ = Histogram("sinkserve_e2e_request_latency_seconds",
-      "Generate and Score: arrival to the last response (requests that ran)",
-      kRequestLatencyBuckets);
-  request_queue_time_ = Histogram("sinkserve_request_queue_time_seconds",
-      "Generate and Score: arrival to the first engine step", kQueueTimeBuckets);
+  const auto ApiCounters = [&](const std::string& name, const std::string& help) {
+    return &Family(prometheus::BuildCounter(), r, model_name, name, help);
+  };
+  time_to_first_token_ = ApiHistograms("sinkserve_time_to_first_token_seconds",
+      "Generate: arrival to first generated token (queue and prefill included)");
+  time_per_output_token_ = ApiHistograms("sinkserve_time_per_output_token_seconds",
+      "Generate: (last token - first token) / (generated tokens - 1), per request with 2+ tokens");
+  inter_token_latency_ = ApiHistograms("sinkserve_inter_token_latency_seconds",
+      "Time between consecutive generated tokens of a request");
+  e2e_request_latency_ = ApiHistograms("sinkserve_e2e_request_latency_seconds",
+      "Generate and Score: arrival to the last response (requests that ran)");
+  request_queue_time_ = ApiHistograms("sinkserve_request_queue_time_seconds",
+      "Generate and Score: arrival to the first engine step");
+  prompt_tokens_ = ApiCounters("sinkserve_prompt_tokens_total",
+      "Prompt tokens fed through the model (Generate prompts, Score texts)");
+  generation_tokens_ = ApiCounters("sinkserve_generation_tokens_total", "Generated tokens");
+  evicted_tokens_ = ApiCounters("sinkserve_evicted_tokens_total",
+      "Tokens evicted from streaming KV caches");
   auto& attention = Family(prometheus::BuildHistogram(), r, model_name,
                           "sinkserve_attention_seconds",
                           "Measured attention time of one forward step (all layers), "
@@ -121,19 +128,20 @@ Metrics::Metrics(const std::string& model_name)
   requests_waiting_ = Gauge("sinkserve_num_requests_waiting",
       "Generate/Score requests queued for a batch slot");
   sessions_active_ = Gauge("sinkserve_sessions_active", "Live sessions (named streams)");
-  prompt_tokens_ = Counter("sinkserve_prompt_tokens_total",
-      "Prompt tokens fed through the model (Generate prompts, Score texts)");
-  generation_tokens_ = Counter("sinkserve_generation_tokens_total", "Generated tokens");
-  evicted_tokens_ = Counter("sinkserve_evicted_tokens_total",
-      "Tokens evicted from streaming KV caches");
   requests_ = &Family(prometheus::BuildCounter(), r, model_name, "sinkserve_requests_total",
                       "Finished requests by API (grpc, openai), method or endpoint, and gRPC "
                       "status code");
   requests_->Add({{"api", "grpc"}, {"rpc", "Generate"}, {"code", "OK"}});
   request_success_ = &Family(prometheus::BuildCounter(), r, model_name,
                              "sinkserve_request_success_total",
-                             "Generate requests that ran, by finish reason");
-  for (const char* reason : kFinishReasons) request_success_->Add({{"finish_reason", reason}});
+                             "Generate requests that ran, by API and finish reason");
+  // Both APIs' series exist (at 0) from the start, so that rates and ratios need no absent().
+  for (const char* api : kApis) {
+    Series(api);
+    for (const char* reason : kFinishReasons) {
+      request_success_->Add({{"api", api}, {"finish_reason", reason}});
+    }
+  }
   model_info_ = &Family(prometheus::BuildGauge(), r, model_name, "sinkserve_model_info",
                         "The served model (value 1): model, quantization, backend, default "
                         "cache policy");
@@ -206,36 +214,57 @@ void Metrics::OnForward(StepPhase phase, int rows, int tokens, double attention_
   if (tokens == rows) batch_rows_->Observe(rows);
 }
 
-void Metrics::OnAdmitted(double queue_seconds) { request_queue_time_->Observe(queue_seconds); }
-
-void Metrics::OnPromptTokens(int64_t tokens) {
-  prompt_tokens_->Increment(static_cast<double>(tokens));
+Metrics::ApiSeries& Metrics::Series(const std::string& api) {
+  if (auto it = series_.find(api); it != series_.end()) return it->second;
+  const prometheus::Labels labels = {{"api", api}};
+  ApiSeries series{&time_to_first_token_->Add(labels, kTimeToFirstTokenBuckets),
+                   &time_per_output_token_->Add(labels, kPerTokenBuckets),
+                   &inter_token_latency_->Add(labels, kPerTokenBuckets),
+                   &e2e_request_latency_->Add(labels, kRequestLatencyBuckets),
+                   &request_queue_time_->Add(labels, kQueueTimeBuckets),
+                   &prompt_tokens_->Add(labels),
+                   &generation_tokens_->Add(labels),
+                   &evicted_tokens_->Add(labels)};
+  return series_.emplace(api, series).first->second;
 }
 
-void Metrics::OnFirstToken(double time_to_first_token_seconds) {
-  time_to_first_token_->Observe(time_to_first_token_seconds);
-  generation_tokens_->Increment();
+void Metrics::OnAdmitted(const std::string& client_api, double queue_seconds) {
+  Series(client_api).request_queue_time->Observe(queue_seconds);
 }
 
-void Metrics::OnInterToken(double seconds) {
-  inter_token_latency_->Observe(seconds);
-  generation_tokens_->Increment();
+void Metrics::OnPromptTokens(const std::string& client_api, int64_t tokens) {
+  Series(client_api).prompt_tokens->Increment(static_cast<double>(tokens));
 }
 
-void Metrics::OnEvictedTokens(int64_t tokens) {
-  if (tokens > 0) evicted_tokens_->Increment(static_cast<double>(tokens));
+void Metrics::OnFirstToken(const std::string& client_api, double time_to_first_token_seconds) {
+  ApiSeries& series = Series(client_api);
+  series.time_to_first_token->Observe(time_to_first_token_seconds);
+  series.generation_tokens->Increment();
 }
 
-void Metrics::OnGenerateFinished(const GenerateResult& result) {
-  request_success_->Add({{"finish_reason", FinishReasonName(result.finish_reason)}}).Increment();
-  e2e_request_latency_->Observe(result.timings.e2e_seconds);
+void Metrics::OnInterToken(const std::string& client_api, double seconds) {
+  ApiSeries& series = Series(client_api);
+  series.inter_token_latency->Observe(seconds);
+  series.generation_tokens->Increment();
+}
+
+void Metrics::OnEvictedTokens(const std::string& client_api, int64_t tokens) {
+  if (tokens > 0) Series(client_api).evicted_tokens->Increment(static_cast<double>(tokens));
+}
+
+void Metrics::OnGenerateFinished(const std::string& client_api, const GenerateResult& result) {
+  request_success_
+      ->Add({{"api", client_api}, {"finish_reason", FinishReasonName(result.finish_reason)}})
+      .Increment();
+  ApiSeries& series = Series(client_api);
+  series.e2e_request_latency->Observe(result.timings.e2e_seconds);
   if (result.generated_tokens > 1) {
-    time_per_output_token_->Observe(result.timings.time_per_output_token_seconds);
+    series.time_per_output_token->Observe(result.timings.time_per_output_token_seconds);
   }
 }
 
-void Metrics::OnScoreFinished(const ScoreResult& result) {
-  e2e_request_latency_->Observe(result.timings.e2e_seconds);
+void Metrics::OnScoreFinished(const std::string& client_api, const ScoreResult& result) {
+  Series(client_api).e2e_request_latency->Observe(result.timings.e2e_seconds);
 }
 
 void Metrics::OnGauges(const SchedulerGauges& gauges) {

@@ -3,7 +3,10 @@
 // prometheus-cpp exposer on its own port (/metrics).
 //
 // Histogram buckets are vLLM's where a vLLM metric is analogous, so dashboards carry over, with
-// finer edges below for GPU speeds. Every series has a model_name label, as vLLM's do.
+// finer edges below for GPU speeds. Every series has a model_name label, as vLLM's do; the
+// series of requests (latencies, token counters, finish reasons) also an `api` label, the
+// request's GenerateSpec/ScoreSpec::client_api ("grpc" or "openai"). Per-step series (attention,
+// batch rows) and gauges have none: one engine step serves both APIs.
 // GPU memory gauges read 0 on the CPU backend (their HELP says so) until the CUDA backend
 // reports them.
 #pragma once
@@ -12,6 +15,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "engine/serving/scheduler.h"
@@ -55,13 +59,13 @@ class Metrics final : public SchedulerListener {
 
   // SchedulerListener (scheduler thread).
   void OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) override;
-  void OnAdmitted(double queue_seconds) override;
-  void OnPromptTokens(int64_t tokens) override;
-  void OnFirstToken(double time_to_first_token_seconds) override;
-  void OnInterToken(double seconds) override;
-  void OnEvictedTokens(int64_t tokens) override;
-  void OnGenerateFinished(const GenerateResult& result) override;
-  void OnScoreFinished(const ScoreResult& result) override;
+  void OnAdmitted(const std::string& client_api, double queue_seconds) override;
+  void OnPromptTokens(const std::string& client_api, int64_t tokens) override;
+  void OnFirstToken(const std::string& client_api, double time_to_first_token_seconds) override;
+  void OnInterToken(const std::string& client_api, double seconds) override;
+  void OnEvictedTokens(const std::string& client_api, int64_t tokens) override;
+  void OnGenerateFinished(const std::string& client_api, const GenerateResult& result) override;
+  void OnScoreFinished(const std::string& client_api, const ScoreResult& result) override;
   void OnGauges(const SchedulerGauges& gauges) override;
 
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
@@ -73,11 +77,29 @@ class Metrics final : public SchedulerListener {
   std::string knock_host_;  // where the exposer listens, to wake it at shutdown
   uint64_t cache_limit_bytes_ = 0;
 
-  prometheus::Histogram* time_to_first_token_;
-  prometheus::Histogram* time_per_output_token_;
-  prometheus::Histogram* inter_token_latency_;
-  prometheus::Histogram* e2e_request_latency_;
-  prometheus::Histogram* request_queue_time_;
+  // The series of requests from one API (one value of the api label).
+  struct ApiSeries {
+    prometheus::Histogram* time_to_first_token;
+    prometheus::Histogram* time_per_output_token;
+    prometheus::Histogram* inter_token_latency;
+    prometheus::Histogram* e2e_request_latency;
+    prometheus::Histogram* request_queue_time;
+    prometheus::Counter* prompt_tokens;
+    prometheus::Counter* generation_tokens;
+    prometheus::Counter* evicted_tokens;
+  };
+  // The series of `api`, added on first use (scheduler thread; both APIs are added at start).
+  ApiSeries& Series(const std::string& api);
+
+  prometheus::Family<prometheus::Histogram>* time_to_first_token_;
+  prometheus::Family<prometheus::Histogram>* time_per_output_token_;
+  prometheus::Family<prometheus::Histogram>* inter_token_latency_;
+  prometheus::Family<prometheus::Histogram>* e2e_request_latency_;
+  prometheus::Family<prometheus::Histogram>* request_queue_time_;
+  prometheus::Family<prometheus::Counter>* prompt_tokens_;
+  prometheus::Family<prometheus::Counter>* generation_tokens_;
+  prometheus::Family<prometheus::Counter>* evicted_tokens_;
+  std::unordered_map<std::string, ApiSeries> series_;
   prometheus::Histogram* attention_prefill_;
   prometheus::Histogram* attention_decode_;
   prometheus::Histogram* batch_rows_;
@@ -91,9 +113,6 @@ class Metrics final : public SchedulerListener {
   prometheus::Gauge* requests_running_;
   prometheus::Gauge* requests_waiting_;
   prometheus::Gauge* sessions_active_;
-  prometheus::Counter* prompt_tokens_;
-  prometheus::Counter* generation_tokens_;
-  prometheus::Counter* evicted_tokens_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* request_success_;
   prometheus::Family<prometheus::Gauge>* model_info_;

@@ -36,6 +36,18 @@ std::optional<Clock::time_point> Deadline(const grpc::CallbackServerContext& con
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
 }
 
+// The names a request's fields go by in engine errors: the prompt field it sent (text when it
+// sent neither).
+FieldNames NamesOf(const v1::GenerateRequest& request) {
+  const bool ids = request.prompt_text().empty() && request.prompt_token_ids_size() > 0;
+  return FieldNames{ids ? "prompt_token_ids" : "prompt_text", ""};
+}
+
+FieldNames NamesOf(const v1::ScoreRequest& request) {
+  const bool ids = request.text().empty() && request.token_ids_size() > 0;
+  return FieldNames{"", ids ? "token_ids" : "text"};
+}
+
 // --- Generate --------------------------------------------------------------------------------
 
 class GenerateReactor final : public StreamReactor<v1::GenerateResponse> {
@@ -89,8 +101,8 @@ class GenerateReactor final : public StreamReactor<v1::GenerateResponse> {
 // The scheduler's view of a Generate stream.
 class GenerateStream final : public GenerateObserver {
  public:
-  GenerateStream(GenerateReactor* reactor, const ServingEngine& serving)
-      : reactor_(reactor), server_id_(serving.model_info.server_id()) {}
+  GenerateStream(GenerateReactor* reactor, const ServingEngine& serving, FieldNames names)
+      : reactor_(reactor), server_id_(serving.model_info.server_id()), names_(std::move(names)) {}
 
   void OnStarted(const std::string& session_id) override { session_id_ = session_id; }
 
@@ -105,7 +117,7 @@ class GenerateStream final : public GenerateObserver {
   }
 
   void OnFinished(GenerateResult result) override {
-    const grpc::Status status = ToGrpcStatus(result.status);
+    const grpc::Status status = ToGrpcStatus(result.status, names_);
     if (!result.rejected) {
       v1::GenerateResponse response;
       response.set_session_id(result.session_id);
@@ -120,6 +132,7 @@ class GenerateStream final : public GenerateObserver {
  private:
   GenerateReactor* reactor_;
   const std::string& server_id_;  // ServingEngine outlives every RPC
+  const FieldNames names_;
   std::string session_id_;
   bool first_ = true;
 };
@@ -169,8 +182,8 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
 
 class ScoreStream final : public ScoreObserver {
  public:
-  ScoreStream(ScoreReactor* reactor, const ServingEngine& serving)
-      : reactor_(reactor), server_id_(serving.model_info.server_id()) {}
+  ScoreStream(ScoreReactor* reactor, const ServingEngine& serving, FieldNames names)
+      : reactor_(reactor), server_id_(serving.model_info.server_id()), names_(std::move(names)) {}
 
   void OnProgress(ScoreProgress progress) override {
     v1::ScoreResponse response;
@@ -181,7 +194,7 @@ class ScoreStream final : public ScoreObserver {
   }
 
   void OnFinished(ScoreResult result) override {
-    const grpc::Status status = ToGrpcStatus(result.status);
+    const grpc::Status status = ToGrpcStatus(result.status, names_);
     if (result.status.ok()) {
       v1::ScoreResponse response;
       response.set_scored_tokens(static_cast<uint32_t>(result.scored_tokens));
@@ -197,6 +210,7 @@ class ScoreStream final : public ScoreObserver {
  private:
   ScoreReactor* reactor_;
   const std::string& server_id_;  // ServingEngine outlives every RPC
+  const FieldNames names_;
 };
 
 }  // namespace
@@ -267,12 +281,14 @@ Reactor* SinkserveService::StartStream(grpc::CallbackServerContext* context,
     return reactor;
   }
   spec->request_id = NewRequestId();
+  spec->client_api = "grpc";
   spec->arrival = reactor->start();
   spec->deadline = Deadline(*context);
-  absl::StatusOr<std::shared_ptr<RequestControl>> control =
-      serving->scheduler->Submit(std::move(*spec), std::make_shared<Stream>(reactor, *serving));
+  const FieldNames names = NamesOf(request);
+  absl::StatusOr<std::shared_ptr<RequestControl>> control = serving->scheduler->Submit(
+      std::move(*spec), std::make_shared<Stream>(reactor, *serving, names));
   if (!control.ok()) {
-    reactor->Close(ToGrpcStatus(control.status()));
+    reactor->Close(ToGrpcStatus(control.status(), names));
     return reactor;
   }
   reactor->SetControl(*control);

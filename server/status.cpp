@@ -2,13 +2,14 @@
 
 namespace sinkserve::server {
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
+grpc::Status ToGrpcStatus(const absl::Status& status, const FieldNames& names) {
   if (status.ok()) return grpc::Status::OK;
   static_assert(static_cast<int>(absl::StatusCode::kInvalidArgument) ==
                 static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
   static_assert(static_cast<int>(absl::StatusCode::kUnauthenticated) ==
                 static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(InApiWords(status, names).message()));
 }
 
 std::string StatusCodeName(grpc::StatusCode code) {

@@ -7,12 +7,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "server/error_names.h"
 
 namespace sinkserve::server {
 
-// absl's status codes are gRPC's codes by definition; the message is kept as is (it starts with
-// the offending field's name, docs/api.md).
-grpc::Status ToGrpcStatus(const absl::Status& status);
+// absl's status codes are gRPC's codes by definition; the message starts with the offending
+// field's name (docs/api.md): an engine error's subject is named as `names` and the flags say
+// (server/error_names.h).
+grpc::Status ToGrpcStatus(const absl::Status& status, const FieldNames& names = {});
 
 // "OK", "INVALID_ARGUMENT", ...: the `code` label of sinkserve_requests_total.
 std::string StatusCodeName(grpc::StatusCode code);

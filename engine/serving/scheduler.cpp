@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/serving/error_subject.h"
 #include "engine/serving/scheduler_job.h"
 
 namespace sinkserve {
@@ -25,16 +26,6 @@ absl::Status Draining(const char* what) {
 }
 
 }  // namespace
-
-const char* FinishReasonName(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kFinishReasonStop: return "stop";
-    case FinishReason::kFinishReasonLength: return "length";
-    case FinishReason::kFinishReasonCancelled: return "cancelled";
-    case FinishReason::kFinishReasonError: return "error";
-  }
-  return "unknown";
-}
 
 void RequestControl::Cancel() {
   if (!cancelled_.exchange(true, std::memory_order_acq_rel)) scheduler_->Wake();
@@ -83,19 +74,12 @@ void Scheduler::Wake() {
 
 absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Submit(
     GenerateSpec spec, std::shared_ptr<GenerateObserver> observer) {
-  auto job = std::make_unique<Job>();
-  job->generate = std::move(spec);
-  job->generate_observer = std::move(observer);
-  return Enqueue(std::move(job));
+  return Enqueue(std::make_unique<GenerateJob>(std::move(spec), std::move(observer)));
 }
 
 absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Submit(
     ScoreSpec spec, std::shared_ptr<ScoreObserver> observer) {
-  auto job = std::make_unique<Job>();
-  job->is_score = true;
-  job->score = std::move(spec);
-  job->score_observer = std::move(observer);
-  return Enqueue(std::move(job));
+  return Enqueue(std::make_unique<ScoreJob>(std::move(spec), std::move(observer)));
 }
 
 absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_ptr<Job> job) {
@@ -106,9 +90,10 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_p
   // Requests the free batch slots will take at the next step do not count as waiting.
   const int free_slots = std::max(0, options_.max_batch - running_count_.load());
   if (waiting_count_ - free_slots >= options_.max_queue) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "queue: ", waiting_count_, " requests are already waiting (the server's --max-queue); "
-        "retry later"));
+    return SubjectError(absl::StatusCode::kResourceExhausted,
+                        ErrorSubject::kErrorSubjectQueueLimit,
+                        absl::StrCat("queue: ", waiting_count_,
+                                     " requests are already waiting (max_queue); retry later"));
   }
   ++waiting_count_;
   idle_ = false;
@@ -182,18 +167,14 @@ void Scheduler::CloseSession(std::string id, SessionCallback done) {
       const absl::Status closed =
           absl::CancelledError(absl::StrCat("session ", id, " was closed (CloseSession)"));
       for (auto& job : running_) {
-        if (job->entry == *entry && !job->finished) {
-          FinishGenerate(*job, FinishReason::kFinishReasonCancelled, closed, "session closed");
+        if (job->entry == *entry) {
+          job->Finish(*this, FinishReason::kFinishReasonCancelled, closed, "session closed");
         }
       }
       std::erase_if(running_, [](const auto& job) { return job->finished; });
       for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
         if ((*it)->entry == *entry) {
-          {
-            std::lock_guard lock(mutex_);
-            --waiting_count_;
-          }
-          Reject(**it, closed);
+          RejectWaiting(**it, closed);
           waiting_.erase(it);
           break;
         }
@@ -296,12 +277,8 @@ void Scheduler::Run() {
   for (auto& job : waiting_) Reject(*job, ShuttingDown());
   waiting_.clear();
   for (auto& job : running_) {
-    if (job->is_score) {
-      FinishScore(*job, ShuttingDown());
-    } else {
-      FinishGenerate(*job, FinishReason::kFinishReasonCancelled, ShuttingDown(),
-                     "the server shut down before the request finished");
-    }
+    job->Finish(*this, FinishReason::kFinishReasonCancelled, ShuttingDown(),
+                "the server shut down before the request finished");
   }
   running_.clear();
   // Drain: every session (all idle now) goes to the store, to continue on any replica.
@@ -324,63 +301,53 @@ void Scheduler::TakeIncoming() {
 
 void Scheduler::Intake(std::unique_ptr<Job> job) {
   // Session checks happen at once, so a request for an unknown or busy session fails fast.
-  if (!job->is_score && !job->generate.session_id.empty()) {
-    absl::Status refused;
-    absl::StatusOr<SessionEntry*> entry = sessions_.Find(job->generate.session_id);
-    if (!entry.ok()) {
-      refused = entry.status();
-    } else if ((*entry)->busy) {
-      refused = absl::AbortedError(absl::StrCat(
-          "session_id: session ", job->generate.session_id,
-          " is busy with another request (one request per session at a time); retry when it "
-          "finishes"));
-    } else if (job->generate.policy) {
-      refused = absl::InvalidArgumentError(
-          "cache_policy: must be unset when continuing a session (its cache already exists)");
-    }
-    if (!refused.ok()) {
-      {
-        std::lock_guard lock(mutex_);
-        --waiting_count_;
-      }
-      Reject(*job, refused);
-      return;
-    }
-    (*entry)->busy = true;
-    job->entry = *entry;
+  if (absl::Status refused = job->Claim(*this); !refused.ok()) {
+    RejectWaiting(*job, std::move(refused));
+    return;
   }
   waiting_.push_back(std::move(job));
+}
+
+absl::Status Scheduler::ClaimSession(GenerateJob& job) {
+  const std::string& id = job.spec.session_id;
+  if (id.empty()) return absl::OkStatus();
+  absl::StatusOr<SessionEntry*> entry = sessions_.Find(id);
+  if (!entry.ok()) return entry.status();
+  if ((*entry)->busy) {
+    return absl::AbortedError(absl::StrCat(
+        "session_id: session ", id,
+        " is busy with another request (one request per session at a time); retry when it "
+        "finishes"));
+  }
+  if (job.spec.policy) {
+    return absl::InvalidArgumentError(
+        "cache_policy: must be unset when continuing a session (its cache already exists)");
+  }
+  (*entry)->busy = true;
+  job.entry = *entry;
+  return absl::OkStatus();
 }
 
 void Scheduler::CheckCancellations() {
   const SteadyClock::time_point now = SteadyClock::now();
   auto why = [&](const Job& job) -> absl::Status {
     if (job.control->cancelled()) return absl::CancelledError("cancelled by the client");
-    if (job.deadline() && now >= *job.deadline()) {
+    if (job.deadline && now >= *job.deadline) {
       return absl::DeadlineExceededError("the request's deadline passed");
     }
     return absl::OkStatus();
   };
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (absl::Status status = why(**it); !status.ok()) {
-      {
-        std::lock_guard lock(mutex_);
-        --waiting_count_;
-      }
-      Reject(**it, status);
+      RejectWaiting(**it, status);
       it = waiting_.erase(it);
     } else {
       ++it;
     }
   }
   for (auto& job : running_) {
-    absl::Status status = why(*job);
-    if (status.ok()) continue;
-    if (job->is_score) {
-      FinishScore(*job, status);
-    } else {
-      FinishGenerate(*job, FinishReason::kFinishReasonCancelled, status,
-                     std::string(status.message()));
+    if (absl::Status status = why(*job); !status.ok()) {
+      Fail(*job, FinishReason::kFinishReasonCancelled, status);
     }
   }
   std::erase_if(running_, [](const auto& job) { return job->finished; });
@@ -395,23 +362,22 @@ void Scheduler::Admit() {
       --waiting_count_;
     }
     job->admitted = SteadyClock::now();
-    absl::Status status = job->is_score ? StartScore(*job) : StartGenerate(*job);
-    if (!status.ok()) {
+    if (absl::Status status = job->Start(*this); !status.ok()) {
       Reject(*job, status);
       continue;
     }
-    if (listener_) listener_->OnAdmitted(Seconds(job->admitted - job->arrival()));
-    if (!job->is_score) job->generate_observer->OnStarted(job->entry ? job->entry->id : "");
+    if (listener_) listener_->OnAdmitted(job->client_api, Seconds(job->admitted - job->arrival));
+    job->Started();
     running_.push_back(std::move(job));
   }
 }
 
-absl::Status Scheduler::StartGenerate(Job& job) {
+absl::Status Scheduler::StartGenerate(GenerateJob& job) {
   const ModelConfig& config = model_.config();
   const Tokenizer* tokenizer = model_.tokenizer();
   // The end-of-text token a new stream starts from; -1 when the tokenizer has none.
   const int32_t eos = tokenizer != nullptr ? tokenizer->eos_token_id().value_or(-1) : -1;
-  GenerateSpec& spec = job.generate;
+  const GenerateSpec& spec = job.spec;
 
   if (job.entry != nullptr) {
     SessionEntry& entry = *job.entry;
@@ -420,18 +386,21 @@ absl::Status Scheduler::StartGenerate(Job& job) {
     to_feed.insert(to_feed.end(), spec.prompt.begin(), spec.prompt.end());
     if (to_feed.empty()) {
       if (cache.tokens_seen() != 0 || eos < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "prompt_text: empty, and session ", entry.id,
-            " has no generated token to continue from; give a prompt"));
+        return SubjectError(absl::StatusCode::kInvalidArgument,
+                            ErrorSubject::kErrorSubjectPrompt,
+                            absl::StrCat("prompt: empty, and session ", entry.id,
+                                         " has no generated token to continue from; give a "
+                                         "prompt"));
       }
       to_feed.push_back(eos);
     }
     if (entry.session->options().policy.kind == CachePolicy::Kind::kCachePolicyDense &&
         static_cast<int64_t>(to_feed.size()) > cache.capacity_tokens() - cache.tokens_cached()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "prompt_text: ", to_feed.size(), " tokens do not fit session ", entry.id,
-          "'s dense cache (", cache.tokens_cached(), " of ", cache.capacity_tokens(),
-          " tokens used); start a new session, or use a streaming cache"));
+      return SubjectError(
+          absl::StatusCode::kOutOfRange, ErrorSubject::kErrorSubjectPrompt,
+          absl::StrCat("prompt: ", to_feed.size(), " tokens do not fit session ", entry.id,
+                       "'s dense cache (", cache.tokens_cached(), " of ", cache.capacity_tokens(),
+                       " tokens used); start a new session, or use a streaming cache"));
     }
     const SamplingParams params = spec.sampling.Over(entry.sampling_defaults).Resolve();
     if (spec.sampling.seed) {
@@ -451,9 +420,10 @@ absl::Status Scheduler::StartGenerate(Job& job) {
     job.to_feed = spec.prompt;
     if (job.to_feed.empty()) {
       if (eos < 0) {
-        return absl::InvalidArgumentError(
-            "prompt_text: empty, and the model's tokenizer has no end-of-text token to start "
-            "from; give a prompt");
+        return SubjectError(absl::StatusCode::kInvalidArgument,
+                            ErrorSubject::kErrorSubjectPrompt,
+                            "prompt: empty, and the model's tokenizer has no end-of-text token "
+                            "to start from; give a prompt");
       }
       job.to_feed.push_back(eos);
     }
@@ -467,10 +437,11 @@ absl::Status Scheduler::StartGenerate(Job& job) {
                                                                spec.max_new_tokens));
       }
       if (static_cast<int64_t>(job.to_feed.size()) > policy.dense_capacity_tokens) {
-        return absl::OutOfRangeError(absl::StrCat(
-            "prompt_text: ", job.to_feed.size(), " tokens do not fit a dense cache of ",
-            policy.dense_capacity_tokens, " tokens (the model's context is ", context,
-            "); use a streaming cache"));
+        return SubjectError(
+            absl::StatusCode::kOutOfRange, ErrorSubject::kErrorSubjectPrompt,
+            absl::StrCat("prompt: ", job.to_feed.size(), " tokens do not fit a dense cache of ",
+                         policy.dense_capacity_tokens, " tokens (the model's context is ",
+                         context, "); use a streaming cache"));
       }
     }
     const SessionOptions session_options{policy, spec.sampling.Resolve(),
@@ -500,13 +471,14 @@ absl::Status Scheduler::StartGenerate(Job& job) {
   return absl::OkStatus();
 }
 
-absl::Status Scheduler::StartScore(Job& job) {
+absl::Status Scheduler::StartScore(ScoreJob& job) {
   const ModelConfig& config = model_.config();
-  const ScoreSpec& spec = job.score;
+  const ScoreSpec& spec = job.spec;
   CachePolicy policy = spec.policy.value_or(options_.default_policy);
   if (spec.tokens.size() < 2) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("text: scoring needs at least 2 tokens, got ", spec.tokens.size()));
+    return SubjectError(
+        absl::StatusCode::kInvalidArgument, ErrorSubject::kErrorSubjectScoreTokens,
+        absl::StrCat("tokens: scoring needs at least 2 tokens, got ", spec.tokens.size()));
   }
   const int64_t fed = static_cast<int64_t>(spec.tokens.size()) - 1;
   if (policy.kind == CachePolicy::Kind::kCachePolicyDense) {
@@ -515,10 +487,12 @@ absl::Status Scheduler::StartScore(Job& job) {
           static_cast<int>(std::min<int64_t>(fed, config.max_position_embeddings));
     }
     if (fed > policy.dense_capacity_tokens) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "text: ", spec.tokens.size(), " tokens need a dense cache of ", fed,
-          " tokens; this one holds ", policy.dense_capacity_tokens, " (the model's context is ",
-          config.max_position_embeddings, "); score fewer tokens or use a streaming cache"));
+      return SubjectError(
+          absl::StatusCode::kOutOfRange, ErrorSubject::kErrorSubjectScoreTokens,
+          absl::StrCat("tokens: ", spec.tokens.size(), " tokens need a dense cache of ", fed,
+                       " tokens; this one holds ", policy.dense_capacity_tokens,
+                       " (the model's context is ", config.max_position_embeddings,
+                       "); score fewer tokens or use a streaming cache"));
     }
   }
   if (absl::Status status = sessions_.ReserveCacheBytes(
@@ -540,24 +514,35 @@ void Scheduler::Reject(Job& job, absl::Status status) {
     NoteIdle(*job.entry);
   }
   job.finished = true;
-  const double e2e = Seconds(SteadyClock::now() - job.arrival());
-  if (job.is_score) {
-    ScoreResult result;
-    result.status = std::move(status);
-    result.rejected = true;
-    result.request_id = job.score.request_id;
-    result.timings.e2e_seconds = e2e;
-    job.score_observer->OnFinished(std::move(result));
-  } else {
-    GenerateResult result;
-    result.status = std::move(status);
-    result.rejected = true;
-    result.finish_reason = FinishReason::kFinishReasonError;
-    result.request_id = job.generate.request_id;
-    result.session_id = job.generate.session_id;
-    result.timings.e2e_seconds = e2e;
-    job.generate_observer->OnFinished(std::move(result));
+  job.Refused(std::move(status), Seconds(SteadyClock::now() - job.arrival));
+}
+
+void Scheduler::RejectWaiting(Job& job, absl::Status status) {
+  {
+    std::lock_guard lock(mutex_);
+    --waiting_count_;
   }
+  Reject(job, std::move(status));
+}
+
+void Scheduler::GenerateJob::Refused(absl::Status status, double e2e_seconds) {
+  GenerateResult result;
+  result.status = std::move(status);
+  result.rejected = true;
+  result.finish_reason = FinishReason::kFinishReasonError;
+  result.request_id = spec.request_id;
+  result.session_id = spec.session_id;
+  result.timings.e2e_seconds = e2e_seconds;
+  observer->OnFinished(std::move(result));
+}
+
+void Scheduler::ScoreJob::Refused(absl::Status status, double e2e_seconds) {
+  ScoreResult result;
+  result.status = std::move(status);
+  result.rejected = true;
+  result.request_id = spec.request_id;
+  result.timings.e2e_seconds = e2e_seconds;
+  observer->OnFinished(std::move(result));
 }
 
 void Scheduler::NoteIdle(const SessionEntry& entry) {

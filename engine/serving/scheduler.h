@@ -34,18 +34,11 @@
 #include "absl/status/statusor.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
+#include "engine/serving/requests.h"
 #include "engine/serving/session_table.h"
 #include "common/base/thread_pool.h"
 
 namespace sinkserve {
-
-enum class FinishReason : uint8_t {
-  kFinishReasonStop,       // a stop token or stop string
-  kFinishReasonLength,     // max_new_tokens, or a full dense cache
-  kFinishReasonCancelled,  // client cancel, deadline, session closed, server drained
-  kFinishReasonError,      // the engine failed
-};
-const char* FinishReasonName(FinishReason reason);  // "stop", "length", "cancelled", "error"
 
 struct SchedulerOptions {
   int max_batch = 16;             // requests running at once
@@ -67,111 +60,6 @@ struct SchedulerOptions {
   SessionStoreListener* store_listener = nullptr;  // hears the store's writes and restores
 };
 
-// A Generate request, validated by the caller (token ids in the vocabulary, sampling in range,
-// stop strings valid UTF-8).
-struct GenerateSpec {
-  std::string request_id;
-  std::string session_id;              // continue this session; "" = a new stream
-  bool keep_session = false;           // keep a new stream as a session
-  std::string new_session_id;          // keep_session: its id; "" = a random one
-  std::optional<CachePolicy> policy;   // of a new stream; unset = default_policy
-  std::vector<int32_t> prompt;         // may be empty (see GenerateRequest in the proto)
-  SamplingOverrides sampling;          // over the session's defaults
-  int max_new_tokens = 128;
-  std::vector<std::string> stop_strings;
-  std::vector<int32_t> stop_token_ids;  // the caller adds end-of-text unless told not to
-  bool return_logprobs = false;
-  int top_logprobs = 0;  // with return_logprobs: also the N most likely tokens of each step
-  SteadyClock::time_point arrival = SteadyClock::now();
-  std::optional<SteadyClock::time_point> deadline;
-};
-
-// New output of a Generate since the previous event.
-struct TokenDelta {
-  std::string text;                // valid UTF-8, stop strings held back / removed
-  std::vector<int32_t> token_ids;
-  std::vector<float> logprobs;     // parallel to token_ids when asked
-  // Parallel to token_ids when top_logprobs > 0: the most likely tokens at each step (before
-  // sampling changed the logits).
-  std::vector<std::vector<TokenLogprob>> top_logprobs;
-};
-
-// A request's own timings, measured on the scheduler thread (seconds).
-struct RequestTimings {
-  double queue_seconds = 0;                  // arrival → admitted
-  double time_to_first_token_seconds = 0;    // arrival → first token
-  double time_per_output_token_seconds = 0;  // (last − first token) / (tokens − 1)
-  double attention_seconds = 0;              // its share of the steps' attention time
-  double e2e_seconds = 0;                    // arrival → finished
-};
-
-struct GenerateResult {
-  // OK for stop and length; else why it ended (CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE when the
-  // server drained, or the error: NOT_FOUND, ABORTED, OUT_OF_RANGE, RESOURCE_EXHAUSTED, ...).
-  absl::Status status;
-  // True when the request never ran (refused at admission: unknown/busy session, limits, ...):
-  // then only `status` and `timings.e2e_seconds` mean anything.
-  bool rejected = false;
-  FinishReason finish_reason = FinishReason::kFinishReasonLength;
-  std::string finish_detail;
-  std::string request_id;
-  std::string session_id;  // "" for a one-shot stream
-  int64_t prompt_tokens = 0;
-  int64_t generated_tokens = 0;
-  int64_t evicted_tokens = 0;
-  RequestTimings timings;
-  std::optional<SessionInfo> session;  // the kept session after the request
-};
-
-// Receives a Generate's events. Every call comes from the scheduler thread and must not block.
-class GenerateObserver {
- public:
-  virtual ~GenerateObserver() = default;
-  // Admitted: the request runs on session `session_id` ("" for a one-shot stream).
-  virtual void OnStarted(const std::string& session_id) {}
-  virtual void OnTokens(TokenDelta delta) = 0;
-  virtual void OnFinished(GenerateResult result) = 0;  // exactly once, last
-};
-
-// A Score request: perplexity of `tokens` (≥ 2, in the vocabulary) under a cache policy.
-struct ScoreSpec {
-  std::string request_id;
-  std::vector<int32_t> tokens;
-  std::optional<CachePolicy> policy;  // unset = default_policy; dense 0 = tokens − 1
-  bool return_token_nll = false;
-  int top_logprobs = 0;  // with return_token_nll: also the N most likely tokens per position
-  int progress_interval_tokens = 1024;
-  SteadyClock::time_point arrival = SteadyClock::now();
-  std::optional<SteadyClock::time_point> deadline;
-};
-
-struct ScoreProgress {
-  int64_t scored_tokens = 0;
-  int64_t total_tokens = 0;
-  std::vector<double> token_nll;  // since the previous event, when asked
-  std::vector<std::vector<TokenLogprob>> top_logprobs;  // parallel to token_nll, when asked
-};
-
-struct ScoreResult {
-  absl::Status status;
-  bool rejected = false;
-  std::string request_id;
-  int64_t tokens = 0;
-  int64_t scored_tokens = 0;
-  double nll_mean = 0;
-  double perplexity = 0;
-  int64_t evicted_tokens = 0;
-  std::string cache_description;
-  RequestTimings timings;
-};
-
-class ScoreObserver {
- public:
-  virtual ~ScoreObserver() = default;
-  virtual void OnProgress(ScoreProgress progress) = 0;
-  virtual void OnFinished(ScoreResult result) = 0;  // exactly once, last
-};
-
 enum class StepPhase : uint8_t { kStepPhasePrefill, kStepPhaseDecode };
 
 struct SchedulerGauges {
@@ -189,13 +77,16 @@ class SchedulerListener {
   virtual ~SchedulerListener() = default;
   // One Backend call: a prompt chunk (prefill) or a batched step (decode when any row decodes).
   virtual void OnForward(StepPhase phase, int rows, int tokens, double attention_seconds) {}
-  virtual void OnAdmitted(double queue_seconds) {}
-  virtual void OnPromptTokens(int64_t tokens) {}
-  virtual void OnFirstToken(double time_to_first_token_seconds) {}
-  virtual void OnInterToken(double seconds) {}  // between consecutive tokens of a request
-  virtual void OnEvictedTokens(int64_t tokens) {}
-  virtual void OnGenerateFinished(const GenerateResult& result) {}
-  virtual void OnScoreFinished(const ScoreResult& result) {}
+  // Per request: `client_api` is its spec's client_api label.
+  virtual void OnAdmitted(const std::string& client_api, double queue_seconds) {}
+  virtual void OnPromptTokens(const std::string& client_api, int64_t tokens) {}
+  virtual void OnFirstToken(const std::string& client_api, double time_to_first_token_seconds) {}
+  // Between consecutive tokens of a request.
+  virtual void OnInterToken(const std::string& client_api, double seconds) {}
+  // Tokens a forward call evicted from the request's streaming cache (> 0).
+  virtual void OnEvictedTokens(const std::string& client_api, int64_t tokens) {}
+  virtual void OnGenerateFinished(const std::string& client_api, const GenerateResult& result) {}
+  virtual void OnScoreFinished(const std::string& client_api, const ScoreResult& result) {}
   virtual void OnGauges(const SchedulerGauges& gauges) {}
 };
 
@@ -266,6 +157,8 @@ class Scheduler {
  private:
   friend class RequestControl;
   struct Job;
+  struct GenerateJob;
+  struct ScoreJob;
 
   void Wake();
   // Queues a request (RESOURCE_EXHAUSTED / UNAVAILABLE as Submit says).
@@ -276,9 +169,11 @@ class Scheduler {
   // Moves submitted work into the scheduler's own lists; runs session commands.
   void TakeIncoming();
   void Intake(std::unique_ptr<Job> job);
+  // A Generate that continues a session: claims it (refused when unknown or busy).
+  absl::Status ClaimSession(GenerateJob& job);
   void Admit();
-  absl::Status StartGenerate(Job& job);
-  absl::Status StartScore(Job& job);
+  absl::Status StartGenerate(GenerateJob& job);
+  absl::Status StartScore(ScoreJob& job);
   void CheckCancellations();
   void Step();
   void RunChunk(Job& job, int tokens);
@@ -286,6 +181,8 @@ class Scheduler {
   // Bookkeeping after `count` tokens of job's to_feed went through the model; `logits` holds
   // [count][vocab] (score) or the last token's [vocab] (generate).
   void AfterFed(Job& job, int count, std::span<float> logits, double attention_seconds);
+  void GenerateFed(GenerateJob& job, int count, std::span<float> logits);
+  void ScoreFed(ScoreJob& job, int count, std::span<float> logits);
   // Per-thread scratch of ChooseToken.
   struct SamplingScratch {
     std::vector<float> logits;     // the logits before sampling changes them (logprobs)
@@ -299,16 +196,24 @@ class Scheduler {
   };
   // Job's next token from its logits with its sampler, and its log-probabilities when asked.
   // Safe on several threads at once for different jobs.
-  void ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
+  void ChooseToken(GenerateJob& job, std::span<float> logits, SamplingScratch& scratch,
                    Choice* choice) const;
   // ChooseToken, then EmitToken.
-  void SampleNext(Job& job, std::span<float> logits);
+  void SampleNext(GenerateJob& job, std::span<float> logits);
   // Records and streams a chosen token; finishes the request on a stop or its length.
-  void EmitToken(Job& job, Choice choice);
-  void FinishGenerate(Job& job, FinishReason reason, absl::Status status, std::string detail);
-  void FinishScore(Job& job, absl::Status status);
+  void EmitToken(GenerateJob& job, Choice choice);
+  void FinishGenerate(GenerateJob& job, FinishReason reason, absl::Status status,
+                      std::string detail);
+  void FinishScore(ScoreJob& job, absl::Status status);
+  // Ends a running request that failed or was stopped (finish reason `reason`, the status's
+  // message as its detail).
+  void Fail(Job& job, FinishReason reason, const absl::Status& status);
+  // Tells the listener (there is one) of `tokens` evicted from job's cache.
+  void ReportEvicted(const Job& job, int64_t tokens);
   // Ends a request that never ran (refused at intake or admission, or cancelled while queued).
   void Reject(Job& job, absl::Status status);
+  // Rejects a request of waiting_ (or one refused at intake): it no longer counts as waiting.
+  void RejectWaiting(Job& job, absl::Status status);
   // `entry` became idle: its expiry may be the next one.
   void NoteIdle(const SessionEntry& entry);
   void ReportGauges();
@@ -339,11 +244,13 @@ class Scheduler {
   std::vector<std::unique_ptr<Job>> running_;  // in admission order
   struct Row {
     Job* job;
+    GenerateJob* decoder;  // job, when the row decodes (samples its next token)
     int32_t token;
   };
   std::vector<Row> rows_;
   std::vector<int32_t> row_tokens_;
   std::vector<KvCache*> row_caches_;
+  std::vector<int64_t> row_evicted_;  // the rows' tokens_evicted() before the step
   std::vector<int32_t> row_next_;  // the rows' argmax when a batch is all greedy decodes
   std::vector<float> batch_logits_;  // [max_batch][vocab]
   std::vector<float> chunk_logits_;  // [prefill_chunk_tokens][vocab]

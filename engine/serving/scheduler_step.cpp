@@ -40,29 +40,24 @@ void Scheduler::Step() {
     if (job.finished) continue;
     KvCache& cache = job.session->cache();
     const int max_step = cache.MaxStepTokens();
-    if (job.decoding) {
+    if (GenerateJob* decoder = job.decoding()) {
       if (max_step < 1) {
-        FinishGenerate(job, FinishReason::kFinishReasonLength, absl::OkStatus(),
+        FinishGenerate(*decoder, FinishReason::kFinishReasonLength, absl::OkStatus(),
                        absl::StrCat("dense cache full (", cache.capacity_tokens(), " tokens)"));
       } else {
-        rows_.push_back({&job, job.next_token});
+        rows_.push_back({&job, decoder, decoder->next_token});
       }
       continue;
     }
     if (max_step < 1) {  // admission checked the room; a bug if reached
-      const absl::Status full = absl::OutOfRangeError("the dense cache is full");
-      if (job.is_score) {
-        FinishScore(job, full);
-      } else {
-        FinishGenerate(job, FinishReason::kFinishReasonError, full, std::string(full.message()));
-      }
+      Fail(job, FinishReason::kFinishReasonError, absl::OutOfRangeError("the dense cache is full"));
       continue;
     }
     int tokens = static_cast<int>(std::min<size_t>(job.to_feed.size() - job.fed, max_step));
     if (tokens > 1) tokens = std::min(tokens, std::max(budget, 1));
     if (tokens == 1) {
       // One exact token: a row of the batched step like any decode.
-      rows_.push_back({&job, job.to_feed[job.fed]});
+      rows_.push_back({&job, nullptr, job.to_feed[job.fed]});
     } else {
       budget -= tokens;
       RunChunk(job, tokens);
@@ -79,22 +74,18 @@ void Scheduler::RunChunk(Job& job, int tokens) {
   const std::span<const int32_t> chunk(job.to_feed.data() + job.fed, tokens);
   // Score needs every token's logits; Generate only the last one's.
   const std::span<float> logits(chunk_logits_.data(),
-                                static_cast<size_t>(job.is_score ? tokens : 1) * vocab_size_);
+                                static_cast<size_t>(job.needs_every_logit() ? tokens : 1) *
+                                    vocab_size_);
   const int64_t evicted_before = cache.tokens_evicted();
-  const absl::Status status = backend.Forward(chunk, cache, logits, job.is_score);
+  const absl::Status status = backend.Forward(chunk, cache, logits, job.needs_every_logit());
   const double attention = backend.last_step_attention_seconds();
   stat_prefill_chunks_.fetch_add(1, std::memory_order_relaxed);
   if (listener_) {
     listener_->OnForward(StepPhase::kStepPhasePrefill, 1, tokens, attention);
-    listener_->OnEvictedTokens(cache.tokens_evicted() - evicted_before);
+    ReportEvicted(job, cache.tokens_evicted() - evicted_before);
   }
   if (!status.ok()) {
-    if (job.is_score) {
-      FinishScore(job, status);
-    } else {
-      FinishGenerate(job, FinishReason::kFinishReasonError, status,
-                     std::string(status.message()));
-    }
+    Fail(job, FinishReason::kFinishReasonError, status);
     return;
   }
   AfterFed(job, tokens, logits, attention);
@@ -105,21 +96,21 @@ void Scheduler::RunBatch() {
   const size_t rows = rows_.size();
   row_tokens_.clear();
   row_caches_.clear();
-  int64_t evicted_before = 0;
+  row_evicted_.clear();
   bool any_decode = false;
   for (const Row& row : rows_) {
     row_tokens_.push_back(row.token);
     row_caches_.push_back(&row.job->session->cache());
-    evicted_before += row.job->session->cache().tokens_evicted();
-    any_decode |= row.job->decoding;
+    row_evicted_.push_back(row.job->session->cache().tokens_evicted());
+    any_decode |= row.decoder != nullptr;
   }
   // All rows plain greedy decodes: the backend may take the argmax itself (on the device). The
   // same token as Sampler's greedy choice: the first maximum.
   const bool greedy = std::all_of(rows_.begin(), rows_.end(), [](const Row& row) {
-    const Job& job = *row.job;
-    return job.decoding && !job.generate.return_logprobs &&
-           job.sampler->params().temperature == 0.0f &&
-           job.sampler->params().repetition_penalty == 1.0f;
+    const GenerateJob* job = row.decoder;
+    return job != nullptr && !job->spec.return_logprobs &&
+           job->sampler->params().temperature == 0.0f &&
+           job->sampler->params().repetition_penalty == 1.0f;
   });
   const std::span<float> logits(batch_logits_.data(), rows * vocab_size_);
   row_next_.resize(rows);
@@ -133,23 +124,15 @@ void Scheduler::RunBatch() {
     stat_max_batch_rows_.store(rows, std::memory_order_relaxed);
   }
   if (listener_) {
-    int64_t evicted_after = 0;
-    for (KvCache* cache : row_caches_) evicted_after += cache->tokens_evicted();
     listener_->OnForward(any_decode ? StepPhase::kStepPhaseDecode : StepPhase::kStepPhasePrefill,
                          static_cast<int>(rows), static_cast<int>(rows), attention);
-    listener_->OnEvictedTokens(evicted_after - evicted_before);
+    for (size_t i = 0; i < rows; ++i) {
+      ReportEvicted(*rows_[i].job, row_caches_[i]->tokens_evicted() - row_evicted_[i]);
+    }
   }
   const double share = attention / static_cast<double>(rows);
   if (!status.ok()) {
-    for (size_t i = 0; i < rows; ++i) {
-      Job& job = *rows_[i].job;
-      if (job.is_score) {
-        FinishScore(job, status);
-      } else {
-        FinishGenerate(job, FinishReason::kFinishReasonError, status,
-                       std::string(status.message()));
-      }
-    }
+    for (const Row& row : rows_) Fail(*row.job, FinishReason::kFinishReasonError, status);
     return;
   }
   // Decoding rows: the fed token joins the history (the repetition penalty's), then the rows
@@ -157,10 +140,10 @@ void Scheduler::RunBatch() {
   // row's token is emitted in row order.
   sampled_rows_.clear();
   for (size_t i = 0; i < rows; ++i) {
-    Job& job = *rows_[i].job;
-    if (!job.decoding) continue;
-    job.attention_seconds += share;
-    job.session->Record(job.next_token);
+    GenerateJob* job = rows_[i].decoder;
+    if (job == nullptr) continue;
+    job->attention_seconds += share;
+    job->session->Record(job->next_token);
     if (!greedy) sampled_rows_.push_back(i);
   }
   row_chosen_.resize(rows);
@@ -168,54 +151,56 @@ void Scheduler::RunBatch() {
       static_cast<int64_t>(sampled_rows_.size()), 1, [&](int64_t begin, int64_t end, int thread) {
         for (int64_t k = begin; k < end; ++k) {
           const size_t i = sampled_rows_[k];
-          ChooseToken(*rows_[i].job, logits.subspan(i * vocab_size_, vocab_size_),
+          ChooseToken(*rows_[i].decoder, logits.subspan(i * vocab_size_, vocab_size_),
                       sampling_scratch_[thread], &row_chosen_[i]);
         }
       });
   for (size_t i = 0; i < rows; ++i) {
-    Job& job = *rows_[i].job;
-    if (job.decoding) {
+    if (GenerateJob* job = rows_[i].decoder) {
       if (greedy) row_chosen_[i] = Choice{row_next_[i], 0.0f, {}};
-      EmitToken(job, std::move(row_chosen_[i]));
+      EmitToken(*job, std::move(row_chosen_[i]));
     } else {
-      AfterFed(job, 1, logits.subspan(i * vocab_size_, vocab_size_), share);
+      AfterFed(*rows_[i].job, 1, logits.subspan(i * vocab_size_, vocab_size_), share);
     }
   }
 }
 
 void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double attention_seconds) {
   job.attention_seconds += attention_seconds;
-  if (listener_) listener_->OnPromptTokens(count);
-  if (job.is_score) {
-    for (int i = 0; i < count; ++i) {
-      const int32_t target = job.score.tokens[job.fed + i + 1];
-      const std::span<const float> row =
-          logits.subspan(static_cast<size_t>(i) * vocab_size_, vocab_size_);
-      const double nll = TokenNll(row, target);
-      job.nll_sum += nll;
-      ++job.scored;
-      if (job.score.return_token_nll) job.pending_nll.push_back(nll);
-      if (job.score.top_logprobs > 0) {
-        TopLogprobs(row, job.score.top_logprobs, &job.pending_top.emplace_back());
-      }
-    }
-    job.fed += count;
-    if (job.fed == job.to_feed.size()) {
-      FinishScore(job, absl::OkStatus());
-    } else if (job.scored - job.reported >= job.score.progress_interval_tokens) {
-      job.reported = job.scored;
-      job.score_observer->OnProgress(
-          ScoreProgress{job.scored, static_cast<int64_t>(job.score.tokens.size()),
-                        std::move(job.pending_nll), std::move(job.pending_top)});
-      job.pending_nll.clear();
-      job.pending_top.clear();
-    }
-    return;
+  if (listener_) listener_->OnPromptTokens(job.client_api, count);
+  job.Fed(*this, count, logits);
+}
+
+void Scheduler::ScoreFed(ScoreJob& job, int count, std::span<float> logits) {
+  const ScoreSpec& spec = job.spec;
+  for (int i = 0; i < count; ++i) {
+    const int32_t target = spec.tokens[job.fed + i + 1];
+    const std::span<const float> row =
+        logits.subspan(static_cast<size_t>(i) * vocab_size_, vocab_size_);
+    const double nll = TokenNll(row, target);
+    job.nll_sum += nll;
+    ++job.scored;
+    if (spec.return_token_nll) job.pending_nll.push_back(nll);
+    if (spec.top_logprobs > 0) TopLogprobs(row, spec.top_logprobs, &job.pending_top.emplace_back());
   }
+  job.fed += count;
+  if (job.fed == job.to_feed.size()) {
+    FinishScore(job, absl::OkStatus());
+  } else if (job.scored - job.reported >= spec.progress_interval_tokens) {
+    job.reported = job.scored;
+    job.observer->OnProgress(ScoreProgress{job.scored, static_cast<int64_t>(spec.tokens.size()),
+                                           std::move(job.pending_nll),
+                                           std::move(job.pending_top)});
+    job.pending_nll.clear();
+    job.pending_top.clear();
+  }
+}
+
+void Scheduler::GenerateFed(GenerateJob& job, int count, std::span<float> logits) {
   for (int i = 0; i < count; ++i) job.session->Record(job.to_feed[job.fed + i]);
   job.fed += count;
   if (job.fed < job.to_feed.size()) return;
-  if (job.generate.max_new_tokens == 0) {
+  if (job.spec.max_new_tokens == 0) {
     FinishGenerate(job, FinishReason::kFinishReasonLength, absl::OkStatus(),
                    "max_new_tokens is 0: the prompt was fed, nothing generated");
     return;
@@ -223,45 +208,45 @@ void Scheduler::AfterFed(Job& job, int count, std::span<float> logits, double at
   SampleNext(job, logits.subspan(0, vocab_size_));
 }
 
-void Scheduler::ChooseToken(Job& job, std::span<float> logits, SamplingScratch& scratch,
+void Scheduler::ChooseToken(GenerateJob& job, std::span<float> logits, SamplingScratch& scratch,
                             Choice* choice) const {
-  if (job.generate.return_logprobs) scratch.logits.assign(logits.begin(), logits.end());
+  if (job.spec.return_logprobs) scratch.logits.assign(logits.begin(), logits.end());
   std::span<const int32_t> history;
   if (job.sampler->params().repetition_penalty != 1.0f) {
     scratch.history.assign(job.session->history().begin(), job.session->history().end());
     history = scratch.history;
   }
   choice->token = job.sampler->Sample(logits, history);
-  if (job.generate.return_logprobs) {
+  if (job.spec.return_logprobs) {
     choice->logprob = static_cast<float>(-TokenNll(scratch.logits, choice->token));
-    if (job.generate.top_logprobs > 0) {
-      TopLogprobs(scratch.logits, job.generate.top_logprobs, &choice->top);
+    if (job.spec.top_logprobs > 0) {
+      TopLogprobs(scratch.logits, job.spec.top_logprobs, &choice->top);
     }
   }
 }
 
-void Scheduler::SampleNext(Job& job, std::span<float> logits) {
+void Scheduler::SampleNext(GenerateJob& job, std::span<float> logits) {
   Choice choice;
   ChooseToken(job, logits, sampling_scratch_[0], &choice);
   EmitToken(job, std::move(choice));
 }
 
-void Scheduler::EmitToken(Job& job, Choice choice) {
-  const GenerateSpec& spec = job.generate;
+void Scheduler::EmitToken(GenerateJob& job, Choice choice) {
+  const GenerateSpec& spec = job.spec;
   const int32_t token = choice.token;
   const SteadyClock::time_point now = SteadyClock::now();
   ++job.generated;
   if (listener_) {
     if (job.generated == 1) {
-      listener_->OnFirstToken(Seconds(now - job.arrival()));
+      listener_->OnFirstToken(job.client_api, Seconds(now - job.arrival));
     } else {
-      listener_->OnInterToken(Seconds(now - job.last_token));
+      listener_->OnInterToken(job.client_api, Seconds(now - job.last_token));
     }
   }
   if (job.generated == 1) job.first_token = now;
   job.last_token = now;
   job.next_token = token;
-  job.decoding = true;
+  job.is_decoding = true;
 
   TokenDelta delta;
   delta.token_ids.push_back(token);
@@ -298,11 +283,11 @@ void Scheduler::EmitToken(Job& job, Choice choice) {
       detail = absl::StrCat("stop string \"", piece.matched, "\"");
     }
   }
-  job.generate_observer->OnTokens(std::move(delta));
+  job.observer->OnTokens(std::move(delta));
   if (finish) FinishGenerate(job, *finish, absl::OkStatus(), std::move(detail));
 }
 
-void Scheduler::FinishGenerate(Job& job, FinishReason reason, absl::Status status,
+void Scheduler::FinishGenerate(GenerateJob& job, FinishReason reason, absl::Status status,
                                std::string detail) {
   if (job.finished) return;
   job.finished = true;
@@ -311,11 +296,11 @@ void Scheduler::FinishGenerate(Job& job, FinishReason reason, absl::Status statu
   result.status = std::move(status);
   result.finish_reason = reason;
   result.finish_detail = std::move(detail);
-  result.request_id = job.generate.request_id;
+  result.request_id = job.request_id;
   result.prompt_tokens = static_cast<int64_t>(job.fed);
   result.generated_tokens = job.generated;
   result.evicted_tokens = job.session->cache().tokens_evicted() - job.evicted_at_start;
-  result.timings = MakeTimings(job.arrival(), job.admitted, job.first_token, job.last_token,
+  result.timings = MakeTimings(job.arrival, job.admitted, job.first_token, job.last_token,
                                job.generated, job.attention_seconds, now);
   if (job.entry != nullptr) {
     SessionEntry& entry = *job.entry;
@@ -345,33 +330,41 @@ void Scheduler::FinishGenerate(Job& job, FinishReason reason, absl::Status statu
     (void)store_.Destroy(job.session->id());
   }
   job.session = nullptr;
-  if (listener_) listener_->OnGenerateFinished(result);
-  job.generate_observer->OnFinished(std::move(result));
+  if (listener_) listener_->OnGenerateFinished(job.client_api, result);
+  job.observer->OnFinished(std::move(result));
 }
 
-void Scheduler::FinishScore(Job& job, absl::Status status) {
+void Scheduler::FinishScore(ScoreJob& job, absl::Status status) {
   if (job.finished) return;
   job.finished = true;
   const SteadyClock::time_point now = SteadyClock::now();
-  const int64_t total = static_cast<int64_t>(job.score.tokens.size());
+  const int64_t total = static_cast<int64_t>(job.spec.tokens.size());
   if (status.ok()) {
-    job.score_observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll),
+    job.observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll),
                                                  std::move(job.pending_top)});
   }
   ScoreResult result;
   result.status = std::move(status);
-  result.request_id = job.score.request_id;
+  result.request_id = job.request_id;
   result.tokens = total;
   result.scored_tokens = job.scored;
   result.nll_mean = job.scored > 0 ? job.nll_sum / static_cast<double>(job.scored) : 0.0;
   result.perplexity = std::exp(result.nll_mean);
   result.evicted_tokens = job.session->cache().tokens_evicted();
   result.cache_description = job.session->cache().Describe();
-  result.timings = MakeTimings(job.arrival(), job.admitted, now, now, 0, job.attention_seconds, now);
+  result.timings = MakeTimings(job.arrival, job.admitted, now, now, 0, job.attention_seconds, now);
   (void)store_.Destroy(job.session->id());
   job.session = nullptr;
-  if (listener_) listener_->OnScoreFinished(result);
-  job.score_observer->OnFinished(std::move(result));
+  if (listener_) listener_->OnScoreFinished(job.client_api, result);
+  job.observer->OnFinished(std::move(result));
+}
+
+void Scheduler::Fail(Job& job, FinishReason reason, const absl::Status& status) {
+  job.Finish(*this, reason, status, std::string(status.message()));
+}
+
+void Scheduler::ReportEvicted(const Job& job, int64_t tokens) {
+  if (tokens > 0) listener_->OnEvictedTokens(job.client_api, tokens);
 }
 
 }  // namespace sinkserve

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/serving/error_subject.h"
 #include "engine/serving/session_file.h"
 
 namespace sinkserve {
@@ -12,26 +14,6 @@ namespace {
 constexpr size_t kRememberedGoneIds = 4096;
 
 }  // namespace
-
-SamplingOverrides SamplingOverrides::Over(const SamplingOverrides& base) const {
-  SamplingOverrides merged = base;
-  if (temperature) merged.temperature = temperature;
-  if (top_k) merged.top_k = top_k;
-  if (top_p) merged.top_p = top_p;
-  if (repetition_penalty) merged.repetition_penalty = repetition_penalty;
-  if (seed) merged.seed = seed;
-  return merged;
-}
-
-SamplingParams SamplingOverrides::Resolve() const {
-  SamplingParams params;
-  if (temperature) params.temperature = *temperature;
-  if (top_k) params.top_k = *top_k;
-  if (top_p) params.top_p = *top_p;
-  if (repetition_penalty) params.repetition_penalty = *repetition_penalty;
-  if (seed) params.seed = *seed;
-  return params;
-}
 
 int64_t UnixMillisNow() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -111,9 +93,10 @@ absl::Status SessionTable::MakeRoom(uint64_t bytes) {
   while (entries_.size() >= limits_.max_sessions) {
     SessionEntry* victim = LeastRecentlyUsedIdle();
     if (victim == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("sessions: all ", limits_.max_sessions,
-                       " sessions (the server's --max-sessions) are busy; retry later"));
+      return SubjectError(absl::StatusCode::kResourceExhausted,
+                          ErrorSubject::kErrorSubjectSessionLimit,
+                          absl::StrCat("sessions: all ", limits_.max_sessions,
+                                       " sessions (max_sessions) are busy; retry later"));
     }
     Evict(victim, "was evicted (least recently used) to make room for a new session under the "
                   "server's session limit");
@@ -125,7 +108,12 @@ absl::StatusOr<SessionEntry*> SessionTable::Find(const std::string& id) {
   if (auto it = entries_.find(id); it != entries_.end()) return &it->second;
   if (persistence_.store != nullptr && persistence_.store->Contains(id)) return Restore(id);
   if (auto it = gone_.find(id); it != gone_.end()) {
-    return absl::NotFoundError(absl::StrCat("session_id: session ", id, " ", it->second));
+    std::string message = absl::StrCat("session_id: session ", id, " ", it->second);
+    // An expiry names the TTL, which a server words as its flag.
+    const ErrorSubject ttl = ErrorSubject::kErrorSubjectSessionTtl;
+    return absl::StrContains(it->second, EngineWord(ttl))
+               ? SubjectError(absl::StatusCode::kNotFound, ttl, std::move(message))
+               : absl::NotFoundError(message);
   }
   return absl::NotFoundError(absl::StrCat(
       "session_id: unknown session ", id,
@@ -184,19 +172,24 @@ SessionEntry* SessionTable::LeastRecentlyUsedIdle() {
 absl::Status SessionTable::ReserveCacheBytes(uint64_t bytes) {
   if (limits_.max_cache_bytes == 0) return absl::OkStatus();
   if (bytes > limits_.max_cache_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cache_policy: the cache needs ", bytes, " bytes, more than the server's whole cache "
-        "memory limit of ", limits_.max_cache_bytes, " bytes (--max-cache-bytes)"));
+    return SubjectError(absl::StatusCode::kResourceExhausted,
+                        ErrorSubject::kErrorSubjectCacheLimit,
+                        absl::StrCat("cache_policy: the cache needs ", bytes,
+                                     " bytes, more than the whole cache memory limit of ",
+                                     limits_.max_cache_bytes, " bytes (max_cache_bytes)"));
   }
   auto used = [&] { return store_.cache_bytes() + store_.free_cache_bytes(); };
   if (used() + bytes > limits_.max_cache_bytes) store_.ReleaseFreeCaches();
   while (used() + bytes > limits_.max_cache_bytes) {
     SessionEntry* victim = LeastRecentlyUsedIdle();
     if (victim == nullptr) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "cache memory: ", store_.cache_bytes(), " of the server's ", limits_.max_cache_bytes,
-          " bytes (--max-cache-bytes) are held by running requests and busy sessions; ",
-          bytes, " more are needed; retry later"));
+      return SubjectError(
+          absl::StatusCode::kResourceExhausted, ErrorSubject::kErrorSubjectCacheLimit,
+          absl::StrCat("cache memory: ", store_.cache_bytes(), " of the limit's ",
+                       limits_.max_cache_bytes,
+                       " bytes (max_cache_bytes) are held by running requests and busy "
+                       "sessions; ",
+                       bytes, " more are needed; retry later"));
     }
     Evict(victim, "was evicted (least recently used) to make room under the server's cache "
                   "memory limit");
@@ -221,7 +214,7 @@ std::optional<SteadyClock::time_point> SessionTable::ExpireIdle(SteadyClock::tim
     if (persistence_.store != nullptr) (void)persistence_.store->Remove(id);
     Remove(id, absl::StrCat("expired: idle for more than ",
                             std::chrono::duration<double>(limits_.ttl).count(),
-                            " s (the server's --session-ttl-s)"));
+                            " s (session_ttl)"));
   }
   return next;
 }

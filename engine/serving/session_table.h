@@ -23,27 +23,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/serving/sampling_overrides.h"
 #include "engine/serving/session_store.h"
+#include "engine/serving/steady_clock.h"
 #include "engine/session.h"
 
 namespace sinkserve {
-
-using SteadyClock = std::chrono::steady_clock;
-
-// Sampling fields set by a request or a session; unset ones fall back (request → session →
-// SamplingParams defaults).
-struct SamplingOverrides {
-  std::optional<float> temperature;
-  std::optional<int> top_k;
-  std::optional<float> top_p;
-  std::optional<float> repetition_penalty;
-  std::optional<uint64_t> seed;
-
-  // These fields over `base`'s: a field set here wins.
-  SamplingOverrides Over(const SamplingOverrides& base) const;
-  // SamplingParams defaults with the set fields replaced.
-  SamplingParams Resolve() const;
-};
 
 // A named session and what the scheduler keeps about it between requests.
 struct SessionEntry {

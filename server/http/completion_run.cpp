@@ -5,6 +5,11 @@
 #include <mutex>
 
 namespace sinkserve::server::http {
+namespace {
+
+constexpr char kClientApi[] = "openai";  // the api label of the requests' metrics
+
+}  // namespace
 
 struct CompletionRun::State {
   std::mutex mutex;
@@ -59,6 +64,7 @@ absl::Status CompletionRun::Submit(Scheduler& scheduler, std::vector<GenerateSpe
       std::lock_guard lock(state_->mutex);
       ++state_->running;
     }
+    specs[choice].client_api = kClientApi;
     absl::StatusOr<std::shared_ptr<RequestControl>> control = scheduler.Submit(
         std::move(specs[choice]), std::make_shared<Observer>(state_, choice));
     if (!control.ok()) {
@@ -124,6 +130,7 @@ class PromptScore final : public ScoreObserver {
 }  // namespace
 
 absl::StatusOr<PromptLogprobs> ScorePrompt(Scheduler& scheduler, ScoreSpec spec) {
+  spec.client_api = kClientApi;
   spec.return_token_nll = true;
   spec.progress_interval_tokens = 1 << 30;  // one event at the end
   auto observer = std::make_shared<PromptScore>();

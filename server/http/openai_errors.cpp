@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "nlohmann/json.hpp"
+#include "server/error_names.h"
 
 namespace sinkserve::server::http {
 namespace {
@@ -39,7 +40,7 @@ int HttpStatus(absl::StatusCode code) {
 }
 
 std::string ErrorBody(const absl::Status& status, int http_status) {
-  const std::string message(status.message());
+  const std::string message(InApiWords(status, FieldNames{"prompt", "prompt"}).message());
   nlohmann::json param = nullptr;
   const size_t colon = message.find(": ");
   if (colon != std::string::npos && message.substr(0, colon).find(' ') == std::string::npos) {

@@ -6,6 +6,7 @@
 //   DEADLINE_EXCEEDED 504 · anything else 500.
 // `param` is the parameter the message starts with ("max_tokens: ..."), `code` the gRPC code's
 // name in lower case ("invalid_argument"), so that an HTTP error reads like its gRPC twin.
+// An engine error names the OpenAI parameter and the server's flags (server/error_names.h).
 #pragma once
 
 #include <string>

@@ -317,26 +317,26 @@ TEST(LifecycleTest, HistogramsResolveGpuLatencies) {
   server::Metrics metrics("pythia-2.8b");
   ASSERT_TRUE(metrics.Expose("127.0.0.1:0").ok());
   for (int i = 0; i < 400; ++i) {
-    metrics.OnAdmitted(queue(rng));
-    metrics.OnFirstToken(ttft(rng));
-    metrics.OnInterToken(per_token(rng));
+    metrics.OnAdmitted("grpc", queue(rng));
+    metrics.OnFirstToken("grpc", ttft(rng));
+    metrics.OnInterToken("grpc", per_token(rng));
     GenerateResult result;
     result.generated_tokens = 100;
     result.timings.time_per_output_token_seconds = per_token(rng);
-    metrics.OnGenerateFinished(result);
+    metrics.OnGenerateFinished("grpc", result);
   }
   const std::string exposition = HttpGet(metrics.port(), "/metrics");
   // New edges, and vLLM's kept.
   for (const std::string series :
-       {"sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
-        "sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.01\"}",
-        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
-        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.025\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.005\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.0075\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.02\"}",
-        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.001\"}",
-        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",le=\"0.3\"}"}) {
+       {"sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+        "sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.01\"}",
+        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.025\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.005\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.0075\"}",
+        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.02\"}",
+        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.3\"}"}) {
     EXPECT_GE(MetricValue(exposition, series), 0) << series << " missing";
   }
   for (const absl::string_view line : absl::StrSplit(exposition, '\n')) {
