@@ -138,8 +138,8 @@ TEST(Load, ClientTokenCountsEqualTheServers) {
   EXPECT_EQ(report.total_output_tokens, 90);
   absl::StatusOr<MetricsSnapshot> after = ScrapeMetrics("127.0.0.1", server.server().metrics_port());
   ASSERT_TRUE(after.ok()) << after.status();
-  EXPECT_EQ(after->Value("sinkserve_generation_tokens_total") -
-                before->Value("sinkserve_generation_tokens_total"),
+  EXPECT_EQ(after->Value("sinkserve_generation_tokens_total{api=\"grpc\"}") -
+                before->Value("sinkserve_generation_tokens_total{api=\"grpc\"}"),
             static_cast<double>(client_tokens));
   // Every conversation closed its session.
   EXPECT_TRUE(testing::WaitFor([&] {

@@ -262,7 +262,7 @@ def main() -> None:
         assert set(statuses) == {200, 429}, statuses
 
         # A client closing mid-stream: its request is cancelled and its slot freed.
-        cancelled = metric(server, 'sinkserve_request_success_total{finish_reason="cancelled"}')
+        cancelled = metric(server, 'sinkserve_request_success_total{api="openai",finish_reason="cancelled"}')
         connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
         connection.request("POST", "/v1/completions",
                            body=json.dumps({"prompt": "Hello", "max_tokens": 4000, "stream": True,
@@ -278,7 +278,7 @@ def main() -> None:
         wait_for(lambda: metric(server, "sinkserve_num_requests_running") == 0, 5,
                  "the closed stream's slot to be freed", interval_s=0.005)
         freed_s = time.monotonic() - closed
-        assert metric(server, 'sinkserve_request_success_total{finish_reason="cancelled"}') == \
+        assert metric(server, 'sinkserve_request_success_total{api="openai",finish_reason="cancelled"}') == \
             cancelled + 1
         print(f"slot freed {freed_s * 1e3:.0f} ms after the client closed")
 

@@ -157,7 +157,7 @@ TEST(SchedulingTest, CancelFreesTheSlot) {
   }));
   EXPECT_GE(MetricValue(
                 Metrics(server),
-                "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"cancelled\"}"),
+                "sinkserve_request_success_total{model_name=\"demo\",api=\"grpc\",finish_reason=\"cancelled\"}"),
             1);
 }
 

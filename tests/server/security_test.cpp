@@ -191,7 +191,7 @@ TEST(SecurityTest, MetricsPortServesOnlyMetrics) {
   ASSERT_TRUE(Generate(server.stub(), GreedyRequest("metrics", 4)).status.ok());
   const int metrics_port = server.server().metrics_port();
   EXPECT_NE(HttpGet(metrics_port, "/metrics")
-                .find("sinkserve_generation_tokens_total{model_name=\"demo\"} 4"),
+                .find("sinkserve_generation_tokens_total{model_name=\"demo\",api=\"grpc\"} 4"),
             std::string::npos);
   for (const char* path : {"/", "/index.html", "/metrics/../etc/passwd", "/../../etc/passwd",
                            "/debug", "/sinkserve.v1.Sinkserve/GetModelInfo"}) {
