@@ -10,12 +10,18 @@ namespace {
 // The API's name of `subject`: a field of the request, or the flag that sets a limit.
 std::string ApiName(ErrorSubject subject, const FieldNames& names) {
   switch (subject) {
-    case ErrorSubject::kErrorSubjectPrompt: return names.prompt;
-    case ErrorSubject::kErrorSubjectScoreTokens: return names.score_tokens;
-    case ErrorSubject::kErrorSubjectQueueLimit: return "the server's --max-queue";
-    case ErrorSubject::kErrorSubjectSessionLimit: return "the server's --max-sessions";
-    case ErrorSubject::kErrorSubjectCacheLimit: return "the server's --max-cache-bytes";
-    case ErrorSubject::kErrorSubjectSessionTtl: return "the server's --session-ttl-s";
+    case ErrorSubject::kErrorSubjectPrompt:
+      return names.prompt;
+    case ErrorSubject::kErrorSubjectScoreTokens:
+      return names.score_tokens;
+    case ErrorSubject::kErrorSubjectQueueLimit:
+      return "the server's --max-queue";
+    case ErrorSubject::kErrorSubjectSessionLimit:
+      return "the server's --max-sessions";
+    case ErrorSubject::kErrorSubjectCacheLimit:
+      return "the server's --max-cache-bytes";
+    case ErrorSubject::kErrorSubjectSessionTtl:
+      return "the server's --session-ttl-s";
   }
   return "";
 }

@@ -25,24 +25,26 @@ namespace {
 // edges below where a GPU's figures fall (H100: TPOT ~4.6 ms, a 2.2 ms target): otherwise every
 // observation lands in the first bucket and a quantile reads as its edge.
 const prometheus::Histogram::BucketBoundaries kTimeToFirstTokenBuckets = {
-    0.001, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.25,
-    0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
+    0.001, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06,  0.08,  0.1,   0.25,
+    0.5,   0.75,  1.0,    2.5,  5.0,   7.5,  10.0,  20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
 const prometheus::Histogram::BucketBoundaries kPerTokenBuckets = {
-    0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
-    0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+    0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
+    0.2,   0.3,    0.4,   0.5,    0.75,  1.0,   2.5,   5.0,    7.5,  10.0,  20.0, 40.0,  80.0};
 const prometheus::Histogram::BucketBoundaries kRequestLatencyBuckets = {
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
+    0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 // vLLM's request-latency buckets (its queue-time histogram's), from 1 ms: a request admitted
 // into a free batch slot waits about one engine step.
 const prometheus::Histogram::BucketBoundaries kQueueTimeBuckets = {
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5,
-    5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+    0.001, 0.0025, 0.005, 0.01,  0.025, 0.05,  0.1,   0.2,    0.3,   0.5,
+    0.8,   1.0,    1.5,   2.0,   2.5,   5.0,   10.0,  15.0,   20.0,  30.0,
+    40.0,  50.0,   60.0,  120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
 // Attention per forward step has no vLLM analogue: 10 µs to 2.5 s.
 const prometheus::Histogram::BucketBoundaries kAttentionBuckets = {
     1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
-const prometheus::Histogram::BucketBoundaries kBatchRowsBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    0.01, 0.025,  0.05, 0.1,  0.25,   0.5,  1.0,  2.5};
+const prometheus::Histogram::BucketBoundaries kBatchRowsBuckets = {1,  2,  4,   8,  16,
+                                                                   32, 64, 128, 256};
 
 // The exposer (civetweb) gives each connection a worker thread until its request is read and
 // answered. Idle or slow-header connections each hold one for at most the request timeout, so
@@ -82,35 +84,41 @@ Metrics::Metrics(const std::string& model_name)
   const auto ApiCounters = [&](const std::string& name, const std::string& help) {
     return &Family(prometheus::BuildCounter(), r, model_name, name, help);
   };
-  time_to_first_token_ = ApiHistograms("sinkserve_time_to_first_token_seconds",
-      "Generate: arrival to first generated token (queue and prefill included)");
-  time_per_output_token_ = ApiHistograms("sinkserve_time_per_output_token_seconds",
+  time_to_first_token_ =
+      ApiHistograms("sinkserve_time_to_first_token_seconds",
+                    "Generate: arrival to first generated token (queue and prefill included)");
+  time_per_output_token_ = ApiHistograms(
+      "sinkserve_time_per_output_token_seconds",
       "Generate: (last token - first token) / (generated tokens - 1), per request with 2+ tokens");
   inter_token_latency_ = ApiHistograms("sinkserve_inter_token_latency_seconds",
-      "Time between consecutive generated tokens of a request");
-  e2e_request_latency_ = ApiHistograms("sinkserve_e2e_request_latency_seconds",
-      "Generate and Score: arrival to the last response (requests that ran)");
+                                       "Time between consecutive generated tokens of a request");
+  e2e_request_latency_ =
+      ApiHistograms("sinkserve_e2e_request_latency_seconds",
+                    "Generate and Score: arrival to the last response (requests that ran)");
   request_queue_time_ = ApiHistograms("sinkserve_request_queue_time_seconds",
-      "Generate and Score: arrival to the first engine step");
-  prompt_tokens_ = ApiCounters("sinkserve_prompt_tokens_total",
-      "Prompt tokens fed through the model (Generate prompts, Score texts)");
+                                      "Generate and Score: arrival to the first engine step");
+  prompt_tokens_ =
+      ApiCounters("sinkserve_prompt_tokens_total",
+                  "Prompt tokens fed through the model (Generate prompts, Score texts)");
   generation_tokens_ = ApiCounters("sinkserve_generation_tokens_total", "Generated tokens");
-  evicted_tokens_ = ApiCounters("sinkserve_evicted_tokens_total",
-      "Tokens evicted from streaming KV caches");
-  auto& attention = Family(prometheus::BuildHistogram(), r, model_name,
-                          "sinkserve_attention_seconds",
-                          "Measured attention time of one forward step (all layers), "
-                          "Backend::last_step_attention_seconds; phase=prefill for a prompt "
-                          "chunk, decode for a batched step");
+  evicted_tokens_ =
+      ApiCounters("sinkserve_evicted_tokens_total", "Tokens evicted from streaming KV caches");
+  auto& attention =
+      Family(prometheus::BuildHistogram(), r, model_name, "sinkserve_attention_seconds",
+             "Measured attention time of one forward step (all layers), "
+             "Backend::last_step_attention_seconds; phase=prefill for a prompt "
+             "chunk, decode for a batched step");
   attention_prefill_ = &attention.Add({{"phase", "prefill"}}, kAttentionBuckets);
   attention_decode_ = &attention.Add({{"phase", "decode"}}, kAttentionBuckets);
   batch_rows_ = Histogram("sinkserve_batch_rows",
-      "Rows (sessions) per batched forward step: continuous batching at work", kBatchRowsBuckets);
+                          "Rows (sessions) per batched forward step: continuous batching at work",
+                          kBatchRowsBuckets);
   const std::string no_gpu = " (0 on the CPU backend: no GPU memory is used)";
-  gpu_memory_used_ = Gauge("sinkserve_gpu_memory_used_bytes",
+  gpu_memory_used_ = Gauge(
+      "sinkserve_gpu_memory_used_bytes",
       "GPU memory held by sinkserve: weights, KV caches, activations, pooled blocks" + no_gpu);
-  gpu_memory_peak_ = Gauge("sinkserve_gpu_memory_peak_bytes",
-      "The most GPU memory sinkserve has held" + no_gpu);
+  gpu_memory_peak_ =
+      Gauge("sinkserve_gpu_memory_peak_bytes", "The most GPU memory sinkserve has held" + no_gpu);
   gpu_memory_total_ = Gauge("sinkserve_gpu_memory_total_bytes", "GPU memory size" + no_gpu);
   weights_bytes_ = Gauge("sinkserve_weights_bytes", "Bytes of the model's weights as served");
   auto& kv_cache_bytes = Family(prometheus::BuildGauge(), r, model_name, "sinkserve_kv_cache_bytes",
@@ -120,21 +128,22 @@ Metrics::Metrics(const std::string& model_name)
                                 "the room)");
   kv_cache_active_bytes_ = &kv_cache_bytes.Add({{"state", "active"}});
   kv_cache_pooled_bytes_ = &kv_cache_bytes.Add({{"state", "pooled"}});
-  kv_cache_usage_ = Gauge("sinkserve_kv_cache_usage_ratio",
+  kv_cache_usage_ = Gauge(
+      "sinkserve_kv_cache_usage_ratio",
       "kv_cache_bytes{state=\"active\"} / the cache memory limit (--max-cache-bytes); 0 without "
       "a limit");
-  requests_running_ = Gauge("sinkserve_num_requests_running",
-      "Generate/Score requests in the running batch");
-  requests_waiting_ = Gauge("sinkserve_num_requests_waiting",
-      "Generate/Score requests queued for a batch slot");
+  requests_running_ =
+      Gauge("sinkserve_num_requests_running", "Generate/Score requests in the running batch");
+  requests_waiting_ =
+      Gauge("sinkserve_num_requests_waiting", "Generate/Score requests queued for a batch slot");
   sessions_active_ = Gauge("sinkserve_sessions_active", "Live sessions (named streams)");
   requests_ = &Family(prometheus::BuildCounter(), r, model_name, "sinkserve_requests_total",
                       "Finished requests by API (grpc, openai), method or endpoint, and gRPC "
                       "status code");
   requests_->Add({{"api", "grpc"}, {"rpc", "Generate"}, {"code", "OK"}});
-  request_success_ = &Family(prometheus::BuildCounter(), r, model_name,
-                             "sinkserve_request_success_total",
-                             "Generate requests that ran, by API and finish reason");
+  request_success_ =
+      &Family(prometheus::BuildCounter(), r, model_name, "sinkserve_request_success_total",
+              "Generate requests that ran, by API and finish reason");
   // Both APIs' series exist (at 0) from the start, so that rates and ratios need no absent().
   for (const char* api : kApis) {
     Series(api);
@@ -174,13 +183,12 @@ Metrics::~Metrics() {
 absl::Status Metrics::Expose(const std::string& bind_address) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", bind_address,
-        "num_threads", std::to_string(kExposerThreads),
-        "request_timeout_ms", std::to_string(kExposerRequestTimeoutMs),
-        "enable_keep_alive", "no"});
+        "listening_ports", bind_address, "num_threads", std::to_string(kExposerThreads),
+        "request_timeout_ms", std::to_string(kExposerRequestTimeoutMs), "enable_keep_alive", "no"});
   } catch (const std::exception& error) {
     return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_address, ": ",
-                                               error.what(), " (is the port in use? see --metrics-port)"));
+                                               error.what(),
+                                               " (is the port in use? see --metrics-port)"));
   }
   exposer_->RegisterCollectable(registry_);
   const std::string host = bind_address.substr(0, bind_address.rfind(':'));
@@ -192,18 +200,18 @@ absl::Status Metrics::Expose(const std::string& bind_address) {
 
 void Metrics::SetModel(const ModelLabels& labels, uint64_t weights_bytes,
                        uint64_t cache_limit_bytes) {
-  model_info_->Add({{"model", labels.model},
-                    {"quant", labels.quant},
-                    {"backend", labels.backend},
-                    {"sink", labels.sink},
-                    {"window", labels.window}})
+  model_info_
+      ->Add({{"model", labels.model},
+             {"quant", labels.quant},
+             {"backend", labels.backend},
+             {"sink", labels.sink},
+             {"window", labels.window}})
       .Set(1);
   weights_bytes_->Set(static_cast<double>(weights_bytes));
   cache_limit_bytes_ = cache_limit_bytes;
 }
 
-void Metrics::CountRequest(const std::string& api, const std::string& rpc,
-                           grpc::StatusCode code) {
+void Metrics::CountRequest(const std::string& api, const std::string& rpc, grpc::StatusCode code) {
   requests_->Add({{"api", api}, {"rpc", rpc}, {"code", StatusCodeName(code)}}).Increment();
 }
 

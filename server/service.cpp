@@ -72,19 +72,25 @@ class GenerateReactor final : public StreamReactor<v1::GenerateResponse> {
     const GenerateResult& r = result_;
     const spdlog::level::level_enum level =
         status.ok() || status.error_code() == grpc::StatusCode::CANCELLED ? spdlog::level::info
-                                                                           : spdlog::level::warn;
+                                                                          : spdlog::level::warn;
     if (r.rejected || r.request_id.empty()) {
-      Log(level, "request", {{"rpc", "Generate"}, {"request_id", r.request_id},
-                             {"code", StatusCodeName(status.error_code())},
-                             {"e2e_ms", MillisSince(start())},
-                             {"error", status.error_message()}});
+      Log(level, "request",
+          {{"rpc", "Generate"},
+           {"request_id", r.request_id},
+           {"code", StatusCodeName(status.error_code())},
+           {"e2e_ms", MillisSince(start())},
+           {"error", status.error_message()}});
       return;
     }
     Log(level, "request",
-        {{"rpc", "Generate"}, {"request_id", r.request_id},
-         {"code", StatusCodeName(status.error_code())}, {"session", r.session_id},
-         {"finish_reason", FinishReasonName(r.finish_reason)}, {"detail", r.finish_detail},
-         {"prompt_tokens", r.prompt_tokens}, {"generated_tokens", r.generated_tokens},
+        {{"rpc", "Generate"},
+         {"request_id", r.request_id},
+         {"code", StatusCodeName(status.error_code())},
+         {"session", r.session_id},
+         {"finish_reason", FinishReasonName(r.finish_reason)},
+         {"detail", r.finish_detail},
+         {"prompt_tokens", r.prompt_tokens},
+         {"generated_tokens", r.generated_tokens},
          {"evicted_tokens", r.evicted_tokens},
          {"ttft_ms", r.timings.time_to_first_token_seconds * 1e3},
          {"tpot_ms", r.timings.time_per_output_token_seconds * 1e3},
@@ -159,20 +165,27 @@ class ScoreReactor final : public StreamReactor<v1::ScoreResponse> {
     const ScoreResult& r = result_;
     if (r.rejected || r.request_id.empty()) {
       Log(spdlog::level::warn, "request",
-          {{"rpc", "Score"}, {"request_id", r.request_id},
-           {"code", StatusCodeName(status.error_code())}, {"e2e_ms", MillisSince(start())},
+          {{"rpc", "Score"},
+           {"request_id", r.request_id},
+           {"code", StatusCodeName(status.error_code())},
+           {"e2e_ms", MillisSince(start())},
            {"error", status.error_message()}});
       return;
     }
     Log(status.ok() || status.error_code() == grpc::StatusCode::CANCELLED ? spdlog::level::info
                                                                           : spdlog::level::warn,
         "request",
-        {{"rpc", "Score"}, {"request_id", r.request_id},
-         {"code", StatusCodeName(status.error_code())}, {"tokens", r.tokens},
-         {"scored_tokens", r.scored_tokens}, {"ppl", r.perplexity},
-         {"cache", r.cache_description}, {"queue_ms", r.timings.queue_seconds * 1e3},
+        {{"rpc", "Score"},
+         {"request_id", r.request_id},
+         {"code", StatusCodeName(status.error_code())},
+         {"tokens", r.tokens},
+         {"scored_tokens", r.scored_tokens},
+         {"ppl", r.perplexity},
+         {"cache", r.cache_description},
+         {"queue_ms", r.timings.queue_seconds * 1e3},
          {"attention_ms", r.timings.attention_seconds * 1e3},
-         {"e2e_ms", r.timings.e2e_seconds * 1e3}, {"error", status.error_message()}});
+         {"e2e_ms", r.timings.e2e_seconds * 1e3},
+         {"error", status.error_message()}});
   }
 
  private:
@@ -245,11 +258,14 @@ std::string SinkserveService::NewRequestId() {
 void SinkserveService::UnaryCall::Finish(const grpc::Status& status) const {
   service->metrics_->CountRequest("grpc", rpc, status.error_code());
   if (status.ok()) {
-    Log(spdlog::level::info, "request", {{"rpc", rpc}, {"code", "OK"}, {"e2e_ms", MillisSince(start)}});
+    Log(spdlog::level::info, "request",
+        {{"rpc", rpc}, {"code", "OK"}, {"e2e_ms", MillisSince(start)}});
   } else {
     Log(spdlog::level::warn, "request",
-        {{"rpc", rpc}, {"code", StatusCodeName(status.error_code())},
-         {"e2e_ms", MillisSince(start)}, {"error", status.error_message()}});
+        {{"rpc", rpc},
+         {"code", StatusCodeName(status.error_code())},
+         {"e2e_ms", MillisSince(start)},
+         {"error", status.error_message()}});
   }
   reactor->Finish(status);
 }

@@ -11,12 +11,18 @@ constexpr char kPayloadUrl[] = "type.sinkserve.dev/sinkserve.ErrorSubject";
 
 const char* EngineWord(ErrorSubject subject) {
   switch (subject) {
-    case ErrorSubject::kErrorSubjectPrompt: return "prompt";
-    case ErrorSubject::kErrorSubjectScoreTokens: return "tokens";
-    case ErrorSubject::kErrorSubjectQueueLimit: return "max_queue";
-    case ErrorSubject::kErrorSubjectSessionLimit: return "max_sessions";
-    case ErrorSubject::kErrorSubjectCacheLimit: return "max_cache_bytes";
-    case ErrorSubject::kErrorSubjectSessionTtl: return "session_ttl";
+    case ErrorSubject::kErrorSubjectPrompt:
+      return "prompt";
+    case ErrorSubject::kErrorSubjectScoreTokens:
+      return "tokens";
+    case ErrorSubject::kErrorSubjectQueueLimit:
+      return "max_queue";
+    case ErrorSubject::kErrorSubjectSessionLimit:
+      return "max_sessions";
+    case ErrorSubject::kErrorSubjectCacheLimit:
+      return "max_cache_bytes";
+    case ErrorSubject::kErrorSubjectSessionTtl:
+      return "session_ttl";
   }
   return "unknown";
 }

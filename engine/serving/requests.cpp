@@ -4,10 +4,14 @@ namespace sinkserve {
 
 const char* FinishReasonName(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kFinishReasonStop: return "stop";
-    case FinishReason::kFinishReasonLength: return "length";
-    case FinishReason::kFinishReasonCancelled: return "cancelled";
-    case FinishReason::kFinishReasonError: return "error";
+    case FinishReason::kFinishReasonStop:
+      return "stop";
+    case FinishReason::kFinishReasonLength:
+      return "length";
+    case FinishReason::kFinishReasonCancelled:
+      return "cancelled";
+    case FinishReason::kFinishReasonError:
+      return "error";
   }
   return "unknown";
 }

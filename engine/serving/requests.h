@@ -32,12 +32,12 @@ struct GenerateSpec {
   std::string request_id;
   // Who sent it, as an opaque label for the listener (metrics): the engine never reads it.
   std::string client_api;
-  std::string session_id;              // continue this session; "" = a new stream
-  bool keep_session = false;           // keep a new stream as a session
-  std::string new_session_id;          // keep_session: its id; "" = a random one
-  std::optional<CachePolicy> policy;   // of a new stream; unset = default_policy
-  std::vector<int32_t> prompt;         // may be empty (see GenerateRequest in the proto)
-  SamplingOverrides sampling;          // over the session's defaults
+  std::string session_id;             // continue this session; "" = a new stream
+  bool keep_session = false;          // keep a new stream as a session
+  std::string new_session_id;         // keep_session: its id; "" = a random one
+  std::optional<CachePolicy> policy;  // of a new stream; unset = default_policy
+  std::vector<int32_t> prompt;        // may be empty (see GenerateRequest in the proto)
+  SamplingOverrides sampling;         // over the session's defaults
   int max_new_tokens = 128;
   std::vector<std::string> stop_strings;
   std::vector<int32_t> stop_token_ids;  // the caller adds end-of-text unless told not to
@@ -49,9 +49,9 @@ struct GenerateSpec {
 
 // New output of a Generate since the previous event.
 struct TokenDelta {
-  std::string text;                // valid UTF-8, stop strings held back / removed
+  std::string text;  // valid UTF-8, stop strings held back / removed
   std::vector<int32_t> token_ids;
-  std::vector<float> logprobs;     // parallel to token_ids when asked
+  std::vector<float> logprobs;  // parallel to token_ids when asked
   // Parallel to token_ids when top_logprobs > 0: the most likely tokens at each step (before
   // sampling changed the logits).
   std::vector<std::vector<TokenLogprob>> top_logprobs;
@@ -110,7 +110,7 @@ struct ScoreSpec {
 struct ScoreProgress {
   int64_t scored_tokens = 0;
   int64_t total_tokens = 0;
-  std::vector<double> token_nll;  // since the previous event, when asked
+  std::vector<double> token_nll;                        // since the previous event, when asked
   std::vector<std::vector<TokenLogprob>> top_logprobs;  // parallel to token_nll, when asked
 };
 

@@ -36,15 +36,14 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& options, SchedulerLis
       options_(options),
       listener_(listener),
       store_(model.backend()),
-      sessions_(store_,
-                KvShape{model.config().num_layers, model.config().num_heads,
-                        model.config().head_dim},
-                options.session_limits,
-                SessionPersistence{options.session_store, options.persist_every_turn,
-                                   model.fingerprint(), model.config().vocab_size,
-                                   options.server_id, std::chrono::milliseconds(30'000),
-                                   options.session_store_ttl},
-                options.store_listener),
+      sessions_(
+          store_,
+          KvShape{model.config().num_layers, model.config().num_heads, model.config().head_dim},
+          options.session_limits,
+          SessionPersistence{options.session_store, options.persist_every_turn, model.fingerprint(),
+                             model.config().vocab_size, options.server_id,
+                             std::chrono::milliseconds(30'000), options.session_store_ttl},
+          options.store_listener),
       vocab_size_(model.config().vocab_size),
       sampling_pool_(options.sampling_threads > 0
                          ? options.sampling_threads
@@ -61,7 +60,9 @@ Scheduler::Scheduler(Model& model, const SchedulerOptions& options, SchedulerLis
 
 Scheduler::~Scheduler() { Stop(); }
 
-void Scheduler::Start() { thread_ = std::thread([this] { Run(); }); }
+void Scheduler::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void Scheduler::Wake() {
   std::lock_guard lock(mutex_);
@@ -90,8 +91,7 @@ absl::StatusOr<std::shared_ptr<RequestControl>> Scheduler::Enqueue(std::unique_p
   // Requests the free batch slots will take at the next step do not count as waiting.
   const int free_slots = std::max(0, options_.max_batch - running_count_.load());
   if (waiting_count_ - free_slots >= options_.max_queue) {
-    return SubjectError(absl::StatusCode::kResourceExhausted,
-                        ErrorSubject::kErrorSubjectQueueLimit,
+    return SubjectError(absl::StatusCode::kResourceExhausted, ErrorSubject::kErrorSubjectQueueLimit,
                         absl::StrCat("queue: ", waiting_count_,
                                      " requests are already waiting (max_queue); retry later"));
   }
@@ -386,8 +386,7 @@ absl::Status Scheduler::StartGenerate(GenerateJob& job) {
     to_feed.insert(to_feed.end(), spec.prompt.begin(), spec.prompt.end());
     if (to_feed.empty()) {
       if (cache.tokens_seen() != 0 || eos < 0) {
-        return SubjectError(absl::StatusCode::kInvalidArgument,
-                            ErrorSubject::kErrorSubjectPrompt,
+        return SubjectError(absl::StatusCode::kInvalidArgument, ErrorSubject::kErrorSubjectPrompt,
                             absl::StrCat("prompt: empty, and session ", entry.id,
                                          " has no generated token to continue from; give a "
                                          "prompt"));
@@ -420,8 +419,7 @@ absl::Status Scheduler::StartGenerate(GenerateJob& job) {
     job.to_feed = spec.prompt;
     if (job.to_feed.empty()) {
       if (eos < 0) {
-        return SubjectError(absl::StatusCode::kInvalidArgument,
-                            ErrorSubject::kErrorSubjectPrompt,
+        return SubjectError(absl::StatusCode::kInvalidArgument, ErrorSubject::kErrorSubjectPrompt,
                             "prompt: empty, and the model's tokenizer has no end-of-text token "
                             "to start from; give a prompt");
       }
@@ -432,16 +430,17 @@ absl::Status Scheduler::StartGenerate(GenerateJob& job) {
       if (policy.dense_capacity_tokens == 0) {
         // A one-shot stream's dense cache only as large as the request can use.
         policy.dense_capacity_tokens = static_cast<int>(
-            spec.keep_session ? context
-                              : std::min<int64_t>(context, static_cast<int64_t>(job.to_feed.size()) +
-                                                               spec.max_new_tokens));
+            spec.keep_session
+                ? context
+                : std::min<int64_t>(
+                      context, static_cast<int64_t>(job.to_feed.size()) + spec.max_new_tokens));
       }
       if (static_cast<int64_t>(job.to_feed.size()) > policy.dense_capacity_tokens) {
         return SubjectError(
             absl::StatusCode::kOutOfRange, ErrorSubject::kErrorSubjectPrompt,
             absl::StrCat("prompt: ", job.to_feed.size(), " tokens do not fit a dense cache of ",
-                         policy.dense_capacity_tokens, " tokens (the model's context is ",
-                         context, "); use a streaming cache"));
+                         policy.dense_capacity_tokens, " tokens (the model's context is ", context,
+                         "); use a streaming cache"));
       }
     }
     const SessionOptions session_options{policy, spec.sampling.Resolve(),
@@ -454,8 +453,8 @@ absl::Status Scheduler::StartGenerate(GenerateJob& job) {
       job.entry = *entry;
       job.session = (*entry)->session;
     } else {
-      if (absl::Status status = sessions_.ReserveCacheBytes(CacheBytes(
-              KvShape{config.num_layers, config.num_heads, config.head_dim}, policy));
+      if (absl::Status status = sessions_.ReserveCacheBytes(
+              CacheBytes(KvShape{config.num_layers, config.num_heads, config.head_dim}, policy));
           !status.ok()) {
         return status;
       }

@@ -32,19 +32,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/base/thread_pool.h"
 #include "engine/model.h"
 #include "engine/perplexity.h"
 #include "engine/serving/requests.h"
 #include "engine/serving/session_table.h"
-#include "common/base/thread_pool.h"
 
 namespace sinkserve {
 
 struct SchedulerOptions {
-  int max_batch = 16;             // requests running at once
-  int max_queue = 64;             // requests waiting beyond the free slots; more → RESOURCE_EXHAUSTED
-  int prefill_chunk_tokens = 128; // prompt tokens fed per step in multi-token chunks, all requests
-  CachePolicy default_policy;     // of new streams that name none
+  int max_batch = 16;  // requests running at once
+  int max_queue = 64;  // requests waiting beyond the free slots; more → RESOURCE_EXHAUSTED
+  int prefill_chunk_tokens = 128;  // prompt tokens fed per step in multi-token chunks, all requests
+  CachePolicy default_policy;      // of new streams that name none
   SessionTable::Limits session_limits;
   size_t history_limit_tokens = 4096;  // per session, for the repetition penalty
   // Threads that sample the rows of a batched step in parallel (0 = the machine's cores, at
@@ -54,19 +54,19 @@ struct SchedulerOptions {
   // Where sessions go when they leave memory (`--session-store`); nullptr = nowhere (evicted
   // sessions are lost). The caller owns it; it must outlive the scheduler.
   PersistentSessionStore* session_store = nullptr;
-  bool persist_every_turn = false;               // --session-persist turn
+  bool persist_every_turn = false;                 // --session-persist turn
   std::chrono::milliseconds session_store_ttl{0};  // --session-store-ttl-s; 0 = keep files
-  std::string server_id;                         // owner of this server's store leases
+  std::string server_id;                           // owner of this server's store leases
   SessionStoreListener* store_listener = nullptr;  // hears the store's writes and restores
 };
 
 enum class StepPhase : uint8_t { kStepPhasePrefill, kStepPhaseDecode };
 
 struct SchedulerGauges {
-  int running = 0;            // requests admitted and not finished
-  int waiting = 0;            // requests submitted and not admitted
-  int sessions = 0;           // named sessions
-  uint64_t cache_bytes = 0;   // KV caches of sessions and running requests
+  int running = 0;                  // requests admitted and not finished
+  int waiting = 0;                  // requests submitted and not admitted
+  int sessions = 0;                 // named sessions
+  uint64_t cache_bytes = 0;         // KV caches of sessions and running requests
   uint64_t pooled_cache_bytes = 0;  // caches of ended streams kept for reuse (still held)
   DeviceMemoryStats device_memory;  // the backend's GPU memory (zeros on the CPU)
 };
@@ -92,11 +92,11 @@ class SchedulerListener {
 
 // Counters for tests and benchmarks (thread-safe snapshot).
 struct SchedulerStats {
-  uint64_t steps = 0;              // loop iterations that ran the model
-  uint64_t batch_calls = 0;        // ForwardBatch calls
-  uint64_t batch_rows = 0;         // rows over all ForwardBatch calls
-  uint64_t max_batch_rows = 0;     // largest ForwardBatch
-  uint64_t prefill_chunks = 0;     // multi-token Forward calls
+  uint64_t steps = 0;           // loop iterations that ran the model
+  uint64_t batch_calls = 0;     // ForwardBatch calls
+  uint64_t batch_rows = 0;      // rows over all ForwardBatch calls
+  uint64_t max_batch_rows = 0;  // largest ForwardBatch
+  uint64_t prefill_chunks = 0;  // multi-token Forward calls
 };
 
 class Scheduler;
@@ -126,8 +126,8 @@ class Scheduler {
 
   // Thread-safe. RESOURCE_EXHAUSTED when max_queue requests are waiting, UNAVAILABLE when the
   // scheduler no longer accepts work. Once OK, the observer gets OnFinished exactly once.
-  absl::StatusOr<std::shared_ptr<RequestControl>> Submit(GenerateSpec spec,
-                                                         std::shared_ptr<GenerateObserver> observer);
+  absl::StatusOr<std::shared_ptr<RequestControl>> Submit(
+      GenerateSpec spec, std::shared_ptr<GenerateObserver> observer);
   absl::StatusOr<std::shared_ptr<RequestControl>> Submit(ScoreSpec spec,
                                                          std::shared_ptr<ScoreObserver> observer);
 
@@ -231,7 +231,7 @@ class Scheduler {
   std::condition_variable idle_cv_;
   std::deque<std::unique_ptr<Job>> incoming_;
   std::deque<std::function<void()>> commands_;
-  int waiting_count_ = 0;  // submitted requests not yet admitted (incoming + waiting_)
+  int waiting_count_ = 0;              // submitted requests not yet admitted (incoming + waiting_)
   std::atomic<int> running_count_{0};  // running_.size(), for Submit's queue check
   bool accepting_ = true;
   bool stopping_ = false;
@@ -251,9 +251,9 @@ class Scheduler {
   std::vector<int32_t> row_tokens_;
   std::vector<KvCache*> row_caches_;
   std::vector<int64_t> row_evicted_;  // the rows' tokens_evicted() before the step
-  std::vector<int32_t> row_next_;  // the rows' argmax when a batch is all greedy decodes
-  std::vector<float> batch_logits_;  // [max_batch][vocab]
-  std::vector<float> chunk_logits_;  // [prefill_chunk_tokens][vocab]
+  std::vector<int32_t> row_next_;     // the rows' argmax when a batch is all greedy decodes
+  std::vector<float> batch_logits_;   // [max_batch][vocab]
+  std::vector<float> chunk_logits_;   // [prefill_chunk_tokens][vocab]
   ThreadPool sampling_pool_;
   std::vector<SamplingScratch> sampling_scratch_;  // [sampling_pool_.size()]
   std::vector<size_t> sampled_rows_;               // rows of a batch that sample

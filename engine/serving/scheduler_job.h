@@ -21,8 +21,8 @@ namespace sinkserve {
 
 // What every request has, and the progress of feeding its tokens through the model.
 struct Scheduler::Job {
-  Job(const std::string& request_id, const std::string& client_api,
-      SteadyClock::time_point arrival, std::optional<SteadyClock::time_point> deadline)
+  Job(const std::string& request_id, const std::string& client_api, SteadyClock::time_point arrival,
+      std::optional<SteadyClock::time_point> deadline)
       : request_id(request_id), client_api(client_api), arrival(arrival), deadline(deadline) {}
   virtual ~Job() = default;
 

@@ -16,9 +16,9 @@ double Seconds(SteadyClock::duration duration) {
 }
 
 RequestTimings MakeTimings(SteadyClock::time_point arrival, SteadyClock::time_point admitted,
-                           SteadyClock::time_point first_token,
-                           SteadyClock::time_point last_token, int64_t generated,
-                           double attention_seconds, SteadyClock::time_point now) {
+                           SteadyClock::time_point first_token, SteadyClock::time_point last_token,
+                           int64_t generated, double attention_seconds,
+                           SteadyClock::time_point now) {
   RequestTimings timings;
   timings.queue_seconds = admitted >= arrival ? Seconds(admitted - arrival) : 0.0;
   timings.time_to_first_token_seconds = generated > 0 ? Seconds(first_token - arrival) : 0.0;
@@ -73,9 +73,9 @@ void Scheduler::RunChunk(Job& job, int tokens) {
   KvCache& cache = job.session->cache();
   const std::span<const int32_t> chunk(job.to_feed.data() + job.fed, tokens);
   // Score needs every token's logits; Generate only the last one's.
-  const std::span<float> logits(chunk_logits_.data(),
-                                static_cast<size_t>(job.needs_every_logit() ? tokens : 1) *
-                                    vocab_size_);
+  const std::span<float> logits(
+      chunk_logits_.data(),
+      static_cast<size_t>(job.needs_every_logit() ? tokens : 1) * vocab_size_);
   const int64_t evicted_before = cache.tokens_evicted();
   const absl::Status status = backend.Forward(chunk, cache, logits, job.needs_every_logit());
   const double attention = backend.last_step_attention_seconds();
@@ -189,8 +189,7 @@ void Scheduler::ScoreFed(ScoreJob& job, int count, std::span<float> logits) {
   } else if (job.scored - job.reported >= spec.progress_interval_tokens) {
     job.reported = job.scored;
     job.observer->OnProgress(ScoreProgress{job.scored, static_cast<int64_t>(spec.tokens.size()),
-                                           std::move(job.pending_nll),
-                                           std::move(job.pending_top)});
+                                           std::move(job.pending_nll), std::move(job.pending_top)});
     job.pending_nll.clear();
     job.pending_top.clear();
   }
@@ -340,8 +339,8 @@ void Scheduler::FinishScore(ScoreJob& job, absl::Status status) {
   const SteadyClock::time_point now = SteadyClock::now();
   const int64_t total = static_cast<int64_t>(job.spec.tokens.size());
   if (status.ok()) {
-    job.observer->OnProgress(ScoreProgress{job.scored, total, std::move(job.pending_nll),
-                                                 std::move(job.pending_top)});
+    job.observer->OnProgress(
+        ScoreProgress{job.scored, total, std::move(job.pending_nll), std::move(job.pending_top)});
   }
   ScoreResult result;
   result.status = std::move(status);

@@ -31,9 +31,12 @@ uint64_t CacheBytes(const KvShape& shape, const CachePolicy& policy) {
 
 const char* StoreWriteName(StoreWrite why) {
   switch (why) {
-    case StoreWrite::kStoreWriteSpill: return "spill";
-    case StoreWrite::kStoreWriteDrain: return "drain";
-    case StoreWrite::kStoreWriteTurn: return "turn";
+    case StoreWrite::kStoreWriteSpill:
+      return "spill";
+    case StoreWrite::kStoreWriteDrain:
+      return "drain";
+    case StoreWrite::kStoreWriteTurn:
+      return "turn";
   }
   return "unknown";
 }
@@ -70,8 +73,8 @@ std::string SessionTable::NewId() {
 absl::StatusOr<SessionEntry*> SessionTable::Create(const SessionOptions& options,
                                                    const SamplingOverrides& sampling_defaults,
                                                    const std::string& id) {
-  if (entries_.contains(id) || (!id.empty() && persistence_.store != nullptr &&
-                                persistence_.store->Contains(id))) {
+  if (entries_.contains(id) ||
+      (!id.empty() && persistence_.store != nullptr && persistence_.store->Contains(id))) {
     return absl::AlreadyExistsError(absl::StrCat("session_id: session ", id, " already exists"));
   }
   if (absl::Status status = MakeRoom(CacheBytes(shape_, options.policy)); !status.ok()) {
@@ -98,8 +101,9 @@ absl::Status SessionTable::MakeRoom(uint64_t bytes) {
                           absl::StrCat("sessions: all ", limits_.max_sessions,
                                        " sessions (max_sessions) are busy; retry later"));
     }
-    Evict(victim, "was evicted (least recently used) to make room for a new session under the "
-                  "server's session limit");
+    Evict(victim,
+          "was evicted (least recently used) to make room for a new session under the "
+          "server's session limit");
   }
   return ReserveCacheBytes(bytes);
 }
@@ -138,8 +142,8 @@ void SessionTable::Evict(SessionEntry* victim, std::string reason) {
       entries_.erase(id);
       return;
     }
-    reason = absl::StrCat(reason, "; writing it to the session store failed (", written.message(),
-                          ")");
+    reason =
+        absl::StrCat(reason, "; writing it to the session store failed (", written.message(), ")");
   }
   Remove(victim->id, std::move(reason));
 }
@@ -172,8 +176,7 @@ SessionEntry* SessionTable::LeastRecentlyUsedIdle() {
 absl::Status SessionTable::ReserveCacheBytes(uint64_t bytes) {
   if (limits_.max_cache_bytes == 0) return absl::OkStatus();
   if (bytes > limits_.max_cache_bytes) {
-    return SubjectError(absl::StatusCode::kResourceExhausted,
-                        ErrorSubject::kErrorSubjectCacheLimit,
+    return SubjectError(absl::StatusCode::kResourceExhausted, ErrorSubject::kErrorSubjectCacheLimit,
                         absl::StrCat("cache_policy: the cache needs ", bytes,
                                      " bytes, more than the whole cache memory limit of ",
                                      limits_.max_cache_bytes, " bytes (max_cache_bytes)"));
@@ -191,8 +194,9 @@ absl::Status SessionTable::ReserveCacheBytes(uint64_t bytes) {
                        "sessions; ",
                        bytes, " more are needed; retry later"));
     }
-    Evict(victim, "was evicted (least recently used) to make room under the server's cache "
-                  "memory limit");
+    Evict(victim,
+          "was evicted (least recently used) to make room under the server's cache "
+          "memory limit");
     store_.ReleaseFreeCaches();  // the victim's cache went to the free list: really free it
   }
   return absl::OkStatus();
@@ -212,9 +216,9 @@ std::optional<SteadyClock::time_point> SessionTable::ExpireIdle(SteadyClock::tim
   }
   for (const std::string& id : expired) {
     if (persistence_.store != nullptr) (void)persistence_.store->Remove(id);
-    Remove(id, absl::StrCat("expired: idle for more than ",
-                            std::chrono::duration<double>(limits_.ttl).count(),
-                            " s (session_ttl)"));
+    Remove(id,
+           absl::StrCat("expired: idle for more than ",
+                        std::chrono::duration<double>(limits_.ttl).count(), " s (session_ttl)"));
   }
   return next;
 }
@@ -253,8 +257,8 @@ absl::StatusOr<SessionInfo> SessionTable::Locate(const std::string& id,
   absl::StatusOr<ParsedSessionFile> parsed = ParseSessionFile(*file);
   if (!parsed.ok()) {
     return absl::DataLossError(
-        absl::StrCat("session_id: session ", id, "'s file in the store is damaged: ",
-                     parsed.status().message()));
+        absl::StrCat("session_id: session ", id,
+                     "'s file in the store is damaged: ", parsed.status().message()));
   }
   const SessionRecord& record = parsed->record;
   SessionInfo info;
@@ -271,8 +275,8 @@ absl::StatusOr<SessionInfo> SessionTable::Locate(const std::string& id,
   info.last_used_unix_ms = record.last_used_unix_ms;
   info.expires_in_ms =
       persistence_.store_ttl.count() > 0
-          ? std::max<int64_t>(0, record.last_used_unix_ms + persistence_.store_ttl.count() -
-                                     UnixMillisNow())
+          ? std::max<int64_t>(
+                0, record.last_used_unix_ms + persistence_.store_ttl.count() - UnixMillisNow())
           : 0;
   info.requests = record.requests;
   return info;
@@ -346,8 +350,7 @@ absl::StatusOr<SessionEntry*> SessionTable::Restore(const std::string& id) {
   const SteadyClock::time_point start = SteadyClock::now();
   absl::StatusOr<SessionEntry*> entry;
   making_room_ = SteadyClock::duration::zero();
-  if (absl::Status leased =
-          persistence_.store->Lease(id, persistence_.owner, persistence_.lease);
+  if (absl::Status leased = persistence_.store->Lease(id, persistence_.owner, persistence_.lease);
       !leased.ok()) {
     entry = leased;
   } else {
@@ -380,8 +383,10 @@ absl::StatusOr<SessionEntry*> SessionTable::RestoreLeased(const std::string& id)
   auto corrupt = [&](absl::string_view why) -> absl::Status {
     absl::StatusOr<std::string> moved = store.Quarantine(id);
     return absl::DataLossError(absl::StrCat(
-        "session_id: session ", id, " cannot be restored, its file in the session store is "
-        "damaged (", why, "); ",
+        "session_id: session ", id,
+        " cannot be restored, its file in the session store is "
+        "damaged (",
+        why, "); ",
         moved.ok() ? absl::StrCat("moved to ", *moved) : std::string(moved.status().message())));
   };
   absl::StatusOr<ParsedSessionFile> parsed = ParseSessionFile(*file);
@@ -390,9 +395,11 @@ absl::StatusOr<SessionEntry*> SessionTable::RestoreLeased(const std::string& id)
   if (record.id != id) return corrupt(absl::StrCat("it holds session ", record.id));
   if (record.model_fingerprint != persistence_.model_fingerprint) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "session_id: session ", id, " was saved by a server with another model: the file's "
-        "model is \"", record.model_fingerprint, "\", this server's is \"",
-        persistence_.model_fingerprint, "\"; continue it on a server with that model"));
+        "session_id: session ", id,
+        " was saved by a server with another model: the file's "
+        "model is \"",
+        record.model_fingerprint, "\", this server's is \"", persistence_.model_fingerprint,
+        "\"; continue it on a server with that model"));
   }
   for (const std::vector<int32_t>* tokens : {&record.unfed_tokens, &record.history}) {
     for (int32_t token : *tokens) {

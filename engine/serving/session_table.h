@@ -115,8 +115,7 @@ class SessionTable {
   // `now` stamps a new or restored session's last use (tests pass a fake clock); every other
   // time comes from the caller.
   SessionTable(SessionStore& store, const KvShape& shape, const Limits& limits,
-               const SessionPersistence& persistence = {},
-               SessionStoreListener* listener = nullptr,
+               const SessionPersistence& persistence = {}, SessionStoreListener* listener = nullptr,
                std::function<SteadyClock::time_point()> now = SteadyClock::now);
 
   // A new named session, evicting least-recently-used idle sessions to stay within the limits.
@@ -183,7 +182,7 @@ class SessionTable {
   std::function<SteadyClock::time_point()> now_;
   SessionPersistence persistence_;
   SessionStoreListener* listener_;
-  std::vector<std::byte> contents_;  // scratch: a cache's bytes on their way to the store
+  std::vector<std::byte> contents_;      // scratch: a cache's bytes on their way to the store
   SteadyClock::duration making_room_{};  // of the current restore, spent evicting others
   std::mt19937_64 random_;
   std::unordered_map<std::string, SessionEntry> entries_;

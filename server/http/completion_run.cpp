@@ -34,7 +34,8 @@ struct CompletionRun::State {
 
 class CompletionRun::Observer final : public GenerateObserver {
  public:
-  Observer(std::shared_ptr<State> state, size_t choice) : state_(std::move(state)), choice_(choice) {}
+  Observer(std::shared_ptr<State> state, size_t choice)
+      : state_(std::move(state)), choice_(choice) {}
   void OnStarted(const std::string& session_id) override {
     state_->Push(Event{choice_, session_id, std::nullopt, std::nullopt});
   }
@@ -65,8 +66,8 @@ absl::Status CompletionRun::Submit(Scheduler& scheduler, std::vector<GenerateSpe
       ++state_->running;
     }
     specs[choice].client_api = kClientApi;
-    absl::StatusOr<std::shared_ptr<RequestControl>> control = scheduler.Submit(
-        std::move(specs[choice]), std::make_shared<Observer>(state_, choice));
+    absl::StatusOr<std::shared_ptr<RequestControl>> control =
+        scheduler.Submit(std::move(specs[choice]), std::make_shared<Observer>(state_, choice));
     if (!control.ok()) {
       {
         std::lock_guard lock(state_->mutex);

@@ -12,13 +12,13 @@
 #include <set>
 #include <thread>
 
-#include "common/client_security/client_security.h"
 #include "client/commands.h"
 #include "client/connection.h"
 #include "client/load_generator.h"
 #include "client/load_report.h"
 #include "client/metrics_scraper.h"
 #include "client/stats.h"
+#include "common/client_security/client_security.h"
 #include "nlohmann/json.hpp"
 #include "tests/server/server_test_util.h"
 
@@ -40,8 +40,7 @@ std::string ReadAll(const std::filesystem::path& path) {
 }
 
 std::filesystem::path TempPath(const std::string& name) {
-  return std::filesystem::temp_directory_path() /
-         (name + "-" + std::to_string(getpid()));
+  return std::filesystem::temp_directory_path() / (name + "-" + std::to_string(getpid()));
 }
 
 TEST(Stats, PercentilesOfAKnownSeriesMatchNumpy) {
@@ -107,7 +106,8 @@ TEST(Load, ClientTokenCountsEqualTheServers) {
   absl::StatusOr<Connection> connection =
       Connect("127.0.0.1:" + std::to_string(server.server().port()));
   ASSERT_TRUE(connection.ok()) << connection.status();
-  absl::StatusOr<MetricsSnapshot> before = ScrapeMetrics("127.0.0.1", server.server().metrics_port());
+  absl::StatusOr<MetricsSnapshot> before =
+      ScrapeMetrics("127.0.0.1", server.server().metrics_port());
   ASSERT_TRUE(before.ok()) << before.status();
 
   PromptSource prompts = PromptSource::Random(connection->model.vocab_size(), 12, 1);
@@ -136,7 +136,8 @@ TEST(Load, ClientTokenCountsEqualTheServers) {
   const LoadReport report = MakeReport(result, std::nullopt);
   EXPECT_EQ(report.token_count_mismatches, 0);
   EXPECT_EQ(report.total_output_tokens, 90);
-  absl::StatusOr<MetricsSnapshot> after = ScrapeMetrics("127.0.0.1", server.server().metrics_port());
+  absl::StatusOr<MetricsSnapshot> after =
+      ScrapeMetrics("127.0.0.1", server.server().metrics_port());
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->Value("sinkserve_generation_tokens_total{api=\"grpc\"}") -
                 before->Value("sinkserve_generation_tokens_total{api=\"grpc\"}"),
@@ -299,12 +300,12 @@ TEST(Table, RunningAndSpawnedServersGiveEveryColumn) {
   TestServer running;
   const std::filesystem::path markdown = TempPath("table.md"), json = TempPath("table.json");
   std::vector<std::string> args = TableArgs(markdown, json);
-  for (const std::string& arg :
-       {std::string("--target"),
-        "running=127.0.0.1:" + std::to_string(running.server().port()) +
-            ",metrics=" + std::to_string(running.server().metrics_port()),
-        std::string("--spawn"),
-        std::string("spawned=" SINKSERVE_BINARY_DIR "/server/sinkserve serve --threads 1 --dense")}) {
+  for (const std::string& arg : {std::string("--target"),
+                                 "running=127.0.0.1:" + std::to_string(running.server().port()) +
+                                     ",metrics=" + std::to_string(running.server().metrics_port()),
+                                 std::string("--spawn"),
+                                 std::string("spawned=" SINKSERVE_BINARY_DIR
+                                             "/server/sinkserve serve --threads 1 --dense")}) {
     args.push_back(arg);
   }
   ASSERT_EQ(RunCommand(RunTableCommand, args), 0);
@@ -345,10 +346,10 @@ TEST(Table, WithoutTheEvaluationDataNamesTheFetchScript) {
 
 TEST(Load, KillingTheServerMidRunStopsWithAClearErrorAndKeepsPartialResults) {
   const int port = testing::FreePort();
-  testing::ChildProcess server({SINKSERVE_BINARY_DIR "/server/sinkserve", "serve", "--threads",
-                                "1", "--port", std::to_string(port), "--metrics-port", "-1",
-                                "--http-port", "-1"},
-                               TempPath("killed-server.log").string());
+  testing::ChildProcess server(
+      {SINKSERVE_BINARY_DIR "/server/sinkserve", "serve", "--threads", "1", "--port",
+       std::to_string(port), "--metrics-port", "-1", "--http-port", "-1"},
+      TempPath("killed-server.log").string());
   const std::string target = "127.0.0.1:" + std::to_string(port);
   ASSERT_TRUE(testing::WaitFor([&] { return Connect(target, {}, std::chrono::seconds(1)).ok(); },
                                std::chrono::seconds(30)));
@@ -356,9 +357,9 @@ TEST(Load, KillingTheServerMidRunStopsWithAClearErrorAndKeepsPartialResults) {
   std::atomic<int> exit_code{-1};
   const auto start = std::chrono::steady_clock::now();
   std::thread load([&] {
-    exit_code = RunCommand(RunLoadCommand, {"--target", target, "--duration", "60",
-                                            "--concurrency", "2", "--prompt-tokens", "8",
-                                            "--max-new-tokens", "16", "--json", json.string()});
+    exit_code = RunCommand(RunLoadCommand, {"--target", target, "--duration", "60", "--concurrency",
+                                            "2", "--prompt-tokens", "8", "--max-new-tokens", "16",
+                                            "--json", json.string()});
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   server.Signal(SIGKILL);

@@ -121,17 +121,18 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
       MetricValue(metrics,
                   "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"length\"}"),
       1);
-  EXPECT_EQ(
-      MetricValue(metrics,
-                  "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc=\"Generate\"}"),
-      1);
-  EXPECT_EQ(
-      MetricValue(metrics,
-                  "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc=\"GetModelInfo\"}"),
-      1);
+  EXPECT_EQ(MetricValue(metrics,
+                        "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc="
+                        "\"Generate\"}"),
+            1);
+  EXPECT_EQ(MetricValue(metrics,
+                        "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc="
+                        "\"GetModelInfo\"}"),
+            1);
   EXPECT_NE(metrics.find("sinkserve_model_info{model_name=\"demo\",backend=\"cpu (1 threads"),
             std::string::npos);
-  EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("quant=\"as stored (F32)\",sink=\"4\",window=\"256\"} 1"),
+            std::string::npos);
 
   // Server reflection lists both services (raw bytes: ServerReflectionRequest.list_services).
   class ReflectionCall : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
@@ -327,16 +328,24 @@ TEST(LifecycleTest, HistogramsResolveGpuLatencies) {
   }
   const std::string exposition = HttpGet(metrics.port(), "/metrics");
   // New edges, and vLLM's kept.
-  for (const std::string series :
-       {"sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
-        "sinkserve_time_per_output_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.01\"}",
-        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
-        "sinkserve_inter_token_latency_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.025\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.005\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.0075\"}",
-        "sinkserve_time_to_first_token_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.02\"}",
-        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
-        "sinkserve_request_queue_time_seconds_bucket{model_name=\"pythia-2.8b\",api=\"grpc\",le=\"0.3\"}"}) {
+  for (const std::string series : {"sinkserve_time_per_output_token_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+                                   "sinkserve_time_per_output_token_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.01\"}",
+                                   "sinkserve_inter_token_latency_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+                                   "sinkserve_inter_token_latency_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.025\"}",
+                                   "sinkserve_time_to_first_token_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.005\"}",
+                                   "sinkserve_time_to_first_token_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.0075\"}",
+                                   "sinkserve_time_to_first_token_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.02\"}",
+                                   "sinkserve_request_queue_time_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.001\"}",
+                                   "sinkserve_request_queue_time_seconds_bucket{model_name="
+                                   "\"pythia-2.8b\",api=\"grpc\",le=\"0.3\"}"}) {
     EXPECT_GE(MetricValue(exposition, series), 0) << series << " missing";
   }
   for (const absl::string_view line : absl::StrSplit(exposition, '\n')) {
@@ -374,9 +383,8 @@ TEST(LifecycleTest, HistogramsResolveGpuLatencies) {
 // final message saying so.
 TEST(LifecycleTest, DrainCancelsWhatOutlivesTheGracePeriod) {
   TestServer server;
-  std::future<GenerateOutput> running = std::async(std::launch::async, [&] {
-    return Generate(server.stub(), GreedyRequest("forever", 4000));
-  });
+  std::future<GenerateOutput> running = std::async(
+      std::launch::async, [&] { return Generate(server.stub(), GreedyRequest("forever", 4000)); });
   ASSERT_TRUE(WaitFor([&] {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
                        "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
@@ -534,9 +542,8 @@ TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
                        "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
   }));
-  std::future<bool> drained = std::async(std::launch::async, [&] {
-    return server.server().Drain(std::chrono::seconds(60));
-  });
+  std::future<bool> drained = std::async(
+      std::launch::async, [&] { return server.server().Drain(std::chrono::seconds(60)); });
   ASSERT_TRUE(WaitFor([&] { return Health(server.channel()) == HealthStatus::NOT_SERVING; }));
   grpc::ClientContext context;
   v1::Session session;
@@ -557,8 +564,9 @@ TEST(LifecycleTest, PooledCachesHaveTheirOwnSeries) {
   TestServer server;
   const int port = server.server().metrics_port();
   auto kv = [&](const char* state) {
-    return MetricValue(HttpGet(port, "/metrics"),
-                       std::string("sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"") + state + "\"}");
+    return MetricValue(
+        HttpGet(port, "/metrics"),
+        std::string("sinkserve_kv_cache_bytes{model_name=\"demo\",state=\"") + state + "\"}");
   };
   EXPECT_EQ(kv("active"), 0);
   EXPECT_EQ(kv("pooled"), 0);
@@ -600,8 +608,12 @@ TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
   const std::vector<Case> cases = {
       {{"--sink", "5000"}, 1, "--sink 5000 --window 256: the server's default cache policy"},
       {{"--window", "2045"}, 1, "must be at most the model's context of 2048, got 2049"},
-      {{"--grace-period-s", "-1"}, 2, "--grace-period-s must be in [0, 1000000000] seconds, got -1"},
-      {{"--session-ttl-s", "0"}, 2, "--session-ttl-s must be in [0.001, 1000000000] seconds, got 0"},
+      {{"--grace-period-s", "-1"},
+       2,
+       "--grace-period-s must be in [0, 1000000000] seconds, got -1"},
+      {{"--session-ttl-s", "0"},
+       2,
+       "--session-ttl-s must be in [0.001, 1000000000] seconds, got 0"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> flags = {"--metrics-port", "-1"};
@@ -609,12 +621,13 @@ TEST(LifecycleTest, ServeRefusesFlagsItCannotServeWith) {
     ServingProgram program(dir.File("server.log"), flags);
     EXPECT_EQ(program.port(), 0) << c.flags[0];
     EXPECT_EQ(program.process().Wait(std::chrono::seconds(30)), std::optional<int>(c.exit_code))
-        << c.flags[0] << "\n" << program.log();
+        << c.flags[0] << "\n"
+        << program.log();
     EXPECT_NE(program.log().find(c.message), std::string::npos) << program.log();
   }
   // Within the context it serves.
-  ServingProgram fits(dir.File("fits.log"), {"--metrics-port", "-1", "--sink", "4", "--window",
-                                             "2044"});
+  ServingProgram fits(dir.File("fits.log"),
+                      {"--metrics-port", "-1", "--sink", "4", "--window", "2044"});
   EXPECT_GT(fits.port(), 0) << fits.log();
 }
 
@@ -628,8 +641,8 @@ TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
   const int idle_socket = ConnectLoopback(program.port());
   ASSERT_GE(idle_socket, 0);
   std::shared_ptr<grpc::Channel> idle_channel = program.channel();
-  ASSERT_TRUE(idle_channel->WaitForConnected(std::chrono::system_clock::now() +
-                                             std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      idle_channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
   std::unique_ptr<v1::Sinkserve::Stub> stub = v1::Sinkserve::NewStub(program.channel());
   std::atomic<bool> started{false};
   std::future<GenerateOutput> stream = std::async(std::launch::async, [&] {
@@ -659,7 +672,8 @@ TEST(LifecycleTest, ExitComesWithinTheGracePeriodDespiteIdleConnections) {
   EXPECT_EQ(output.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_TRUE(output.has_result) << "the cancelled stream got no final message";
   EXPECT_NE(program.log().find("\"in_flight\":\"some cancelled after the grace period\""),
-            std::string::npos) << program.log();
+            std::string::npos)
+      << program.log();
   close(idle_socket);
 }
 
@@ -675,9 +689,8 @@ TEST(LifecycleTest, SecondSigtermCancelsAndTheLogSaysSo) {
   v1::GenerateResponse response;
   ASSERT_TRUE(reader->Read(&response));
   program.process().Signal(SIGTERM);
-  ASSERT_TRUE(WaitFor([&] {
-    return program.log().find("\"msg\":\"draining\"") != std::string::npos;
-  }));
+  ASSERT_TRUE(
+      WaitFor([&] { return program.log().find("\"msg\":\"draining\"") != std::string::npos; }));
   const auto start = std::chrono::steady_clock::now();
   program.process().Signal(SIGTERM);
   while (reader->Read(&response)) {

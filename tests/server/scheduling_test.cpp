@@ -58,11 +58,11 @@ class BackgroundStream {
   grpc::Status status_;
 };
 
-v1::GenerateRequest LongRequest(const std::string& prompt) {
-  return GreedyRequest(prompt, 4000);
-}
+v1::GenerateRequest LongRequest(const std::string& prompt) { return GreedyRequest(prompt, 4000); }
 
-std::string Metrics(TestServer& server) { return HttpGet(server.server().metrics_port(), "/metrics"); }
+std::string Metrics(TestServer& server) {
+  return HttpGet(server.server().metrics_port(), "/metrics");
+}
 
 TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   server::ServerOptions options = TestServerOptions();
@@ -78,8 +78,7 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   std::vector<std::vector<int32_t>> expected;
   for (const std::string& prompt : prompts) {
     std::unique_ptr<KvCache> cache = *model->backend().NewCache(CachePolicy{});
-    expected.push_back(
-        OfflineGreedy(*model, *cache, *model->tokenizer()->Encode(prompt), kTokens));
+    expected.push_back(OfflineGreedy(*model, *cache, *model->tokenizer()->Encode(prompt), kTokens));
   }
 
   // One stream alone, then sixteen at once: each the same tokens as its sequential run, and the
@@ -96,9 +95,8 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   const auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int i = 0; i < kStreams; ++i) {
-    threads.emplace_back([&, i] {
-      outputs[i] = Generate(*stubs[i], GreedyRequest(prompts[i], kTokens));
-    });
+    threads.emplace_back(
+        [&, i] { outputs[i] = Generate(*stubs[i], GreedyRequest(prompts[i], kTokens)); });
   }
   for (std::thread& thread : threads) thread.join();
   const double seconds = Seconds(Clock::now() - start);
@@ -115,11 +113,12 @@ TEST(SchedulingTest, ConcurrentStreamsAreBatchedAndUnchanged) {
   const double single_row_steps =
       MetricValue(metrics, "sinkserve_batch_rows_bucket{model_name=\"demo\",le=\"1\"}");
   EXPECT_GT(steps, single_row_steps) << "no batched step with more than one row";
-  std::printf("[ measured ] demo model, 1 thread: 1 stream %.0f tok/s; %d streams %.0f tok/s "
-              "aggregate (mean TTFT %.1f ms); largest batch %llu rows, %.2f rows per step\n",
-              kTokens / single_seconds, kStreams, kStreams * kTokens / seconds,
-              ttft_sum / kStreams, static_cast<unsigned long long>(stats.max_batch_rows),
-              static_cast<double>(stats.batch_rows) / static_cast<double>(stats.batch_calls));
+  std::printf(
+      "[ measured ] demo model, 1 thread: 1 stream %.0f tok/s; %d streams %.0f tok/s "
+      "aggregate (mean TTFT %.1f ms); largest batch %llu rows, %.2f rows per step\n",
+      kTokens / single_seconds, kStreams, kStreams * kTokens / seconds, ttft_sum / kStreams,
+      static_cast<unsigned long long>(stats.max_batch_rows),
+      static_cast<double>(stats.batch_rows) / static_cast<double>(stats.batch_calls));
 }
 
 // A long prompt is prefilled in chunks between the decode steps of a running stream.
@@ -155,9 +154,9 @@ TEST(SchedulingTest, CancelFreesTheSlot) {
   EXPECT_TRUE(WaitFor([&] {
     return MetricValue(Metrics(server), "sinkserve_num_requests_running{model_name=\"demo\"}") == 0;
   }));
-  EXPECT_GE(MetricValue(
-                Metrics(server),
-                "sinkserve_request_success_total{model_name=\"demo\",api=\"grpc\",finish_reason=\"cancelled\"}"),
+  EXPECT_GE(MetricValue(Metrics(server),
+                        "sinkserve_request_success_total{model_name=\"demo\",api=\"grpc\",finish_"
+                        "reason=\"cancelled\"}"),
             1);
 }
 
@@ -174,7 +173,8 @@ TEST(SchedulingTest, FullQueueIsResourceExhausted) {
   }));
   const GenerateOutput refused = Generate(server.stub(), GreedyRequest("refused", 4));
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_EQ(refused.status.error_message().rfind("queue:", 0), 0u) << refused.status.error_message();
+  EXPECT_EQ(refused.status.error_message().rfind("queue:", 0), 0u)
+      << refused.status.error_message();
   running.Cancel();
   ASSERT_TRUE(queued.WaitFirst());  // the queued request got the slot
   queued.Cancel();

@@ -93,7 +93,8 @@ TEST(TwoApisTest, APromptThatDoesNotFitASessionNamesTheFieldSent) {
   by_ids.set_max_new_tokens(1);
   const GenerateOutput ids_output = Generate(server.grpc().stub(), by_ids);
   EXPECT_EQ(ids_output.status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
-  EXPECT_TRUE(StartsWith(ids_output.status.error_message(), "prompt_token_ids: 20 tokens do not fit"))
+  EXPECT_TRUE(
+      StartsWith(ids_output.status.error_message(), "prompt_token_ids: 20 tokens do not fit"))
       << ids_output.status.error_message();
 
   v1::GenerateRequest by_text;
@@ -151,8 +152,8 @@ TEST(TwoApisTest, RequestMetricsCarryTheApi) {
       {{"prompt", "by HTTP"}, {"max_tokens", 3}, {"temperature", 0}, {"ignore_eos", true}});
   ASSERT_EQ(status, 200) << body;
   const std::string metrics = server.Metrics();
-  for (const auto& [api, tokens] : {std::pair<std::string, double>{"grpc", 4},
-                                    std::pair<std::string, double>{"openai", 3}}) {
+  for (const auto& [api, tokens] :
+       {std::pair<std::string, double>{"grpc", 4}, std::pair<std::string, double>{"openai", 3}}) {
     const std::string labels = "{model_name=\"demo\",api=\"" + api + "\"}";
     EXPECT_EQ(MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count" + labels), 1)
         << api;
