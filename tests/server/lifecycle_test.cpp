@@ -96,31 +96,39 @@ TEST(LifecycleTest, HealthReflectionAndEveryMetric) {
     EXPECT_NE(metrics.find("# TYPE sinkserve_" + name + " " + type + "\n"), std::string::npos)
         << name;
   }
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_generation_tokens_total{model_name=\"demo\"}"), 300);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total{model_name=\"demo\"}"),
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_generation_tokens_total{model_name=\"demo\",api=\"grpc\"}"),
+      300);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_prompt_tokens_total{model_name=\"demo\",api=\"grpc\"}"),
             7 + 14);  // prefill only
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_evicted_tokens_total{model_name=\"demo\"}"),
-            7 + 299 - 68);
+  EXPECT_EQ(
+      MetricValue(metrics, "sinkserve_evicted_tokens_total{model_name=\"demo\",api=\"grpc\"}"),
+      7 + 299 - 68);
   EXPECT_EQ(MetricValue(metrics, "sinkserve_weights_bytes{model_name=\"demo\"}"),
             info.weights_bytes());
   EXPECT_EQ(MetricValue(metrics, "sinkserve_gpu_memory_used_bytes{model_name=\"demo\"}"), 0);
   EXPECT_EQ(
-      MetricValue(metrics, "sinkserve_time_to_first_token_seconds_count{model_name=\"demo\"}"), 1);
+      MetricValue(metrics,
+                  "sinkserve_time_to_first_token_seconds_count{model_name=\"demo\",api=\"grpc\"}"),
+      1);
   EXPECT_EQ(
-      MetricValue(metrics, "sinkserve_inter_token_latency_seconds_count{model_name=\"demo\"}"),
+      MetricValue(metrics,
+                  "sinkserve_inter_token_latency_seconds_count{model_name=\"demo\",api=\"grpc\"}"),
       299);
   EXPECT_EQ(
-      MetricValue(metrics, "sinkserve_e2e_request_latency_seconds_count{model_name=\"demo\"}"), 2);
+      MetricValue(metrics,
+                  "sinkserve_e2e_request_latency_seconds_count{model_name=\"demo\",api=\"grpc\"}"),
+      2);
   EXPECT_GT(MetricValue(metrics,
                         "sinkserve_attention_seconds_count{model_name=\"demo\",phase=\"decode\"}"),
             290);
   EXPECT_GT(
       MetricValue(metrics, "sinkserve_attention_seconds_sum{model_name=\"demo\",phase=\"decode\"}"),
       0);
-  EXPECT_EQ(
-      MetricValue(metrics,
-                  "sinkserve_request_success_total{model_name=\"demo\",finish_reason=\"length\"}"),
-      1);
+  EXPECT_EQ(MetricValue(metrics,
+                        "sinkserve_request_success_total{model_name=\"demo\",api=\"grpc\",finish_"
+                        "reason=\"length\"}"),
+            1);
   EXPECT_EQ(MetricValue(metrics,
                         "sinkserve_requests_total{model_name=\"demo\",api=\"grpc\",code=\"OK\",rpc="
                         "\"Generate\"}"),
@@ -291,7 +299,8 @@ TEST(LifecycleTest, PrometheusScrapesTheServer) {
   ASSERT_TRUE(Generate(server.stub(), GreedyRequest("scrape me", 32)).status.ok());
   Prometheus prometheus(server.server().metrics_port());
   ASSERT_TRUE(prometheus.started());
-  const nlohmann::json tokens = prometheus.Scraped("sinkserve_generation_tokens_total");
+  const nlohmann::json tokens =
+      prometheus.Scraped("sinkserve_generation_tokens_total{api=\"grpc\"}");
   ASSERT_FALSE(tokens.is_null()) << prometheus.log();
   EXPECT_EQ(tokens["data"]["result"][0]["value"][1], "32");
   EXPECT_EQ(tokens["data"]["result"][0]["metric"]["job"], "sinkserve");
@@ -387,7 +396,7 @@ TEST(LifecycleTest, DrainCancelsWhatOutlivesTheGracePeriod) {
       std::launch::async, [&] { return Generate(server.stub(), GreedyRequest("forever", 4000)); });
   ASSERT_TRUE(WaitFor([&] {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
-                       "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
+                       "sinkserve_generation_tokens_total{model_name=\"demo\",api=\"grpc\"}") > 0;
   }));
   EXPECT_FALSE(server.server().Drain(std::chrono::milliseconds(200)));
   const GenerateOutput output = running.get();
@@ -540,7 +549,7 @@ TEST(LifecycleTest, CreateSessionIsRefusedWhileDraining) {
   });
   ASSERT_TRUE(WaitFor([&] {
     return MetricValue(HttpGet(server.server().metrics_port(), "/metrics"),
-                       "sinkserve_generation_tokens_total{model_name=\"demo\"}") > 0;
+                       "sinkserve_generation_tokens_total{model_name=\"demo\",api=\"grpc\"}") > 0;
   }));
   std::future<bool> drained = std::async(
       std::launch::async, [&] { return server.server().Drain(std::chrono::seconds(60)); });
