@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/serving/error_subject.h"
 #include "engine/serving/session_file.h"
@@ -12,6 +11,11 @@ namespace sinkserve {
 namespace {
 
 constexpr size_t kRememberedGoneIds = 4096;
+
+// The NOT_FOUND that the next use of session `id`, gone for `reason`, hears.
+absl::Status GoneError(const std::string& id, const std::string& reason) {
+  return absl::NotFoundError(absl::StrCat("session_id: session ", id, " ", reason));
+}
 
 }  // namespace
 
@@ -111,14 +115,7 @@ absl::Status SessionTable::MakeRoom(uint64_t bytes) {
 absl::StatusOr<SessionEntry*> SessionTable::Find(const std::string& id) {
   if (auto it = entries_.find(id); it != entries_.end()) return &it->second;
   if (persistence_.store != nullptr && persistence_.store->Contains(id)) return Restore(id);
-  if (auto it = gone_.find(id); it != gone_.end()) {
-    std::string message = absl::StrCat("session_id: session ", id, " ", it->second);
-    // An expiry names the TTL, which a server words as its flag.
-    const ErrorSubject ttl = ErrorSubject::kErrorSubjectSessionTtl;
-    return absl::StrContains(it->second, EngineWord(ttl))
-               ? SubjectError(absl::StatusCode::kNotFound, ttl, std::move(message))
-               : absl::NotFoundError(message);
-  }
+  if (auto it = gone_.find(id); it != gone_.end()) return it->second;
   return absl::NotFoundError(absl::StrCat(
       "session_id: unknown session ", id,
       " (never created on this server, or expired long ago, or the server restarted)"));
@@ -129,7 +126,7 @@ void SessionTable::Close(SessionEntry* entry) {
     (void)persistence_.store->Remove(entry->id);
     ReportStoreUsage();
   }
-  Remove(entry->id, "was closed");
+  Remove(entry->id, GoneError(entry->id, "was closed"));
 }
 
 void SessionTable::Evict(SessionEntry* victim, std::string reason) {
@@ -145,19 +142,19 @@ void SessionTable::Evict(SessionEntry* victim, std::string reason) {
     reason =
         absl::StrCat(reason, "; writing it to the session store failed (", written.message(), ")");
   }
-  Remove(victim->id, std::move(reason));
+  Remove(victim->id, GoneError(victim->id, reason));
 }
 
-void SessionTable::Remove(std::string id, std::string reason) {
+void SessionTable::Remove(std::string id, absl::Status gone) {
   auto it = entries_.find(id);
   if (it == entries_.end()) return;
   (void)store_.Destroy(it->second.session->id());
   entries_.erase(it);
-  Remember(std::move(id), std::move(reason));
+  Remember(std::move(id), std::move(gone));
 }
 
-void SessionTable::Remember(std::string id, std::string reason) {
-  gone_[id] = std::move(reason);
+void SessionTable::Remember(std::string id, absl::Status gone) {
+  gone_[id] = std::move(gone);
   gone_order_.push_back(std::move(id));
   while (gone_order_.size() > kRememberedGoneIds) {
     gone_.erase(gone_order_.front());
@@ -216,9 +213,12 @@ std::optional<SteadyClock::time_point> SessionTable::ExpireIdle(SteadyClock::tim
   }
   for (const std::string& id : expired) {
     if (persistence_.store != nullptr) (void)persistence_.store->Remove(id);
+    // The answer names the TTL, which a server words as its flag.
     Remove(id,
-           absl::StrCat("expired: idle for more than ",
-                        std::chrono::duration<double>(limits_.ttl).count(), " s (session_ttl)"));
+           SubjectError(absl::StatusCode::kNotFound, ErrorSubject::kErrorSubjectSessionTtl,
+                        absl::StrCat("session_id: session ", id, " expired: idle for more than ",
+                                     std::chrono::duration<double>(limits_.ttl).count(),
+                                     " s (session_ttl)")));
   }
   return next;
 }
@@ -287,7 +287,7 @@ absl::StatusOr<SessionInfo> SessionTable::CloseStored(const std::string& id) {
   if (info.ok() || info.status().code() == absl::StatusCode::kDataLoss) {
     if (absl::Status removed = persistence_.store->Remove(id); !removed.ok()) return removed;
     ReportStoreUsage();
-    Remember(id, "was closed");
+    Remember(id, GoneError(id, "was closed"));
   }
   return info;
 }

@@ -160,10 +160,10 @@ class SessionTable {
 
  private:
   std::string NewId();
-  // Destroys `entry`, remembering `reason` for its id's next use.
-  void Remove(std::string id, std::string reason);  // by value: the entry owns the id
-  // Remembers why `id` went away (bounded).
-  void Remember(std::string id, std::string reason);
+  // Destroys `entry`; its id's next use hears `gone` (NOT_FOUND saying why).
+  void Remove(std::string id, absl::Status gone);  // by value: the entry owns the id
+  // Remembers what the next use of `id` hears (bounded).
+  void Remember(std::string id, absl::Status gone);
   // Evicts an idle session to make room: spilled to the store when there is one, else (or
   // when the write fails) destroyed with `reason`.
   void Evict(SessionEntry* victim, std::string reason);
@@ -186,8 +186,8 @@ class SessionTable {
   SteadyClock::duration making_room_{};  // of the current restore, spent evicting others
   std::mt19937_64 random_;
   std::unordered_map<std::string, SessionEntry> entries_;
-  // Why recent ids went away, oldest first (bounded).
-  std::unordered_map<std::string, std::string> gone_;
+  // Why recent ids went away (the NOT_FOUND their next use hears), oldest first (bounded).
+  std::unordered_map<std::string, absl::Status> gone_;
   std::deque<std::string> gone_order_;
 };
 

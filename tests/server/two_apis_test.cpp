@@ -145,6 +145,26 @@ TEST(TwoApisTest, ALimitNamesTheServerFlag) {
   EXPECT_EQ(output.status.error_message(), message);
 }
 
+TEST(TwoApisTest, AnExpiredSessionNamesTheTtlFlag) {
+  server::ServerOptions options = TestServerOptions();
+  options.scheduler.session_limits.ttl = std::chrono::milliseconds(200);
+  TwoApiServer server(options);
+  const std::string session = DenseSession(server.grpc(), 16);
+  std::pair<int, Json> answer;
+  ASSERT_TRUE(WaitFor([&] {
+    answer = server.Complete({{"prompt", "Hi"}, {"session_id", session}, {"max_tokens", 1}});
+    return answer.first == 404;
+  })) << answer.second;
+  const std::string message = answer.second["error"]["message"].get<std::string>();
+  EXPECT_TRUE(StartsWith(message, "session_id: session " + session + " expired")) << message;
+  EXPECT_NE(message.find("(the server's --session-ttl-s)"), std::string::npos) << message;
+  v1::GenerateRequest request = GreedyRequest("Hi", 1);
+  request.set_session_id(session);
+  const GenerateOutput output = Generate(server.grpc().stub(), request);
+  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(output.status.error_message(), message);
+}
+
 TEST(TwoApisTest, RequestMetricsCarryTheApi) {
   TwoApiServer server;
   ASSERT_TRUE(Generate(server.grpc().stub(), GreedyRequest("by gRPC", 4)).status.ok());
