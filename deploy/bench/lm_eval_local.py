@@ -46,29 +46,18 @@ def paragraphs(wikitext: Path, count: int) -> list[str]:
     return docs
 
 
-def byte_alphabet() -> dict[int, str]:
-    """The byte-level alphabet of tokenizer.json files: printable Latin-1 bytes stand for
-    themselves; the others, in byte order, for the characters from U+0100 on."""
-    printable = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
-    alphabet, shifted = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            alphabet[byte] = chr(byte)
-        else:
-            alphabet[byte] = chr(0x100 + shifted)
-            shifted += 1
-    return alphabet
-
-
 def demo_tokenizer():
-    """The demo model's tokenizer (engine/tokenizer: Tokenizer::ByteLevelDemo) in HF's terms."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    vocab = {char: byte for byte, char in byte_alphabet().items()}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
+    """The demo model's tokenizer (engine/tokenizer: Tokenizer::ByteLevelDemo, id = byte value,
+    <|endoftext|> = 256) in HF's terms: a BPE with no merges whose vocabulary is the 256 byte
+    tokens, which byte fallback emits for every character's UTF-8 bytes."""
+    from tokenizers import Tokenizer, decoders, models
+    vocab = {f"<0x{byte:02X}>": byte for byte in range(256)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     tokenizer.add_special_tokens([END_OF_TEXT])
     assert tokenizer.token_to_id(END_OF_TEXT) == 256
+    sample = "Robert Boulter = héllo 日本\n"
+    assert tokenizer.encode(sample).ids == list(sample.encode())
     return tokenizer
 
 
