@@ -31,9 +31,9 @@ PROMPT_TOKENS = "sinkserve_prompt_tokens_total"
 CANCELLED = 'sinkserve_request_success_total{finish_reason="cancelled"}'
 HTTP_CANCELLED = 'sinkserve_requests_total{api="openai",code="CANCELLED",rpc="/v1/completions"}'
 # How soon a closed client's place must be free: a decode step of the demo model takes a few
-# milliseconds, a scoring step tens; the margin is for a loaded CI machine. The
-# requests closed run for 8-20 s when not cancelled.
-FREED_WITHIN_S = 2.0
+# milliseconds, a scoring step tens; the margin is for a loaded CI machine and ASan. The
+# requests closed run for 3-20 s when not cancelled, and (a) and (b) also check what ran.
+FREED_WITHIN_S = 3.0
 
 
 def open_request(server: Sinkserve, body: dict) -> socket.socket:
@@ -93,7 +93,7 @@ def main() -> None:
         # (b) One request runs (--max-batch 1); two more wait, and their clients close.
         admitted, generated = metric(server, ADMITTED), metric(server, GENERATED)
         prompt_tokens, http_cancelled = metric(server, PROMPT_TOKENS), metric(server, HTTP_CANCELLED)
-        first = {"prompt": "First", "max_tokens": 1500, "ignore_eos": True}
+        first = {"prompt": "First", "max_tokens": 600, "ignore_eos": True}
         result = {}
         runner = threading.Thread(target=lambda: result.update(complete(server, first)))
         runner.start()
@@ -112,10 +112,10 @@ def main() -> None:
         assert runner.is_alive() and metric(server, RUNNING) == 1, \
             "the queue emptied only because the first request ended"
         runner.join(120)
-        assert result["usage"]["completion_tokens"] == 1500, result
+        assert result["usage"]["completion_tokens"] == 600, result
         wait_for(lambda: metric(server, RUNNING) == 0, 5, "the first request to end")
         assert metric(server, ADMITTED) == admitted + 1, "a closed queued request was admitted"
-        assert metric(server, GENERATED) == generated + 1500, "a closed queued request generated"
+        assert metric(server, GENERATED) == generated + 600, "a closed queued request generated"
         assert metric(server, PROMPT_TOKENS) == prompt_tokens + len("First"), \
             "a closed queued request was prefilled"
         assert metric(server, HTTP_CANCELLED) == http_cancelled + 2, \
