@@ -1,13 +1,35 @@
 #include "server/http/completion_run.h"
 
+#include <chrono>
 #include <condition_variable>
-#include <future>
+#include <functional>
 #include <mutex>
 
 namespace sinkserve::server::http {
 namespace {
 
 constexpr char kClientApi[] = "openai";  // the api label of the requests' metrics
+
+// How often a waiting HTTP thread looks at its client's connection: well under a decode step.
+constexpr auto kClientPoll = std::chrono::milliseconds(5);
+
+// Waits on `changed` (its mutex held by `lock`) until `ready()`, looking at `client` at the start
+// (a poll() costs a microsecond: a caller that takes events each step looks each step) and every
+// kClientPoll meanwhile. Once it has closed, calls `cancel` (with the lock released) and records
+// that in `gone`; the wait goes on, since a cancelled request still ends with its result.
+void WaitWatching(std::unique_lock<std::mutex>& lock, std::condition_variable& changed,
+                  const std::function<bool()>& ready, const ClientConnection& client, bool& gone,
+                  const std::function<void()>& cancel) {
+  while (true) {
+    if (!gone && client.Closed()) {
+      gone = true;
+      lock.unlock();
+      cancel();
+      lock.lock();
+    }
+    if (changed.wait_for(lock, kClientPoll, ready)) return;
+  }
+}
 
 }  // namespace
 
@@ -51,7 +73,8 @@ class CompletionRun::Observer final : public GenerateObserver {
   size_t choice_;
 };
 
-CompletionRun::CompletionRun() : state_(std::make_shared<State>()) {}
+CompletionRun::CompletionRun(ClientConnection client)
+    : state_(std::make_shared<State>()), client_(client) {}
 
 CompletionRun::~CompletionRun() { Cancel(); }
 
@@ -83,13 +106,16 @@ absl::Status CompletionRun::Submit(Scheduler& scheduler, std::vector<GenerateSpe
 
 absl::Status CompletionRun::WaitAdmitted() {
   std::unique_lock lock(state_->mutex);
-  state_->changed.wait(lock, [&] {
-    if (!state_->refusal.ok()) return true;
-    for (size_t i = 0; i < controls_.size(); ++i) {
-      if (!state_->admitted[i]) return false;
-    }
-    return true;
-  });
+  WaitWatching(
+      lock, state_->changed,
+      [&] {
+        if (!state_->refusal.ok()) return true;
+        for (size_t i = 0; i < controls_.size(); ++i) {
+          if (!state_->admitted[i]) return false;
+        }
+        return true;
+      },
+      client_, client_gone_, [this] { Cancel(); });
   absl::Status refusal = state_->refusal;
   lock.unlock();
   if (!refusal.ok()) Cancel();
@@ -98,7 +124,9 @@ absl::Status CompletionRun::WaitAdmitted() {
 
 std::vector<CompletionRun::Event> CompletionRun::Take() {
   std::unique_lock lock(state_->mutex);
-  state_->changed.wait(lock, [&] { return !state_->events.empty() || state_->running == 0; });
+  WaitWatching(
+      lock, state_->changed, [&] { return !state_->events.empty() || state_->running == 0; },
+      client_, client_gone_, [this] { Cancel(); });
   return std::exchange(state_->events, {});
 }
 
@@ -115,31 +143,43 @@ class PromptScore final : public ScoreObserver {
     for (auto& top : progress.top_logprobs) logprobs_.top.push_back(std::move(top));
   }
   void OnFinished(ScoreResult result) override {
+    std::lock_guard lock(mutex_);
     if (result.status.ok()) {
-      done_.set_value(std::move(logprobs_));
+      result_ = std::move(logprobs_);
     } else {
-      done_.set_value(result.status);
+      result_ = result.status;
     }
+    finished_.notify_all();
   }
-  std::future<absl::StatusOr<PromptLogprobs>> future() { return done_.get_future(); }
+  // The result, once finished; a closed `client` cancels `control` meanwhile.
+  absl::StatusOr<PromptLogprobs> Wait(RequestControl& control, const ClientConnection& client) {
+    std::unique_lock lock(mutex_);
+    bool gone = false;
+    WaitWatching(
+        lock, finished_, [&] { return result_.has_value(); }, client, gone,
+        [&] { control.Cancel(); });
+    return std::move(*result_);
+  }
 
  private:
   PromptLogprobs logprobs_;
-  std::promise<absl::StatusOr<PromptLogprobs>> done_;
+  std::mutex mutex_;
+  std::condition_variable finished_;
+  std::optional<absl::StatusOr<PromptLogprobs>> result_;
 };
 
 }  // namespace
 
-absl::StatusOr<PromptLogprobs> ScorePrompt(Scheduler& scheduler, ScoreSpec spec) {
+absl::StatusOr<PromptLogprobs> ScorePrompt(Scheduler& scheduler, ScoreSpec spec,
+                                           const ClientConnection& client) {
   spec.client_api = kClientApi;
   spec.return_token_nll = true;
   spec.progress_interval_tokens = 1 << 30;  // one event at the end
   auto observer = std::make_shared<PromptScore>();
-  std::future<absl::StatusOr<PromptLogprobs>> done = observer->future();
   absl::StatusOr<std::shared_ptr<RequestControl>> control =
       scheduler.Submit(std::move(spec), observer);
   if (!control.ok()) return control.status();
-  return done.get();
+  return observer->Wait(**control, client);
 }
 
 }  // namespace sinkserve::server::http

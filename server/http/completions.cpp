@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/http/client_connection.h"
 #include "server/http/completion_run.h"
 #include "server/http/openai_errors.h"
 #include "server/http/openai_request.h"
@@ -76,14 +77,15 @@ class LogprobsBuilder {
 // A parsed, validated request and what runs it.
 struct Plan {
   CompletionRequest request;
-  std::vector<GenerateSpec> choices;           // prompt p's choice c at p * n + c
-  std::vector<std::vector<int32_t>> prompts;   // the prompts' token ids
-  std::vector<std::string> echo;               // the prompts' text, when echo
-  std::vector<PromptLogprobs> prompt_logprobs; // when echo and logprobs
-  bool generate = true;                        // false: echo with max_tokens 0 only scores
+  std::vector<GenerateSpec> choices;            // prompt p's choice c at p * n + c
+  std::vector<std::vector<int32_t>> prompts;    // the prompts' token ids
+  std::vector<std::string> echo;                // the prompts' text, when echo
+  std::vector<PromptLogprobs> prompt_logprobs;  // when echo and logprobs
+  bool generate = true;                         // false: echo with max_tokens 0 only scores
 };
 
-absl::StatusOr<Plan> MakePlan(const CompletionContext& context, std::string_view body) {
+absl::StatusOr<Plan> MakePlan(const CompletionContext& context, std::string_view body,
+                              const ClientConnection& client) {
   absl::StatusOr<CompletionRequest> parsed = ParseCompletionRequest(body);
   if (!parsed.ok()) return parsed.status();
   Plan plan;
@@ -125,7 +127,7 @@ absl::StatusOr<Plan> MakePlan(const CompletionContext& context, std::string_view
       score.tokens = prompt;
       score.policy = first.policy;
       score.top_logprobs = request.logprobs;
-      absl::StatusOr<PromptLogprobs> scored = ScorePrompt(*context.engine.scheduler, score);
+      absl::StatusOr<PromptLogprobs> scored = ScorePrompt(*context.engine.scheduler, score, client);
       if (!scored.ok()) return scored.status();
       logprobs = std::move(*scored);
     }
@@ -147,10 +149,14 @@ struct Choice {
 // The stream or the response of one request, fed by its CompletionRun.
 class Completion {
  public:
-  Completion(const CompletionContext& context, Plan plan)
-      : engine_(context.engine), metrics_(context.metrics), model_id_(context.model_id),
-        id_(absl::StrCat("cmpl-", context.request_id)), created_(std::time(nullptr)),
-        plan_(std::move(plan)) {
+  Completion(const CompletionContext& context, Plan plan, ClientConnection client)
+      : engine_(context.engine),
+        metrics_(context.metrics),
+        model_id_(context.model_id),
+        id_(absl::StrCat("cmpl-", context.request_id)),
+        created_(std::time(nullptr)),
+        plan_(std::move(plan)),
+        run_(client) {
     for (size_t i = 0; i < plan_.choices.size(); ++i) choices_.emplace_back(*engine_.model);
     if (!plan_.generate) {
       for (Choice& choice : choices_) choice.finish = FinishReason::kFinishReasonLength;
@@ -171,7 +177,8 @@ class Completion {
   absl::StatusOr<std::string> Response() {
     AddEcho();
     absl::Status error;
-    for (std::vector<CompletionRun::Event> events; plan_.generate && !(events = run_.Take()).empty();) {
+    for (std::vector<CompletionRun::Event> events;
+         plan_.generate && !(events = run_.Take()).empty();) {
       for (CompletionRun::Event& event : events) {
         absl::Status status = Apply(event);
         if (error.ok() && !status.ok()) error = status;
@@ -296,13 +303,19 @@ class Completion {
     Log(r.status.ok() || r.status.code() == absl::StatusCode::kCancelled ? spdlog::level::info
                                                                          : spdlog::level::warn,
         "request",
-        {{"api", "openai"}, {"endpoint", kEndpoint}, {"request_id", r.request_id},
-         {"code", absl::StatusCodeToString(r.status.code())}, {"session", r.session_id},
-         {"finish_reason", FinishReasonName(r.finish_reason)}, {"detail", r.finish_detail},
-         {"prompt_tokens", r.prompt_tokens}, {"generated_tokens", r.generated_tokens},
+        {{"api", "openai"},
+         {"endpoint", kEndpoint},
+         {"request_id", r.request_id},
+         {"code", absl::StatusCodeToString(r.status.code())},
+         {"session", r.session_id},
+         {"finish_reason", FinishReasonName(r.finish_reason)},
+         {"detail", r.finish_detail},
+         {"prompt_tokens", r.prompt_tokens},
+         {"generated_tokens", r.generated_tokens},
          {"ttft_ms", r.timings.time_to_first_token_seconds * 1e3},
          {"tpot_ms", r.timings.time_per_output_token_seconds * 1e3},
-         {"queue_ms", r.timings.queue_seconds * 1e3}, {"e2e_ms", r.timings.e2e_seconds * 1e3},
+         {"queue_ms", r.timings.queue_seconds * 1e3},
+         {"e2e_ms", r.timings.e2e_seconds * 1e3},
          {"error", std::string(r.status.message())}});
   }
 
@@ -312,10 +325,11 @@ class Completion {
 
   Json ChoiceJson(size_t i, std::string text) {
     Choice& choice = choices_[i];
-    return {{"index", i},
-            {"text", std::move(text)},
-            {"logprobs", plan_.request.logprobs >= 0 ? choice.logprobs.Take() : Json(nullptr)},
-            {"finish_reason", choice.finish ? Json(FinishReasonText(*choice.finish)) : Json(nullptr)}};
+    return {
+        {"index", i},
+        {"text", std::move(text)},
+        {"logprobs", plan_.request.logprobs >= 0 ? choice.logprobs.Take() : Json(nullptr)},
+        {"finish_reason", choice.finish ? Json(FinishReasonText(*choice.finish)) : Json(nullptr)}};
   }
 
   void Chunk(size_t i, std::string text, std::string* out) {
@@ -327,9 +341,11 @@ class Completion {
 
   Json Usage() const {
     int64_t prompt = 0, completion = 0;
-    for (const std::vector<int32_t>& tokens : plan_.prompts) prompt += static_cast<int64_t>(tokens.size());
+    for (const std::vector<int32_t>& tokens : plan_.prompts)
+      prompt += static_cast<int64_t>(tokens.size());
     for (const Choice& choice : choices_) completion += choice.generated;
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion},
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
             {"total_tokens", prompt + completion}};
   }
 
@@ -350,10 +366,11 @@ class Completion {
 
 void HandleCompletions(const CompletionContext& context, const httplib::Request& request,
                        httplib::Response& response) {
-  absl::StatusOr<Plan> plan = MakePlan(context, request.body);
+  const ClientConnection client(request);
+  absl::StatusOr<Plan> plan = MakePlan(context, request.body, client);
   if (!plan.ok()) return ReplyError(context.metrics, kEndpoint, plan.status(), response);
   const bool stream = plan->request.stream;
-  auto completion = std::make_shared<Completion>(context, std::move(*plan));
+  auto completion = std::make_shared<Completion>(context, std::move(*plan), client);
   if (absl::Status started = completion->Start(); !started.ok()) {
     return ReplyError(context.metrics, kEndpoint, started, response);
   }

@@ -8,10 +8,13 @@
 //     log-probabilities come from the Score path under the request's cache policy (the first
 //     token has none: null). `max_tokens: 0` then generates nothing: what lm-evaluation-harness
 //     asks for log-likelihoods.
-//   - `stream: true` answers server-sent events in OpenAI's chunk format ending `data: [DONE]`;
-//     a client that goes away makes a write fail, which cancels its requests. The response
-//     starts once every choice was admitted, so a refusal (429, 404 for an unknown session) is
-//     still an HTTP status; an error after that is an `error` event before [DONE].
+//   - A client that goes away cancels its requests within a step, whatever they wait for
+//     (admission, scoring the echo, generation): the handler watches the connection while it
+//     waits (client_connection.h), and a streamed response's failed write says so too.
+//   - `stream: true` answers server-sent events in OpenAI's chunk format ending `data: [DONE]`.
+//     The response starts once every choice was admitted, so a refusal (429, 404 for an
+//     unknown session) is still an HTTP status; an error after that is an `error` event before
+//     [DONE].
 #pragma once
 
 #include <string>

@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,6 +90,23 @@ class Sinkserve(Process):
                         return True
             return False
         wait_for(serving, timeout_s, f"{self.server_id} to serve")
+
+
+def metric(server: Sinkserve, query: str) -> float:
+    """The value of the first series named as `query` that carries its labels (in any order,
+    among others such as model_name), or 0."""
+    name, _, labels = query.partition("{")
+    want = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            series, value = line.rsplit(" ", 1)
+            series_name, _, series_labels = series.partition("{")
+            have = dict(re.findall(r'(\w+)="([^"]*)"', series_labels))
+            if series_name == name and all(have.get(k) == v for k, v in want.items()):
+                return float(value)
+    return 0.0
 
 
 class Prometheus(Process):

@@ -20,7 +20,6 @@ import concurrent.futures
 import http.client
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
@@ -31,27 +30,10 @@ from pathlib import Path
 import grpc
 import openai
 
-from deploy_support import Sinkserve, stubs, wait_for
+from deploy_support import Sinkserve, metric, stubs, wait_for
 
 TOKEN = "openai-test-token"
 MAX_BODY = 65536
-
-
-def metric(server: Sinkserve, query: str) -> float:
-    """The value of the first series named as `query` that carries its labels (in any order,
-    among others such as model_name), or 0."""
-    name, _, labels = query.partition("{")
-    want = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            series, value = line.rsplit(" ", 1)
-            series_name, _, series_labels = series.partition("{")
-            have = dict(re.findall(r'(\w+)="([^"]*)"', series_labels))
-            if series_name == name and all(have.get(k) == v for k, v in want.items()):
-                return float(value)
-    return 0.0
 
 
 def post(server: Sinkserve, path: str, body: bytes, token: str | None = TOKEN):
