@@ -81,8 +81,7 @@ inline void Tile(const Format& f, const MatMulArgs& a, const int64_t* rows, int 
       for (int i = 0; i < kRows; ++i) {
         const __m512 w = f.LoadPartial(rows[i], k, mask);
         for (int t = 0; t < kTokens; ++t) {
-          acc[i][t] =
-              _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + t * cols + k), acc[i][t]);
+          acc[i][t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + t * cols + k), acc[i][t]);
         }
       }
     }
@@ -189,7 +188,8 @@ inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int t
             for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + vv * 16);
             for (int i = 0; i < R; ++i) {
               const __m512 wv = _mm512_load_ps(&w[i][vv * 16]);
-              for (int t = 0; t < 4; ++t) block_sum[i][t] = _mm512_fmadd_ps(wv, xv[t], block_sum[i][t]);
+              for (int t = 0; t < 4; ++t)
+                block_sum[i][t] = _mm512_fmadd_ps(wv, xv[t], block_sum[i][t]);
             }
           }
           for (int i = 0; i < R; ++i) {
@@ -230,8 +230,8 @@ inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int t
 // Rows [row_begin, row_end) × tokens [token_begin, token_end) (a multiple of 4, at most
 // kPackedMaxTokens): packed tiles of kPackedRows rows, the last rows by Tile.
 template <class Format>
-inline void PackedRowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin,
-                           int64_t row_end, int token_begin, int token_end) {
+inline void PackedRowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_end,
+                           int token_begin, int token_end) {
   int64_t row = row_begin;
   for (; row + kPackedRows <= row_end; row += kPackedRows) {
     PackedTile(f, a, row, token_begin, token_end);
@@ -264,7 +264,8 @@ void Rows(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_e
     const int by2_end = token + (block_end - token) / 2 * 2;
     RowTiles<Format, kRowsBy4, 2>(f, a, row_begin, row_end, token, by2_end);
     token = by2_end;
-    if (token < block_end) RowTiles<Format, kRowsAlone, 1>(f, a, row_begin, row_end, token, block_end);
+    if (token < block_end)
+      RowTiles<Format, kRowsAlone, 1>(f, a, row_begin, row_end, token, block_end);
   }
 }
 
