@@ -5,10 +5,13 @@
 // A format supplies 16 weights at a time as fp32 (converted or dequantized in registers):
 //   static constexpr int kVectors;       // 16-weight vectors per block (its scale's span)
 //   static constexpr bool kBlockScaled;  // blocks summed apart, then scaled (NF4), or not
+//   static constexpr bool kPackForPrompts;  // prompt chunks decode weights once (PackedTile)
 //   __m512 Load(int64_t row, int64_t block, int v) const;  // vector v of a block of a row
 //   __m512 LoadPartial(int64_t row, int64_t k, __mmask16 mask) const;  // tail, kVectors == 1
 //   float BlockScale(int64_t row, int64_t block) const;    // kBlockScaled only
 //   float Finish(int64_t row, float sum) const;            // the row's sum → y before bias
+//   const void* BlockAddress(int64_t row, int64_t block) const;  // for prefetching
+//   int64_t block_bytes() const;                           // stored bytes of a block of a row
 //   int64_t cols() const;
 // Each (row, token) output is one accumulation in a fixed order — 16 lanes over the row's
 // vectors (a scaled format: one block sum per block, FMA'd with its scale), then one
@@ -26,6 +29,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "engine/cpu/cpu_kernels_isa.h"
 
@@ -77,8 +81,7 @@ inline void Tile(const Format& f, const MatMulArgs& a, const int64_t* rows, int 
       for (int i = 0; i < kRows; ++i) {
         const __m512 w = f.LoadPartial(rows[i], k, mask);
         for (int t = 0; t < kTokens; ++t) {
-          acc[i][t] =
-              _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + t * cols + k), acc[i][t]);
+          acc[i][t] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask, x + t * cols + k), acc[i][t]);
         }
       }
     }
@@ -114,6 +117,132 @@ inline void RowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin, in
   }
 }
 
+// A prompt chunk's tile: kPackedRows weight rows decoded once per kPackedColumns columns into
+// an L1 buffer (fp32, unscaled), then used by every token of the block in groups of 4. Decoding
+// (fp16 → fp32, int8 → fp32, NF4 lookups) then costs once per block of up to 32 tokens instead
+// of once per 4, and the inner loop is loads and FMAs only. The accumulators live in a small
+// buffer between column chunks; each (row, token) still sums its lanes in column order and its
+// scaled blocks in block order, so the result is bit for bit what Tile computes.
+inline constexpr int kPackedRows = 6;
+inline constexpr int kPackedColumns = 512;
+inline constexpr int kPackedMaxTokens = 32;
+
+template <class Format>
+inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int token_begin,
+                       int token_end) {
+  constexpr int V = Format::kVectors;
+  constexpr int kChunkBlocks = std::max(1, kPackedColumns / (16 * V));
+  constexpr int kChunkVectors = kChunkBlocks * V;
+  constexpr int R = kPackedRows;
+  const int64_t cols = f.cols(), out_stride = a.w->rows;
+  const int64_t blocks = cols / (16 * V);
+  const int n_tokens = token_end - token_begin;
+  alignas(64) float w[R][kChunkVectors * 16];
+  [[maybe_unused]] float scales[R][kChunkBlocks];
+  alignas(64) float acc[R][kPackedMaxTokens][16];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < n_tokens; ++t) _mm512_store_ps(acc[i][t], _mm512_setzero_ps());
+
+  for (int64_t b0 = 0; b0 < blocks; b0 += kChunkBlocks) {
+    const int nb = static_cast<int>(std::min<int64_t>(kChunkBlocks, blocks - b0));
+    // The next chunk's weights come from memory while this one is computed: decoding it
+    // otherwise waits for them with nothing else in flight.
+    for (int i = 0; i < R; ++i) {
+      const char* next = static_cast<const char*>(f.BlockAddress(row0 + i, b0 + kChunkBlocks));
+      for (int64_t at = 0; at < kChunkBlocks * f.block_bytes(); at += 64) {
+        _mm_prefetch(next + at, _MM_HINT_T0);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      for (int bb = 0; bb < nb; ++bb) {
+        for (int v = 0; v < V; ++v) {
+          _mm512_store_ps(&w[i][(bb * V + v) * 16], f.Load(row0 + i, b0 + bb, v));
+        }
+        if constexpr (Format::kBlockScaled) scales[i][bb] = f.BlockScale(row0 + i, b0 + bb);
+      }
+    }
+    for (int t0 = 0; t0 < n_tokens; t0 += 4) {
+      const float* x = a.x + (token_begin + t0) * cols + b0 * V * 16;
+      if constexpr (!Format::kBlockScaled) {
+        __m512 r[R][4];
+        for (int i = 0; i < R; ++i)
+          for (int t = 0; t < 4; ++t) r[i][t] = _mm512_load_ps(acc[i][t0 + t]);
+        for (int v = 0; v < nb * V; ++v) {
+          __m512 xv[4];
+          for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + v * 16);
+          for (int i = 0; i < R; ++i) {
+            const __m512 wv = _mm512_load_ps(&w[i][v * 16]);
+            for (int t = 0; t < 4; ++t) r[i][t] = _mm512_fmadd_ps(wv, xv[t], r[i][t]);
+          }
+        }
+        for (int i = 0; i < R; ++i)
+          for (int t = 0; t < 4; ++t) _mm512_store_ps(acc[i][t0 + t], r[i][t]);
+      } else {
+        for (int bb = 0; bb < nb; ++bb) {
+          __m512 block_sum[R][4];
+          for (int i = 0; i < R; ++i)
+            for (int t = 0; t < 4; ++t) block_sum[i][t] = _mm512_setzero_ps();
+          for (int v = 0; v < V; ++v) {
+            const int vv = bb * V + v;
+            __m512 xv[4];
+            for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + vv * 16);
+            for (int i = 0; i < R; ++i) {
+              const __m512 wv = _mm512_load_ps(&w[i][vv * 16]);
+              for (int t = 0; t < 4; ++t)
+                block_sum[i][t] = _mm512_fmadd_ps(wv, xv[t], block_sum[i][t]);
+            }
+          }
+          for (int i = 0; i < R; ++i) {
+            const __m512 scale = _mm512_set1_ps(scales[i][bb]);
+            for (int t = 0; t < 4; ++t) {
+              _mm512_store_ps(acc[i][t0 + t], _mm512_fmadd_ps(block_sum[i][t], scale,
+                                                              _mm512_load_ps(acc[i][t0 + t])));
+            }
+          }
+        }
+      }
+    }
+  }
+  if constexpr (V == 1) {  // the last cols % 16 weights, through masked loads, as Tile does
+    const int64_t k = blocks * 16;
+    if (k < cols) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (cols - k)) - 1);
+      for (int i = 0; i < R; ++i) {
+        const __m512 wv = f.LoadPartial(row0 + i, k, mask);
+        for (int t = 0; t < n_tokens; ++t) {
+          const float* x = a.x + (token_begin + t) * cols + k;
+          _mm512_store_ps(acc[i][t], _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x),
+                                                     _mm512_load_ps(acc[i][t])));
+        }
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    const int64_t row = row0 + i;
+    const float bias = a.bias != nullptr ? a.bias[row] : 0.0f;
+    for (int t = 0; t < n_tokens; ++t) {
+      a.y[(token_begin + t) * out_stride + row] =
+          f.Finish(row, _mm512_reduce_add_ps(_mm512_load_ps(acc[i][t]))) + bias;
+    }
+  }
+}
+
+// Rows [row_begin, row_end) × tokens [token_begin, token_end) (a multiple of 4, at most
+// kPackedMaxTokens): packed tiles of kPackedRows rows, the last rows by Tile.
+template <class Format>
+inline void PackedRowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_end,
+                           int token_begin, int token_end) {
+  int64_t row = row_begin;
+  for (; row + kPackedRows <= row_end; row += kPackedRows) {
+    PackedTile(f, a, row, token_begin, token_end);
+  }
+  for (; row < row_end; ++row) {
+    for (int token = token_begin; token < token_end; token += 4) {
+      Tile<Format, 1, 4>(f, a, &row, token);
+    }
+  }
+}
+
 // Every (row, token) of the range. Tokens go in blocks of 32, whose inputs (≤ 512 KB at 4096
 // columns) stay in L2 while each row tile's weights, decoded once per 4 tokens from L1, pass
 // over them: a prompt chunk reads the weights once per 32 tokens, not once per tile of 4.
@@ -126,12 +255,17 @@ void Rows(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_e
     const int block_end = std::min(a.n_tokens, block + kTokenBlock);
     int token = block;
     const int by4_end = token + (block_end - token) / 4 * 4;
-    RowTiles<Format, kRowsBy4, 4>(f, a, row_begin, row_end, token, by4_end);
+    if (Format::kPackForPrompts && by4_end - token >= 8) {
+      PackedRowTiles(f, a, row_begin, row_end, token, by4_end);
+    } else {
+      RowTiles<Format, kRowsBy4, 4>(f, a, row_begin, row_end, token, by4_end);
+    }
     token = by4_end;
     const int by2_end = token + (block_end - token) / 2 * 2;
     RowTiles<Format, kRowsBy4, 2>(f, a, row_begin, row_end, token, by2_end);
     token = by2_end;
-    if (token < block_end) RowTiles<Format, kRowsAlone, 1>(f, a, row_begin, row_end, token, block_end);
+    if (token < block_end)
+      RowTiles<Format, kRowsAlone, 1>(f, a, row_begin, row_end, token, block_end);
   }
 }
 
