@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/cli/token_file.h"
+#include "engine/format/model_directory.h"
 #include "server/auth.h"
 #include "server/http/openai_server.h"
 #include "server/cli/commands.h"
@@ -51,7 +52,7 @@ int RunServe(int argc, char** argv) {
   double session_ttl_s = 600, grace_period_s = 20, session_store_ttl_s = 0;
   std::string session_persist = "evict";
   int64_t max_message_bytes = options.max_message_bytes;
-  std::string auth_token_file;
+  std::string auth_token_file, chat_template_file;
   std::string log_level = "info", log_format = "text";
 
   Flags flags("serve",
@@ -66,6 +67,10 @@ int RunServe(int argc, char** argv) {
   flags.Add("http-port", &http_port,
             "OpenAI-compatible HTTP/SSE API port (/v1/completions, /v1/models, /tokenize, "
             "/health, ...); 0 = any free port, -1 = off");
+  flags.Add("chat-template", &chat_template_file,
+            "the chat template of /v1/chat/completions: a Jinja file, or a JSON file with a "
+            "chat_template (as tokenizer_config.json); empty = the model directory's "
+            "chat_template.jinja or tokenizer_config.json chat_template, if any");
   flags.Add("served-model-name", &served_model_name,
             "the model id of the HTTP API (/v1/models, requests' \"model\"); empty = the model "
             "directory's name");
@@ -194,6 +199,16 @@ int RunServe(int argc, char** argv) {
     http.auth_token = options.auth_token;
     http.max_body_bytes = static_cast<size_t>(max_message_bytes);
     http.model_id = server::ServedModelName(options);
+    // The template is parsed now, so that one outside the subset stops the server at start.
+    std::string model_dir;
+    if (options.model.path != "demo") {
+      absl::StatusOr<ModelDirectory> directory = ResolveModelDirectory(options.model.path);
+      if (directory.ok()) model_dir = directory->path;  // else the model load says why
+    }
+    absl::StatusOr<std::optional<server::http::ChatTemplate>> chat_template =
+        server::http::LoadChatTemplate(model_dir, chat_template_file);
+    if (!chat_template.ok()) return Fail(chat_template.status());
+    http.chat_template = std::move(*chat_template);
     // A thread per connection: every request that can run or wait, and some to refuse more.
     http.threads = static_cast<int>(std::min<int64_t>(max_batch + max_queue + 32, 1024));
     options.make_frontends = [http](server::Metrics& metrics) {

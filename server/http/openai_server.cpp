@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/http/chat_completions.h"
 #include "server/http/completions.h"
 #include "server/http/openai_errors.h"
 #include "server/http/openai_request.h"
@@ -90,7 +91,7 @@ absl::Status OpenAiServer::Start() {
       case 404:
         status = absl::NotFoundError(absl::StrCat(
             "path: ", request.method, " ", request.path, " is not an endpoint here (see "
-            "/v1/completions, /v1/models, /tokenize, /detokenize, /health, /ready)"));
+            "/v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health, /ready)"));
         break;
       default:
         status = absl::InvalidArgumentError(absl::StrCat("request: HTTP ", response.status));
@@ -235,14 +236,12 @@ void OpenAiServer::Detokenize(const httplib::Request& request, httplib::Response
 }
 
 void OpenAiServer::Chat(const httplib::Request& request, httplib::Response& response) {
-  constexpr char kEndpoint[] = "/v1/chat/completions";
-  if (Admit(request, response, kEndpoint) == nullptr) return;
-  ReplyError(metrics_, kEndpoint,
-             absl::InvalidArgumentError(absl::StrCat(
-                 "messages: model '", options_.model_id, "' has no chat template (Pythia is a "
-                 "base model, and sinkserve does not render chat templates): send a prompt to "
-                 "POST /v1/completions")),
-             response);
+  const ServingEngine* engine = Admit(request, response, "/v1/chat/completions");
+  if (engine == nullptr) return;
+  HandleChatCompletions(
+      CompletionContext{*engine, metrics_, options_.model_id,
+                        absl::StrCat("h", next_request_.fetch_add(1, std::memory_order_relaxed))},
+      options_.chat_template ? &*options_.chat_template : nullptr, request, response);
 }
 
 void OpenAiServer::Completions(const httplib::Request& request, httplib::Response& response) {
