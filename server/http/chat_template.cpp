@@ -312,6 +312,57 @@ int Order(const Value& a, const Value& b) {
   Throw(absl::StrCat("cannot order ", TypeName(a), " and ", TypeName(b)));
 }
 
+bool Space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// The code points of UTF-8 text: each one's first byte, length and value (invalid bytes are
+// code points of their own).
+struct CodePoint {
+  size_t begin, size;
+  uint32_t value;
+};
+std::vector<CodePoint> Decode(std::string_view s) {
+  std::vector<CodePoint> out;
+  for (size_t i = 0; i < s.size();) {
+    const auto lead = static_cast<unsigned char>(s[i]);
+    const size_t size = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    uint32_t value = size == 1 ? lead : lead & (0x7F >> size);
+    size_t n = 1;
+    for (; n < size && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80; ++n) {
+      value = (value << 6) | (static_cast<unsigned char>(s[i + n]) & 0x3F);
+    }
+    out.push_back({i, n, n == size ? value : lead});
+    i += n;
+  }
+  return out;
+}
+
+// Python's str.isspace().
+bool UnicodeSpace(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
+         c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Python's str.strip / lstrip / rstrip: whitespace, or the code points in `chars`.
+std::string Strip(std::string_view s, bool left, bool right,
+                  std::optional<std::string_view> chars = std::nullopt) {
+  const std::vector<CodePoint> points = Decode(s);
+  std::vector<uint32_t> set;
+  if (chars) {
+    for (const CodePoint& point : Decode(*chars)) set.push_back(point.value);
+  }
+  auto strip = [&](const CodePoint& point) {
+    return chars ? std::find(set.begin(), set.end(), point.value) != set.end()
+                 : UnicodeSpace(point.value);
+  };
+  size_t begin = 0, end = points.size();
+  while (left && begin < end && strip(points[begin])) ++begin;
+  while (right && end > begin && strip(points[end - 1])) --end;
+  if (begin == end) return "";
+  return std::string(s.substr(points[begin].begin,
+                              points[end - 1].begin + points[end - 1].size - points[begin].begin));
+}
+
 // The items a for loop visits: a list's items, a dict's keys, a string's characters (UTF-8
 // code points).
 List Iterate(const Value& value) {
@@ -325,11 +376,8 @@ List Iterate(const Value& value) {
     }
     case Kind::kString: {
       List chars;
-      for (size_t i = 0; i < value.text.size();) {
-        size_t n = 1;
-        while (i + n < value.text.size() && (static_cast<unsigned char>(value.text[i + n]) & 0xC0) == 0x80) ++n;
-        chars.push_back(Value::String(value.text.substr(i, n)));
-        i += n;
+      for (const CodePoint& point : Decode(value.text)) {
+        chars.push_back(Value::String(value.text.substr(point.begin, point.size)));
       }
       return chars;
     }
@@ -337,30 +385,14 @@ List Iterate(const Value& value) {
   }
 }
 
-size_t CodePoints(const std::string& s) {
-  return static_cast<size_t>(std::count_if(s.begin(), s.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  }));
-}
-
 int64_t Length(const Value& value) {
   switch (value.kind) {
     case Kind::kUndefined: return 0;
-    case Kind::kString: return static_cast<int64_t>(CodePoints(value.text));
+    case Kind::kString: return static_cast<int64_t>(Decode(value.text).size());
     case Kind::kList: return static_cast<int64_t>(value.list->size());
     case Kind::kDict: return static_cast<int64_t>(value.dict->size());
     default: Throw(absl::StrCat("a ", TypeName(value), " has no length"));
   }
-}
-
-bool Space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-
-std::string Strip(std::string_view s, bool left, bool right, std::string_view chars = {}) {
-  auto strip = [&](char c) { return chars.empty() ? Space(c) : chars.find(c) != std::string_view::npos; };
-  size_t begin = 0, end = s.size();
-  while (left && begin < end && strip(s[begin])) ++begin;
-  while (right && end > begin && strip(s[end - 1])) --end;
-  return std::string(s.substr(begin, end - begin));
 }
 
 std::string MapAscii(std::string s, int (*f)(int)) {
@@ -1257,8 +1289,8 @@ class Renderer {
       const std::string& s = object.text;
       if (method == "strip" || method == "lstrip" || method == "rstrip") {
         ArgCount(method, args, 0, 1);
-        const std::string chars = args.empty() || args[0].is(Kind::kNone) ? "" : StringArg(method, args[0]);
-        if (!args.empty() && !args[0].is(Kind::kNone) && chars.empty()) return object;
+        std::optional<std::string_view> chars;
+        if (!args.empty() && !args[0].is(Kind::kNone)) chars = StringArg(method, args[0]);
         return Value::String(Strip(s, method != "rstrip", method != "lstrip", chars));
       }
       if (method == "startswith" || method == "endswith") {
@@ -1286,11 +1318,15 @@ class Renderer {
         ArgCount(method, args, 0, 1);
         List parts;
         if (args.empty() || args[0].is(Kind::kNone)) {
-          for (size_t i = 0; i < s.size();) {
-            while (i < s.size() && Space(s[i])) ++i;
+          const std::vector<CodePoint> points = Decode(s);
+          for (size_t i = 0; i < points.size();) {
+            while (i < points.size() && UnicodeSpace(points[i].value)) ++i;
             size_t j = i;
-            while (j < s.size() && !Space(s[j])) ++j;
-            if (j > i) parts.push_back(Value::String(s.substr(i, j - i)));
+            while (j < points.size() && !UnicodeSpace(points[j].value)) ++j;
+            if (j > i) {
+              parts.push_back(Value::String(
+                  s.substr(points[i].begin, points[j - 1].begin + points[j - 1].size - points[i].begin)));
+            }
             i = j;
           }
         } else {
