@@ -17,10 +17,12 @@ int RunChatTemplate(int argc, char** argv) {
   Flags flags("chat-template",
               "Prints the prompt the chat template renders for --messages, byte for byte (no\n"
               "newline added), with add_generation_prompt true unless the file says otherwise.");
-  flags.Add("model", &model_path,
-            "model directory whose chat_template.jinja or tokenizer_config.json holds the template");
-  flags.Add("chat-template", &template_file,
-            "the template: a Jinja file, or a JSON file with a chat_template (overrides --model's)");
+  flags.Add(
+      "model", &model_path,
+      "model directory whose chat_template.jinja or tokenizer_config.json holds the template");
+  flags.Add(
+      "chat-template", &template_file,
+      "the template: a Jinja file, or a JSON file with a chat_template (overrides --model's)");
   flags.Add("messages", &messages_file,
             "JSON file: an array of messages, or an object of the template's variables "
             "(messages, add_generation_prompt, bos_token, eos_token, ...)");
@@ -36,8 +38,9 @@ int RunChatTemplate(int argc, char** argv) {
       server::http::LoadChatTemplate(model_dir, template_file);
   if (!chat_template.ok()) return Fail(chat_template.status());
   if (!*chat_template) {
-    return Fail(absl::NotFoundError("no chat template: give --chat-template or a --model "
-                                    "directory with chat_template.jinja or tokenizer_config.json"));
+    return Fail(
+        absl::NotFoundError("no chat template: give --chat-template or a --model "
+                            "directory with chat_template.jinja or tokenizer_config.json"));
   }
   absl::StatusOr<std::string> contents = ReadFile(messages_file);
   if (!contents.ok()) return Fail(contents.status());

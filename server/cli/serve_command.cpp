@@ -5,13 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/cli/command.h"
 #include "common/cli/token_file.h"
 #include "engine/format/model_directory.h"
 #include "server/auth.h"
-#include "server/http/openai_server.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
-#include "common/cli/command.h"
+#include "server/http/openai_server.h"
 #include "server/logging.h"
 #include "server/server.h"
 
@@ -114,7 +114,8 @@ int RunServe(int argc, char** argv) {
             "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC and HTTP API "
             "call (else UNAUTHENTICATED / 401); health, reflection, /health and /ready stay "
             "open for probes. Visible in ps: prefer --auth-token-file");
-  flags.Add("auth-token-file", &auth_token_file, "read the --auth-token from this file's first line");
+  flags.Add("auth-token-file", &auth_token_file,
+            "read the --auth-token from this file's first line");
   flags.Add("max-message-bytes", &max_message_bytes,
             "largest request message (or HTTP body) accepted; larger ones get "
             "RESOURCE_EXHAUSTED (HTTP 413)");
@@ -123,10 +124,12 @@ int RunServe(int argc, char** argv) {
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
 
   for (absl::Status status : {
-           InRange("port", port, 0, 65535), InRange("metrics-port", metrics_port, -1, 65535),
+           InRange("port", port, 0, 65535),
+           InRange("metrics-port", metrics_port, -1, 65535),
            InRange("http-port", http_port, -1, 65535),
            InRange("max-sessions", max_sessions, 1, 1 << 20),
-           InRange("max-queue", max_queue, 0, 1 << 20), InRange("max-batch", max_batch, 1, 4096),
+           InRange("max-queue", max_queue, 0, 1 << 20),
+           InRange("max-batch", max_batch, 1, 4096),
            InRange("prefill-chunk-tokens", prefill_chunk_tokens, 1, 1 << 16),
            InRange("max-prompt-tokens", max_prompt_tokens, 1, 1 << 28),
            InRange("max-new-tokens", max_new_tokens, 0, 1 << 28),

@@ -92,9 +92,10 @@ void HandleChatCompletions(const CompletionContext& context, const ChatTemplate*
                                       {"add_generation_prompt", true}};
   absl::StatusOr<std::string> prompt = chat_template->Render(variables);
   if (!prompt.ok()) {
-    return ReplyError(context.metrics, kEndpoint,
-                      absl::InvalidArgumentError(absl::StrCat("messages: ", prompt.status().message())),
-                      response);
+    return ReplyError(
+        context.metrics, kEndpoint,
+        absl::InvalidArgumentError(absl::StrCat("messages: ", prompt.status().message())),
+        response);
   }
   chat->completion.prompts.front().set_prompt_text(*prompt);
   ServeCompletion(context, kFormat, std::move(chat->completion), response);

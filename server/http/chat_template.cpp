@@ -90,7 +90,8 @@ struct Value {
   bool is(Kind k) const { return kind == k; }
   bool numeric() const { return kind == Kind::kInt || kind == Kind::kFloat || kind == Kind::kBool; }
   double AsDouble() const {
-    return kind == Kind::kFloat ? number : static_cast<double>(kind == Kind::kBool ? boolean : integer);
+    return kind == Kind::kFloat ? number
+                                : static_cast<double>(kind == Kind::kBool ? boolean : integer);
   }
   const Value* Find(std::string_view key) const {
     for (const auto& [name, value] : *dict) {
@@ -103,14 +104,22 @@ using Kind = Value::Kind;
 
 const char* TypeName(const Value& value) {
   switch (value.kind) {
-    case Kind::kUndefined: return "undefined";
-    case Kind::kNone: return "none";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kList: return "list";
-    case Kind::kDict: return "dict";
+    case Kind::kUndefined:
+      return "undefined";
+    case Kind::kNone:
+      return "none";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return "list";
+    case Kind::kDict:
+      return "dict";
   }
   return "?";
 }
@@ -118,13 +127,20 @@ const char* TypeName(const Value& value) {
 bool Truthy(const Value& value) {
   switch (value.kind) {
     case Kind::kUndefined:
-    case Kind::kNone: return false;
-    case Kind::kBool: return value.boolean;
-    case Kind::kInt: return value.integer != 0;
-    case Kind::kFloat: return value.number != 0;
-    case Kind::kString: return !value.text.empty();
-    case Kind::kList: return !value.list->empty();
-    case Kind::kDict: return !value.dict->empty();
+    case Kind::kNone:
+      return false;
+    case Kind::kBool:
+      return value.boolean;
+    case Kind::kInt:
+      return value.integer != 0;
+    case Kind::kFloat:
+      return value.number != 0;
+    case Kind::kString:
+      return !value.text.empty();
+    case Kind::kList:
+      return !value.list->empty();
+    case Kind::kDict:
+      return !value.dict->empty();
   }
   return false;
 }
@@ -147,14 +163,23 @@ std::string Str(const Value& value);
 
 // Python's repr() of a string: single quotes unless it holds one and no double quote.
 std::string StringRepr(const std::string& s) {
-  const char quote = s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
+  const char quote =
+      s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
   std::string out(1, quote);
   for (char c : s) {
     switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c == quote) {
           out += '\\';
@@ -173,7 +198,8 @@ std::string StringRepr(const std::string& s) {
 
 std::string Repr(const Value& value) {
   switch (value.kind) {
-    case Kind::kString: return StringRepr(value.text);
+    case Kind::kString:
+      return StringRepr(value.text);
     case Kind::kList: {
       std::vector<std::string> items;
       for (const Value& item : *value.list) items.push_back(Repr(item));
@@ -187,20 +213,28 @@ std::string Repr(const Value& value) {
       return absl::StrCat(value.is_namespace ? "<Namespace {" : "{", absl::StrJoin(items, ", "),
                           value.is_namespace ? "}>" : "}");
     }
-    default: return Str(value);
+    default:
+      return Str(value);
   }
 }
 
 // Python's str(): what {{ value }} prints.
 std::string Str(const Value& value) {
   switch (value.kind) {
-    case Kind::kUndefined: return "";
-    case Kind::kNone: return "None";
-    case Kind::kBool: return value.boolean ? "True" : "False";
-    case Kind::kInt: return std::to_string(value.integer);
-    case Kind::kFloat: return FloatRepr(value.number);
-    case Kind::kString: return value.text;
-    default: return Repr(value);
+    case Kind::kUndefined:
+      return "";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return value.boolean ? "True" : "False";
+    case Kind::kInt:
+      return std::to_string(value.integer);
+    case Kind::kFloat:
+      return FloatRepr(value.number);
+    case Kind::kString:
+      return value.text;
+    default:
+      return Repr(value);
   }
 }
 
@@ -209,13 +243,27 @@ std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char hex[8];
@@ -231,14 +279,21 @@ std::string JsonString(const std::string& s) {
 
 std::string ToJson(const Value& value) {
   switch (value.kind) {
-    case Kind::kUndefined: Throw(absl::StrCat("tojson: '", value.text, "' is undefined"));
-    case Kind::kNone: return "null";
-    case Kind::kBool: return value.boolean ? "true" : "false";
-    case Kind::kInt: return std::to_string(value.integer);
+    case Kind::kUndefined:
+      Throw(absl::StrCat("tojson: '", value.text, "' is undefined"));
+    case Kind::kNone:
+      return "null";
+    case Kind::kBool:
+      return value.boolean ? "true" : "false";
+    case Kind::kInt:
+      return std::to_string(value.integer);
     case Kind::kFloat:
       return std::isfinite(value.number) ? FloatRepr(value.number)
-                                         : (std::isnan(value.number) ? "NaN" : Str(value) == "inf" ? "Infinity" : "-Infinity");
-    case Kind::kString: return JsonString(value.text);
+                                         : (std::isnan(value.number) ? "NaN"
+                                            : Str(value) == "inf"    ? "Infinity"
+                                                                     : "-Infinity");
+    case Kind::kString:
+      return JsonString(value.text);
     case Kind::kList: {
       std::vector<std::string> items;
       for (const Value& item : *value.list) items.push_back(ToJson(item));
@@ -257,12 +312,18 @@ std::string ToJson(const Value& value) {
 
 Value FromJson(const Json& json) {
   switch (json.type()) {
-    case Json::value_t::null: return Value::None();
-    case Json::value_t::boolean: return Value::Bool(json.get<bool>());
-    case Json::value_t::number_integer: return Value::Int(json.get<int64_t>());
-    case Json::value_t::number_unsigned: return Value::Int(static_cast<int64_t>(json.get<uint64_t>()));
-    case Json::value_t::number_float: return Value::Float(json.get<double>());
-    case Json::value_t::string: return Value::String(json.get<std::string>());
+    case Json::value_t::null:
+      return Value::None();
+    case Json::value_t::boolean:
+      return Value::Bool(json.get<bool>());
+    case Json::value_t::number_integer:
+      return Value::Int(json.get<int64_t>());
+    case Json::value_t::number_unsigned:
+      return Value::Int(static_cast<int64_t>(json.get<uint64_t>()));
+    case Json::value_t::number_float:
+      return Value::Float(json.get<double>());
+    case Json::value_t::string:
+      return Value::String(json.get<std::string>());
     case Json::value_t::array: {
       List items;
       for (const Json& item : json) items.push_back(FromJson(item));
@@ -273,20 +334,24 @@ Value FromJson(const Json& json) {
       for (const auto& [key, item] : json.items()) items.emplace_back(key, FromJson(item));
       return Value::MakeDict(std::move(items));
     }
-    default: return Value::None();
+    default:
+      return Value::None();
   }
 }
 
 bool Equal(const Value& a, const Value& b) {
   if (a.numeric() && b.numeric()) {
     if (a.is(Kind::kFloat) || b.is(Kind::kFloat)) return a.AsDouble() == b.AsDouble();
-    return (a.is(Kind::kBool) ? a.boolean : a.integer) == (b.is(Kind::kBool) ? b.boolean : b.integer);
+    return (a.is(Kind::kBool) ? a.boolean : a.integer) ==
+           (b.is(Kind::kBool) ? b.boolean : b.integer);
   }
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case Kind::kUndefined:
-    case Kind::kNone: return true;
-    case Kind::kString: return a.text == b.text;
+    case Kind::kNone:
+      return true;
+    case Kind::kString:
+      return a.text == b.text;
     case Kind::kList:
       return a.list->size() == b.list->size() &&
              std::equal(a.list->begin(), a.list->end(), b.list->begin(), Equal);
@@ -298,7 +363,8 @@ bool Equal(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -312,7 +378,9 @@ int Order(const Value& a, const Value& b) {
   Throw(absl::StrCat("cannot order ", TypeName(a), " and ", TypeName(b)));
 }
 
-bool Space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool Space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // The code points of UTF-8 text: each one's first byte, length and value (invalid bytes are
 // code points of their own).
@@ -324,10 +392,15 @@ std::vector<CodePoint> Decode(std::string_view s) {
   std::vector<CodePoint> out;
   for (size_t i = 0; i < s.size();) {
     const auto lead = static_cast<unsigned char>(s[i]);
-    const size_t size = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    const size_t size = lead < 0x80    ? 1
+                        : lead >= 0xF0 ? 4
+                        : lead >= 0xE0 ? 3
+                        : lead >= 0xC0 ? 2
+                                       : 1;
     uint32_t value = size == 1 ? lead : lead & (0x7F >> size);
     size_t n = 1;
-    for (; n < size && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80; ++n) {
+    for (; n < size && i + n < s.size() && (static_cast<unsigned char>(s[i + n]) & 0xC0) == 0x80;
+         ++n) {
       value = (value << 6) | (static_cast<unsigned char>(s[i + n]) & 0x3F);
     }
     out.push_back({i, n, n == size ? value : lead});
@@ -339,8 +412,8 @@ std::vector<CodePoint> Decode(std::string_view s) {
 // Python's str.isspace().
 bool UnicodeSpace(uint32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 // Python's str.strip / lstrip / rstrip: whitespace, or the code points in `chars`.
@@ -367,8 +440,10 @@ std::string Strip(std::string_view s, bool left, bool right,
 // code points).
 List Iterate(const Value& value) {
   switch (value.kind) {
-    case Kind::kUndefined: return {};
-    case Kind::kList: return *value.list;
+    case Kind::kUndefined:
+      return {};
+    case Kind::kList:
+      return *value.list;
     case Kind::kDict: {
       List keys;
       for (const auto& [key, item] : *value.dict) keys.push_back(Value::String(key));
@@ -381,17 +456,23 @@ List Iterate(const Value& value) {
       }
       return chars;
     }
-    default: Throw(absl::StrCat("a ", TypeName(value), " is not iterable"));
+    default:
+      Throw(absl::StrCat("a ", TypeName(value), " is not iterable"));
   }
 }
 
 int64_t Length(const Value& value) {
   switch (value.kind) {
-    case Kind::kUndefined: return 0;
-    case Kind::kString: return static_cast<int64_t>(Decode(value.text).size());
-    case Kind::kList: return static_cast<int64_t>(value.list->size());
-    case Kind::kDict: return static_cast<int64_t>(value.dict->size());
-    default: Throw(absl::StrCat("a ", TypeName(value), " has no length"));
+    case Kind::kUndefined:
+      return 0;
+    case Kind::kString:
+      return static_cast<int64_t>(Decode(value.text).size());
+    case Kind::kList:
+      return static_cast<int64_t>(value.list->size());
+    case Kind::kDict:
+      return static_cast<int64_t>(value.dict->size());
+    default:
+      Throw(absl::StrCat("a ", TypeName(value), " has no length"));
   }
 }
 
@@ -404,7 +485,8 @@ std::string MapAscii(std::string s, int (*f)(int)) {
 
 std::string Capitalize(const std::string& s) {
   std::string out = MapAscii(s, [](int c) { return std::tolower(c); });
-  if (!out.empty()) out = MapAscii(out.substr(0, 1), [](int c) { return std::toupper(c); }) + out.substr(1);
+  if (!out.empty())
+    out = MapAscii(out.substr(0, 1), [](int c) { return std::toupper(c); }) + out.substr(1);
   return out;
 }
 
@@ -413,7 +495,8 @@ std::string Title(const std::string& s) {
   bool word = false;
   for (char& c : out) {
     const bool alpha = std::isalpha(static_cast<unsigned char>(c)) != 0;
-    if (static_cast<unsigned char>(c) < 0x80) c = static_cast<char>(word ? std::tolower(c) : std::toupper(c));
+    if (static_cast<unsigned char>(c) < 0x80)
+      c = static_cast<char>(word ? std::tolower(c) : std::toupper(c));
     word = alpha || static_cast<unsigned char>(c) >= 0x80;
   }
   return out;
@@ -466,7 +549,8 @@ class Lexer {
       const std::string close = kind == '{' ? "}}" : kind == '%' ? "%}" : "#}";
       size_t end = kind == '#' ? src_.find(close, inner) : FindClose(inner, close);
       if (end == std::string::npos) {
-        Throw(absl::StrCat(origin_, ":", line, ": a tag opened here is never closed with '", close, "'"));
+        Throw(absl::StrCat(origin_, ":", line, ": a tag opened here is never closed with '", close,
+                           "'"));
       }
       size_t body_end = end;
       const char end_sign = end > inner ? src_[end - 1] : '\0';
@@ -491,7 +575,8 @@ class Lexer {
   }
 
   int Line(size_t pos) const {
-    return 1 + static_cast<int>(std::count(src_.begin(), src_.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
+    return 1 + static_cast<int>(
+                   std::count(src_.begin(), src_.begin() + static_cast<std::ptrdiff_t>(pos), '\n'));
   }
 
   // The closing delimiter's position, skipping string literals.
@@ -529,16 +614,22 @@ std::vector<Token> Tokenize(const std::string& body, const std::string& where) {
       ++i;
     } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
       size_t j = i;
-      while (j < body.size() && (std::isalnum(static_cast<unsigned char>(body[j])) || body[j] == '_')) ++j;
+      while (j < body.size() &&
+             (std::isalnum(static_cast<unsigned char>(body[j])) || body[j] == '_'))
+        ++j;
       tokens.push_back({Token::Type::kName, body.substr(i, j - i)});
       i = j;
     } else if (std::isdigit(static_cast<unsigned char>(c))) {
       size_t j = i;
-      while (j < body.size() && (std::isdigit(static_cast<unsigned char>(body[j])) || body[j] == '_')) ++j;
+      while (j < body.size() &&
+             (std::isdigit(static_cast<unsigned char>(body[j])) || body[j] == '_'))
+        ++j;
       bool is_float = false;
-      if (j + 1 < body.size() && body[j] == '.' && std::isdigit(static_cast<unsigned char>(body[j + 1]))) {
+      if (j + 1 < body.size() && body[j] == '.' &&
+          std::isdigit(static_cast<unsigned char>(body[j + 1]))) {
         is_float = true;
-        for (++j; j < body.size() && std::isdigit(static_cast<unsigned char>(body[j])); ++j) {}
+        for (++j; j < body.size() && std::isdigit(static_cast<unsigned char>(body[j])); ++j) {
+        }
       }
       std::string digits = body.substr(i, j - i);
       digits.erase(std::remove(digits.begin(), digits.end(), '_'), digits.end());
@@ -554,15 +645,29 @@ std::vector<Token> Tokenize(const std::string& body, const std::string& where) {
         }
         const char e = body[++j];
         switch (e) {
-          case 'n': text += '\n'; break;
-          case 't': text += '\t'; break;
-          case 'r': text += '\r'; break;
-          case '0': text += '\0'; break;
-          case '\\': case '\'': case '"': text += e; break;
-          case '\n': break;
+          case 'n':
+            text += '\n';
+            break;
+          case 't':
+            text += '\t';
+            break;
+          case 'r':
+            text += '\r';
+            break;
+          case '0':
+            text += '\0';
+            break;
+          case '\\':
+          case '\'':
+          case '"':
+            text += e;
+            break;
+          case '\n':
+            break;
           case 'u': {
             if (j + 4 >= body.size()) Throw(absl::StrCat(where, ": a bad \\u escape"));
-            const uint32_t cp = static_cast<uint32_t>(std::stoul(body.substr(j + 1, 4), nullptr, 16));
+            const uint32_t cp =
+                static_cast<uint32_t>(std::stoul(body.substr(j + 1, 4), nullptr, 16));
             j += 4;
             if (cp < 0x80) {
               text += static_cast<char>(cp);
@@ -576,16 +681,18 @@ std::vector<Token> Tokenize(const std::string& body, const std::string& where) {
             }
             break;
           }
-          default: text += '\\'; text += e;
+          default:
+            text += '\\';
+            text += e;
         }
       }
       if (j >= body.size()) Throw(absl::StrCat(where, ": a string literal is not closed"));
       tokens.push_back({Token::Type::kString, std::move(text)});
       i = j + 1;
     } else {
-      static const char* const kOps[] = {"==", "!=", "<=", ">=", "//", "**", "(", ")", "[", "]",
-                                         "{", "}", ",", ".", ":", "|", "~", "+", "-", "*", "/",
-                                         "%", "<", ">", "="};
+      static const char* const kOps[] = {"==", "!=", "<=", ">=", "//", "**", "(", ")", "[",
+                                         "]",  "{",  "}",  ",",  ".",  ":",  "|", "~", "+",
+                                         "-",  "*",  "/",  "%",  "<",  ">",  "="};
       const char* found = nullptr;
       for (const char* op : kOps) {
         if (body.compare(i, std::strlen(op), op) == 0) {
@@ -593,7 +700,8 @@ std::vector<Token> Tokenize(const std::string& body, const std::string& where) {
           break;
         }
       }
-      if (found == nullptr) Throw(absl::StrCat(where, ": unexpected character '", std::string(1, c), "'"));
+      if (found == nullptr)
+        Throw(absl::StrCat(where, ": unexpected character '", std::string(1, c), "'"));
       tokens.push_back({Token::Type::kOp, found});
       i += std::strlen(found);
     }
@@ -607,8 +715,23 @@ using ExprPtr = std::shared_ptr<const Expr>;
 
 struct Expr {
   enum class Type {
-    kLiteral, kName, kList, kDict, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNot, kNeg,
-    kBinary, kCompare, kAnd, kOr, kCond
+    kLiteral,
+    kName,
+    kList,
+    kDict,
+    kAttr,
+    kItem,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kNot,
+    kNeg,
+    kBinary,
+    kCompare,
+    kAnd,
+    kOr,
+    kCond
   } type = Type::kLiteral;
   std::string name;  // a name, attribute, operator, filter or test
   Value literal;
@@ -636,15 +759,15 @@ ExprPtr Literal(Value value) {
 
 const std::vector<std::string_view>& Filters() {
   static const std::vector<std::string_view> kFilters = {
-      "trim", "length", "count", "tojson", "upper", "lower", "capitalize", "title", "string",
-      "int", "default", "d", "first", "last", "join", "list", "items", "reverse"};
+      "trim", "length",  "count", "tojson", "upper", "lower", "capitalize", "title", "string",
+      "int",  "default", "d",     "first",  "last",  "join",  "list",       "items", "reverse"};
   return kFilters;
 }
 
 const std::vector<std::string_view>& Tests() {
   static const std::vector<std::string_view> kTests = {
-      "defined", "undefined", "none", "string", "number", "integer", "boolean", "mapping",
-      "sequence", "iterable", "true", "false", "even", "odd"};
+      "defined", "undefined", "none",     "string", "number", "integer", "boolean",
+      "mapping", "sequence",  "iterable", "true",   "false",  "even",    "odd"};
   return kTests;
 }
 
@@ -658,11 +781,15 @@ class ExprParser {
       : where_(std::move(where)), tokens_(Tokenize(body, where_)) {}
 
   bool AtEnd() const { return Peek().type == Token::Type::kEnd; }
-  const Token& Peek(size_t ahead = 0) const { return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)]; }
+  const Token& Peek(size_t ahead = 0) const {
+    return tokens_[std::min(pos_ + ahead, tokens_.size() - 1)];
+  }
   bool IsName(std::string_view name, size_t ahead = 0) const {
     return Peek(ahead).type == Token::Type::kName && Peek(ahead).text == name;
   }
-  bool IsOp(std::string_view op) const { return Peek().type == Token::Type::kOp && Peek().text == op; }
+  bool IsOp(std::string_view op) const {
+    return Peek().type == Token::Type::kOp && Peek().text == op;
+  }
   bool Accept(std::string_view op) {
     if (!IsOp(op)) return false;
     ++pos_;
@@ -685,9 +812,9 @@ class ExprParser {
   }
   [[noreturn]] void Fail(std::string_view what) const {
     const Token& token = Peek();
-    Throw(absl::StrCat(where_, ": ", std::string(what), token.type == Token::Type::kEnd
-                                               ? " at the end of the tag"
-                                               : absl::StrCat(" at '", token.text, "'")));
+    Throw(absl::StrCat(where_, ": ", std::string(what),
+                       token.type == Token::Type::kEnd ? " at the end of the tag"
+                                                       : absl::StrCat(" at '", token.text, "'")));
   }
 
   // A whole expression; with_condition false stops before `if` (a for loop's iterable).
@@ -834,14 +961,16 @@ class ExprParser {
           return Make(std::move(dict));
         }
         break;
-      case Token::Type::kEnd: break;
+      case Token::Type::kEnd:
+        break;
     }
     Fail("expected a value");
   }
   // Call arguments after '(': positional, then name=value.
   void Arguments(Expr& call) {
     while (!IsOp(")")) {
-      if (Peek().type == Token::Type::kName && Peek(1).type == Token::Type::kOp && Peek(1).text == "=") {
+      if (Peek().type == Token::Type::kName && Peek(1).type == Token::Type::kOp &&
+          Peek(1).text == "=") {
         std::string name = Name();
         Expect("=");
         call.kwargs.emplace_back(std::move(name), Expression());
@@ -857,7 +986,8 @@ class ExprParser {
     while (true) {
       if (Accept(".")) {
         if (Peek().type == Token::Type::kInt) {
-          expr = Make(NewExpr(Expr::Type::kItem, {expr, Literal(Value::Int(std::stoll(tokens_[pos_++].text)))}));
+          expr = Make(NewExpr(Expr::Type::kItem,
+                              {expr, Literal(Value::Int(std::stoll(tokens_[pos_++].text)))}));
         } else {
           expr = Make(NewExpr(Expr::Type::kAttr, {expr}, Name()));
         }
@@ -884,7 +1014,8 @@ class ExprParser {
     while (true) {
       if (Accept("|")) {
         Expr filter = NewExpr(Expr::Type::kFilter, {expr}, Name());
-        if (!Known(Filters(), filter.name)) Fail(absl::StrCat("unsupported filter '", filter.name, "'"));
+        if (!Known(Filters(), filter.name))
+          Fail(absl::StrCat("unsupported filter '", filter.name, "'"));
         if (Accept("(")) Arguments(filter);
         expr = Make(std::move(filter));
       } else if (AcceptName("is")) {
@@ -916,10 +1047,12 @@ class ExprParser {
 struct ChatTemplate::Node {
   enum class Type { kBody, kText, kOutput, kIf, kFor, kSet, kBreak, kContinue } type = Type::kBody;
   int line = 0;
-  std::string text;                         // kText
-  std::vector<ExprPtr> exprs;               // kOutput: [value]; kIf: conditions; kFor: [iterable, filter]; kSet: [value]
-  std::vector<std::shared_ptr<Node>> body;  // kBody: statements; kIf: a branch per condition (+ else); kFor: [body, else]
-  std::vector<std::string> targets;         // kFor: loop variables; kSet: [name] or [namespace, attribute]
+  std::string text;  // kText
+  std::vector<ExprPtr>
+      exprs;  // kOutput: [value]; kIf: conditions; kFor: [iterable, filter]; kSet: [value]
+  std::vector<std::shared_ptr<Node>>
+      body;  // kBody: statements; kIf: a branch per condition (+ else); kFor: [body, else]
+  std::vector<std::string> targets;  // kFor: loop variables; kSet: [name] or [namespace, attribute]
 };
 
 namespace {
@@ -937,7 +1070,8 @@ NodePtr NewNode(Node::Type type, int line = 0, std::string text = {}) {
 
 class TemplateParser {
  public:
-  TemplateParser(std::vector<Tag> tags, const std::string& origin) : tags_(std::move(tags)), origin_(origin) {}
+  TemplateParser(std::vector<Tag> tags, const std::string& origin)
+      : tags_(std::move(tags)), origin_(origin) {}
 
   NodePtr Run() {
     std::string end;
@@ -1030,7 +1164,10 @@ class TemplateParser {
       node->type = Node::Type::kSet;
       node->targets.push_back(parser.Name());
       if (parser.Accept(".")) node->targets.push_back(parser.Name());
-      if (!parser.Accept("=")) parser.Fail("unsupported: a block set ({% set x %}...{% endset %}) or a tuple target; expected '='");
+      if (!parser.Accept("="))
+        parser.Fail(
+            "unsupported: a block set ({% set x %}...{% endset %}) or a tuple target; expected "
+            "'='");
       node->exprs.push_back(parser.Expression());
       parser.ExpectEnd();
     } else if (word == "break" || word == "continue") {
@@ -1073,15 +1210,21 @@ class Renderer {
           if (Flow flow = Run(*child, out); flow != Flow::kNormal) return flow;
         }
         return Flow::kNormal;
-      case Node::Type::kText: out += node.text; return Flow::kNormal;
-      case Node::Type::kOutput: line_ = node.line; out += Str(Eval(*node.exprs[0])); return Flow::kNormal;
+      case Node::Type::kText:
+        out += node.text;
+        return Flow::kNormal;
+      case Node::Type::kOutput:
+        line_ = node.line;
+        out += Str(Eval(*node.exprs[0]));
+        return Flow::kNormal;
       case Node::Type::kIf:
         line_ = node.line;
         for (size_t i = 0; i < node.exprs.size(); ++i) {
           if (Truthy(Eval(*node.exprs[i]))) return Run(*node.body[i], out);
         }
         return node.body.size() > node.exprs.size() ? Run(*node.body.back(), out) : Flow::kNormal;
-      case Node::Type::kFor: return For(node, out);
+      case Node::Type::kFor:
+        return For(node, out);
       case Node::Type::kSet: {
         line_ = node.line;
         Value value = Eval(*node.exprs[0]);
@@ -1089,19 +1232,25 @@ class Renderer {
           Assign(scopes_.back(), node.targets[0], std::move(value));
         } else {
           Value target = Lookup(node.targets[0]);
-          if (!target.is_namespace) Fail(absl::StrCat("cannot assign to an attribute of '", node.targets[0], "' (not a namespace())"));
+          if (!target.is_namespace)
+            Fail(absl::StrCat("cannot assign to an attribute of '", node.targets[0],
+                              "' (not a namespace())"));
           Assign(*target.dict, node.targets[1], std::move(value));
         }
         return Flow::kNormal;
       }
-      case Node::Type::kBreak: return Flow::kBreak;
-      case Node::Type::kContinue: return Flow::kContinue;
+      case Node::Type::kBreak:
+        return Flow::kBreak;
+      case Node::Type::kContinue:
+        return Flow::kContinue;
     }
     return Flow::kNormal;
   }
 
  private:
-  [[noreturn]] void Fail(const std::string& what) const { Throw(absl::StrCat(origin_, ":", line_, ": ", what)); }
+  [[noreturn]] void Fail(const std::string& what) const {
+    Throw(absl::StrCat(origin_, ":", line_, ": ", what));
+  }
 
   static void Assign(Dict& scope, const std::string& name, Value value) {
     for (auto& [key, item] : scope) {
@@ -1148,8 +1297,10 @@ class Renderer {
                    {"first", Value::Bool(i == 0)},
                    {"last", Value::Bool(i == length - 1)},
                    {"length", Value::Int(length)},
-                   {"previtem", i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("loop.previtem")},
-                   {"nextitem", i + 1 < length ? items[static_cast<size_t>(i + 1)] : Value::Undefined("loop.nextitem")}};
+                   {"previtem",
+                    i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("loop.previtem")},
+                   {"nextitem", i + 1 < length ? items[static_cast<size_t>(i + 1)]
+                                               : Value::Undefined("loop.nextitem")}};
       Assign(scopes_.back(), "loop", Value::MakeDict(std::move(loop)));
       const Flow flow = Run(*node.body[0], out);
       scopes_.pop_back();
@@ -1166,7 +1317,8 @@ class Renderer {
     }
     const List parts = Iterate(item);
     if (parts.size() != targets.size()) {
-      Fail(absl::StrCat("cannot unpack ", parts.size(), " values into ", targets.size(), " loop variables"));
+      Fail(absl::StrCat("cannot unpack ", parts.size(), " values into ", targets.size(),
+                        " loop variables"));
     }
     for (size_t i = 0; i < targets.size(); ++i) Assign(scopes_.back(), targets[i], parts[i]);
   }
@@ -1224,7 +1376,8 @@ class Renderer {
     const int64_t start = clamp(bound(1), step > 0 ? 0 : size - 1);
     const int64_t stop = clamp(bound(2), step > 0 ? size : -1);
     List out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(items[static_cast<size_t>(i)]);
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+      out.push_back(items[static_cast<size_t>(i)]);
     if (!object.is(Kind::kString)) return Value::MakeList(std::move(out));
     std::string text;
     for (const Value& c : out) text += c.text;
@@ -1237,15 +1390,18 @@ class Renderer {
     return args;
   }
 
-  void ArgCount(const std::string& name, const std::vector<Value>& args, size_t lo, size_t hi) const {
+  void ArgCount(const std::string& name, const std::vector<Value>& args, size_t lo,
+                size_t hi) const {
     if (args.size() < lo || args.size() > hi) {
-      Fail(absl::StrCat(name, "() takes ", lo == hi ? absl::StrCat(lo) : absl::StrCat(lo, " to ", hi),
+      Fail(absl::StrCat(name, "() takes ",
+                        lo == hi ? absl::StrCat(lo) : absl::StrCat(lo, " to ", hi),
                         " arguments, got ", args.size()));
     }
   }
 
   const std::string& StringArg(const std::string& name, const Value& value) const {
-    if (!value.is(Kind::kString)) Fail(absl::StrCat(name, "(): expected a string, got a ", TypeName(value)));
+    if (!value.is(Kind::kString))
+      Fail(absl::StrCat(name, "(): expected a string, got a ", TypeName(value)));
     return value.text;
   }
 
@@ -1274,13 +1430,15 @@ class Renderer {
         const int64_t step = args.size() > 2 ? args[2].integer : 1;
         if (step == 0) Fail("range(): step cannot be zero");
         List out;
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::Int(i));
+        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+          out.push_back(Value::Int(i));
         return Value::MakeList(std::move(out));
       }
       Fail(absl::StrCat("unknown function '", callee.name, "'"));
     }
     if (callee.type != Expr::Type::kAttr) Fail("only functions and methods can be called");
-    if (!call.kwargs.empty()) Fail(absl::StrCat(callee.name, "(): keyword arguments are not supported"));
+    if (!call.kwargs.empty())
+      Fail(absl::StrCat(callee.name, "(): keyword arguments are not supported"));
     const Value object = Eval(*callee.args[0]);
     RequireDefined(object);
     const std::string& method = callee.name;
@@ -1298,8 +1456,10 @@ class Renderer {
         const std::string& affix = StringArg(method, args[0]);
         return Value::Bool(method == "startswith" ? s.starts_with(affix) : s.ends_with(affix));
       }
-      if (method == "upper") return Value::String(MapAscii(s, [](int c) { return std::toupper(c); }));
-      if (method == "lower") return Value::String(MapAscii(s, [](int c) { return std::tolower(c); }));
+      if (method == "upper")
+        return Value::String(MapAscii(s, [](int c) { return std::toupper(c); }));
+      if (method == "lower")
+        return Value::String(MapAscii(s, [](int c) { return std::tolower(c); }));
       if (method == "capitalize") return Value::String(Capitalize(s));
       if (method == "title") return Value::String(Title(s));
       if (method == "replace") {
@@ -1324,8 +1484,8 @@ class Renderer {
             size_t j = i;
             while (j < points.size() && !UnicodeSpace(points[j].value)) ++j;
             if (j > i) {
-              parts.push_back(Value::String(
-                  s.substr(points[i].begin, points[j - 1].begin + points[j - 1].size - points[i].begin)));
+              parts.push_back(Value::String(s.substr(
+                  points[i].begin, points[j - 1].begin + points[j - 1].size - points[i].begin)));
             }
             i = j;
           }
@@ -1369,7 +1529,8 @@ class Renderer {
     Value value = Eval(*filter.args[0]);
     std::vector<Value> args = Args(filter);
     const std::string& name = filter.name;
-    if (!filter.kwargs.empty()) Fail(absl::StrCat("|", name, ": keyword arguments are not supported"));
+    if (!filter.kwargs.empty())
+      Fail(absl::StrCat("|", name, ": keyword arguments are not supported"));
     if (name == "default" || name == "d") {
       ArgCount(name, args, 0, 2);
       const bool boolean = args.size() > 1 && Truthy(args[1]);
@@ -1401,9 +1562,11 @@ class Renderer {
       return name == "first" ? items.front() : items.back();
     }
     if (name == "items") {
-      if (!value.is(Kind::kDict)) Fail(absl::StrCat("|items needs a dict, got a ", TypeName(value)));
+      if (!value.is(Kind::kDict))
+        Fail(absl::StrCat("|items needs a dict, got a ", TypeName(value)));
       List out;
-      for (const auto& [key, item] : *value.dict) out.push_back(Value::MakeList({Value::String(key), item}));
+      for (const auto& [key, item] : *value.dict)
+        out.push_back(Value::MakeList({Value::String(key), item}));
       return Value::MakeList(std::move(out));
     }
     if (name == "int") {
@@ -1420,8 +1583,10 @@ class Renderer {
     RequireDefined(value);
     const std::string text = Str(value);
     if (name == "trim") return Value::String(Strip(text, true, true));
-    if (name == "upper") return Value::String(MapAscii(text, [](int c) { return std::toupper(c); }));
-    if (name == "lower") return Value::String(MapAscii(text, [](int c) { return std::tolower(c); }));
+    if (name == "upper")
+      return Value::String(MapAscii(text, [](int c) { return std::toupper(c); }));
+    if (name == "lower")
+      return Value::String(MapAscii(text, [](int c) { return std::tolower(c); }));
     if (name == "capitalize") return Value::String(Capitalize(text));
     if (name == "title") return Value::String(Title(text));
     Fail(absl::StrCat("unsupported filter '", name, "'"));
@@ -1440,8 +1605,10 @@ class Renderer {
     if (name == "true") return value.is(Kind::kBool) && value.boolean;
     if (name == "false") return value.is(Kind::kBool) && !value.boolean;
     if (name == "mapping") return value.is(Kind::kDict);
-    if (name == "sequence") return value.is(Kind::kList) || value.is(Kind::kString) || value.is(Kind::kDict);
-    if (name == "iterable") return value.is(Kind::kList) || value.is(Kind::kString) || value.is(Kind::kDict);
+    if (name == "sequence")
+      return value.is(Kind::kList) || value.is(Kind::kString) || value.is(Kind::kDict);
+    if (name == "iterable")
+      return value.is(Kind::kList) || value.is(Kind::kString) || value.is(Kind::kDict);
     if (name == "even" || name == "odd") {
       if (!value.is(Kind::kInt)) Fail(absl::StrCat("'is ", name, "' needs an integer"));
       return (value.integer % 2 == 0) == (name == "even");
@@ -1457,9 +1624,13 @@ class Renderer {
       case Kind::kList:
         return std::any_of(container.list->begin(), container.list->end(),
                            [&](const Value& v) { return Equal(v, item); });
-      case Kind::kDict: return item.is(Kind::kString) && container.Find(item.text) != nullptr;
-      case Kind::kUndefined: RequireDefined(container); return false;
-      default: Fail(absl::StrCat("'in' needs a string, list or dict, got a ", TypeName(container)));
+      case Kind::kDict:
+        return item.is(Kind::kString) && container.Find(item.text) != nullptr;
+      case Kind::kUndefined:
+        RequireDefined(container);
+        return false;
+      default:
+        Fail(absl::StrCat("'in' needs a string, list or dict, got a ", TypeName(container)));
     }
   }
 
@@ -1479,7 +1650,8 @@ class Renderer {
     if (op == "~") return Value::String(Str(a) + Str(b));
     RequireDefined(a);
     RequireDefined(b);
-    if (op == "+" && a.is(Kind::kString) && b.is(Kind::kString)) return Value::String(a.text + b.text);
+    if (op == "+" && a.is(Kind::kString) && b.is(Kind::kString))
+      return Value::String(a.text + b.text);
     if (op == "+" && a.is(Kind::kList) && b.is(Kind::kList)) {
       List items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
@@ -1491,7 +1663,8 @@ class Renderer {
       return Value::String(out);
     }
     if (!a.numeric() || !b.numeric()) {
-      Fail(absl::StrCat("unsupported operand types for ", op, ": ", TypeName(a), " and ", TypeName(b)));
+      Fail(absl::StrCat("unsupported operand types for ", op, ": ", TypeName(a), " and ",
+                        TypeName(b)));
     }
     const bool integers = !a.is(Kind::kFloat) && !b.is(Kind::kFloat);
     const double x = a.AsDouble(), y = b.AsDouble();
@@ -1524,8 +1697,10 @@ class Renderer {
 
   Value Eval(const Expr& expr) {
     switch (expr.type) {
-      case Expr::Type::kLiteral: return expr.literal;
-      case Expr::Type::kName: return Lookup(expr.name);
+      case Expr::Type::kLiteral:
+        return expr.literal;
+      case Expr::Type::kName:
+        return Lookup(expr.name);
       case Expr::Type::kList: {
         List items;
         for (const ExprPtr& item : expr.args) items.push_back(Eval(*item));
@@ -1540,20 +1715,29 @@ class Renderer {
         }
         return Value::MakeDict(std::move(items));
       }
-      case Expr::Type::kAttr: return Attribute(Eval(*expr.args[0]), expr.name);
-      case Expr::Type::kItem: return Item(Eval(*expr.args[0]), Eval(*expr.args[1]));
-      case Expr::Type::kSlice: return Slice(Eval(*expr.args[0]), expr);
-      case Expr::Type::kCall: return Call(expr);
-      case Expr::Type::kFilter: return Filter(expr);
-      case Expr::Type::kTest: return Value::Bool(Test(expr) != expr.negated);
-      case Expr::Type::kNot: return Value::Bool(!Truthy(Eval(*expr.args[0])));
+      case Expr::Type::kAttr:
+        return Attribute(Eval(*expr.args[0]), expr.name);
+      case Expr::Type::kItem:
+        return Item(Eval(*expr.args[0]), Eval(*expr.args[1]));
+      case Expr::Type::kSlice:
+        return Slice(Eval(*expr.args[0]), expr);
+      case Expr::Type::kCall:
+        return Call(expr);
+      case Expr::Type::kFilter:
+        return Filter(expr);
+      case Expr::Type::kTest:
+        return Value::Bool(Test(expr) != expr.negated);
+      case Expr::Type::kNot:
+        return Value::Bool(!Truthy(Eval(*expr.args[0])));
       case Expr::Type::kNeg: {
         Value value = Eval(*expr.args[0]);
-        if (value.is(Kind::kInt) || value.is(Kind::kBool)) return Value::Int(-(value.is(Kind::kBool) ? value.boolean : value.integer));
+        if (value.is(Kind::kInt) || value.is(Kind::kBool))
+          return Value::Int(-(value.is(Kind::kBool) ? value.boolean : value.integer));
         if (value.is(Kind::kFloat)) return Value::Float(-value.number);
         Fail(absl::StrCat("cannot negate a ", TypeName(value)));
       }
-      case Expr::Type::kBinary: return Arithmetic(expr.name, Eval(*expr.args[0]), Eval(*expr.args[1]));
+      case Expr::Type::kBinary:
+        return Arithmetic(expr.name, Eval(*expr.args[0]), Eval(*expr.args[1]));
       case Expr::Type::kCompare: {
         Value left = Eval(*expr.args[0]);
         for (size_t i = 0; i < expr.ops.size(); ++i) {
@@ -1573,7 +1757,8 @@ class Renderer {
       }
       case Expr::Type::kCond:
         if (Truthy(Eval(*expr.args[1]))) return Eval(*expr.args[0]);
-        return expr.args[2] != nullptr ? Eval(*expr.args[2]) : Value::Undefined("an inline if without else");
+        return expr.args[2] != nullptr ? Eval(*expr.args[2])
+                                       : Value::Undefined("an inline if without else");
     }
     return Value::Undefined("?");
   }
@@ -1601,7 +1786,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Parse(std::string_view source, std::s
   ChatTemplate result;
   result.origin_ = std::move(origin);
   try {
-    result.root_ = TemplateParser(Lexer(std::move(text), result.origin_).Run(), result.origin_).Run();
+    result.root_ =
+        TemplateParser(Lexer(std::move(text), result.origin_).Run(), result.origin_).Run();
   } catch (const TemplateError& error) {
     return absl::InvalidArgumentError(absl::StrCat("chat template ", error.message));
   }
@@ -1632,8 +1818,8 @@ absl::StatusOr<std::optional<ChatTemplate>> FindChatTemplate(const std::string& 
                                                              const std::string& flag_file) {
   // A tokenizer_config.json-shaped file: its chat_template string, or the "default" entry of
   // the list-of-{name, template} form.
-  auto from_config = [](const std::string& path, const std::string& contents)
-      -> absl::StatusOr<std::optional<std::string>> {
+  auto from_config = [](const std::string& path,
+                        const std::string& contents) -> absl::StatusOr<std::optional<std::string>> {
     const nlohmann::json config = nlohmann::json::parse(contents, nullptr, false);
     if (config.is_discarded() || !config.is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
@@ -1643,8 +1829,8 @@ absl::StatusOr<std::optional<ChatTemplate>> FindChatTemplate(const std::string& 
     if (it->is_string()) return std::optional<std::string>(it->get<std::string>());
     if (it->is_array()) {
       for (const nlohmann::json& entry : *it) {
-        if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-            entry["template"].is_string()) {
+        if (entry.is_object() && entry.value("name", "") == "default" &&
+            entry.contains("template") && entry["template"].is_string()) {
           return std::optional<std::string>(entry["template"].get<std::string>());
         }
       }
@@ -1652,8 +1838,8 @@ absl::StatusOr<std::optional<ChatTemplate>> FindChatTemplate(const std::string& 
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": chat_template must be a string (or a list holding a \"default\" template)"));
   };
-  auto parse = [](const std::string& source, const std::string& origin)
-      -> absl::StatusOr<std::optional<ChatTemplate>> {
+  auto parse = [](const std::string& source,
+                  const std::string& origin) -> absl::StatusOr<std::optional<ChatTemplate>> {
     absl::StatusOr<ChatTemplate> parsed = ChatTemplate::Parse(source, origin);
     if (!parsed.ok()) return parsed.status();
     return std::optional<ChatTemplate>(std::move(*parsed));

@@ -35,8 +35,8 @@ class ChatTemplate {
   static absl::StatusOr<ChatTemplate> Parse(std::string_view source, std::string origin);
 
   // Renders with `variables` (an object: messages, add_generation_prompt, ...) over the
-  // defaults as the template's globals. A template's raise_exception(msg) is INVALID_ARGUMENT with msg;
-  // other evaluation errors (an undefined value used, a wrong type) INVALID_ARGUMENT naming
+  // defaults as the template's globals. A template's raise_exception(msg) is INVALID_ARGUMENT with
+  // msg; other evaluation errors (an undefined value used, a wrong type) INVALID_ARGUMENT naming
   // the line.
   absl::StatusOr<std::string> Render(const nlohmann::ordered_json& variables) const;
 

@@ -90,11 +90,11 @@ class TextFormat final : public ResponseFormat {
 // A parsed, validated request and what runs it.
 struct Plan {
   CompletionRequest request;
-  std::vector<GenerateSpec> choices;           // prompt p's choice c at p * n + c
-  std::vector<std::vector<int32_t>> prompts;   // the prompts' token ids
-  std::vector<std::string> echo;               // the prompts' text, when echo
-  std::vector<PromptLogprobs> prompt_logprobs; // when echo and logprobs
-  bool generate = true;                        // false: echo with max_tokens 0 only scores
+  std::vector<GenerateSpec> choices;            // prompt p's choice c at p * n + c
+  std::vector<std::vector<int32_t>> prompts;    // the prompts' token ids
+  std::vector<std::string> echo;                // the prompts' text, when echo
+  std::vector<PromptLogprobs> prompt_logprobs;  // when echo and logprobs
+  bool generate = true;                         // false: echo with max_tokens 0 only scores
 };
 
 absl::StatusOr<Plan> MakePlan(const CompletionContext& context, CompletionRequest parsed) {
@@ -160,9 +160,14 @@ struct Choice {
 class Completion {
  public:
   Completion(const CompletionContext& context, const ResponseFormat& format, Plan plan)
-      : engine_(context.engine), metrics_(context.metrics), model_id_(context.model_id),
-        format_(format), id_(absl::StrCat(format.id_prefix(), context.request_id)),
-        created_(std::time(nullptr)), plan_(std::move(plan)), choices_(plan_.choices.size()) {
+      : engine_(context.engine),
+        metrics_(context.metrics),
+        model_id_(context.model_id),
+        format_(format),
+        id_(absl::StrCat(format.id_prefix(), context.request_id)),
+        created_(std::time(nullptr)),
+        plan_(std::move(plan)),
+        choices_(plan_.choices.size()) {
     for (Choice& choice : choices_) choice.logprobs = format_.NewLogprobs(*engine_.model);
     if (!plan_.generate) {
       for (Choice& choice : choices_) choice.finish = FinishReason::kFinishReasonLength;
@@ -183,7 +188,8 @@ class Completion {
   absl::StatusOr<std::string> Response() {
     AddEcho();
     absl::Status error;
-    for (std::vector<CompletionRun::Event> events; plan_.generate && !(events = run_.Take()).empty();) {
+    for (std::vector<CompletionRun::Event> events;
+         plan_.generate && !(events = run_.Take()).empty();) {
       for (CompletionRun::Event& event : events) {
         absl::Status status = Apply(event);
         if (error.ok() && !status.ok()) error = status;
@@ -272,7 +278,7 @@ class Completion {
         } else {
           static const std::vector<TokenLogprob> kNone;
           choices_[i].logprobs->Add(prompt[t], -scored.nll[t - 1],
-                                   scored.top.empty() ? kNone : scored.top[t - 1]);
+                                    scored.top.empty() ? kNone : scored.top[t - 1]);
         }
       }
     }
@@ -288,7 +294,7 @@ class Completion {
         for (size_t t = 0; t < delta.token_ids.size(); ++t) {
           static const std::vector<TokenLogprob> kNone;
           choice.logprobs->Add(delta.token_ids[t], delta.logprobs[t],
-                              t < delta.top_logprobs.size() ? delta.top_logprobs[t] : kNone);
+                               t < delta.top_logprobs.size() ? delta.top_logprobs[t] : kNone);
         }
       }
     }
@@ -308,19 +314,25 @@ class Completion {
     Log(r.status.ok() || r.status.code() == absl::StatusCode::kCancelled ? spdlog::level::info
                                                                          : spdlog::level::warn,
         "request",
-        {{"api", "openai"}, {"endpoint", format_.endpoint()}, {"request_id", r.request_id},
-         {"code", absl::StatusCodeToString(r.status.code())}, {"session", r.session_id},
-         {"finish_reason", FinishReasonName(r.finish_reason)}, {"detail", r.finish_detail},
-         {"prompt_tokens", r.prompt_tokens}, {"generated_tokens", r.generated_tokens},
+        {{"api", "openai"},
+         {"endpoint", format_.endpoint()},
+         {"request_id", r.request_id},
+         {"code", absl::StatusCodeToString(r.status.code())},
+         {"session", r.session_id},
+         {"finish_reason", FinishReasonName(r.finish_reason)},
+         {"detail", r.finish_detail},
+         {"prompt_tokens", r.prompt_tokens},
+         {"generated_tokens", r.generated_tokens},
          {"ttft_ms", r.timings.time_to_first_token_seconds * 1e3},
          {"tpot_ms", r.timings.time_per_output_token_seconds * 1e3},
-         {"queue_ms", r.timings.queue_seconds * 1e3}, {"e2e_ms", r.timings.e2e_seconds * 1e3},
+         {"queue_ms", r.timings.queue_seconds * 1e3},
+         {"e2e_ms", r.timings.e2e_seconds * 1e3},
          {"error", std::string(r.status.message())}});
   }
 
   Json Header(Part part) const {
-    return {{"id", id_}, {"object", format_.object(part)}, {"created", created_},
-            {"model", model_id_}};
+    return {
+        {"id", id_}, {"object", format_.object(part)}, {"created", created_}, {"model", model_id_}};
   }
 
   Json ChoiceJson(size_t i, std::string text, Part part = Part::kWhole) {
@@ -340,9 +352,11 @@ class Completion {
 
   Json Usage() const {
     int64_t prompt = 0, completion = 0;
-    for (const std::vector<int32_t>& tokens : plan_.prompts) prompt += static_cast<int64_t>(tokens.size());
+    for (const std::vector<int32_t>& tokens : plan_.prompts)
+      prompt += static_cast<int64_t>(tokens.size());
     for (const Choice& choice : choices_) completion += choice.generated;
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion},
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
             {"total_tokens", prompt + completion}};
   }
 
@@ -371,7 +385,8 @@ void HandleCompletions(const CompletionContext& context, const httplib::Request&
                        httplib::Response& response) {
   static const TextFormat kFormat;
   absl::StatusOr<CompletionRequest> parsed = ParseCompletionRequest(request.body);
-  if (!parsed.ok()) return ReplyError(context.metrics, kFormat.endpoint(), parsed.status(), response);
+  if (!parsed.ok())
+    return ReplyError(context.metrics, kFormat.endpoint(), parsed.status(), response);
   ServeCompletion(context, kFormat, std::move(*parsed), response);
 }
 
@@ -382,8 +397,8 @@ void ServeCompletion(const CompletionContext& context, const ResponseFormat& for
   if (!plan.ok()) {
     absl::Status status = plan.status();
     if (absl::StartsWith(status.message(), "prompt")) {  // the validator's, about the prompt
-      status = absl::Status(status.code(), absl::StrCat(format.prompt_param(),
-                                                        status.message().substr(6)));
+      status = absl::Status(status.code(),
+                            absl::StrCat(format.prompt_param(), status.message().substr(6)));
     }
     return ReplyError(context.metrics, endpoint, status, response);
   }

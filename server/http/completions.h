@@ -62,8 +62,8 @@ class ResponseFormat {
   enum class Part { kWhole, kFirstChunk, kChunk };  // a response's choice, or a chunk's
 
   virtual ~ResponseFormat() = default;
-  virtual const char* endpoint() const = 0;   // "/v1/completions"
-  virtual const char* id_prefix() const = 0;  // "cmpl-"
+  virtual const char* endpoint() const = 0;      // "/v1/completions"
+  virtual const char* id_prefix() const = 0;     // "cmpl-"
   virtual const char* prompt_param() const = 0;  // what the prompt came from: "prompt"
   virtual const char* object(Part part) const = 0;
   virtual std::unique_ptr<LogprobsBuilder> NewLogprobs(const Model& model) const = 0;

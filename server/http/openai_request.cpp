@@ -58,8 +58,9 @@ absl::StatusOr<Json> ParseObject(std::string_view body) {
   if (absl::Status nesting = CheckNesting(body); !nesting.ok()) return nesting;
   Json json = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
-    return Invalid("body", "not valid JSON (send a JSON object with Content-Type: "
-                           "application/json)");
+    return Invalid("body",
+                   "not valid JSON (send a JSON object with Content-Type: "
+                   "application/json)");
   }
   if (!json.is_object()) return WrongType("body", "a JSON object", json);
   return json;
@@ -87,11 +88,12 @@ absl::StatusOr<double> Number(const Json& value, const std::string& param) {
   return value.get<double>();
 }
 
-absl::StatusOr<int64_t> Integer(const Json& value, const std::string& param, int64_t lo, int64_t hi) {
+absl::StatusOr<int64_t> Integer(const Json& value, const std::string& param, int64_t lo,
+                                int64_t hi) {
   if (!value.is_number_integer()) return WrongType(param, "an integer", value);
   if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return Invalid(param, absl::StrCat("must be in [", lo, ", ", hi, "], got ",
-                                       value.get<uint64_t>()));
+    return Invalid(param,
+                   absl::StrCat("must be in [", lo, ", ", hi, "], got ", value.get<uint64_t>()));
   }
   const int64_t number = value.get<int64_t>();
   if (number < lo || number > hi) {
@@ -383,9 +385,8 @@ absl::StatusOr<Json> Messages(const Json& json) {
       return text.status();
     }
     Json copy = message;
-    absl::StatusOr<Json> content =
-        MessageContent(message.contains("content") ? message["content"] : Json(nullptr),
-                       param + ".content");
+    absl::StatusOr<Json> content = MessageContent(
+        message.contains("content") ? message["content"] : Json(nullptr), param + ".content");
     if (!content.ok()) return content.status();
     copy["content"] = std::move(*content);
     out.push_back(std::move(copy));

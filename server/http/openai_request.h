@@ -17,8 +17,8 @@
 
 namespace sinkserve::server::http {
 
-inline constexpr int kMaxTopLogprobs = 20;  // OpenAI's limit on `logprobs`
-inline constexpr int kMaxChoices = 64;      // n × prompts of one request at most
+inline constexpr int kMaxTopLogprobs = 20;         // OpenAI's limit on `logprobs`
+inline constexpr int kMaxChoices = 64;             // n × prompts of one request at most
 inline constexpr uint32_t kDefaultMaxTokens = 16;  // OpenAI's default `max_tokens`
 
 // POST /v1/completions.

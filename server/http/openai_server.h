@@ -17,8 +17,8 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "server/http/chat_template.h"
 #include "server/auth.h"
+#include "server/http/chat_template.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/service.h"
@@ -33,13 +33,13 @@ namespace sinkserve::server::http {
 
 struct HttpOptions {
   std::string host = "0.0.0.0";
-  int port = 8000;  // 0 picks a free port
+  int port = 8000;            // 0 picks a free port
   std::string tls_cert_file;  // PEM; with tls_key_file: HTTPS only
   std::string tls_key_file;
-  std::string auth_token;     // "" = no authentication
+  std::string auth_token;  // "" = no authentication
   size_t max_body_bytes = 4 << 20;
-  std::string model_id;       // the id /v1/models lists and requests may name
-  int threads = 64;           // connections served at once (one thread each)
+  std::string model_id;                       // the id /v1/models lists and requests may name
+  int threads = 64;                           // connections served at once (one thread each)
   std::optional<ChatTemplate> chat_template;  // none: /v1/chat/completions answers 400
 };
 

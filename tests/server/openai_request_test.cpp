@@ -82,10 +82,14 @@ TEST(OpenAiRequest, DefaultsAndNulls) {
   EXPECT_FALSE(prompt.return_logprobs());
   EXPECT_EQ(request.n, 1);
   EXPECT_EQ(Parse(R"({"prompt": "a", "stop": "x"})").prompts[0].stop_strings(0), "x");
-  EXPECT_TRUE(Parse(R"({"prompt": "a", "cache_policy": "dense"})").prompts[0]
-                  .cache_policy().has_dense());
-  EXPECT_EQ(Parse(R"({"prompt": "a", "cache_policy": {"dense": 512}})").prompts[0]
-                .cache_policy().dense().capacity_tokens(), 512u);
+  EXPECT_TRUE(
+      Parse(R"({"prompt": "a", "cache_policy": "dense"})").prompts[0].cache_policy().has_dense());
+  EXPECT_EQ(Parse(R"({"prompt": "a", "cache_policy": {"dense": 512}})")
+                .prompts[0]
+                .cache_policy()
+                .dense()
+                .capacity_tokens(),
+            512u);
 }
 
 TEST(OpenAiRequest, RefusalsNameTheParameter) {
