@@ -4,8 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
-#include <map>
 #include <optional>
 #include <vector>
 
@@ -159,155 +157,76 @@ std::string FloatRepr(double f) {
   return text;
 }
 
-std::string Str(const Value& value);
-
-// Python's repr() of a string: single quotes unless it holds one and no double quote.
-std::string StringRepr(const std::string& s) {
+// A string between quotes with escapes: as Python's repr() writes it (single quotes unless it
+// holds one and no double quote; \xNN), or as json.dumps does (double quotes; \uNNNN, \b, \f).
+std::string Quoted(const std::string& s, bool json) {
   const char quote =
-      s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
+      json || (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
   std::string out(1, quote);
   for (char c : s) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c == quote) {
-          out += '\\';
-          out += c;
-        } else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          char hex[8];
-          std::snprintf(hex, sizeof(hex), "\\x%02x", static_cast<unsigned char>(c));
-          out += hex;
-        } else {
-          out += c;
-        }
+    const auto byte = static_cast<unsigned char>(c);
+    const char* named = c == '\\'           ? "\\\\"
+                        : c == '\n'         ? "\\n"
+                        : c == '\r'         ? "\\r"
+                        : c == '\t'         ? "\\t"
+                        : json && c == '\b' ? "\\b"
+                        : json && c == '\f' ? "\\f"
+                                            : nullptr;
+    if (named != nullptr) {
+      out += named;
+    } else if (c == quote) {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || (!json && byte == 0x7f)) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), json ? "\\u%04x" : "\\x%02x", byte);
+      out += hex;
+    } else {
+      out += c;
     }
   }
   return out + quote;
 }
 
-std::string Repr(const Value& value) {
+// A value as Python's repr() writes it, or (json) as json.dumps(value, ensure_ascii=False) with
+// its default separators does: HF's tojson.
+std::string Written(const Value& value, bool json) {
   switch (value.kind) {
+    case Kind::kUndefined:
+      if (json) Throw(absl::StrCat("tojson: '", value.text, "' is undefined"));
+      return "";
+    case Kind::kNone:
+      return json ? "null" : "None";
+    case Kind::kBool:
+      return value.boolean ? (json ? "true" : "True") : (json ? "false" : "False");
+    case Kind::kInt:
+      return std::to_string(value.integer);
+    case Kind::kFloat:
+      if (json && std::isnan(value.number)) return "NaN";
+      if (json && std::isinf(value.number)) return value.number > 0 ? "Infinity" : "-Infinity";
+      return FloatRepr(value.number);
     case Kind::kString:
-      return StringRepr(value.text);
+      return Quoted(value.text, json);
     case Kind::kList: {
       std::vector<std::string> items;
-      for (const Value& item : *value.list) items.push_back(Repr(item));
+      for (const Value& item : *value.list) items.push_back(Written(item, json));
       return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
     }
     case Kind::kDict: {
       std::vector<std::string> items;
       for (const auto& [key, item] : *value.dict) {
-        items.push_back(absl::StrCat(StringRepr(key), ": ", Repr(item)));
+        items.push_back(absl::StrCat(Quoted(key, json), ": ", Written(item, json)));
       }
-      return absl::StrCat(value.is_namespace ? "<Namespace {" : "{", absl::StrJoin(items, ", "),
-                          value.is_namespace ? "}>" : "}");
+      const bool ns = value.is_namespace && !json;
+      return absl::StrCat(ns ? "<Namespace {" : "{", absl::StrJoin(items, ", "), ns ? "}>" : "}");
     }
-    default:
-      return Str(value);
   }
+  return "";
 }
 
 // Python's str(): what {{ value }} prints.
 std::string Str(const Value& value) {
-  switch (value.kind) {
-    case Kind::kUndefined:
-      return "";
-    case Kind::kNone:
-      return "None";
-    case Kind::kBool:
-      return value.boolean ? "True" : "False";
-    case Kind::kInt:
-      return std::to_string(value.integer);
-    case Kind::kFloat:
-      return FloatRepr(value.number);
-    case Kind::kString:
-      return value.text;
-    default:
-      return Repr(value);
-  }
-}
-
-// json.dumps(value, ensure_ascii=False) with its default separators, as HF's tojson.
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char hex[8];
-          std::snprintf(hex, sizeof(hex), "\\u%04x", static_cast<unsigned char>(c));
-          out += hex;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-std::string ToJson(const Value& value) {
-  switch (value.kind) {
-    case Kind::kUndefined:
-      Throw(absl::StrCat("tojson: '", value.text, "' is undefined"));
-    case Kind::kNone:
-      return "null";
-    case Kind::kBool:
-      return value.boolean ? "true" : "false";
-    case Kind::kInt:
-      return std::to_string(value.integer);
-    case Kind::kFloat:
-      return std::isfinite(value.number) ? FloatRepr(value.number)
-                                         : (std::isnan(value.number) ? "NaN"
-                                            : Str(value) == "inf"    ? "Infinity"
-                                                                     : "-Infinity");
-    case Kind::kString:
-      return JsonString(value.text);
-    case Kind::kList: {
-      std::vector<std::string> items;
-      for (const Value& item : *value.list) items.push_back(ToJson(item));
-      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
-    }
-    case Kind::kDict: {
-      std::vector<std::string> items;
-      for (const auto& [key, item] : *value.dict) {
-        items.push_back(absl::StrCat(JsonString(key), ": ", ToJson(item)));
-      }
-      return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
-    }
-  }
-  return "null";
+  return value.is(Kind::kString) ? value.text : Written(value, false);
 }
 
 Value FromJson(const Json& json) {
@@ -1332,7 +1251,7 @@ class Renderer {
     if (object.is(Kind::kDict)) {
       if (const Value* value = object.Find(name)) return *value;
     }
-    return Value::Undefined(absl::StrCat(Repr(object).substr(0, 40), ".", name));
+    return Value::Undefined(absl::StrCat(Written(object, false).substr(0, 40), ".", name));
   }
 
   static int64_t Index(int64_t index, int64_t size) { return index < 0 ? index + size : index; }
@@ -1343,7 +1262,7 @@ class Renderer {
       if (key.is(Kind::kString)) {
         if (const Value* value = object.Find(key.text)) return *value;
       }
-      return Value::Undefined(absl::StrCat("[", Repr(key), "]"));
+      return Value::Undefined(absl::StrCat("[", Written(key, false), "]"));
     }
     if ((object.is(Kind::kList) || object.is(Kind::kString)) && key.is(Kind::kInt)) {
       const List items = object.is(Kind::kList) ? List() : Iterate(object);
@@ -1546,7 +1465,7 @@ class Renderer {
     }
     ArgCount(name, args, 0, 0);
     if (name == "length" || name == "count") return Value::Int(Length(value));
-    if (name == "tojson") return Value::String(ToJson(value));
+    if (name == "tojson") return Value::String(Written(value, true));
     if (name == "string") return Value::String(Str(value));
     if (name == "list") return Value::MakeList(Iterate(value));
     if (name == "first" || name == "last" || name == "reverse") {

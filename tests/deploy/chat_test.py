@@ -263,21 +263,6 @@ def check_demo_server(binary: str, work: Path, rng: random.Random) -> None:
     assert code == 1 and f"{bad}:2" in server.log() and "wordwrap" in server.log(), server.log()
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """The byte-level alphabet of GPT-2 style tokenizers: printable Latin-1 bytes stand for
-    themselves, the others for code points from 256 on, in byte order."""
-    printable = [b for b in range(256)
-                 if ord("!") <= b <= ord("~") or ord("¡") <= b <= ord("¬") or ord("®") <= b <= ord("ÿ")]
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
 def check_model_directory(binary: str, work: Path, rng: random.Random) -> None:
     """A checkpoint directory (the fixture Pythia, vocab 512, with a byte-level tokenizer.json
     of 256 tokens) whose tokenizer_config.json holds the template: found without the flag."""
@@ -286,7 +271,11 @@ def check_model_directory(binary: str, work: Path, rng: random.Random) -> None:
     model.mkdir(parents=True)
     for name in ("config.json", "model.safetensors"):
         (model / name).symlink_to(FIXTURE_MODEL / name)
-    alphabet = bytes_to_unicode()
+    # GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the others
+    # for code points from 256 on, in byte order.
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    others = [b for b in range(256) if b not in printable]
+    alphabet = {b: chr(b) if b in printable else chr(256 + others.index(b)) for b in range(256)}
     (model / "tokenizer.json").write_text(json.dumps({
         "version": "1.0", "added_tokens": [], "normalizer": None,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
