@@ -690,6 +690,18 @@ const std::vector<std::string_view>& Tests() {
   return kTests;
 }
 
+const std::vector<std::string_view>& Functions() {
+  static const std::vector<std::string_view> kFunctions = {"raise_exception", "namespace", "range"};
+  return kFunctions;
+}
+
+const std::vector<std::string_view>& Methods() {
+  static const std::vector<std::string_view> kMethods = {
+      "strip", "lstrip", "rstrip",     "startswith", "endswith", "split", "replace", "upper",
+      "lower", "title",  "capitalize", "get",        "items",    "keys",  "values"};
+  return kMethods;
+}
+
 bool Known(const std::vector<std::string_view>& names, const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
@@ -901,6 +913,27 @@ class ExprParser {
     }
     Expect(")");
   }
+  // A call of `callee` (its '(' taken): the global functions, or a method the subset has.
+  ExprPtr CallOf(ExprPtr callee) {
+    Expr call = NewExpr(Expr::Type::kCall, {callee});
+    Arguments(call);
+    if (callee->type == Expr::Type::kName) {
+      if (!Known(Functions(), callee->name)) {
+        Fail(absl::StrCat("unsupported function '", callee->name, "'"));
+      }
+      if (callee->name != "namespace" && !call.kwargs.empty()) {
+        Fail(absl::StrCat("unsupported: keyword arguments of ", callee->name, "()"));
+      }
+    } else if (callee->type != Expr::Type::kAttr || !Known(Methods(), callee->name)) {
+      Fail(callee->type == Expr::Type::kAttr
+               ? absl::StrCat("unsupported method '", callee->name, "'")
+               : "only functions and methods can be called");
+    } else if (!call.kwargs.empty()) {
+      Fail(absl::StrCat("unsupported: keyword arguments of the method '", callee->name, "'"));
+    }
+    return Make(std::move(call));
+  }
+
   ExprPtr Postfix(ExprPtr expr) {
     while (true) {
       if (Accept(".")) {
@@ -921,9 +954,7 @@ class ExprParser {
         }
         Expect("]");
       } else if (Accept("(")) {
-        Expr call = NewExpr(Expr::Type::kCall, {expr});
-        Arguments(call);
-        expr = Make(std::move(call));
+        expr = CallOf(expr);
       } else {
         return expr;
       }
@@ -936,6 +967,9 @@ class ExprParser {
         if (!Known(Filters(), filter.name))
           Fail(absl::StrCat("unsupported filter '", filter.name, "'"));
         if (Accept("(")) Arguments(filter);
+        if (!filter.kwargs.empty()) {
+          Fail(absl::StrCat("unsupported: keyword arguments of the filter '", filter.name, "'"));
+        }
         expr = Make(std::move(filter));
       } else if (AcceptName("is")) {
         Expr test = NewExpr(Expr::Type::kTest, {expr});
@@ -944,9 +978,7 @@ class ExprParser {
         if (!Known(Tests(), test.name)) Fail(absl::StrCat("unsupported test '", test.name, "'"));
         expr = Make(std::move(test));
       } else if (Accept("(")) {
-        Expr call = NewExpr(Expr::Type::kCall, {expr});
-        Arguments(call);
-        expr = Make(std::move(call));
+        expr = CallOf(expr);
       } else {
         return expr;
       }
@@ -994,15 +1026,15 @@ class TemplateParser {
 
   NodePtr Run() {
     std::string end;
-    NodePtr root = Body({}, &end);
-    return root;
+    return Body(nullptr, {}, &end);
   }
 
  private:
   std::string Where(const Tag& tag) const { return absl::StrCat(origin_, ":", tag.line); }
 
-  // Statements until a block tag whose first word is in `ends` (its parser left in *end_parser).
-  NodePtr Body(const std::vector<std::string_view>& ends, std::string* end,
+  // Statements until a block tag whose first word is in `ends` (its parser left in *end_parser),
+  // inside the block `opener` opened (nullptr: the template).
+  NodePtr Body(const Tag* opener, const std::vector<std::string_view>& ends, std::string* end,
                std::unique_ptr<ExprParser>* end_parser = nullptr) {
     auto body = NewNode(Node::Type::kBody);
     while (pos_ < tags_.size()) {
@@ -1028,9 +1060,9 @@ class TemplateParser {
       }
       body->body.push_back(Statement(word, *parser, tag));
     }
-    if (!ends.empty()) {
-      Throw(absl::StrCat(origin_, ": the template ends inside a block (expected '{% ",
-                         std::string(ends.back()), " %}')"));
+    if (opener != nullptr) {
+      Throw(absl::StrCat(Where(*opener), ": '{%", opener->body,
+                         "%}' is never closed (expected '{% ", std::string(ends.back()), " %}')"));
     }
     return body;
   }
@@ -1045,13 +1077,13 @@ class TemplateParser {
       while (true) {
         std::string end;
         std::unique_ptr<ExprParser> end_parser;
-        node->body.push_back(Body({"elif", "else", "endif"}, &end, &end_parser));
+        node->body.push_back(Body(&tag, {"elif", "else", "endif"}, &end, &end_parser));
         if (end == "elif") {
           node->exprs.push_back(end_parser->Expression());
           end_parser->ExpectEnd();
         } else if (end == "else") {
           end_parser->ExpectEnd();
-          node->body.push_back(Body({"endif"}, &end, &end_parser));
+          node->body.push_back(Body(&tag, {"endif"}, &end, &end_parser));
           end_parser->ExpectEnd();
           break;
         } else {
@@ -1072,11 +1104,11 @@ class TemplateParser {
       std::string end;
       std::unique_ptr<ExprParser> end_parser;
       ++loop_depth_;
-      node->body.push_back(Body({"else", "endfor"}, &end, &end_parser));
+      node->body.push_back(Body(&tag, {"else", "endfor"}, &end, &end_parser));
       --loop_depth_;
       end_parser->ExpectEnd();
       if (end == "else") {
-        node->body.push_back(Body({"endfor"}, &end, &end_parser));
+        node->body.push_back(Body(&tag, {"endfor"}, &end, &end_parser));
         end_parser->ExpectEnd();
       }
     } else if (word == "set") {
@@ -1324,40 +1356,10 @@ class Renderer {
     return value.text;
   }
 
+  // A call the parser admitted: a global function (Functions()), or a method (Methods()).
   Value Call(const Expr& call) {
     const Expr& callee = *call.args[0];
-    if (callee.type == Expr::Type::kName) {
-      if (callee.name == "raise_exception") {
-        std::vector<Value> args = Args(call);
-        ArgCount("raise_exception", args, 1, 1);
-        throw RaisedError{Str(args[0])};
-      }
-      if (callee.name == "namespace") {
-        Value ns = Value::MakeDict();
-        ns.is_namespace = true;
-        for (const auto& [name, value] : call.kwargs) Assign(*ns.dict, name, Eval(*value));
-        return ns;
-      }
-      if (callee.name == "range") {
-        std::vector<Value> args = Args(call);
-        ArgCount("range", args, 1, 3);
-        for (const Value& arg : args) {
-          if (!arg.is(Kind::kInt)) Fail("range(): integers only");
-        }
-        const int64_t start = args.size() > 1 ? args[0].integer : 0;
-        const int64_t stop = args.size() > 1 ? args[1].integer : args[0].integer;
-        const int64_t step = args.size() > 2 ? args[2].integer : 1;
-        if (step == 0) Fail("range(): step cannot be zero");
-        List out;
-        for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
-          out.push_back(Value::Int(i));
-        return Value::MakeList(std::move(out));
-      }
-      Fail(absl::StrCat("unknown function '", callee.name, "'"));
-    }
-    if (callee.type != Expr::Type::kAttr) Fail("only functions and methods can be called");
-    if (!call.kwargs.empty())
-      Fail(absl::StrCat(callee.name, "(): keyword arguments are not supported"));
+    if (callee.type == Expr::Type::kName) return Function(callee.name, call);
     const Value object = Eval(*callee.args[0]);
     RequireDefined(object);
     const std::string& method = callee.name;
@@ -1444,12 +1446,35 @@ class Renderer {
     Fail(absl::StrCat("a ", TypeName(object), " has no method '", method, "' here"));
   }
 
+  Value Function(const std::string& name, const Expr& call) {
+    if (name == "namespace") {
+      Value ns = Value::MakeDict();
+      ns.is_namespace = true;
+      for (const auto& [key, value] : call.kwargs) Assign(*ns.dict, key, Eval(*value));
+      return ns;
+    }
+    std::vector<Value> args = Args(call);
+    if (name == "raise_exception") {
+      ArgCount(name, args, 1, 1);
+      throw RaisedError{Str(args[0])};
+    }
+    ArgCount("range", args, 1, 3);
+    for (const Value& arg : args) {
+      if (!arg.is(Kind::kInt)) Fail("range(): integers only");
+    }
+    const int64_t start = args.size() > 1 ? args[0].integer : 0;
+    const int64_t stop = args.size() > 1 ? args[1].integer : args[0].integer;
+    const int64_t step = args.size() > 2 ? args[2].integer : 1;
+    if (step == 0) Fail("range(): step cannot be zero");
+    List out;
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::Int(i));
+    return Value::MakeList(std::move(out));
+  }
+
   Value Filter(const Expr& filter) {
     Value value = Eval(*filter.args[0]);
     std::vector<Value> args = Args(filter);
     const std::string& name = filter.name;
-    if (!filter.kwargs.empty())
-      Fail(absl::StrCat("|", name, ": keyword arguments are not supported"));
     if (name == "default" || name == "d") {
       ArgCount(name, args, 0, 2);
       const bool boolean = args.size() > 1 && Truthy(args[1]);

@@ -115,12 +115,22 @@ def check_interpreter(binary: str, work: Path, rng: random.Random) -> None:
     assert compared >= 120 and raised >= 5, (compared, raised)
     print(f"interpreter: {compared} renderings equal jinja2's byte for byte, {raised} raised alike")
 
-    # Syntax outside the subset is refused naming the file and line.
-    bad = work / "macro.jinja"
-    bad.write_text("{% for m in messages %}\n{{ m.content }}\n{% endfor %}\n{% macro x() %}{% endmacro %}\n")
-    result = subprocess.run([binary, "chat-template", "--chat-template", str(bad), "--messages",
-                             str(work / "messages.json")], capture_output=True, text=True)
-    assert result.returncode == 1 and f"{bad}:4" in result.stderr and "macro" in result.stderr, result
+    # Syntax outside the subset is refused naming the file, the line and the construct.
+    bad = work / "unsupported.jinja"
+    for line, what in (("{% macro x() %}{% endmacro %}", "macro"),
+                       ("{{ messages | tojson(indent=2) }}", "tojson"),
+                       ("{{ strftime_now('%d') }}", "strftime_now"),
+                       ("{{ messages[0].content.format(1) }}", "format"),
+                       ("{{ messages | wordwrap }}", "wordwrap"),
+                       ("{% for m in messages %}{{ loop.cycle('a', 'b') }}{% endfor %}", "cycle"),
+                       ("{{ 'unclosed }}", "never closed"),
+                       ("{% if true %}no endif", "endif")):
+        bad.write_text(f"{{% for m in messages %}}\n{{{{ m.content }}}}\n{{% endfor %}}\n{line}\n")
+        result = subprocess.run([binary, "chat-template", "--chat-template", str(bad),
+                                 "--messages", str(work / "messages.json")],
+                                capture_output=True, text=True)
+        assert result.returncode == 1 and what in result.stderr, (line, result.stderr)
+        assert f"{bad}:4" in result.stderr, (line, result.stderr)
 
 
 def post(port: int, path: str, body) -> tuple[int, dict]:
