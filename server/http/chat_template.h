@@ -1,6 +1,7 @@
 // ChatTemplate: a model's chat template (Jinja, as Hugging Face stores it in
 // tokenizer_config.json's `chat_template` or a chat_template.jinja file) rendered by our own
-// interpreter of the Jinja subset chat templates use, with the environment HF's
+// interpreter of the Jinja subset chat templates use (jinja_syntax.h parses, jinja_render.h
+// evaluates, jinja_value.h has Python's semantics of the values), with the environment HF's
 // apply_chat_template sets up: trim_blocks and lstrip_blocks on, a trailing newline of the
 // template dropped, `raise_exception(message)` and `namespace(...)` as globals, and a `tojson`
 // filter that writes like Python's json.dumps (ensure_ascii off).
@@ -20,6 +21,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +29,9 @@
 #include "nlohmann/json.hpp"
 
 namespace sinkserve::server::http {
+namespace jinja {
+struct Node;
+}  // namespace jinja
 
 class ChatTemplate {
  public:
@@ -44,11 +49,9 @@ class ChatTemplate {
   // Variables every Render gets unless it gives them: bos_token, eos_token, tools.
   void set_defaults(nlohmann::ordered_json defaults) { defaults_ = std::move(defaults); }
 
-  struct Node;
-
  private:
   std::string origin_;
-  std::shared_ptr<const Node> root_;
+  std::shared_ptr<const jinja::Node> root_;
   nlohmann::ordered_json defaults_ = nlohmann::ordered_json::object();
 };
 
