@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/file.h"
 #include "server/http/jinja_render.h"
@@ -132,8 +133,10 @@ absl::StatusOr<std::optional<ChatTemplate>> LoadChatTemplate(const std::string& 
   absl::StatusOr<std::optional<ChatTemplate>> found = FindChatTemplate(model_dir, flag_file);
   if (!found.ok() || !*found) return found;
   nlohmann::json config = nlohmann::json::object();
-  const std::string config_path = model_dir + "/tokenizer_config.json";
-  if (!model_dir.empty() && std::filesystem::exists(config_path)) {
+  // The special tokens of the config the template came with, else of the model's.
+  const std::string config_path =
+      absl::EndsWith(flag_file, ".json") ? flag_file : model_dir + "/tokenizer_config.json";
+  if (config_path != "/tokenizer_config.json" && std::filesystem::exists(config_path)) {
     absl::StatusOr<std::string> contents = ReadFile(config_path);
     if (!contents.ok()) return contents.status();
     config = nlohmann::json::parse(*contents, nullptr, false);

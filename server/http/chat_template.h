@@ -59,9 +59,9 @@ class ChatTemplate {
 // with a `chat_template` string such as tokenizer_config.json); else `model_dir`'s
 // chat_template.jinja, else its tokenizer_config.json `chat_template` (a string; the "default"
 // entry of HF's list-of-named-templates form); nullopt when none of them has one. Its defaults
-// hold bos_token and eos_token from model_dir's tokenizer_config.json ("" when it has none) and
-// tools: none, as HF passes them. Errors (an unreadable flag file, a template outside the
-// subset) name the file.
+// hold bos_token and eos_token from the JSON flag file, else model_dir's tokenizer_config.json
+// ("" when it has none), and tools: none, as HF passes them. Errors (an unreadable flag file, a
+// template outside the subset) name the file.
 absl::StatusOr<std::optional<ChatTemplate>> LoadChatTemplate(const std::string& model_dir,
                                                              const std::string& flag_file);
 

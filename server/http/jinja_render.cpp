@@ -245,12 +245,9 @@ class Renderer {
         const std::string& affix = StringArg(method, args[0]);
         return Value::Bool(method == "startswith" ? s.starts_with(affix) : s.ends_with(affix));
       }
-      if (method == "upper")
-        return Value::String(MapAscii(s, [](int c) { return std::toupper(c); }));
-      if (method == "lower")
-        return Value::String(MapAscii(s, [](int c) { return std::tolower(c); }));
-      if (method == "capitalize") return Value::String(Capitalize(s));
-      if (method == "title") return Value::String(Title(s));
+      if (std::optional<std::string> changed = ChangeCase(method, s)) {
+        return Value::String(std::move(*changed));
+      }
       if (method == "replace") {
         ArgCount(method, args, 2, 2);
         const std::string& from = StringArg(method, args[0]);
@@ -395,12 +392,9 @@ class Renderer {
     RequireDefined(value);
     const std::string text = Str(value);
     if (name == "trim") return Value::String(Strip(text, true, true));
-    if (name == "upper")
-      return Value::String(MapAscii(text, [](int c) { return std::toupper(c); }));
-    if (name == "lower")
-      return Value::String(MapAscii(text, [](int c) { return std::tolower(c); }));
-    if (name == "capitalize") return Value::String(Capitalize(text));
-    if (name == "title") return Value::String(Title(text));
+    if (std::optional<std::string> changed = ChangeCase(name, text)) {
+      return Value::String(std::move(*changed));
+    }
     Fail(absl::StrCat("unsupported filter '", name, "'"));
   }
 

@@ -305,30 +305,21 @@ int64_t Length(const Value& value) {
   }
 }
 
-std::string MapAscii(std::string s, int (*f)(int)) {
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x80) c = static_cast<char>(f(c));
+std::optional<std::string> ChangeCase(std::string_view how, std::string_view s) {
+  std::string out(s);
+  bool word = false;  // title: the previous character was a letter
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto c = static_cast<unsigned char>(out[i]);
+    const bool letter = std::isalpha(c) != 0 || c >= 0x80;
+    if (c < 0x80) {
+      const bool upper =
+          how == "upper" || (how == "title" && !word) || (how == "capitalize" && i == 0);
+      out[i] = static_cast<char>(upper ? std::toupper(c) : std::tolower(c));
+    }
+    word = letter;
   }
-  return s;
-}
-
-std::string Capitalize(const std::string& s) {
-  std::string out = MapAscii(s, [](int c) { return std::tolower(c); });
-  if (!out.empty())
-    out = MapAscii(out.substr(0, 1), [](int c) { return std::toupper(c); }) + out.substr(1);
-  return out;
-}
-
-std::string Title(const std::string& s) {
-  std::string out = s;
-  bool word = false;
-  for (char& c : out) {
-    const bool alpha = std::isalpha(static_cast<unsigned char>(c)) != 0;
-    if (static_cast<unsigned char>(c) < 0x80)
-      c = static_cast<char>(word ? std::tolower(c) : std::toupper(c));
-    word = alpha || static_cast<unsigned char>(c) >= 0x80;
-  }
-  return out;
+  if (how == "upper" || how == "lower" || how == "title" || how == "capitalize") return out;
+  return std::nullopt;
 }
 
 }  // namespace sinkserve::server::http::jinja

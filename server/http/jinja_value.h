@@ -125,9 +125,8 @@ bool UnicodeSpace(uint32_t c);
 // Python's str.strip / lstrip / rstrip: whitespace, or the code points in `chars`.
 std::string Strip(std::string_view s, bool left, bool right,
                   std::optional<std::string_view> chars = std::nullopt);
-// `f` (toupper, tolower) on the ASCII letters: case mapping is ASCII-only.
-std::string MapAscii(std::string s, int (*f)(int));
-std::string Capitalize(const std::string& s);
-std::string Title(const std::string& s);
+// Python's s.upper(), lower(), title() or capitalize() (`how`), on ASCII letters only;
+// nullopt for another `how`.
+std::optional<std::string> ChangeCase(std::string_view how, std::string_view s);
 
 }  // namespace sinkserve::server::http::jinja

@@ -317,6 +317,19 @@ def check_model_directory(binary: str, work: Path, rng: random.Random) -> None:
         finally:
             assert server.stop() == 0, server.log()
 
+    # `sinkserve chat-template` finds it too, with the config's special tokens, and takes the
+    # config itself as --chat-template.
+    variables = {"messages": [{"role": "system", "content": random_text(rng)},
+                              {"role": "user", "content": random_text(rng)}]}
+    (work / "dir-messages.json").write_text(json.dumps(variables))
+    want, error = render_reference(inst, {**variables, "add_generation_prompt": True,
+                                          "bos_token": "<B>", "eos_token": "<E>"})
+    assert error is None, error
+    for flags in (("--model", str(model)),
+                  ("--chat-template", str(model / "tokenizer_config.json"))):
+        ours = subprocess.run([binary, "chat-template", *flags, "--messages",
+                               str(work / "dir-messages.json")], capture_output=True)
+        assert ours.returncode == 0 and ours.stdout == want.encode(), (flags, ours, want)
     serve_and_compare(inst, "chat-dir")
     # chat_template.jinja, when present, is the template.
     chatml = (TEMPLATES / "chatml.jinja").read_text()
