@@ -207,6 +207,29 @@ def check_demo_server(binary: str, work: Path, rng: random.Random) -> None:
                 "eos_token": ""})
             assert error is None, error
             check_same_as_completions(client, "demo", messages, prompt, 24, rng.randrange(1000))
+        # A session: two chat turns (each sending only its new messages) equal two completion
+        # turns of the jinja2-rendered prompts.
+        turns = [[{"role": "user", "content": random_text(rng, 12)}],
+                 [{"role": "user", "content": random_text(rng, 12)}]]
+        prompts = [render_reference(chatml.read_text(), {"messages": turn,
+                                                         "add_generation_prompt": True})[0]
+                   for turn in turns]
+        texts = {}
+        for api in ("completions", "chat"):
+            session, texts[api] = None, []
+            for turn, prompt in zip(turns, prompts):
+                extra = {"session_id": session} if session else {"keep_session": True}
+                common = dict(model="demo", max_tokens=6, temperature=0.8, seed=5,
+                              extra_body=extra)
+                if api == "chat":
+                    answer = client.chat.completions.create(messages=turn, **common)
+                    texts[api].append(answer.choices[0].message.content)
+                else:
+                    answer = client.completions.create(prompt=prompt, **common)
+                    texts[api].append(answer.choices[0].text)
+                session = answer.model_extra["session_id"]
+        assert texts["chat"] == texts["completions"], texts
+
         # Content as a list of text parts, as OpenAI allows: the parts joined by newlines.
         parts = client.chat.completions.create(
             model="demo", max_tokens=8, seed=3, temperature=0.7,
