@@ -69,7 +69,8 @@ bool Parse(const uint8_t* data, size_t size, Message* message) {
   const grpc::ByteBuffer buffer(&slice, 1);
   const grpc::Status status = sinkserve::server::ParseRequest(buffer, message);
   if (!status.ok()) {
-    Check(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT, "parse errors are INVALID_ARGUMENT");
+    Check(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT,
+          "parse errors are INVALID_ARGUMENT");
     Check(!status.error_message().empty(), "parse errors say why");
   }
   return status.ok();
@@ -114,7 +115,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2: {
       v1::CreateSessionRequest request;
       if (!Parse(data, size, &request)) return 0;
-      auto policy = validator.Policy(request.has_cache_policy(), request.cache_policy(), "cache_policy");
+      auto policy =
+          validator.Policy(request.has_cache_policy(), request.cache_policy(), "cache_policy");
       if (!policy.ok()) CheckRefusal(policy.status());
       auto sampling = validator.Sampling(request.sampling_defaults(), "sampling_defaults");
       if (!sampling.ok()) CheckRefusal(sampling.status());
