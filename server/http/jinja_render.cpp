@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,10 @@ namespace sinkserve::server::http::jinja {
 namespace {
 
 using NodePtr = std::shared_ptr<Node>;
+
+// Bounds on what a template may build (Python has none; a template that needs more is wrong).
+constexpr uint64_t kMaxStringBytes = 16 << 20;
+constexpr int64_t kMaxRange = 1 << 20;
 
 enum class Flow { kNormal, kBreak, kContinue };
 
@@ -331,6 +336,9 @@ class Renderer {
     const int64_t stop = args.size() > 1 ? args[1].integer : args[0].integer;
     const int64_t step = args.size() > 2 ? args[2].integer : 1;
     if (step == 0) Fail("range(): step cannot be zero");
+    const double count =
+        (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
+    if (count > kMaxRange) Fail(absl::StrCat("range(): over ", kMaxRange, " items"));
     List out;
     for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::Int(i));
     return Value::MakeList(std::move(out));
@@ -464,6 +472,9 @@ class Renderer {
       return Value::MakeList(std::move(items));
     }
     if (op == "*" && a.is(Kind::kString) && b.is(Kind::kInt)) {
+      if (b.integer > 0 && a.text.size() * static_cast<uint64_t>(b.integer) > kMaxStringBytes) {
+        Fail("string repetition over 16 MiB");
+      }
       std::string out;
       for (int64_t i = 0; i < b.integer; ++i) out += a.text;
       return Value::String(out);
@@ -477,9 +488,25 @@ class Renderer {
     const int64_t i = a.is(Kind::kBool) ? a.boolean : a.integer;
     const int64_t j = b.is(Kind::kBool) ? b.boolean : b.integer;
     if ((op == "/" || op == "//" || op == "%") && y == 0) Fail("division by zero");
-    if (op == "+") return integers ? Value::Int(i + j) : Value::Float(x + y);
-    if (op == "-") return integers ? Value::Int(i - j) : Value::Float(x - y);
-    if (op == "*") return integers ? Value::Int(i * j) : Value::Float(x * y);
+    // Python's integers have no bounds; ours are 64-bit, and overflowing is an error.
+    auto checked = [&](bool overflow, int64_t result) {
+      if (overflow) Fail(absl::StrCat("integer overflow in ", i, " ", op, " ", j));
+      return Value::Int(result);
+    };
+    if (integers && (op == "+" || op == "-" || op == "*")) {
+      int64_t result = 0;
+      const bool overflow = op == "+"   ? __builtin_add_overflow(i, j, &result)
+                            : op == "-" ? __builtin_sub_overflow(i, j, &result)
+                                        : __builtin_mul_overflow(i, j, &result);
+      return checked(overflow, result);
+    }
+    if (op == "+") return Value::Float(x + y);
+    if (op == "-") return Value::Float(x - y);
+    if (op == "*") return Value::Float(x * y);
+    if (integers && (op == "//" || op == "%") && i == std::numeric_limits<int64_t>::min() &&
+        j == -1) {
+      return checked(true, 0);
+    }
     if (op == "/") return Value::Float(x / y);
     if (op == "//") {
       if (!integers) return Value::Float(std::floor(x / y));
@@ -493,10 +520,14 @@ class Renderer {
       if (r != 0 && ((r < 0) != (j < 0))) r += j;
       return Value::Int(r);
     }
-    if (integers && j >= 0) {
-      int64_t p = 1;
-      for (int64_t k = 0; k < j; ++k) p *= i;
-      return Value::Int(p);
+    if (integers && j >= 0) {  // by squaring
+      int64_t power = 1, base = i;
+      bool overflow = false;
+      for (int64_t e = j; e > 0 && !overflow; e >>= 1) {
+        if (e & 1) overflow = __builtin_mul_overflow(power, base, &power);
+        if (e > 1 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+      }
+      return checked(overflow, power);
     }
     return Value::Float(std::pow(x, y));
   }

@@ -124,7 +124,11 @@ def check_interpreter(binary: str, work: Path, rng: random.Random) -> None:
                        ("{{ messages | wordwrap }}", "wordwrap"),
                        ("{% for m in messages %}{{ loop.cycle('a', 'b') }}{% endfor %}", "cycle"),
                        ("{{ 'unclosed }}", "never closed"),
-                       ("{% if true %}no endif", "endif")):
+                       ("{% if true %}no endif", "endif"),
+                       # and at render time, what 64-bit integers and our bounds refuse
+                       ("{{ 2 ** 64 }}", "integer overflow"),
+                       ("{{ range(10000000) | length }}", "range"),
+                       ("{{ messages[0].nope.frob }}", "undefined")):
         bad.write_text(f"{{% for m in messages %}}\n{{{{ m.content }}}}\n{{% endfor %}}\n{line}\n")
         result = subprocess.run([binary, "chat-template", "--chat-template", str(bad),
                                  "--messages", str(work / "messages.json")],
