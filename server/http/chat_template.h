@@ -3,21 +3,13 @@
 // interpreter of the Jinja subset chat templates use (jinja_syntax.h parses, jinja_render.h
 // evaluates, jinja_value.h has Python's semantics of the values), with the environment HF's
 // apply_chat_template sets up: trim_blocks and lstrip_blocks on, a trailing newline of the
-// template dropped, `raise_exception(message)` and `namespace(...)` as globals, and a `tojson`
-// filter that writes like Python's json.dumps (ensure_ascii off).
+// template dropped, `raise_exception(message)`, `strftime_now(format)` and `namespace(...)` as
+// globals, and a `tojson` filter that writes like Python's json.dumps (ensure_ascii off).
 //
-// The subset (docs/api.md, "Chat templates"): `{{ }}`, `{% if/elif/else/endif %}`,
-// `{% for x in xs [if cond] %}...{% else %}...{% endfor %}` (with `loop.index0/index/first/
-// last/length/revindex/revindex0`, tuple targets, `break`/`continue`), `{% set x = ... %}` and
-// `{% set ns.x = ... %}`, comments, `-`/`+` whitespace control; expressions with literals
-// (strings, numbers, true/false/none, lists, dicts), `a if c else b`, `+ - * / // % ~`,
-// comparisons, `and/or/not`, `in`/`not in`, subscripts and slices, attributes, filters (trim,
-// length/count, tojson, upper, lower, capitalize, title, string, int, default, first, last,
-// join, list, items, reverse) and tests (defined, undefined, none, string, number, integer,
-// boolean, mapping, sequence, iterable, true, false, even, odd), and the string and dict
-// methods templates call (strip, lstrip, rstrip, startswith, endswith, split, replace, upper,
-// lower, title, capitalize, get, items, keys, values). Anything else is refused when the
-// template is parsed, naming its origin and line.
+// The subset is listed in docs/api.md ("The Jinja subset"): statements if/for/set with
+// whitespace control, Python-like expressions, and the filters, tests, methods and functions
+// chat templates use. Anything else is refused when the template is parsed, naming its origin
+// and line.
 #pragma once
 
 #include <memory>

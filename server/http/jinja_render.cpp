@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <limits>
 #include <optional>
 
@@ -328,6 +329,17 @@ class Renderer {
       ArgCount(name, args, 1, 1);
       throw RaisedError{Str(args[0])};
     }
+    if (name == "strftime_now") {  // HF's: datetime.now().strftime(format), local time
+      ArgCount(name, args, 1, 1);
+      const std::time_t now = std::time(nullptr);
+      std::tm local{};
+      localtime_r(&now, &local);
+      char buffer[256];
+      const size_t size =
+          std::strftime(buffer, sizeof(buffer), StringArg(name, args[0]).c_str(), &local);
+      if (size == 0 && !args[0].text.empty()) Fail("strftime_now(): empty, or over 255 bytes");
+      return Value::String(std::string(buffer, size));
+    }
     ArgCount("range", args, 1, 3);
     for (const Value& arg : args) {
       if (!arg.is(Kind::kInt)) Fail("range(): integers only");
@@ -363,7 +375,20 @@ class Renderer {
     }
     ArgCount(name, args, 0, 0);
     if (name == "length" || name == "count") return Value::Int(Length(value));
-    if (name == "tojson") return Value::String(Written(value, true));
+    if (name == "tojson") {
+      JsonStyle style;
+      for (const auto& [key, expr] : filter.kwargs) {
+        const Value option = Eval(*expr);
+        if (key == "sort_keys") {
+          style.sort_keys = Truthy(option);
+        } else if (option.is(Kind::kInt) && option.integer >= 0 && option.integer <= 64) {
+          style.indent = static_cast<int>(option.integer);
+        } else if (!option.is(Kind::kNone)) {
+          Fail("tojson(indent=...): an integer from 0 to 64, or none");
+        }
+      }
+      return Value::String(Written(value, true, style));
+    }
     if (name == "string") return Value::String(Str(value));
     if (name == "list") return Value::MakeList(Iterate(value));
     if (name == "first" || name == "last" || name == "reverse") {

@@ -246,7 +246,8 @@ const std::vector<std::string_view>& Tests() {
 }
 
 const std::vector<std::string_view>& Functions() {
-  static const std::vector<std::string_view> kFunctions = {"raise_exception", "namespace", "range"};
+  static const std::vector<std::string_view> kFunctions = {"raise_exception", "namespace", "range",
+                                                           "strftime_now"};
   return kFunctions;
 }
 
@@ -522,8 +523,11 @@ class ExprParser {
         if (!Known(Filters(), filter.name))
           Fail(absl::StrCat("unsupported filter '", filter.name, "'"));
         if (Accept("(")) Arguments(filter);
-        if (!filter.kwargs.empty()) {
-          Fail(absl::StrCat("unsupported: keyword arguments of the filter '", filter.name, "'"));
+        for (const auto& [key, value] : filter.kwargs) {
+          if (filter.name != "tojson" || (key != "indent" && key != "sort_keys")) {
+            Fail(absl::StrCat("unsupported: the keyword argument '", key, "' of the filter '",
+                              filter.name, "'"));
+          }
         }
         expr = Make(std::move(filter));
       } else if (AcceptName("is")) {

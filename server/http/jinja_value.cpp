@@ -104,7 +104,7 @@ bool Truthy(const Value& value) {
 
 // A value as Python's repr() writes it, or (json) as json.dumps(value, ensure_ascii=False) with
 // its default separators does: HF's tojson.
-std::string Written(const Value& value, bool json) {
+std::string Written(const Value& value, bool json, const JsonStyle& style, int level) {
   switch (value.kind) {
     case Kind::kUndefined:
       if (json) Throw(absl::StrCat("tojson: '", value.text, "' is undefined"));
@@ -121,18 +121,39 @@ std::string Written(const Value& value, bool json) {
       return FloatRepr(value.number);
     case Kind::kString:
       return Quoted(value.text, json);
-    case Kind::kList: {
-      std::vector<std::string> items;
-      for (const Value& item : *value.list) items.push_back(Written(item, json));
-      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
-    }
+    case Kind::kList:
     case Kind::kDict: {
       std::vector<std::string> items;
-      for (const auto& [key, item] : *value.dict) {
-        items.push_back(absl::StrCat(Quoted(key, json), ": ", Written(item, json)));
+      if (value.is(Kind::kList)) {
+        for (const Value& item : *value.list) {
+          items.push_back(Written(item, json, style, level + 1));
+        }
+      } else {
+        Dict entries = *value.dict;
+        if (style.sort_keys) {
+          std::stable_sort(entries.begin(), entries.end(),
+                           [](const auto& a, const auto& b) { return a.first < b.first; });
+        }
+        for (const auto& [key, item] : entries) {
+          items.push_back(
+              absl::StrCat(Quoted(key, json), ": ", Written(item, json, style, level + 1)));
+        }
       }
+      // json.dumps with indent: one item a line, "," without a space.
+      std::string body = absl::StrJoin(items, ", ");
+      if (json && style.indent >= 0 && !items.empty()) {
+        auto newline = [&](int depth) {  // "\n" and the indent of `depth`
+          std::string text(1 + static_cast<size_t>(depth * style.indent), ' ');
+          text[0] = '\n';
+          return text;
+        };
+        body = absl::StrCat(newline(level + 1),
+                            absl::StrJoin(items, absl::StrCat(",", newline(level + 1))),
+                            newline(level));
+      }
+      if (value.is(Kind::kList)) return absl::StrCat("[", body, "]");
       const bool ns = value.is_namespace && !json;
-      return absl::StrCat(ns ? "<Namespace {" : "{", absl::StrJoin(items, ", "), ns ? "}>" : "}");
+      return absl::StrCat(ns ? "<Namespace {" : "{", body, ns ? "}>" : "}");
     }
   }
   return "";

@@ -99,7 +99,12 @@ const char* TypeName(const Value& value);
 bool Truthy(const Value& value);
 // A value as Python's repr() writes it, or (json) as json.dumps(value, ensure_ascii=False) with
 // its default separators does: HF's tojson.
-std::string Written(const Value& value, bool json);
+// json.dumps' indent (-1: none, all on one line) and sort_keys.
+struct JsonStyle {
+  int indent = -1;
+  bool sort_keys = false;
+};
+std::string Written(const Value& value, bool json, const JsonStyle& style = {}, int level = 0);
 // Python's str(): what {{ value }} prints ("" for Undefined).
 std::string Str(const Value& value);
 Value FromJson(const nlohmann::ordered_json& json);

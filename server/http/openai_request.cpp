@@ -368,13 +368,13 @@ absl::StatusOr<Json> MessageContent(const Json& content, const std::string& para
 }
 
 // `messages`: a non-empty array of {role, content, ...}; other members go to the template as
-// they are.
-absl::StatusOr<Json> Messages(const Json& json) {
+// they are, in the order the body has them (`ordered`: the body parsed keeping it).
+absl::StatusOr<nlohmann::ordered_json> Messages(const Json& json, nlohmann::ordered_json ordered) {
   const Json* messages = Member(json, "messages");
   if (messages == nullptr) return Invalid("messages", "required (an array of {role, content})");
   if (!messages->is_array()) return WrongType("messages", "an array of {role, content}", *messages);
   if (messages->empty()) return Invalid("messages", "must not be empty");
-  Json out = Json::array();
+  nlohmann::ordered_json out = std::move(ordered["messages"]);
   for (size_t i = 0; i < messages->size(); ++i) {
     const Json& message = (*messages)[i];
     const std::string param = absl::StrCat("messages[", i, "]");
@@ -384,12 +384,10 @@ absl::StatusOr<Json> Messages(const Json& json) {
     if (absl::StatusOr<std::string> text = String(*role, param + ".role"); !text.ok()) {
       return text.status();
     }
-    Json copy = message;
     absl::StatusOr<Json> content = MessageContent(
         message.contains("content") ? message["content"] : Json(nullptr), param + ".content");
     if (!content.ok()) return content.status();
-    copy["content"] = std::move(*content);
-    out.push_back(std::move(copy));
+    out[i]["content"] = std::move(*content);
   }
   return out;
 }
@@ -435,7 +433,8 @@ absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view body) {
   if (absl::Status status = Common(json, true, &chat.completion, &shared); !status.ok()) {
     return status;
   }
-  absl::StatusOr<Json> messages = Messages(json);
+  absl::StatusOr<nlohmann::ordered_json> messages =
+      Messages(json, nlohmann::ordered_json::parse(body, nullptr, false));
   if (!messages.ok()) return messages.status();
   chat.messages = std::move(*messages);
   shared.set_return_logprobs(chat.completion.logprobs >= 0);

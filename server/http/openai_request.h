@@ -43,8 +43,8 @@ struct ChatRequest {
   // One prompt, which holds every field but the prompt text.
   CompletionRequest completion;
   // An array of objects whose `role` is a string and `content` a string or null (a list of
-  // text parts joined by newlines); other members as sent.
-  nlohmann::json messages;
+  // text parts joined by newlines); other members as sent, in the body's order.
+  nlohmann::ordered_json messages;
 };
 absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view body);
 
