@@ -16,14 +16,32 @@ namespace {
 std::string FloatRepr(double f) {
   if (std::isnan(f)) return "nan";
   if (std::isinf(f)) return f > 0 ? "inf" : "-inf";
-  char buffer[32];
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, f);
+  // The fewest significant digits that read back, as d.ddde±x.
+  char buffer[40];
+  for (int precision = 0; precision <= 16; ++precision) {
+    std::snprintf(buffer, sizeof(buffer), "%.*e", precision, f);
     if (std::strtod(buffer, nullptr) == f) break;
   }
-  std::string text = buffer;
-  if (text.find_first_of(".en") == std::string::npos) text += ".0";
-  return text;
+  const std::string scientific = buffer;
+  const size_t e = scientific.find('e');
+  const bool negative = scientific[0] == '-';
+  std::string digits = scientific.substr(negative ? 1 : 0, e - (negative ? 1 : 0));
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const int exponent = std::atoi(scientific.c_str() + e + 1);
+  std::string out = negative ? "-" : "";
+  if (exponent < -4 || exponent >= 16) {  // Python's switch to exponent notation
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) absl::StrAppend(&out, ".", digits.substr(1));
+    char tail[16];
+    std::snprintf(tail, sizeof(tail), "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+    return out + tail;
+  }
+  if (exponent < 0) return absl::StrCat(out, "0.", std::string(-exponent - 1, '0'), digits);
+  const auto point = static_cast<size_t>(exponent) + 1;
+  if (digits.size() <= point) {
+    return absl::StrCat(out, digits, std::string(point - digits.size(), '0'), ".0");
+  }
+  return absl::StrCat(out, digits.substr(0, point), ".", digits.substr(point));
 }
 
 // A string between quotes with escapes: as Python's repr() writes it (single quotes unless it
