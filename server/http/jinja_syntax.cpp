@@ -136,6 +136,18 @@ std::vector<Token> Tokenize(const std::string& body, const std::string& where) {
         for (++j; j < body.size() && std::isdigit(static_cast<unsigned char>(body[j])); ++j) {
         }
       }
+      // An exponent: 1e5, 2.5E-3.
+      const auto digit = [&](size_t k) {
+        return k < body.size() && std::isdigit(static_cast<unsigned char>(body[k]));
+      };
+      if (j < body.size() && (body[j] == 'e' || body[j] == 'E')) {
+        const size_t sign = j + 1 < body.size() && (body[j + 1] == '+' || body[j + 1] == '-');
+        if (digit(j + 1 + sign)) {
+          is_float = true;
+          for (j += 1 + sign; digit(j); ++j) {
+          }
+        }
+      }
       std::string digits = body.substr(i, j - i);
       digits.erase(std::remove(digits.begin(), digits.end(), '_'), digits.end());
       tokens.push_back({is_float ? Token::Type::kFloat : Token::Type::kInt, digits});
