@@ -18,6 +18,7 @@ constexpr char kUsage[] =
     "  perplexity   per-token perplexity of a text (token-by-token protocol)\n"
     "  tokenize     print the token ids of a text\n"
     "  convert      write a checkpoint's weights (e.g. pytorch_model.bin) as model.safetensors\n"
+    "  chat-template  print the prompt a chat template renders for a messages file\n"
     "  health       ask a running server's grpc.health.v1 (exit 0 when SERVING)\n"
     "\n"
     "With no command, sinkserve serves; with no --model, the built-in demo model (random\n"
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   if (command == "perplexity") return sinkserve::cli::RunPerplexity(argc - 2, argv + 2);
   if (command == "tokenize") return sinkserve::cli::RunTokenize(argc - 2, argv + 2);
   if (command == "convert") return sinkserve::cli::RunConvert(argc - 2, argv + 2);
+  if (command == "chat-template") return sinkserve::cli::RunChatTemplate(argc - 2, argv + 2);
   if (command == "health") return sinkserve::cli::RunHealth(argc - 2, argv + 2);
   std::fprintf(stderr, "error: unknown command \"%s\"\n\n%s", command.c_str(), kUsage);
   return 2;

@@ -5,12 +5,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/cli/command.h"
 #include "common/cli/token_file.h"
+#include "engine/format/model_directory.h"
 #include "server/auth.h"
-#include "server/http/openai_server.h"
 #include "server/cli/commands.h"
 #include "server/cli/model_flags.h"
-#include "common/cli/command.h"
+#include "server/http/openai_server.h"
 #include "server/logging.h"
 #include "server/server.h"
 
@@ -51,7 +52,7 @@ int RunServe(int argc, char** argv) {
   double session_ttl_s = 600, grace_period_s = 20, session_store_ttl_s = 0;
   std::string session_persist = "evict";
   int64_t max_message_bytes = options.max_message_bytes;
-  std::string auth_token_file;
+  std::string auth_token_file, chat_template_file;
   std::string log_level = "info", log_format = "text";
 
   Flags flags("serve",
@@ -66,6 +67,10 @@ int RunServe(int argc, char** argv) {
   flags.Add("http-port", &http_port,
             "OpenAI-compatible HTTP/SSE API port (/v1/completions, /v1/models, /tokenize, "
             "/health, ...); 0 = any free port, -1 = off");
+  flags.Add("chat-template", &chat_template_file,
+            "the chat template of /v1/chat/completions: a Jinja file, or a JSON file with a "
+            "chat_template (as tokenizer_config.json); empty = the model directory's "
+            "chat_template.jinja or tokenizer_config.json chat_template, if any");
   flags.Add("served-model-name", &served_model_name,
             "the model id of the HTTP API (/v1/models, requests' \"model\"); empty = the model "
             "directory's name");
@@ -109,7 +114,8 @@ int RunServe(int argc, char** argv) {
             "require 'authorization: Bearer <token>' on every sinkserve.v1 RPC and HTTP API "
             "call (else UNAUTHENTICATED / 401); health, reflection, /health and /ready stay "
             "open for probes. Visible in ps: prefer --auth-token-file");
-  flags.Add("auth-token-file", &auth_token_file, "read the --auth-token from this file's first line");
+  flags.Add("auth-token-file", &auth_token_file,
+            "read the --auth-token from this file's first line");
   flags.Add("max-message-bytes", &max_message_bytes,
             "largest request message (or HTTP body) accepted; larger ones get "
             "RESOURCE_EXHAUSTED (HTTP 413)");
@@ -118,10 +124,12 @@ int RunServe(int argc, char** argv) {
   if (int code = ParseFlagsOrExit(flags, argc, argv); code >= 0) return code;
 
   for (absl::Status status : {
-           InRange("port", port, 0, 65535), InRange("metrics-port", metrics_port, -1, 65535),
+           InRange("port", port, 0, 65535),
+           InRange("metrics-port", metrics_port, -1, 65535),
            InRange("http-port", http_port, -1, 65535),
            InRange("max-sessions", max_sessions, 1, 1 << 20),
-           InRange("max-queue", max_queue, 0, 1 << 20), InRange("max-batch", max_batch, 1, 4096),
+           InRange("max-queue", max_queue, 0, 1 << 20),
+           InRange("max-batch", max_batch, 1, 4096),
            InRange("prefill-chunk-tokens", prefill_chunk_tokens, 1, 1 << 16),
            InRange("max-prompt-tokens", max_prompt_tokens, 1, 1 << 28),
            InRange("max-new-tokens", max_new_tokens, 0, 1 << 28),
@@ -194,6 +202,16 @@ int RunServe(int argc, char** argv) {
     http.auth_token = options.auth_token;
     http.max_body_bytes = static_cast<size_t>(max_message_bytes);
     http.model_id = server::ServedModelName(options);
+    // The template is parsed now, so that one outside the subset stops the server at start.
+    std::string model_dir;
+    if (options.model.path != "demo") {
+      absl::StatusOr<ModelDirectory> directory = ResolveModelDirectory(options.model.path);
+      if (directory.ok()) model_dir = directory->path;  // else the model load says why
+    }
+    absl::StatusOr<std::optional<server::http::ChatTemplate>> chat_template =
+        server::http::LoadChatTemplate(model_dir, chat_template_file);
+    if (!chat_template.ok()) return Fail(chat_template.status());
+    http.chat_template = std::move(*chat_template);
     // A thread per connection: every request that can run or wait, and some to refuse more.
     http.threads = static_cast<int>(std::min<int64_t>(max_batch + max_queue + 32, 1024));
     options.make_frontends = [http](server::Metrics& metrics) {

@@ -4,6 +4,7 @@
 
 #include <ctime>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "server/http/client_connection.h"
@@ -17,29 +18,23 @@ namespace sinkserve::server::http {
 namespace {
 
 using Json = nlohmann::json;
-constexpr char kEndpoint[] = "/v1/completions";
+using Part = ResponseFormat::Part;
 
 std::string Dump(const Json& json) {
   return json.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
-
-std::string TokenString(const Model& model, int32_t id) {
-  if (const Tokenizer* tokenizer = model.tokenizer()) return std::string(tokenizer->TokenBytes(id));
-  return absl::StrCat("token_id:", id);
 }
 
 const char* FinishReasonText(FinishReason reason) {
   return reason == FinishReason::kFinishReasonStop ? "stop" : "length";
 }
 
-// One choice's `logprobs` object, built token by token; Take() hands out what was added since
-// the last Take (a stream's chunk) with text_offset running on.
-class LogprobsBuilder {
+// /v1/completions' `logprobs` object, with text_offset running on across chunks.
+class TextLogprobs final : public LogprobsBuilder {
  public:
-  explicit LogprobsBuilder(const Model& model) : model_(&model) {}
+  explicit TextLogprobs(const Model& model) : model_(&model) {}
 
-  // `logprob` unset: the prompt's first token, which has none.
-  void Add(int32_t token, std::optional<double> logprob, const std::vector<TokenLogprob>& top) {
+  void Add(int32_t token, std::optional<double> logprob,
+           const std::vector<TokenLogprob>& top) override {
     std::string text = TokenString(*model_, token);
     tokens_.push_back(text);
     text_offset_.push_back(offset_);
@@ -58,7 +53,7 @@ class LogprobsBuilder {
     top_logprobs_.push_back(std::move(candidates));
   }
 
-  Json Take() {
+  Json Take() override {
     Json json = {{"tokens", std::move(tokens_)},
                  {"token_logprobs", std::move(token_logprobs_)},
                  {"top_logprobs", std::move(top_logprobs_)},
@@ -74,6 +69,25 @@ class LogprobsBuilder {
   size_t offset_ = 0;
 };
 
+// /v1/completions' shapes: OpenAI's text_completion.
+class TextFormat final : public ResponseFormat {
+ public:
+  const char* endpoint() const override { return "/v1/completions"; }
+  const char* id_prefix() const override { return "cmpl-"; }
+  const char* prompt_param() const override { return "prompt"; }
+  const char* object(Part) const override { return "text_completion"; }
+  std::unique_ptr<LogprobsBuilder> NewLogprobs(const Model& model) const override {
+    return std::make_unique<TextLogprobs>(model);
+  }
+  Json Choice(size_t index, std::string text, Json logprobs, Json finish_reason,
+              Part) const override {
+    return {{"index", index},
+            {"text", std::move(text)},
+            {"logprobs", std::move(logprobs)},
+            {"finish_reason", std::move(finish_reason)}};
+  }
+};
+
 // A parsed, validated request and what runs it.
 struct Plan {
   CompletionRequest request;
@@ -84,12 +98,10 @@ struct Plan {
   bool generate = true;                         // false: echo with max_tokens 0 only scores
 };
 
-absl::StatusOr<Plan> MakePlan(const CompletionContext& context, std::string_view body,
+absl::StatusOr<Plan> MakePlan(const CompletionContext& context, CompletionRequest parsed,
                               const ClientConnection& client) {
-  absl::StatusOr<CompletionRequest> parsed = ParseCompletionRequest(body);
-  if (!parsed.ok()) return parsed.status();
   Plan plan;
-  plan.request = std::move(*parsed);
+  plan.request = std::move(parsed);
   const CompletionRequest& request = plan.request;
   if (!request.model.empty() && request.model != context.model_id) {
     return absl::NotFoundError(absl::StrCat("model: '", request.model, "' is not served here; ",
@@ -139,9 +151,9 @@ absl::StatusOr<Plan> MakePlan(const CompletionContext& context, std::string_view
 
 // One choice's output so far.
 struct Choice {
-  explicit Choice(const Model& model) : logprobs(model) {}
   std::string text;
-  LogprobsBuilder logprobs;
+  std::unique_ptr<LogprobsBuilder> logprobs;
+  bool streamed = false;  // a chunk of it was sent
   std::optional<FinishReason> finish;
   int64_t generated = 0;
 };
@@ -149,15 +161,18 @@ struct Choice {
 // The stream or the response of one request, fed by its CompletionRun.
 class Completion {
  public:
-  Completion(const CompletionContext& context, Plan plan, ClientConnection client)
+  Completion(const CompletionContext& context, const ResponseFormat& format, Plan plan,
+             ClientConnection client)
       : engine_(context.engine),
         metrics_(context.metrics),
         model_id_(context.model_id),
-        id_(absl::StrCat("cmpl-", context.request_id)),
+        format_(format),
+        id_(absl::StrCat(format.id_prefix(), context.request_id)),
         created_(std::time(nullptr)),
         plan_(std::move(plan)),
+        choices_(plan_.choices.size()),
         run_(client) {
-    for (size_t i = 0; i < plan_.choices.size(); ++i) choices_.emplace_back(*engine_.model);
+    for (Choice& choice : choices_) choice.logprobs = format_.NewLogprobs(*engine_.model);
     if (!plan_.generate) {
       for (Choice& choice : choices_) choice.finish = FinishReason::kFinishReasonLength;
     }
@@ -189,7 +204,7 @@ class Completion {
     for (size_t i = 0; i < choices_.size(); ++i) {
       choices.push_back(ChoiceJson(i, std::move(choices_[i].text)));
     }
-    Json json = Header("text_completion");
+    Json json = Header(Part::kWhole);
     json["choices"] = std::move(choices);
     json["usage"] = Usage();
     if (!session_id_.empty()) json["session_id"] = session_id_;
@@ -204,7 +219,7 @@ class Completion {
   }
 
   void Count(absl::StatusCode code) const {
-    metrics_->CountRequest("openai", kEndpoint, static_cast<grpc::StatusCode>(code));
+    metrics_->CountRequest("openai", format_.endpoint(), static_cast<grpc::StatusCode>(code));
   }
 
  private:
@@ -226,7 +241,7 @@ class Completion {
         for (size_t i = 0; i < choices_.size(); ++i) Chunk(i, "", &out);
       }
       if (plan_.request.include_usage) {
-        Json usage = Header("text_completion");
+        Json usage = Header(Part::kChunk);
         usage["choices"] = Json::array();
         usage["usage"] = Usage();
         absl::StrAppend(&out, "data: ", Dump(usage), "\n\n");
@@ -263,11 +278,11 @@ class Completion {
       const PromptLogprobs& scored = plan_.prompt_logprobs[p];
       for (size_t t = 0; t < prompt.size(); ++t) {
         if (t == 0) {
-          choices_[i].logprobs.Add(prompt[t], std::nullopt, {});
+          choices_[i].logprobs->Add(prompt[t], std::nullopt, {});
         } else {
           static const std::vector<TokenLogprob> kNone;
-          choices_[i].logprobs.Add(prompt[t], -scored.nll[t - 1],
-                                   scored.top.empty() ? kNone : scored.top[t - 1]);
+          choices_[i].logprobs->Add(prompt[t], -scored.nll[t - 1],
+                                    scored.top.empty() ? kNone : scored.top[t - 1]);
         }
       }
     }
@@ -282,8 +297,8 @@ class Completion {
       if (plan_.request.logprobs >= 0) {
         for (size_t t = 0; t < delta.token_ids.size(); ++t) {
           static const std::vector<TokenLogprob> kNone;
-          choice.logprobs.Add(delta.token_ids[t], delta.logprobs[t],
-                              t < delta.top_logprobs.size() ? delta.top_logprobs[t] : kNone);
+          choice.logprobs->Add(delta.token_ids[t], delta.logprobs[t],
+                               t < delta.top_logprobs.size() ? delta.top_logprobs[t] : kNone);
         }
       }
     }
@@ -299,12 +314,12 @@ class Completion {
   }
 
   // One line per choice, as the gRPC service logs each Generate.
-  static void LogResult(const GenerateResult& r) {
+  void LogResult(const GenerateResult& r) const {
     Log(r.status.ok() || r.status.code() == absl::StatusCode::kCancelled ? spdlog::level::info
                                                                          : spdlog::level::warn,
         "request",
         {{"api", "openai"},
-         {"endpoint", kEndpoint},
+         {"endpoint", format_.endpoint()},
          {"request_id", r.request_id},
          {"code", absl::StatusCodeToString(r.status.code())},
          {"session", r.session_id},
@@ -319,22 +334,22 @@ class Completion {
          {"error", std::string(r.status.message())}});
   }
 
-  Json Header(const char* object) const {
-    return {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_id_}};
+  Json Header(Part part) const {
+    return {
+        {"id", id_}, {"object", format_.object(part)}, {"created", created_}, {"model", model_id_}};
   }
 
-  Json ChoiceJson(size_t i, std::string text) {
+  Json ChoiceJson(size_t i, std::string text, Part part = Part::kWhole) {
     Choice& choice = choices_[i];
-    return {
-        {"index", i},
-        {"text", std::move(text)},
-        {"logprobs", plan_.request.logprobs >= 0 ? choice.logprobs.Take() : Json(nullptr)},
-        {"finish_reason", choice.finish ? Json(FinishReasonText(*choice.finish)) : Json(nullptr)}};
+    return format_.Choice(
+        i, std::move(text), plan_.request.logprobs >= 0 ? choice.logprobs->Take() : Json(nullptr),
+        choice.finish ? Json(FinishReasonText(*choice.finish)) : Json(nullptr), part);
   }
 
   void Chunk(size_t i, std::string text, std::string* out) {
-    Json chunk = Header("text_completion");
-    chunk["choices"] = Json::array({ChoiceJson(i, std::move(text))});
+    Json chunk = Header(Part::kChunk);
+    const Part part = std::exchange(choices_[i].streamed, true) ? Part::kChunk : Part::kFirstChunk;
+    chunk["choices"] = Json::array({ChoiceJson(i, std::move(text), part)});
     if (!session_id_.empty()) chunk["session_id"] = session_id_;
     absl::StrAppend(out, "data: ", Dump(chunk), "\n\n");
   }
@@ -352,6 +367,7 @@ class Completion {
   const ServingEngine& engine_;
   Metrics* metrics_;
   const std::string model_id_;
+  const ResponseFormat& format_;
   const std::string id_;
   const int64_t created_;
   Plan plan_;
@@ -364,19 +380,42 @@ class Completion {
 
 }  // namespace
 
+std::string TokenString(const Model& model, int32_t id) {
+  if (const Tokenizer* tokenizer = model.tokenizer()) return std::string(tokenizer->TokenBytes(id));
+  return absl::StrCat("token_id:", id);
+}
+
 void HandleCompletions(const CompletionContext& context, const httplib::Request& request,
                        httplib::Response& response) {
-  const ClientConnection client(request);
-  absl::StatusOr<Plan> plan = MakePlan(context, request.body, client);
-  if (!plan.ok()) return ReplyError(context.metrics, kEndpoint, plan.status(), response);
+  static const TextFormat kFormat;
+  absl::StatusOr<CompletionRequest> parsed = ParseCompletionRequest(request.body);
+  if (!parsed.ok())
+    return ReplyError(context.metrics, kFormat.endpoint(), parsed.status(), response);
+  ServeCompletion(context, kFormat, std::move(*parsed), request, response);
+}
+
+void ServeCompletion(const CompletionContext& context, const ResponseFormat& format,
+                     CompletionRequest request, const httplib::Request& http_request,
+                     httplib::Response& response) {
+  const char* endpoint = format.endpoint();
+  const ClientConnection client(http_request);
+  absl::StatusOr<Plan> plan = MakePlan(context, std::move(request), client);
+  if (!plan.ok()) {
+    absl::Status status = plan.status();
+    if (absl::StartsWith(status.message(), "prompt")) {  // the validator's, about the prompt
+      status = absl::Status(status.code(),
+                            absl::StrCat(format.prompt_param(), status.message().substr(6)));
+    }
+    return ReplyError(context.metrics, endpoint, status, response);
+  }
   const bool stream = plan->request.stream;
-  auto completion = std::make_shared<Completion>(context, std::move(*plan), client);
+  auto completion = std::make_shared<Completion>(context, format, std::move(*plan), client);
   if (absl::Status started = completion->Start(); !started.ok()) {
-    return ReplyError(context.metrics, kEndpoint, started, response);
+    return ReplyError(context.metrics, endpoint, started, response);
   }
   if (!stream) {
     absl::StatusOr<std::string> body = completion->Response();
-    if (!body.ok()) return ReplyError(context.metrics, kEndpoint, body.status(), response);
+    if (!body.ok()) return ReplyError(context.metrics, endpoint, body.status(), response);
     completion->Count(absl::StatusCode::kOk);
     response.set_content(*body, "application/json");
     return;

@@ -15,10 +15,18 @@
 //     The response starts once every choice was admitted, so a refusal (429, 404 for an
 //     unknown session) is still an HTTP status; an error after that is an `error` event before
 //     [DONE].
+//
+// /v1/chat/completions (chat_completions.h) runs the same way: it renders its messages into one
+// prompt and answers in its own JSON shapes (a ResponseFormat).
 #pragma once
 
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "nlohmann/json.hpp"
+#include "server/http/openai_request.h"
 #include "server/metrics.h"
 #include "server/service.h"
 
@@ -36,7 +44,45 @@ struct CompletionContext {
   std::string request_id;
 };
 
+// POST /v1/completions.
 void HandleCompletions(const CompletionContext& context, const httplib::Request& request,
                        httplib::Response& response);
+
+// A choice's `logprobs`, built token by token; Take() hands out what was added since the last
+// Take (a stream's chunk).
+class LogprobsBuilder {
+ public:
+  virtual ~LogprobsBuilder() = default;
+  // `logprob` unset: the prompt's first token, which has none.
+  virtual void Add(int32_t token, std::optional<double> logprob,
+                   const std::vector<TokenLogprob>& top) = 0;
+  virtual nlohmann::json Take() = 0;
+};
+
+// The JSON shapes of an endpoint's responses and stream chunks.
+class ResponseFormat {
+ public:
+  enum class Part { kWhole, kFirstChunk, kChunk };  // a response's choice, or a chunk's
+
+  virtual ~ResponseFormat() = default;
+  virtual const char* endpoint() const = 0;      // "/v1/completions"
+  virtual const char* id_prefix() const = 0;     // "cmpl-"
+  virtual const char* prompt_param() const = 0;  // what the prompt came from: "prompt"
+  virtual const char* object(Part part) const = 0;
+  virtual std::unique_ptr<LogprobsBuilder> NewLogprobs(const Model& model) const = 0;
+  // A choice: its text (a chunk's: what is new), logprobs (null when not asked for) and
+  // finish_reason (null while it runs).
+  virtual nlohmann::json Choice(size_t index, std::string text, nlohmann::json logprobs,
+                                nlohmann::json finish_reason, Part part) const = 0;
+};
+
+// A token's text in logprobs: its bytes, or "token_id:N" without a tokenizer.
+std::string TokenString(const Model& model, int32_t id);
+
+// Runs a parsed request and answers it (JSON, or server-sent events with stream) in `format`,
+// watching `http_request`'s connection: a client that goes away cancels it.
+void ServeCompletion(const CompletionContext& context, const ResponseFormat& format,
+                     CompletionRequest request, const httplib::Request& http_request,
+                     httplib::Response& response);
 
 }  // namespace sinkserve::server::http

@@ -58,8 +58,9 @@ absl::StatusOr<Json> ParseObject(std::string_view body) {
   if (absl::Status nesting = CheckNesting(body); !nesting.ok()) return nesting;
   Json json = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
-    return Invalid("body", "not valid JSON (send a JSON object with Content-Type: "
-                           "application/json)");
+    return Invalid("body",
+                   "not valid JSON (send a JSON object with Content-Type: "
+                   "application/json)");
   }
   if (!json.is_object()) return WrongType("body", "a JSON object", json);
   return json;
@@ -87,11 +88,12 @@ absl::StatusOr<double> Number(const Json& value, const std::string& param) {
   return value.get<double>();
 }
 
-absl::StatusOr<int64_t> Integer(const Json& value, const std::string& param, int64_t lo, int64_t hi) {
+absl::StatusOr<int64_t> Integer(const Json& value, const std::string& param, int64_t lo,
+                                int64_t hi) {
   if (!value.is_number_integer()) return WrongType(param, "an integer", value);
   if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(hi)) {
-    return Invalid(param, absl::StrCat("must be in [", lo, ", ", hi, "], got ",
-                                       value.get<uint64_t>()));
+    return Invalid(param,
+                   absl::StrCat("must be in [", lo, ", ", hi, "], got ", value.get<uint64_t>()));
   }
   const int64_t number = value.get<int64_t>();
   if (number < lo || number > hi) {
@@ -203,12 +205,15 @@ absl::Status Unsupported(const Json& json) {
   return absl::OkStatus();
 }
 
-// The fields every prompt's GenerateRequest shares.
-absl::Status Shared(const Json& json, v1::GenerateRequest* shared) {
-  shared->set_max_new_tokens(kDefaultMaxTokens);
-  if (const Json* value = Member(json, "max_tokens")) {
+// The fields every prompt's GenerateRequest shares. Chat has no max_tokens default (the
+// server's applies) and also takes OpenAI's newer name, max_completion_tokens.
+absl::Status Shared(const Json& json, bool chat, v1::GenerateRequest* shared) {
+  if (!chat) shared->set_max_new_tokens(kDefaultMaxTokens);
+  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
+    const Json* value = Member(json, name);
+    if (value == nullptr || (!chat && name != std::string_view("max_tokens"))) continue;
     absl::StatusOr<int64_t> max_tokens =
-        Integer(*value, "max_tokens", 0, std::numeric_limits<uint32_t>::max());
+        Integer(*value, name, 0, std::numeric_limits<uint32_t>::max());
     if (!max_tokens.ok()) return max_tokens.status();
     shared->set_max_new_tokens(static_cast<uint32_t>(*max_tokens));
   }
@@ -273,6 +278,120 @@ absl::Status Shared(const Json& json, v1::GenerateRequest* shared) {
   return absl::OkStatus();
 }
 
+// `logprobs`: completions' number of top tokens (0..20); chat's true/false, with the number
+// in `top_logprobs`.
+absl::Status Logprobs(const Json& json, bool chat, CompletionRequest* request) {
+  const Json* value = Member(json, "logprobs");
+  if (!chat) {
+    if (value == nullptr) return absl::OkStatus();
+    absl::StatusOr<int64_t> logprobs = Integer(*value, "logprobs", 0, kMaxTopLogprobs);
+    if (!logprobs.ok()) return logprobs.status();
+    request->logprobs = static_cast<int>(*logprobs);
+    return absl::OkStatus();
+  }
+  bool enabled = false;
+  if (value != nullptr) {
+    absl::StatusOr<bool> flag = Bool(*value, "logprobs");
+    if (!flag.ok()) return flag.status();
+    enabled = *flag;
+  }
+  int top = 0;
+  if (const Json* top_value = Member(json, "top_logprobs")) {
+    absl::StatusOr<int64_t> number = Integer(*top_value, "top_logprobs", 0, kMaxTopLogprobs);
+    if (!number.ok()) return number.status();
+    if (!enabled) return Invalid("top_logprobs", "needs logprobs: true");
+    top = static_cast<int>(*number);
+  }
+  request->logprobs = enabled ? top : -1;
+  return absl::OkStatus();
+}
+
+// What completions and chat completions share: model, n, logprobs, stream, the sampling,
+// stop and session fields (into *shared).
+absl::Status Common(const Json& json, bool chat, CompletionRequest* request,
+                    v1::GenerateRequest* shared) {
+  absl::StatusOr<std::string> model = OptionalModel(json);
+  if (!model.ok()) return model.status();
+  request->model = *model;
+  if (absl::Status unsupported = Unsupported(json); !unsupported.ok()) return unsupported;
+  if (const Json* value = Member(json, "n")) {
+    absl::StatusOr<int64_t> n = Integer(*value, "n", 1, kMaxChoices);
+    if (!n.ok()) return n.status();
+    request->n = static_cast<int>(*n);
+  }
+  if (absl::Status logprobs = Logprobs(json, chat, request); !logprobs.ok()) return logprobs;
+  if (const Json* value = Member(json, "stream")) {
+    absl::StatusOr<bool> flag = Bool(*value, "stream");
+    if (!flag.ok()) return flag.status();
+    request->stream = *flag;
+  }
+  if (const Json* options = Member(json, "stream_options")) {
+    if (!options->is_object()) return WrongType("stream_options", "an object", *options);
+    if (!request->stream) return Invalid("stream_options", "only with stream: true");
+    if (const Json* value = Member(*options, "include_usage")) {
+      absl::StatusOr<bool> flag = Bool(*value, "stream_options.include_usage");
+      if (!flag.ok()) return flag.status();
+      request->include_usage = *flag;
+    }
+  }
+  if (absl::Status status = Shared(json, chat, shared); !status.ok()) return status;
+  if ((!shared->session_id().empty() || shared->keep_session()) && request->n != 1) {
+    return Invalid(shared->session_id().empty() ? "keep_session" : "session_id",
+                   "a session runs one prompt with n = 1");
+  }
+  return absl::OkStatus();
+}
+
+// A chat message's content: a string, null, or a list of text parts (joined by newlines).
+absl::StatusOr<Json> MessageContent(const Json& content, const std::string& param) {
+  if (content.is_string() || content.is_null()) return content;
+  if (!content.is_array()) {
+    return WrongType(param, "a string or an array of {\"type\": \"text\", \"text\": ...} parts",
+                     content);
+  }
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const std::string part = absl::StrCat(param, "[", i, "]");
+    if (!content[i].is_object()) return WrongType(part, "an object", content[i]);
+    const Json* type = Member(content[i], "type");
+    if (type == nullptr || *type != "text") {
+      return Invalid(part + ".type", "only \"text\" parts are supported");
+    }
+    const Json* part_text = Member(content[i], "text");
+    if (part_text == nullptr) return Invalid(part + ".text", "required");
+    absl::StatusOr<std::string> value = String(*part_text, part + ".text");
+    if (!value.ok()) return value.status();
+    if (i > 0) text += '\n';
+    text += *value;
+  }
+  return Json(text);
+}
+
+// `messages`: a non-empty array of {role, content, ...}; other members go to the template as
+// they are, in the order the body has them (`ordered`: the body parsed keeping it).
+absl::StatusOr<nlohmann::ordered_json> Messages(const Json& json, nlohmann::ordered_json ordered) {
+  const Json* messages = Member(json, "messages");
+  if (messages == nullptr) return Invalid("messages", "required (an array of {role, content})");
+  if (!messages->is_array()) return WrongType("messages", "an array of {role, content}", *messages);
+  if (messages->empty()) return Invalid("messages", "must not be empty");
+  nlohmann::ordered_json out = std::move(ordered["messages"]);
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& message = (*messages)[i];
+    const std::string param = absl::StrCat("messages[", i, "]");
+    if (!message.is_object()) return WrongType(param, "an object with role and content", message);
+    const Json* role = Member(message, "role");
+    if (role == nullptr) return Invalid(param + ".role", "required");
+    if (absl::StatusOr<std::string> text = String(*role, param + ".role"); !text.ok()) {
+      return text.status();
+    }
+    absl::StatusOr<Json> content = MessageContent(
+        message.contains("content") ? message["content"] : Json(nullptr), param + ".content");
+    if (!content.ok()) return content.status();
+    out[i]["content"] = std::move(*content);
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) {
@@ -280,49 +399,21 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
   if (!parsed.ok()) return parsed.status();
   const Json& json = *parsed;
   CompletionRequest request;
-  absl::StatusOr<std::string> model = OptionalModel(json);
-  if (!model.ok()) return model.status();
-  request.model = *model;
-  if (absl::Status unsupported = Unsupported(json); !unsupported.ok()) return unsupported;
-  if (const Json* value = Member(json, "n")) {
-    absl::StatusOr<int64_t> n = Integer(*value, "n", 1, kMaxChoices);
-    if (!n.ok()) return n.status();
-    request.n = static_cast<int>(*n);
-  }
-  if (const Json* value = Member(json, "logprobs")) {
-    absl::StatusOr<int64_t> logprobs = Integer(*value, "logprobs", 0, kMaxTopLogprobs);
-    if (!logprobs.ok()) return logprobs.status();
-    request.logprobs = static_cast<int>(*logprobs);
-  }
-  for (const auto& [name, field] : {std::pair{"echo", &request.echo},
-                                    std::pair{"stream", &request.stream}}) {
-    if (const Json* value = Member(json, name)) {
-      absl::StatusOr<bool> flag = Bool(*value, name);
-      if (!flag.ok()) return flag.status();
-      *field = *flag;
-    }
-  }
-  if (const Json* options = Member(json, "stream_options")) {
-    if (!options->is_object()) return WrongType("stream_options", "an object", *options);
-    if (!request.stream) return Invalid("stream_options", "only with stream: true");
-    if (const Json* value = Member(*options, "include_usage")) {
-      absl::StatusOr<bool> flag = Bool(*value, "stream_options.include_usage");
-      if (!flag.ok()) return flag.status();
-      request.include_usage = *flag;
-    }
-  }
   v1::GenerateRequest shared;
-  if (absl::Status status = Shared(json, &shared); !status.ok()) return status;
+  if (absl::Status status = Common(json, false, &request, &shared); !status.ok()) return status;
+  if (const Json* value = Member(json, "echo")) {
+    absl::StatusOr<bool> flag = Bool(*value, "echo");
+    if (!flag.ok()) return flag.status();
+    request.echo = *flag;
+  }
   if (absl::Status status = Prompts(json, &request.prompts); !status.ok()) return status;
   if (request.prompts.size() * static_cast<size_t>(request.n) > kMaxChoices) {
     return Invalid("n", absl::StrCat("n × prompts must be at most ", kMaxChoices, ", got ",
                                      request.prompts.size() * static_cast<size_t>(request.n)));
   }
-  if (!shared.session_id().empty() || shared.keep_session()) {
-    if (request.n != 1 || request.prompts.size() != 1) {
-      return Invalid(shared.session_id().empty() ? "keep_session" : "session_id",
-                     "a session runs one prompt with n = 1");
-    }
+  if ((!shared.session_id().empty() || shared.keep_session()) && request.prompts.size() != 1) {
+    return Invalid(shared.session_id().empty() ? "keep_session" : "session_id",
+                   "a session runs one prompt with n = 1");
   }
   for (v1::GenerateRequest& prompt : request.prompts) {
     v1::GenerateRequest merged = shared;
@@ -331,6 +422,24 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body) 
     prompt = std::move(merged);
   }
   return request;
+}
+
+absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view body) {
+  absl::StatusOr<Json> parsed = ParseObject(body);
+  if (!parsed.ok()) return parsed.status();
+  const Json& json = *parsed;
+  ChatRequest chat;
+  v1::GenerateRequest shared;
+  if (absl::Status status = Common(json, true, &chat.completion, &shared); !status.ok()) {
+    return status;
+  }
+  absl::StatusOr<nlohmann::ordered_json> messages =
+      Messages(json, nlohmann::ordered_json::parse(body, nullptr, false));
+  if (!messages.ok()) return messages.status();
+  chat.messages = std::move(*messages);
+  shared.set_return_logprobs(chat.completion.logprobs >= 0);
+  chat.completion.prompts.push_back(std::move(shared));
+  return chat;
 }
 
 absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body) {

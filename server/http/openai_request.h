@@ -12,12 +12,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "sinkserve/v1/sinkserve.pb.h"
 
 namespace sinkserve::server::http {
 
-inline constexpr int kMaxTopLogprobs = 20;  // OpenAI's limit on `logprobs`
-inline constexpr int kMaxChoices = 64;      // n × prompts of one request at most
+inline constexpr int kMaxTopLogprobs = 20;         // OpenAI's limit on `logprobs`
+inline constexpr int kMaxChoices = 64;             // n × prompts of one request at most
 inline constexpr uint32_t kDefaultMaxTokens = 16;  // OpenAI's default `max_tokens`
 
 // POST /v1/completions.
@@ -34,6 +35,18 @@ struct CompletionRequest {
 };
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body);
+
+// POST /v1/chat/completions: the fields it shares with completions (`logprobs` true/false with
+// `top_logprobs`, `max_completion_tokens` as max_tokens, no default max_tokens), and the
+// messages the chat template renders into the prompt.
+struct ChatRequest {
+  // One prompt, which holds every field but the prompt text.
+  CompletionRequest completion;
+  // An array of objects whose `role` is a string and `content` a string or null (a list of
+  // text parts joined by newlines); other members as sent, in the body's order.
+  nlohmann::ordered_json messages;
+};
+absl::StatusOr<ChatRequest> ParseChatRequest(std::string_view body);
 
 // POST /tokenize: {"prompt": "text"} (vLLM; llama-server's "content" is accepted too).
 struct TokenizeRequest {

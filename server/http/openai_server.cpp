@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "server/http/chat_completions.h"
 #include "server/http/completions.h"
 #include "server/http/openai_errors.h"
 #include "server/http/openai_request.h"
@@ -41,7 +42,9 @@ void ReplyError(Metrics* metrics, const char* endpoint, const absl::Status& stat
   if (response.status == 429) response.set_header("Retry-After", "1");
   if (response.status == 401) response.set_header("WWW-Authenticate", "Bearer");
   Log(response.status >= 500 ? spdlog::level::warn : spdlog::level::info, "request",
-      {{"api", "openai"}, {"endpoint", endpoint}, {"http_status", response.status},
+      {{"api", "openai"},
+       {"endpoint", endpoint},
+       {"http_status", response.status},
        {"error", std::string(status.message())}});
   response.set_content(ErrorBody(status, response.status), "application/json");
 }
@@ -83,26 +86,26 @@ absl::Status OpenAiServer::Start() {
     absl::Status status;
     switch (response.status) {
       case 413:
-        status = absl::ResourceExhaustedError(absl::StrCat(
-            "body: larger than the server's limit of ", options_.max_body_bytes,
-            " bytes (--max-message-bytes)"));
+        status = absl::ResourceExhaustedError(
+            absl::StrCat("body: larger than the server's limit of ", options_.max_body_bytes,
+                         " bytes (--max-message-bytes)"));
         break;
       case 404:
-        status = absl::NotFoundError(absl::StrCat(
-            "path: ", request.method, " ", request.path, " is not an endpoint here (see "
-            "/v1/completions, /v1/models, /tokenize, /detokenize, /health, /ready)"));
+        status =
+            absl::NotFoundError(absl::StrCat("path: ", request.method, " ", request.path,
+                                             " is not an endpoint here (see "
+                                             "/v1/completions, /v1/chat/completions, /v1/models, "
+                                             "/tokenize, /detokenize, /health, /ready)"));
         break;
       default:
         status = absl::InvalidArgumentError(absl::StrCat("request: HTTP ", response.status));
     }
     ReplyError(metrics_, "http", status, response, response.status);
   });
-  server.Get("/health", [this](const httplib::Request&, httplib::Response& response) {
-    Ready(response);
-  });
-  server.Get("/ready", [this](const httplib::Request&, httplib::Response& response) {
-    Ready(response);
-  });
+  server.Get("/health",
+             [this](const httplib::Request&, httplib::Response& response) { Ready(response); });
+  server.Get("/ready",
+             [this](const httplib::Request&, httplib::Response& response) { Ready(response); });
   server.Get("/v1/models", [this](const httplib::Request& request, httplib::Response& response) {
     Models(request, response);
   });
@@ -120,9 +123,9 @@ absl::Status OpenAiServer::Start() {
               [this](const httplib::Request& request, httplib::Response& response) {
                 Completions(request, response);
               });
-  port_ = options_.port == 0 ? server.bind_to_any_port(options_.host)
-                             : (server.bind_to_port(options_.host, options_.port) ? options_.port
-                                                                                   : -1);
+  port_ = options_.port == 0
+              ? server.bind_to_any_port(options_.host)
+              : (server.bind_to_port(options_.host, options_.port) ? options_.port : -1);
   if (port_ <= 0) {
     server_.reset();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.host, ":",
@@ -136,8 +139,8 @@ absl::Status OpenAiServer::Start() {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   Log(spdlog::level::info, "listening",
-      {{"openai_api", absl::StrCat(tls() ? "https://" : "http://", options_.host, ":", port_,
-                                   "/v1")},
+      {{"openai_api",
+        absl::StrCat(tls() ? "https://" : "http://", options_.host, ":", port_, "/v1")},
        {"model_id", options_.model_id}});
   return absl::OkStatus();
 }
@@ -150,7 +153,7 @@ void OpenAiServer::Stop() {
 const ServingEngine* OpenAiServer::Admit(const httplib::Request& request,
                                          httplib::Response& response, const char* endpoint) const {
   if (absl::Status authorized = token_.CheckHeader(Header(request, "Authorization"),
-                                                       request.get_header_value_count("Authorization"));
+                                                   request.get_header_value_count("Authorization"));
       !authorized.ok()) {
     ReplyError(metrics_, endpoint, authorized, response);
     return nullptr;
@@ -191,10 +194,10 @@ void OpenAiServer::Tokenize(const httplib::Request& request, httplib::Response& 
   absl::StatusOr<TokenizeRequest> parsed = ParseTokenizeRequest(request.body);
   if (!parsed.ok()) return ReplyError(metrics_, kEndpoint, parsed.status(), response);
   if (!parsed->model.empty() && parsed->model != options_.model_id) {
-    return ReplyError(metrics_, kEndpoint,
-                      absl::NotFoundError(absl::StrCat("model: '", parsed->model,
-                                                       "' is not served here")),
-                      response);
+    return ReplyError(
+        metrics_, kEndpoint,
+        absl::NotFoundError(absl::StrCat("model: '", parsed->model, "' is not served here")),
+        response);
   }
   // The validator's prompt checks (UTF-8, the tokenizer, --max-prompt-tokens).
   v1::GenerateRequest generate;
@@ -224,25 +227,24 @@ void OpenAiServer::Detokenize(const httplib::Request& request, httplib::Response
   std::vector<int32_t> ids(parsed->tokens.begin(), parsed->tokens.end());
   for (size_t i = 0; i < ids.size(); ++i) {
     if (parsed->tokens[i] >= engine->model_info.vocab_size()) {
-      return ReplyError(metrics_, kEndpoint,
-                        absl::InvalidArgumentError(absl::StrCat(
-                            "tokens[", i, "]: ", parsed->tokens[i],
-                            " is outside the vocabulary [0, ", engine->model_info.vocab_size(), ")")),
-                        response);
+      return ReplyError(
+          metrics_, kEndpoint,
+          absl::InvalidArgumentError(absl::StrCat("tokens[", i, "]: ", parsed->tokens[i],
+                                                  " is outside the vocabulary [0, ",
+                                                  engine->model_info.vocab_size(), ")")),
+          response);
     }
   }
   ReplyJson(metrics_, kEndpoint, Json{{"prompt", tokenizer->DecodeLossy(ids)}}, response);
 }
 
 void OpenAiServer::Chat(const httplib::Request& request, httplib::Response& response) {
-  constexpr char kEndpoint[] = "/v1/chat/completions";
-  if (Admit(request, response, kEndpoint) == nullptr) return;
-  ReplyError(metrics_, kEndpoint,
-             absl::InvalidArgumentError(absl::StrCat(
-                 "messages: model '", options_.model_id, "' has no chat template (Pythia is a "
-                 "base model, and sinkserve does not render chat templates): send a prompt to "
-                 "POST /v1/completions")),
-             response);
+  const ServingEngine* engine = Admit(request, response, "/v1/chat/completions");
+  if (engine == nullptr) return;
+  HandleChatCompletions(
+      CompletionContext{*engine, metrics_, options_.model_id,
+                        absl::StrCat("h", next_request_.fetch_add(1, std::memory_order_relaxed))},
+      options_.chat_template ? &*options_.chat_template : nullptr, request, response);
 }
 
 void OpenAiServer::Completions(const httplib::Request& request, httplib::Response& response) {

@@ -2,7 +2,7 @@
 // on cpp-httplib (NOTES.md, "HTTP API"). It calls the same scheduler, validator, limits and
 // metrics as the gRPC service:
 //   POST /v1/completions   completions.h (JSON, or server-sent events with stream: true)
-//   POST /v1/chat/completions  400: the model has no chat template (Pythia is a base model)
+//   POST /v1/chat/completions  chat_completions.h, with the model's chat template (400 without)
 //   GET  /v1/models        the served model
 //   GET  /health, /ready   200 while SERVING; 503 while loading or draining
 //   POST /tokenize, /detokenize  as vLLM shapes them
@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "server/auth.h"
+#include "server/http/chat_template.h"
 #include "server/metrics.h"
 #include "server/server.h"
 #include "server/service.h"
@@ -32,13 +33,14 @@ namespace sinkserve::server::http {
 
 struct HttpOptions {
   std::string host = "0.0.0.0";
-  int port = 8000;  // 0 picks a free port
+  int port = 8000;            // 0 picks a free port
   std::string tls_cert_file;  // PEM; with tls_key_file: HTTPS only
   std::string tls_key_file;
-  std::string auth_token;     // "" = no authentication
+  std::string auth_token;  // "" = no authentication
   size_t max_body_bytes = 4 << 20;
-  std::string model_id;       // the id /v1/models lists and requests may name
-  int threads = 64;           // connections served at once (one thread each)
+  std::string model_id;                       // the id /v1/models lists and requests may name
+  int threads = 64;                           // connections served at once (one thread each)
+  std::optional<ChatTemplate> chat_template;  // none: /v1/chat/completions answers 400
 };
 
 class OpenAiServer final : public Frontend {

@@ -1,8 +1,9 @@
 // libFuzzer target for request handling on the server: the raw-method parser (ParseRequest,
 // with its wire-format walk that names a field holding invalid UTF-8) and RequestValidator,
 // on arbitrary bytes, against the demo model. The first byte picks the message type; 4 is the
-// JSON body of the OpenAI-compatible POST /v1/completions (and /tokenize, /detokenize), parsed
-// by server/http/openai_request.h and then validated as the HTTP server does.
+// JSON body of the OpenAI-compatible POST /v1/completions (and /v1/chat/completions,
+// /tokenize, /detokenize), parsed by server/http/openai_request.h and then validated as the
+// HTTP server does.
 // Promises checked: parsing and validation never crash; every refusal is INVALID_ARGUMENT or
 // OUT_OF_RANGE with a message; an accepted Generate/Score holds only valid token ids within
 // the limits.
@@ -68,7 +69,8 @@ bool Parse(const uint8_t* data, size_t size, Message* message) {
   const grpc::ByteBuffer buffer(&slice, 1);
   const grpc::Status status = sinkserve::server::ParseRequest(buffer, message);
   if (!status.ok()) {
-    Check(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT, "parse errors are INVALID_ARGUMENT");
+    Check(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT,
+          "parse errors are INVALID_ARGUMENT");
     Check(!status.error_message().empty(), "parse errors say why");
   }
   return status.ok();
@@ -113,7 +115,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 2: {
       v1::CreateSessionRequest request;
       if (!Parse(data, size, &request)) return 0;
-      auto policy = validator.Policy(request.has_cache_policy(), request.cache_policy(), "cache_policy");
+      auto policy =
+          validator.Policy(request.has_cache_policy(), request.cache_policy(), "cache_policy");
       if (!policy.ok()) CheckRefusal(policy.status());
       auto sampling = validator.Sampling(request.sampling_defaults(), "sampling_defaults");
       if (!sampling.ok()) CheckRefusal(sampling.status());
@@ -124,6 +127,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const std::string_view body(reinterpret_cast<const char*>(data), size);
       (void)http::ParseTokenizeRequest(body);
       (void)http::ParseDetokenizeRequest(body);
+      if (auto chat = http::ParseChatRequest(body); !chat.ok()) {
+        CheckRefusal(chat.status());
+      } else {
+        Check(chat->messages.is_array() && !chat->messages.empty() &&
+                  chat->completion.prompts.size() == 1,
+              "a chat request holds messages and one prompt");
+      }
       auto request = http::ParseCompletionRequest(body);
       if (!request.ok()) return CheckRefusal(request.status()), 0;
       Check(!request->prompts.empty() &&

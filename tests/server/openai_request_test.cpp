@@ -82,10 +82,14 @@ TEST(OpenAiRequest, DefaultsAndNulls) {
   EXPECT_FALSE(prompt.return_logprobs());
   EXPECT_EQ(request.n, 1);
   EXPECT_EQ(Parse(R"({"prompt": "a", "stop": "x"})").prompts[0].stop_strings(0), "x");
-  EXPECT_TRUE(Parse(R"({"prompt": "a", "cache_policy": "dense"})").prompts[0]
-                  .cache_policy().has_dense());
-  EXPECT_EQ(Parse(R"({"prompt": "a", "cache_policy": {"dense": 512}})").prompts[0]
-                .cache_policy().dense().capacity_tokens(), 512u);
+  EXPECT_TRUE(
+      Parse(R"({"prompt": "a", "cache_policy": "dense"})").prompts[0].cache_policy().has_dense());
+  EXPECT_EQ(Parse(R"({"prompt": "a", "cache_policy": {"dense": 512}})")
+                .prompts[0]
+                .cache_policy()
+                .dense()
+                .capacity_tokens(),
+            512u);
 }
 
 TEST(OpenAiRequest, RefusalsNameTheParameter) {
@@ -126,6 +130,66 @@ TEST(OpenAiRequest, ValidatorMessagesGetTheOpenAiNames) {
             "cache_policy: must be at least 1");
   EXPECT_EQ(renamed("session_id: required"), "session_id: required");
   EXPECT_EQ(renamed("no field here"), "no field here");
+}
+
+// The refusal's parameter for a chat body, or "" when accepted.
+std::string ChatRefused(const std::string& body) {
+  absl::StatusOr<ChatRequest> request = ParseChatRequest(body);
+  if (request.ok()) return "";
+  EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument) << body;
+  const std::string message(request.status().message());
+  return message.substr(0, message.find(':'));
+}
+
+TEST(OpenAiRequest, ChatBodies) {
+  absl::StatusOr<ChatRequest> chat = ParseChatRequest(R"({
+      "model": "m", "messages": [{"role": "system", "content": "s", "name": "n"},
+                                 {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                              {"type": "text", "text": "b"}]},
+                                 {"role": "assistant", "content": null}],
+      "max_completion_tokens": 9, "seed": 2, "n": 3, "logprobs": true, "top_logprobs": 4,
+      "stream": true, "stream_options": {"include_usage": true}, "session_id": null})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->completion.model, "m");
+  EXPECT_EQ(chat->completion.n, 3);
+  EXPECT_EQ(chat->completion.logprobs, 4);
+  EXPECT_TRUE(chat->completion.stream && chat->completion.include_usage);
+  ASSERT_EQ(chat->completion.prompts.size(), 1u);
+  EXPECT_EQ(chat->completion.prompts[0].max_new_tokens(), 9u);
+  EXPECT_TRUE(chat->completion.prompts[0].return_logprobs());
+  ASSERT_EQ(chat->messages.size(), 3u);
+  EXPECT_EQ(chat->messages[0]["name"], "n");
+  EXPECT_EQ(chat->messages[1]["content"], "a\nb");  // text parts joined
+  EXPECT_TRUE(chat->messages[2]["content"].is_null());
+
+  // No max_tokens: the server's default (unset), not completions' 16; logprobs off by default.
+  chat = ParseChatRequest(R"({"messages": [{"role": "user", "content": "x"}]})");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_FALSE(chat->completion.prompts[0].has_max_new_tokens());
+  EXPECT_EQ(chat->completion.logprobs, -1);
+
+  EXPECT_EQ(ChatRefused(R"({})"), "messages");
+  EXPECT_EQ(ChatRefused(R"({"messages": []})"), "messages");
+  EXPECT_EQ(ChatRefused(R"({"messages": {"role": "user"}})"), "messages");
+  EXPECT_EQ(ChatRefused(R"({"messages": ["hi"]})"), "messages[0]");
+  EXPECT_EQ(ChatRefused(R"({"messages": [{"role": "user", "content": "x"}, {"content": "y"}]})"),
+            "messages[1].role");
+  EXPECT_EQ(ChatRefused(R"({"messages": [{"role": 1, "content": "y"}]})"), "messages[0].role");
+  EXPECT_EQ(ChatRefused(R"({"messages": [{"role": "user", "content": 5}]})"),
+            "messages[0].content");
+  EXPECT_EQ(ChatRefused(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})"),
+            "messages[0].content[0].type");
+  EXPECT_EQ(ChatRefused(R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})"),
+            "messages[0].content[0].text");
+  const std::string ok = R"("messages": [{"role": "user", "content": "x"}])";
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "logprobs": 3})"), "logprobs");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "logprobs": true, "top_logprobs": 21})"), "top_logprobs");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "top_logprobs": 1})"), "top_logprobs");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "max_completion_tokens": -1})"), "max_completion_tokens");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "session_id": "s", "n": 2})"), "session_id");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "temperature": "hot"})"), "temperature");
+  EXPECT_EQ(ChatRefused("{" + ok + R"(, "stream_options": {"include_usage": true}})"),
+            "stream_options");
 }
 
 TEST(OpenAiRequest, TokenizeAndDetokenizeBodies) {
