@@ -5,13 +5,14 @@
 //   mean KL(p_fp32 ‖ p_int8) of the next-token distributions (nats), max KL,
 //   top-1 agreement, and each path's perplexity (exp mean NLL of the actual next token).
 //
-//   activation_error --model DIR --quant int8|nf4 --text-file FILE [--max-tokens 4096]
-//                    [--chunk 512] [--threads 1] [--cpu-isa auto]
+//   activation_error --model DIR --quant int8|nf4 (--text-file FILE | --token-ids-file FILE)
+//                    [--max-tokens 4096] [--chunk 512] [--threads 1] [--cpu-isa auto]
 // Prints one JSON object.
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <span>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -38,13 +39,14 @@ std::vector<double> LogSoftmax(std::span<const float> logits) {
 }
 
 int Run(int argc, char** argv) {
-  Flags flags("activation_error", "fp32 vs int8 CPU activations: mean KL, perplexities",
-              "activation_error");
-  std::string model_path, quant = "int8", text_file, cpu_isa = "auto";
+  cli::Flags flags("activation_error", "fp32 vs int8 CPU activations: mean KL, perplexities",
+                   "activation_error");
+  std::string model_path, quant = "int8", text_file, ids_file, cpu_isa = "auto";
   int64_t max_tokens = 4096, chunk = 512, threads = 1;
   flags.Add("model", &model_path, "checkpoint directory");
   flags.Add("quant", &quant, "int8 or nf4");
   flags.Add("text-file", &text_file, "text to run (tokenized with the model's tokenizer)");
+  flags.Add("token-ids-file", &ids_file, "whitespace-separated token ids instead");
   flags.Add("max-tokens", &max_tokens, "tokens of the text to use");
   flags.Add("chunk", &chunk, "tokens per independent chunk");
   flags.Add("threads", &threads, "CPU threads");
@@ -59,16 +61,27 @@ int Run(int argc, char** argv) {
   options.quant = *ParseWeightFormat(quant);
   options.cpu_isa = cpu_isa;
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
-  absl::StatusOr<std::string> text = ReadFile(text_file);
+  absl::StatusOr<std::string> text = ReadFile(ids_file.empty() ? text_file : ids_file);
   if (!model.ok() || !text.ok()) {
     std::fprintf(
         stderr, "activation_error: %s\n",
         std::string(!model.ok() ? model.status().message() : text.status().message()).c_str());
     return 1;
   }
-  absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
-  if (!tokenizer.ok()) return 1;
-  std::vector<int32_t> tokens = *(*tokenizer)->Encode(*text);
+  absl::StatusOr<std::vector<int32_t>> ids;
+  if (ids_file.empty()) {
+    absl::StatusOr<const Tokenizer*> tokenizer = (*model)->RequireTokenizer();
+    ids = tokenizer.ok() ? (*tokenizer)->Encode(*text) : tokenizer.status();
+  } else {
+    std::istringstream words(*text);
+    ids.emplace();
+    for (int32_t id; words >> id;) ids->push_back(id);
+  }
+  if (!ids.ok()) {
+    std::fprintf(stderr, "activation_error: %s\n", std::string(ids.status().message()).c_str());
+    return 1;
+  }
+  std::vector<int32_t> tokens = *std::move(ids);
   if (static_cast<int64_t>(tokens.size()) > max_tokens) tokens.resize(max_tokens);
 
   const ModelConfig& config = (*model)->config();
