@@ -66,49 +66,54 @@ void QuantizeActivations(const float* x, int64_t cols, int n_tokens, BlockOrder 
   }
 }
 
-void Int8WeightsInt8ActivationsPortable(const Int8MatMulArgs& a, int64_t begin, int64_t end) {
-  const Int8Rows& w = *a.w->int8;
+namespace {
+
+// The formulas of int8_activations.h, one block sum at a time: code(row, k) is the integer
+// weight, scale(row, b, d_b) the fp32 scale of block b's sum, row_scale(row) the final factor.
+template <class Code, class Scale, class RowScale>
+void PortableRows(const Int8MatMulArgs& a, int64_t begin, int64_t end, Code code, Scale scale,
+                  RowScale row_scale) {
   const QuantizedActivations& x = *a.x;
-  const int64_t cols = w.cols, blocks = cols / kActivationBlock;
+  const int64_t cols = a.w->cols, blocks = cols / kActivationBlock;
   for (int64_t row = begin; row < end; ++row) {
     for (int t = 0; t < x.n_tokens; ++t) {
       float sum = 0.0f;
       for (int64_t b = 0; b < blocks; ++b) {
-        const int8_t* wq = &w.codes[row * cols + b * kActivationBlock];
-        const int8_t* xq = &x.codes[t * cols + b * kActivationBlock];
+        const int8_t* xq = &x.codes[(t * blocks + b) * kActivationBlock];
         int32_t s = 0;
-        for (int k = 0; k < kActivationBlock; ++k) s += wq[k] * xq[k];
-        sum += x.scales[t * blocks + b] * static_cast<float>(s);
+        for (int k = 0; k < kActivationBlock; ++k) s += code(row, b * kActivationBlock + k) * xq[k];
+        sum += scale(row, b, x.scales[t * blocks + b]) * static_cast<float>(s);
       }
       const float bias = a.bias != nullptr ? a.bias[row] : 0.0f;
-      a.y[t * w.rows + row] = sum * (w.row_absmax[row] * kInverse127) + bias;
+      a.y[t * a.w->rows + row] = sum * row_scale(row) + bias;
     }
   }
 }
 
+}  // namespace
+
+void Int8WeightsInt8ActivationsPortable(const Int8MatMulArgs& a, int64_t begin, int64_t end) {
+  const Int8Rows& w = *a.w->int8;
+  PortableRows(
+      a, begin, end, [&](int64_t row, int64_t k) { return w.codes[row * w.cols + k]; },
+      [](int64_t, int64_t, float d) { return d; },
+      [&](int64_t row) { return w.row_absmax[row] * kInverse127; });
+}
+
 void Nf4WeightsInt8ActivationsPortable(const Int8MatMulArgs& a, int64_t begin, int64_t end) {
   const Matrix& w = *a.w;
-  const QuantizedActivations& x = *a.x;
-  const int64_t cols = w.cols, blocks = cols / kActivationBlock;
-  for (int64_t row = begin; row < end; ++row) {
-    for (int t = 0; t < x.n_tokens; ++t) {
-      float sum = 0.0f;
-      for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t first = row * cols + b * kActivationBlock;  // = NF4 block first / 64
-        const int8_t* xq = &x.codes[t * cols + b * kActivationBlock];
-        int32_t s = 0;
-        for (int k = 0; k < kActivationBlock; ++k) {
-          s += kNf4Int8Values[Nf4CodeAt(w.nf4->codes.data(), first + k)] * xq[k];
-        }
-        const int64_t block = first / kNf4BlockSize;
-        const float absmax = w.nf4_absmax != nullptr ? DequantizeAbsmaxAt(*w.nf4_absmax, block)
-                                                     : w.nf4->block_absmax[block];
-        sum += (x.scales[t * blocks + b] * absmax) * static_cast<float>(s);
-      }
-      const float bias = a.bias != nullptr ? a.bias[row] : 0.0f;
-      a.y[t * w.rows + row] = sum * kInverse127 + bias;
-    }
-  }
+  const int64_t blocks_per_row = w.cols / kNf4BlockSize;
+  PortableRows(
+      a, begin, end,
+      [&](int64_t row, int64_t k) {
+        return kNf4Int8Values[Nf4CodeAt(w.nf4->codes.data(), row * w.cols + k)];
+      },
+      [&](int64_t row, int64_t b, float d) {
+        const int64_t block = row * blocks_per_row + b;
+        return d * (w.nf4_absmax != nullptr ? DequantizeAbsmaxAt(*w.nf4_absmax, block)
+                                            : w.nf4->block_absmax[block]);
+      },
+      [](int64_t) { return kInverse127; });
 }
 
 Int8RowsFunction Int8ActivationRows(const Matrix& w, CpuIsa isa, BlockOrder* order) {
