@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <vector>
@@ -58,7 +59,13 @@ int Run(int argc, char** argv) {
   ModelOptions options;
   options.path = model_path;
   options.threads = static_cast<int>(threads);
-  options.quant = *ParseWeightFormat(quant);
+  const std::optional<WeightFormat> format = ParseWeightFormat(quant);
+  if (format != WeightFormat::kInt8 && format != WeightFormat::kNf4) {
+    std::fprintf(stderr, "activation_error: --quant must be int8 or nf4, got \"%s\"\n",
+                 quant.c_str());
+    return 2;
+  }
+  options.quant = *format;
   options.cpu_isa = cpu_isa;
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
   absl::StatusOr<std::string> text = ReadFile(ids_file.empty() ? text_file : ids_file);
@@ -85,7 +92,7 @@ int Run(int argc, char** argv) {
   if (static_cast<int64_t>(tokens.size()) > max_tokens) tokens.resize(max_tokens);
 
   const ModelConfig& config = (*model)->config();
-  const cpu::CpuIsa isa = *cpu::ParseCpuIsa(cpu_isa);
+  const cpu::CpuIsa isa = *cpu::ParseCpuIsa(cpu_isa);  // Model::Load checked it
   CpuBackend exact(config, (*model)->weights(), static_cast<int>(threads), isa,
                    cpu::Activations::kFp32);
   CpuBackend int8(config, (*model)->weights(), static_cast<int>(threads), isa,
