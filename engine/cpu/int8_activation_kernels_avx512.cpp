@@ -9,7 +9,8 @@
 // accumulation: one load, no arithmetic instruction per weight or token. Each lane then holds
 // its exact Σ_4 w·x (a single correction in lane 0 instead would leave lanes ~100× larger
 // than the block sum, cancelling only after the fp32 scaling). The sign trick of the AVX2
-// kernels would cost an abs per weight vector and a masked negation per token and vector.
+// kernels costs an abs per weight vector and a masked negation per token and vector: 1.2×
+// slower for batches of int8 weights (NOTES.md).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
