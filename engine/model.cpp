@@ -5,14 +5,14 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/base/crc32c.h"
+#include "common/base/status_macros.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/cpu_isa.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/demo_model.h"
 #include "engine/format/model_directory.h"
 #include "engine/format/safetensors.h"
-#include "common/base/crc32c.h"
-#include "common/base/status_macros.h"
 
 namespace sinkserve {
 namespace {
@@ -25,8 +25,8 @@ std::string ConfigFingerprint(const ModelConfig& c) {
                       " head_dim ", c.head_dim, " ffn ", c.intermediate_size, " rotary ",
                       c.rotary_ndims, "@", c.rotary_base, " parallel ", c.parallel_residual,
                       " eps ", c.layer_norm_eps, " vocab ", c.vocab_size, " context ",
-                      c.max_position_embeddings, " act ", static_cast<int>(c.activation),
-                      " tied ", c.tie_word_embeddings, " bias ", c.attention_bias);
+                      c.max_position_embeddings, " act ", static_cast<int>(c.activation), " tied ",
+                      c.tie_word_embeddings, " bias ", c.attention_bias);
 }
 
 // See Model::fingerprint().
@@ -69,7 +69,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
     const std::filesystem::path dir(directory.path);
     if (!std::filesystem::is_directory(dir)) {
       return absl::NotFoundError(absl::StrCat(
-          "model directory ", options.path, " does not exist; pass a Hugging Face checkpoint "
+          "model directory ", options.path,
+          " does not exist; pass a Hugging Face checkpoint "
           "directory (config.json + model.safetensors or pytorch_model.bin) or its hub cache "
           "folder (models--ORG--NAME), or \"demo\" for the built-in model"));
     }
@@ -86,16 +87,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
   }
   {
     ThreadPool pool(options.threads);
-    RETURN_IF_ERROR(
-        ConvertWeights(conversion, model->weights_, pool, options.conversion_progress));
+    RETURN_IF_ERROR(ConvertWeights(conversion, model->weights_, pool, options.conversion_progress));
   }
   model->weights_format_ = conversion.Describe(model->weights_);
-  model->fingerprint_ =
-      absl::StrCat(ConfigFingerprint(model->config_), "; weights ",
-                   model->fingerprint_, "; ", model->weights_format_);
+  model->fingerprint_ = absl::StrCat(ConfigFingerprint(model->config_), "; weights ",
+                                     model->fingerprint_, "; ", model->weights_format_);
   std::string backend = options.backend;
   if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
   if (backend == "cuda") {
+    if (options.cpu_activations != "fp32") {
+      return absl::InvalidArgumentError(
+          "--cpu-activations applies to the CPU backend; drop it or use --backend cpu");
+    }
     ASSIGN_OR_RETURN(model->backend_,
                      NewCudaBackend(model->config_, model->weights_, options.cuda));
   } else if (backend == "cpu") {
@@ -105,12 +108,18 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
           "--cpu-isa must be auto, avx512, avx2 or portable, got \"", options.cpu_isa, "\""));
     }
     if (!cpu::CpuSupports(*isa)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--cpu-isa ", options.cpu_isa, ": this CPU lacks it (best here: ",
-          cpu::CpuIsaName(cpu::CpuIsa::kAuto), "); use --cpu-isa auto"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cpu-isa ", options.cpu_isa, ": this CPU lacks it (best here: ",
+                       cpu::CpuIsaName(cpu::CpuIsa::kAuto), "); use --cpu-isa auto"));
     }
-    model->backend_ =
-        std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads, *isa);
+    const std::optional<cpu::Activations> activations =
+        cpu::ParseActivations(options.cpu_activations);
+    if (!activations) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cpu-activations must be fp32 or int8, got \"", options.cpu_activations, "\""));
+    }
+    model->backend_ = std::make_unique<CpuBackend>(model->config_, model->weights_, options.threads,
+                                                   *isa, *activations);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend must be auto, cpu or cuda, got \"", backend, "\""));
@@ -120,9 +129,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
 
 absl::StatusOr<const Tokenizer*> Model::RequireTokenizer() const {
   if (tokenizer_ == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "model ", name_, " has no tokenizer.json: copy the model's tokenizer.json into its "
-        "directory, or pass token ids instead of text"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", name_,
+                     " has no tokenizer.json: copy the model's tokenizer.json into its "
+                     "directory, or pass token ids instead of text"));
   }
   return tokenizer_.get();
 }

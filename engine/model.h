@@ -7,11 +7,11 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend/backend.h"
-#include "engine/format/config.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/format/config.h"
 #include "engine/format/quantize_weights.h"
-#include "engine/tokenizer/tokenizer.h"
 #include "engine/format/weights.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace sinkserve {
 
@@ -29,6 +29,9 @@ struct ModelOptions {
   // The CPU backend's kernels: "auto" (the best this CPU runs), "avx512", "avx2" or "portable"
   // (engine/cpu/cpu_isa.h); one this CPU lacks is INVALID_ARGUMENT.
   std::string cpu_isa = "auto";
+  // The CPU backend's activations for int8 / NF4 matrices: "fp32" (exact) or "int8" (quantized
+  // per block of 64, integer dot products: engine/cpu/int8_activations.h).
+  std::string cpu_activations = "fp32";
   // Called during load-time conversion (elements converted, of total); may be empty.
   ConversionProgress conversion_progress = nullptr;
 };

@@ -4,6 +4,7 @@
 # alternately, the median of each and their ratio printed as a Markdown table.
 #
 #   deploy/bench/vs-llamacpp.sh [--quick] [--reps N] [--sizes "160m 410m"] [--no-serve]
+#                               [--int8-activations]
 #
 #   decode    batch 1, 128 new tokens, greedy: sinkserve generate --quant fp16|int8|nf4
 #             against llama-bench -p 0 -n 128 on f16|q8_0|q4_0
@@ -18,6 +19,9 @@
 #
 # --quick: one repetition (default 3). --reps N: N repetitions. --sizes: shapes to run.
 # --no-serve: skip the 16-stream serving test.
+# --int8-activations: also decode and prefill int8 and nf4 with sinkserve's opt-in
+# --cpu-activations int8 (rows int8-a8/q8_0 and nf4-a8/q4_0: llama.cpp's q8_0 and q4_0 products
+# quantize activations to int8 too), llama.cpp run again beside them.
 # Environment:
 #   SINKSERVE_CACHE     cache folder (default ~/.cache/sinkserve): llama.cpp's build, the venv,
 #                       the random checkpoints and GGUF files (built once, reused)
@@ -42,6 +46,7 @@ log() { echo "vs-llamacpp.sh: $*" >&2; }
 reps=3
 sizes="160m 410m"
 serve=1
+int8_activations=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -51,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --sizes) [[ $# -ge 2 ]] || die "--sizes needs a list, e.g. \"160m 410m\""
              sizes=$2; shift ;;
     --no-serve) serve=0 ;;
+    --int8-activations) int8_activations=1 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -228,8 +234,11 @@ ours_run() {  # TEST SIZE QUANT PAIR REP
   else
     prompt=$(printf ' the%.0s' $(seq 512)) new=1  # 512 tokens: " the" is one token
   fi
-  "$sinkserve" generate --model "$(model_dir "$size")" --quant "$quant" --threads "$threads" \
-    --dense --temperature 0 --ignore-eos --max-new-tokens "$new" --prompt "$prompt" --json \
+  # QUANT-a8: QUANT weights with --cpu-activations int8.
+  local activations=fp32
+  [[ $quant == *-a8 ]] && activations=int8
+  "$sinkserve" generate --model "$(model_dir "$size")" --quant "${quant%-a8}" \
+    --cpu-activations "$activations" --threads "$threads" --dense --temperature 0 --ignore-eos --max-new-tokens "$new" --prompt "$prompt" --json \
     > "$file" 2> "${file%.json}.log" || die "sinkserve generate failed: see ${file%.json}.log"
   "$python" - "$file" "$test" "$size" "$pair" "$(hidden_of "$size")" \
     "$(layers_of "$size")" "$vocab" "$decode_context" >> "$results" <<'EOF'
@@ -328,6 +337,7 @@ grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2- > "$out/cpu-flags.txt"
 layout_check | tee "$out/layout.txt"
 
 pairs="fp16:f16 int8:q8_0 nf4:q4_0"
+[[ $int8_activations == 1 ]] && pairs+=" int8-a8:q8_0 nf4-a8:q4_0"
 for rep in $(seq "$reps"); do
   log "round $rep of $reps"
   record bandwidth - - probe "$("$probe" "$threads" 5 2>/dev/null)" 0

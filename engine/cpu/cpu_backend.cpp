@@ -11,15 +11,29 @@
 namespace sinkserve {
 
 CpuBackend::CpuBackend(const ModelConfig& config, const ModelWeights& weights, int num_threads,
-                       cpu::CpuIsa isa)
+                       cpu::CpuIsa isa, cpu::Activations activations)
     : config_(config),
       weights_(weights),
       pool_(num_threads),
       isa_(cpu::ResolveCpuIsa(isa)),
+      activations_(activations),
       rotary_(config.rotary_ndims, config.rotary_base) {}
 
 std::string CpuBackend::name() const {
+  if (activations_ == cpu::Activations::kInt8) {
+    return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::Int8ActivationsIsaName(isa_),
+                        ", int8 activations)");
+  }
   return absl::StrCat("cpu (", pool_.size(), " threads, ", cpu::CpuIsaName(isa_), ")");
+}
+
+void CpuBackend::MatMul(const Matrix& w, const float* bias, const float* x, int n_tokens,
+                        float* y) {
+  if (activations_ == cpu::Activations::kInt8) {
+    cpu::MatMulInt8Activations(w, bias, x, n_tokens, y, pool_, isa_);
+  } else {
+    cpu::MatMul(w, bias, x, n_tokens, y, pool_, isa_);
+  }
 }
 
 namespace {
@@ -74,7 +88,8 @@ void CpuBackend::Reserve(int n, int cache_capacity) {
     state_.attn_out.resize(n * h);
     state_.mlp_hidden.resize(static_cast<size_t>(n) * config_.intermediate_size);
     state_.mlp_out.resize(n * h);
-    state_.rotary.resize(static_cast<size_t>(n) * (kMaxVisibleSpans + 1) * 2 * config_.rotary_ndims);
+    state_.rotary.resize(static_cast<size_t>(n) * (kMaxVisibleSpans + 1) * 2 *
+                         config_.rotary_ndims);
     state_.spans.resize(n);
   }
   state_.scores.resize(pool_.size());
@@ -121,7 +136,8 @@ absl::Status CpuBackend::ForwardBatch(std::span<const int32_t> tokens,
 void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, int first_logits) {
   const int n = static_cast<int>(tokens.size());
   int capacity = 0;
-  for (const KvCache* cache : state_.row_cache) capacity = std::max(capacity, cache->capacity_tokens());
+  for (const KvCache* cache : state_.row_cache)
+    capacity = std::max(capacity, cache->capacity_tokens());
   Reserve(n, capacity);
   if (state_.spans.size() < static_cast<size_t>(n)) state_.spans.resize(n);
 
@@ -159,8 +175,7 @@ void CpuBackend::Run(std::span<const int32_t> tokens, std::span<float> logits, i
                    weights_.final_norm_bias.data(), h, config_.layer_norm_eps,
                    &state_.normed[static_cast<size_t>(t - first_logits) * h]);
   }
-  cpu::MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first_logits, logits.data(),
-              pool_, isa_);
+  MatMul(weights_.embed_out, nullptr, state_.normed.data(), n - first_logits, logits.data());
 }
 
 void CpuBackend::Layer(int layer, int n) {
@@ -174,13 +189,12 @@ void CpuBackend::Layer(int layer, int n) {
     cpu::LayerNorm(x + t * h, w.input_norm_weight.data(), w.input_norm_bias.data(), h, eps,
                    normed + t * h);
   }
-  cpu::MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data(), pool_, isa_);
+  MatMul(w.qkv, w.qkv_bias.data(), normed, n, state_.qkv.data());
   const auto attention_start = std::chrono::steady_clock::now();
   Attention(layer, n);
   attention_seconds_ +=
       std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
-  cpu::MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n,
-              state_.attn_out.data(), pool_, isa_);
+  MatMul(w.attn_out, w.attn_out_bias.data(), state_.attention.data(), n, state_.attn_out.data());
 
   const int f = config_.intermediate_size;
   float* attn_out = state_.attn_out.data();
@@ -199,10 +213,9 @@ void CpuBackend::Layer(int layer, int n) {
                      normed + t * h);
     }
   }
-  cpu::MatMul(w.mlp_up, w.mlp_up_bias.data(), normed, n, state_.mlp_hidden.data(), pool_, isa_);
+  MatMul(w.mlp_up, w.mlp_up_bias.data(), normed, n, state_.mlp_hidden.data());
   cpu::Gelu(config_.activation, state_.mlp_hidden.data(), static_cast<int64_t>(n) * f);
-  cpu::MatMul(w.mlp_down, w.mlp_down_bias.data(), state_.mlp_hidden.data(), n, mlp_out, pool_,
-              isa_);
+  MatMul(w.mlp_down, w.mlp_down_bias.data(), state_.mlp_hidden.data(), n, mlp_out);
   if (config_.parallel_residual) {
     for (int i = 0; i < n * h; ++i) x[i] = (mlp_out[i] + attn_out[i]) + x[i];
   } else {

@@ -10,8 +10,9 @@ namespace sinkserve::cpu {
 namespace {
 
 struct Features {
-  bool avx2 = false;    // AVX2 + FMA + F16C, ymm state saved by the OS
-  bool avx512 = false;  // AVX-512 F/BW/VL/DQ on top of that, zmm and opmask state saved
+  bool avx2 = false;         // AVX2 + FMA + F16C, ymm state saved by the OS
+  bool avx512 = false;       // AVX-512 F/BW/VL/DQ on top of that, zmm and opmask state saved
+  bool avx512_vnni = false;  // and AVX-512 VNNI
 };
 
 Features Detect() {
@@ -23,12 +24,13 @@ Features Detect() {
   if ((ecx & bit_OSXSAVE) == 0) return f;  // the OS does not save any AVX state
   uint32_t xcr0_low = 0, xcr0_high = 0;
   __asm__("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-  const bool ymm_state = (xcr0_low & 0x6) == 0x6;       // SSE + AVX
-  const bool zmm_state = (xcr0_low & 0xe6) == 0xe6;     // + opmask, ZMM_Hi256, Hi16_ZMM
+  const bool ymm_state = (xcr0_low & 0x6) == 0x6;    // SSE + AVX
+  const bool zmm_state = (xcr0_low & 0xe6) == 0xe6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return f;
   f.avx2 = ymm_state && fma && f16c && (ebx & bit_AVX2) != 0;
   const uint32_t avx512 = bit_AVX512F | bit_AVX512BW | bit_AVX512VL | bit_AVX512DQ;
   f.avx512 = f.avx2 && zmm_state && (ebx & avx512) == avx512;
+  f.avx512_vnni = f.avx512 && (ecx & bit_AVX512VNNI) != 0;
 #endif
   return f;
 }
@@ -58,6 +60,8 @@ bool CpuSupports(CpuIsa isa) {
       return true;
   }
 }
+
+bool CpuHasAvx512Vnni() { return CpuFeatures().avx512_vnni; }
 
 CpuIsa ResolveCpuIsa(CpuIsa isa) {
   if (isa != CpuIsa::kAuto) return isa;

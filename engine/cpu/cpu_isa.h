@@ -18,6 +18,10 @@ std::optional<CpuIsa> ParseCpuIsa(std::string_view name);
 //   kAvx2: AVX2, FMA and F16C, ymm state enabled by the OS.
 bool CpuSupports(CpuIsa isa);
 
+// Whether this CPU has AVX-512 VNNI (vpdpbusd) on top of kAvx512: the int8-activation kernels
+// of engine/cpu/int8_activations.h use it; the kAvx512 set does not need it.
+bool CpuHasAvx512Vnni();
+
 // kAuto → the best isa CpuSupports; any other isa as it is.
 CpuIsa ResolveCpuIsa(CpuIsa isa);
 

@@ -23,6 +23,10 @@ void ModelFlags::AddTo(Flags& flags) {
   flags.Add("cpu-isa", &cpu_isa,
             "CPU backend kernels: auto (the best this CPU runs), avx512, avx2 or portable; "
             "the banner names the choice");
+  flags.Add("cpu-activations", &cpu_activations,
+            "CPU backend, int8 and nf4 weights: fp32 (exact, the default) or int8 (activations "
+            "quantized per block of 64, integer dot products: faster, approximate; "
+            "docs/numerics.md)");
   flags.Add("quant", &quant,
             "weight format: fp32, fp16, bf16 (dense), int8 (per-row absmax) or nf4 (blocks of "
             "64), converted at load; default: as the checkpoint stores them");
@@ -52,11 +56,16 @@ absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
         "--cpu-isa applies to the CPU backend; drop it or use --backend cpu (or auto)");
   }
   options.cpu_isa = cpu_isa;
+  if (backend == "cuda" && cpu_activations != "fp32") {
+    return absl::InvalidArgumentError(
+        "--cpu-activations applies to the CPU backend; drop it or use --backend cpu (or auto)");
+  }
+  options.cpu_activations = cpu_activations;
   if (!quant.empty()) {
     std::optional<WeightFormat> format = ParseWeightFormat(quant);
     if (!format) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--quant must be one of fp32, fp16, bf16, int8, nf4; got \"", quant, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--quant must be one of fp32, fp16, bf16, int8, nf4; got \"", quant, "\""));
     }
     options.quant = *format;
   }
@@ -68,9 +77,9 @@ absl::StatusOr<ModelOptions> ModelFlags::ToOptions() const {
     return absl::InvalidArgumentError("--quantize-embeddings needs --quant int8 or --quant nf4");
   }
   if (backend == "cpu" && (!cuda_graphs || cuda_programmatic_launch)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        cuda_graphs ? "--cuda-programmatic-launch" : "--cuda-graphs",
-        " applies to the CUDA backend; drop it or use --backend cuda (or auto)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(cuda_graphs ? "--cuda-programmatic-launch" : "--cuda-graphs",
+                     " applies to the CUDA backend; drop it or use --backend cuda (or auto)"));
   }
   options.cuda.graphs = cuda_graphs;
   options.cuda.programmatic_launch = cuda_programmatic_launch;
@@ -103,7 +112,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const Model& loaded = **model;
-  std::fprintf(stderr, "sinkserve: model %s: %s, %.1f M parameters, weights %s: %.1f MB "
+  std::fprintf(stderr,
+               "sinkserve: model %s: %s, %.1f M parameters, weights %s: %.1f MB "
                "(weights_bytes %llu), %s, loaded in %.2f s, peak RSS %.1f MB\n",
                loaded.name().c_str(), loaded.config().Describe().c_str(),
                loaded.config().ParameterCount() / 1e6, loaded.weights_format().c_str(),
@@ -111,8 +121,9 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options) {
                static_cast<unsigned long long>(loaded.weights_bytes()),
                (*model)->backend().name().c_str(), seconds, PeakRssBytes() / 1e6);
   if (loaded.is_demo()) {
-    std::fprintf(stderr, "sinkserve: NOTE: this is the built-in DEMO model with RANDOM weights: "
-                         "its output is random text. Pass --model DIR for a real checkpoint.\n");
+    std::fprintf(stderr,
+                 "sinkserve: NOTE: this is the built-in DEMO model with RANDOM weights: "
+                 "its output is random text. Pass --model DIR for a real checkpoint.\n");
   }
   return model;
 }
@@ -120,7 +131,8 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModel(ModelOptions options) {
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source) {
   std::vector<int32_t> ids;
-  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
+  for (absl::string_view word :
+       absl::StrSplit(text, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty())) {
     int32_t id;
     if (!absl::SimpleAtoi(word, &id) || id < 0) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": entry ", ids.size(), " (\"", word,

@@ -27,13 +27,14 @@ uint64_t PeakRssBytes();
 absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text,
                                                    const std::string& source);
 
-// --model / --threads / --backend / --cpu-isa / --quant / --double-quant /
+// --model / --threads / --backend / --cpu-isa / --cpu-activations / --quant / --double-quant /
 // --quantize-embeddings: which model the commands load and how they run it.
 struct ModelFlags {
   std::string path = "demo";
   int64_t threads = 0;
   std::string backend = "auto";
   std::string cpu_isa = "auto";
+  std::string cpu_activations = "fp32";
   std::string quant;  // empty: as stored
   bool double_quant = false;
   bool quantize_embeddings = false;

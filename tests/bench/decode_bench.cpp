@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/cpu_kernels.h"
+#include "engine/cpu/int8_activations.h"
 #include "engine/demo_model.h"
 #include "engine/format/quantize_weights.h"
 #include "engine/sampler.h"
@@ -35,6 +36,8 @@ namespace {
 // The kernels every benchmark runs (--cpu-isa=auto|avx512|avx2|portable, read by main):
 // running the binary once per isa, interleaved, compares them side by side.
 cpu::CpuIsa g_isa = cpu::CpuIsa::kAuto;
+// --cpu-activations=int8: BM_BlockMatVecOneThread runs cpu::MatMulInt8Activations instead.
+cpu::Activations g_activations = cpu::Activations::kFp32;
 
 // Best of several passes of a multi-threaded read of a 1 GiB buffer (far larger than the
 // caches). This VM's bandwidth drifts by ±30% over minutes (other tenants), so every benchmark
@@ -148,8 +151,8 @@ const ModelWeights& Pythia410mWeights(const WeightConversion& conversion) {
 double StepBytes(const ModelConfig& config, const ModelWeights& weights, int context) {
   double bytes = weights.embed_out.bytes() + weights.embed_in.bytes() / config.vocab_size;
   for (const LayerWeights& layer : weights.layers) {
-    bytes += layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() +
-             layer.mlp_down.bytes();
+    bytes +=
+        layer.qkv.bytes() + layer.attn_out.bytes() + layer.mlp_up.bytes() + layer.mlp_down.bytes();
   }
   bytes += 2.0 * config.num_layers * context * config.hidden_size * sizeof(float);
   return bytes;
@@ -275,9 +278,11 @@ void BM_DecodeBatch(benchmark::State& state) {
     timed += Clock::now() - start;
     attention_seconds += backend.last_step_attention_seconds();
   }
-  state.SetLabel("F16, " + std::to_string(sessions) + " streaming sessions, " +
-                 (threads == 0 ? std::string("every core") : std::to_string(threads) + " thread(s)"));
-  state.counters["attn_ms/step"] = 1e3 * attention_seconds / static_cast<double>(state.iterations());
+  state.SetLabel(
+      "F16, " + std::to_string(sessions) + " streaming sessions, " +
+      (threads == 0 ? std::string("every core") : std::to_string(threads) + " thread(s)"));
+  state.counters["attn_ms/step"] =
+      1e3 * attention_seconds / static_cast<double>(state.iterations());
   ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
               Seconds(timed));
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
@@ -289,8 +294,8 @@ void BM_DecodeBatch(benchmark::State& state) {
 // every byte the step must read: all matrices in their format (codes + statistics), one
 // embedding row, each session's KV cache.
 void BM_DecodeQuant(benchmark::State& state) {
-  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)),
-                                    state.range(1) == 1, state.range(3) == 1};
+  const WeightConversion conversion{static_cast<WeightFormat>(state.range(0)), state.range(1) == 1,
+                                    state.range(3) == 1};
   const int sessions = static_cast<int>(state.range(2));
   const ModelConfig config = Pythia410mConfig();
   const ModelWeights& weights = Pythia410mWeights(conversion);
@@ -310,8 +315,8 @@ void BM_DecodeQuant(benchmark::State& state) {
     if (!backend.ForwardBatch(tokens, rows, logits).ok()) state.SkipWithError("step failed");
     timed += Clock::now() - start;
   }
-  state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(sessions) +
-                 " session(s), " + std::to_string(weights.bytes() / 1000000) + " MB of weights");
+  state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(sessions) + " session(s), " +
+                 std::to_string(weights.bytes() / 1000000) + " MB of weights");
   ReportBound(state, StepBytes(config, weights, sessions * caches[0]->tokens_cached()),
               Seconds(timed));
   state.counters["tok/s"] = sessions * static_cast<double>(state.iterations()) / Seconds(timed);
@@ -370,13 +375,19 @@ void BM_BlockMatVecOneThread(benchmark::State& state) {
   for (const Matrix* m : matrices) bytes += m->bytes(), elements += m->rows * m->cols;
   for (auto _ : state) {
     for (const Matrix* m : matrices) {
-      cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
+      if (g_activations == cpu::Activations::kInt8) {
+        cpu::MatMulInt8Activations(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
+      } else {
+        cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
+      }
     }
     benchmark::ClobberMemory();
   }
   const double steps = static_cast<double>(state.iterations());
+  const bool int8 = g_activations == cpu::Activations::kInt8;
   state.SetLabel(conversion.Describe(weights) + ", " + std::to_string(tokens) + " token(s), " +
-                 cpu::CpuIsaName(g_isa) + ", 1 thread, CPU time");
+                 (int8 ? cpu::Int8ActivationsIsaName(g_isa) : cpu::CpuIsaName(g_isa)) +
+                 (int8 ? ", int8 activations" : "") + ", 1 thread, CPU time");
   state.SetBytesProcessed(static_cast<int64_t>(bytes * steps));
   state.counters["MB/step"] = bytes / 1e6;
   // The weights' bytes per CPU-second ÷ one thread's read bandwidth per CPU-second, measured
@@ -408,14 +419,16 @@ void BM_StepMatMulOneThread(benchmark::State& state) {
   double flops = 0;
   for (const Matrix* m : matrices) flops += 2.0 * m->rows * m->cols * tokens;
   for (auto _ : state) {
-    for (const Matrix* m : matrices) cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
+    for (const Matrix* m : matrices)
+      cpu::MatMul(*m, nullptr, x.data(), tokens, y.data(), pool, g_isa);
     benchmark::ClobberMemory();
   }
-  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa) + ", 1 thread, CPU time");
+  state.SetLabel(std::string(DTypeName(dtype)) + " " + cpu::CpuIsaName(g_isa) +
+                 ", 1 thread, CPU time");
   state.counters["GFLOP/s"] = benchmark::Counter(
       flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  state.counters["tok/s"] = benchmark::Counter(
-      tokens * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["tok/s"] = benchmark::Counter(tokens * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
 }
 
 // One sampled token from a Pythia-sized vocabulary (50,304 logits, N(0, 3): a flatter
@@ -458,29 +471,65 @@ constexpr int64_t kNf4 = static_cast<int64_t>(WeightFormat::kNf4);
 
 // Formats side by side at each batch size, so that they share the bandwidth of the moment.
 BENCHMARK(BM_DecodeQuant)
-    ->Args({kFp32, 0, 1, 0})->Args({kFp16, 0, 1, 0})->Args({kInt8, 0, 1, 0})
-    ->Args({kNf4, 0, 1, 0})->Args({kNf4, 1, 1, 0})->Args({kInt8, 0, 1, 1})->Args({kNf4, 0, 1, 1})
-    ->Args({kFp32, 0, 8, 0})->Args({kFp16, 0, 8, 0})->Args({kInt8, 0, 8, 0})
+    ->Args({kFp32, 0, 1, 0})
+    ->Args({kFp16, 0, 1, 0})
+    ->Args({kInt8, 0, 1, 0})
+    ->Args({kNf4, 0, 1, 0})
+    ->Args({kNf4, 1, 1, 0})
+    ->Args({kInt8, 0, 1, 1})
+    ->Args({kNf4, 0, 1, 1})
+    ->Args({kFp32, 0, 8, 0})
+    ->Args({kFp16, 0, 8, 0})
+    ->Args({kInt8, 0, 8, 0})
     ->Args({kNf4, 0, 8, 0})
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_BlockMatVecOneThread)->ArgsProduct({{kFp16, kInt8, kNf4}, {1, 16, 128}})
-    ->Unit(benchmark::kMillisecond)->MinTime(2.0);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
+BENCHMARK(BM_BlockMatVecOneThread)
+    ->ArgsProduct({{kFp16, kInt8, kNf4}, {1, 16, 128}})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 BENCHMARK(BM_StepMatMulOneThread)
-    ->Args({kF16, 1})->Args({kF16, 4})->Args({kF16, 16})->Args({kF32, 16})
+    ->Args({kF16, 1})
+    ->Args({kF16, 4})
+    ->Args({kF16, 16})
+    ->Args({kF32, 16})
     ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StepMatVec)->Arg(kF32)->Arg(kF16)->Arg(kBF16)->Unit(benchmark::kMillisecond)
-    ->UseRealTime()->MinTime(2.0);
-BENCHMARK(BM_DecodeStep)->Args({kF32, 128})->Args({kF16, 128})->Args({kF16, 1024})
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_StepMatVec)
+    ->Arg(kF32)
+    ->Arg(kF16)
+    ->Arg(kBF16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
+BENCHMARK(BM_DecodeStep)
+    ->Args({kF32, 128})
+    ->Args({kF16, 128})
+    ->Args({kF16, 1024})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
 BENCHMARK(BM_DecodeVsStreamLength)
     ->ArgsProduct({{0, 1}, {256, 1024, 4096, 16384}})
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(1.0);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 BENCHMARK(BM_Sample)
-    ->Args({0, 0, 100, 100})->Args({80, 0, 100, 100})->Args({80, 0, 90, 100})
-    ->Args({80, 50, 100, 100})->Args({80, 50, 90, 100})->Args({100, 0, 95, 110})
+    ->Args({0, 0, 100, 100})
+    ->Args({80, 0, 100, 100})
+    ->Args({80, 0, 90, 100})
+    ->Args({80, 50, 100, 100})
+    ->Args({80, 50, 90, 100})
+    ->Args({100, 0, 95, 110})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeBatch)
-    ->Args({1, 0})->Args({4, 0})->Args({16, 0})->Args({1, 1})->Args({16, 1})->Unit(benchmark::kMillisecond)->UseRealTime()
+    ->Args({1, 0})
+    ->Args({4, 0})
+    ->Args({16, 0})
+    ->Args({1, 1})
+    ->Args({16, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
     ->MinTime(2.0);
 
 }  // namespace
@@ -499,6 +548,14 @@ int main(int argc, char** argv) {
         return 2;
       }
       sinkserve::g_isa = *isa;
+    } else if (arg.starts_with("--cpu-activations=")) {
+      const std::optional<sinkserve::cpu::Activations> activations =
+          sinkserve::cpu::ParseActivations(arg.substr(arg.find('=') + 1));
+      if (!activations) {
+        std::fprintf(stderr, "--cpu-activations: fp32 or int8, not %s\n", argv[i]);
+        return 2;
+      }
+      sinkserve::g_activations = *activations;
     } else {
       argv[kept++] = argv[i];
     }

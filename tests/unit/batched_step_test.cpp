@@ -1,6 +1,6 @@
 // A batched decode step over N sessions equals N separate steps, bit for bit, with the weights
-// as stored and quantized (int8, NF4 + double-quant absmax), on every CPU kernel set; its
-// greedy form picks each row's argmax.
+// as stored and quantized (int8, NF4 + double-quant absmax), on every CPU kernel set, with fp32
+// and with int8 activations; its greedy form picks each row's argmax.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "engine/cpu/int8_activations.h"
 #include "engine/model.h"
 #include "tests/unit/cpu_isa_params.h"
 #include "tests/unit/test_util.h"
@@ -15,24 +16,34 @@
 namespace sinkserve {
 namespace {
 
-class BatchedStepTest
-    : public ::testing::TestWithParam<std::tuple<std::string, WeightFormat, cpu::CpuIsa>> {
+using Params = std::tuple<std::string, WeightFormat, cpu::CpuIsa>;
+
+class BatchedStepTest : public ::testing::TestWithParam<Params> {
  protected:
   void SetUp() override { SKIP_UNLESS_CPU_SUPPORTS(std::get<2>(GetParam())); }
 };
 
-TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
+// The fixture of `params` loaded with its format and kernel set, and --cpu-activations
+// `activations`: 40 batched steps over 5 sessions against the same steps one at a time.
+void CheckBatchedEqualsSeparate(const Params& params, const std::string& activations) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
-  ModelOptions options{testing::FixturePath("models/" + std::get<0>(GetParam())), 2};
-  options.quant = std::get<1>(GetParam());
+  ModelOptions options{testing::FixturePath("models/" + std::get<0>(params)), 2};
+  options.quant = std::get<1>(params);
   options.double_quant = options.quant == WeightFormat::kNf4;
-  options.cpu_isa = testing::CpuIsaFlag(std::get<2>(GetParam()));
+  options.cpu_isa = testing::CpuIsaFlag(std::get<2>(params));
+  options.cpu_activations = activations;
   absl::StatusOr<std::unique_ptr<Model>> model = Model::Load(options);
   ASSERT_TRUE(model.ok()) << model.status();
   Backend& backend = (*model)->backend();
-  ASSERT_NE(backend.name().find(cpu::CpuIsaName(std::get<2>(GetParam()))), std::string::npos)
+  // The kernels named: with int8 activations those of int8_activations.h (AVX-512 without
+  // VNNI runs its AVX2 ones).
+  const cpu::CpuIsa isa = std::get<2>(params);
+  const char* kernels =
+      activations == "int8" ? cpu::Int8ActivationsIsaName(isa) : cpu::CpuIsaName(isa);
+  ASSERT_NE(backend.name().find(kernels), std::string::npos) << backend.name();
+  ASSERT_EQ(backend.name().find("int8 activations") != std::string::npos, activations == "int8")
       << backend.name();
   const int vocab = (*model)->config().vocab_size;
 
@@ -74,13 +85,24 @@ TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
                 0)
           << "session " << i << " step " << step;
       ASSERT_EQ(batched[i]->tokens_cached(), separate[i]->tokens_cached());
-      next[i] = static_cast<int32_t>(
-          std::max_element(single_logits.begin(), single_logits.end()) - single_logits.begin());
+      next[i] = static_cast<int32_t>(std::max_element(single_logits.begin(), single_logits.end()) -
+                                     single_logits.begin());
       if (use_greedy) {
         ASSERT_EQ(greedy[i], next[i]) << "session " << i << " step " << step;
       }
     }
   }
+}
+
+TEST_P(BatchedStepTest, EqualsSeparateStepsBitForBit) {
+  ASSERT_NO_FATAL_FAILURE(CheckBatchedEqualsSeparate(GetParam(), "fp32"));
+}
+
+// --cpu-activations int8 keeps the property: activations are quantized per token.
+class BatchedStepInt8ActivationsTest : public BatchedStepTest {};
+
+TEST_P(BatchedStepInt8ActivationsTest, EqualsSeparateStepsBitForBit) {
+  ASSERT_NO_FATAL_FAILURE(CheckBatchedEqualsSeparate(GetParam(), "int8"));
 }
 
 TEST(BatchedStepErrorsTest, BadRowChangesNothing) {
@@ -102,6 +124,14 @@ TEST(BatchedStepErrorsTest, BadRowChangesNothing) {
   EXPECT_EQ(a->tokens_seen(), 1);
 }
 
+std::string ParamName(const ::testing::TestParamInfo<Params>& info) {
+  return std::get<0>(info.param) + "_" +
+         (std::get<1>(info.param) == WeightFormat::kAsStored
+              ? std::string("as_stored")
+              : std::string(WeightFormatName(std::get<1>(info.param)))) +
+         "_" + testing::CpuIsaFlag(std::get<2>(info.param));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, BatchedStepTest,
     ::testing::Combine(::testing::ValuesIn(testing::FixtureModelNames()),
@@ -110,13 +140,13 @@ INSTANTIATE_TEST_SUITE_P(
                        // The SIMD sets: the portable kernel computes each (row, token) alone by
                        // construction (its batches are checked in cpu_kernels_test, quant_test).
                        ::testing::Values(cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx2)),
-    [](const auto& info) {
-      return std::get<0>(info.param) + "_" +
-             (std::get<1>(info.param) == WeightFormat::kAsStored
-                  ? std::string("as_stored")
-                  : std::string(WeightFormatName(std::get<1>(info.param)))) +
-             "_" + testing::CpuIsaFlag(std::get<2>(info.param));
-    });
+    ParamName);
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, BatchedStepInt8ActivationsTest,
+    ::testing::Combine(::testing::ValuesIn(testing::FixtureModelNames()),
+                       ::testing::Values(WeightFormat::kInt8, WeightFormat::kNf4),
+                       ::testing::Values(cpu::CpuIsa::kAvx512, cpu::CpuIsa::kAvx2)),
+    ParamName);
 
 }  // namespace
 }  // namespace sinkserve

@@ -7,8 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "engine/model.h"
 #include "engine/format/safetensors.h"
+#include "engine/model.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_util.h"
@@ -54,8 +54,8 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
     std::string text;
     for (int64_t id : ids) text += std::to_string(id) + (id % 3 ? " " : "\n");
     testing::WriteTextFile(dir.File("ids.txt"), text);
-    const RunResult result = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
-                              dir.File("ids.txt") + " --json");
+    const RunResult result = RunSinkserve("perplexity --model " + Fixture(model) +
+                                          " --token-ids-file " + dir.File("ids.txt") + " --json");
     ASSERT_EQ(result.exit_code, 0) << result.err;
     const nlohmann::json out = nlohmann::json::parse(result.out);
     ASSERT_EQ(out["tokens"].get<size_t>(), ids.size());
@@ -71,17 +71,18 @@ TEST(CliTest, PerplexityJsonMatchesHuggingFaceNll) {
 
     // The seed's chunk protocol: chunk 50 → two independent chunks of 49 scored tokens; the
     // first chunk's NLLs are HF's (positions depend only on earlier tokens).
-    const RunResult chunked = RunSinkserve("perplexity --model " + Fixture(model) +
-                                           " --token-ids-file " + dir.File("ids.txt") +
-                                           " --json --chunk-protocol 50");
+    const RunResult chunked =
+        RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                     dir.File("ids.txt") + " --json --chunk-protocol 50");
     ASSERT_EQ(chunked.exit_code, 0) << chunked.err;
     const std::vector<double> chunk_nll = nlohmann::json::parse(chunked.out)["token_nll"];
     ASSERT_EQ(chunk_nll.size(), 98u);
     for (size_t i = 0; i < 49; ++i) EXPECT_NEAR(chunk_nll[i], expected[i], 4e-4) << i;
 
     // --max-tokens N scores the first N tokens only.
-    const RunResult cut = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
-                           dir.File("ids.txt") + " --json --max-tokens 10");
+    const RunResult cut =
+        RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                     dir.File("ids.txt") + " --json --max-tokens 10");
     ASSERT_EQ(cut.exit_code, 0) << cut.err;
     EXPECT_EQ(nlohmann::json::parse(cut.out)["token_nll"].size(), 9u);
   }
@@ -108,9 +109,9 @@ TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
     ASSERT_NE(nll, nullptr) << tensor;
     std::vector<float> expected(nll->numel());
     std::memcpy(expected.data(), nll->data, nll->nbytes);
-    const RunResult result = RunSinkserve("perplexity --model " + Fixture(model) +
-                                          " --token-ids-file " + dir.File("ids.txt") + " --json " +
-                                          flags);
+    const RunResult result =
+        RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                     dir.File("ids.txt") + " --json " + flags);
     ASSERT_EQ(result.exit_code, 0) << result.err;
     const std::vector<double> token_nll = nlohmann::json::parse(result.out)["token_nll"];
     ASSERT_EQ(token_nll.size(), expected.size());
@@ -118,15 +119,15 @@ TEST(CliTest, PerplexityWithStreamingCacheMatchesReference) {
       EXPECT_NEAR(token_nll[i], expected[i], 4e-4) << flags << " token " << i + 1;
     }
   }
-  const RunResult bad = RunSinkserve("perplexity --model " + Fixture(model) +
-                                     " --token-ids-file " + dir.File("ids.txt") + " --window 0");
+  const RunResult bad = RunSinkserve("perplexity --model " + Fixture(model) + " --token-ids-file " +
+                                     dir.File("ids.txt") + " --window 0");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("--window"), std::string::npos) << bad.err;
 }
 
 // --quant nf4 --json: the weights' exact bytes (those of the model loaded the same way in
 // process, under a third of the F32 checkpoint's) and the peak RSS; bad combinations of the
-// quant, CUDA and --cpu-isa flags are refused naming the flag.
+// quant, CUDA, --cpu-isa and --cpu-activations flags are refused naming the flag.
 TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
   const std::string model = Fixture("pythia_f32_d64");
   testing::TempDir dir;
@@ -163,14 +164,16 @@ TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
            {"--backend cpu --cuda-graphs=false", "--cuda-graphs"},
            {"--backend cpu --cuda-programmatic-launch", "--cuda-programmatic-launch"},
            {"--backend cuda --cpu-isa avx2", "--cpu-isa"},
-           {"--backend cpu --cpu-isa avx-512", "--cpu-isa"}}) {
+           {"--backend cpu --cpu-isa avx-512", "--cpu-isa"},
+           {"--backend cuda --cpu-activations int8", "--cpu-activations"},
+           {"--backend cpu --cpu-activations int4", "--cpu-activations"}}) {
     const RunResult bad = RunSinkserve(command + " " + flags);
     EXPECT_EQ(bad.exit_code, 1) << flags;
     EXPECT_NE(bad.err.find(named), std::string::npos) << flags << ": " << bad.err;
   }
   const RunResult help = RunSinkserve("generate --help");
   for (const char* flag : {"--quant", "--double-quant", "--quantize-embeddings", "--cuda-graphs",
-                           "--cuda-programmatic-launch", "--cpu-isa"}) {
+                           "--cuda-programmatic-launch", "--cpu-isa", "--cpu-activations"}) {
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag;
   }
   // --cpu-isa portable runs anywhere; the banner and --json name the kernels that ran.
@@ -180,6 +183,13 @@ TEST(CliTest, QuantizedPerplexityJsonReportsWeightsBytes) {
   EXPECT_NE(nlohmann::json::parse(portable.out)["backend"].get<std::string>().find("portable"),
             std::string::npos)
       << portable.out;
+  // --cpu-activations int8: the banner and --json say so.
+  const RunResult int8 = RunSinkserve(command + " --quant nf4 --cpu-activations int8");
+  ASSERT_EQ(int8.exit_code, 0) << int8.err;
+  EXPECT_NE(int8.err.find("int8 activations)"), std::string::npos) << int8.err;
+  EXPECT_NE(nlohmann::json::parse(int8.out)["backend"].get<std::string>().find("int8 activations"),
+            std::string::npos)
+      << int8.out;
   // With --backend auto the CUDA flags are accepted (and unused where no GPU is present).
   const RunResult automatic = RunSinkserve(command + " --backend auto --cuda-graphs=false");
   EXPECT_EQ(automatic.exit_code, 0) << automatic.err;
@@ -192,13 +202,15 @@ TEST(CliTest, GenerateOnTheDemoModelSaysItIsADemo) {
   EXPECT_FALSE(result.out.empty());
   // Same seed, same text; greedy too.
   EXPECT_EQ(RunSinkserve("generate --prompt 'Hello' --max-new-tokens 16 --seed 3").out, result.out);
-  const RunResult greedy = RunSinkserve("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
+  const RunResult greedy =
+      RunSinkserve("generate --prompt 'Hello' --max-new-tokens 8 --temperature 0");
   ASSERT_EQ(greedy.exit_code, 0) << greedy.err;
 }
 
 TEST(CliTest, GenerateJsonHasTheIdsTextAndTimings) {
-  const std::string args = "generate --prompt 'Hello there' --max-new-tokens 12 --temperature 0 "
-                           "--ignore-eos --threads 1";
+  const std::string args =
+      "generate --prompt 'Hello there' --max-new-tokens 12 --temperature 0 "
+      "--ignore-eos --threads 1";
   const RunResult plain = RunSinkserve(args);
   const RunResult result = RunSinkserve(args + " --json");
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
@@ -230,8 +242,8 @@ TEST(CliTest, TokenizeJsonUsesTheModelsTokenizer) {
   std::filesystem::create_symlink(tokenizer, dir.File("tokenizer.json"));
   const std::string text = "Streaming LLMs keep 4 attention sinks.\n\n  Ça marche — ok?";
   testing::WriteTextFile(dir.File("text.txt"), text);
-  const RunResult result =
-      RunSinkserve("tokenize --model " + dir.path() + " --text-file " + dir.File("text.txt") + " --json");
+  const RunResult result = RunSinkserve("tokenize --model " + dir.path() + " --text-file " +
+                                        dir.File("text.txt") + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   absl::StatusOr<std::unique_ptr<Tokenizer>> reference = Tokenizer::FromFile(tokenizer);
   ASSERT_TRUE(reference.ok());
