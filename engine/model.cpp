@@ -92,6 +92,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelOptions& options) 
   model->weights_format_ = conversion.Describe(model->weights_);
   model->fingerprint_ = absl::StrCat(ConfigFingerprint(model->config_), "; weights ",
                                      model->fingerprint_, "; ", model->weights_format_);
+  // Int8 activations change every cached key and value, as another weight format would.
+  if (options.cpu_activations == "int8")
+    absl::StrAppend(&model->fingerprint_, "; int8 activations");
   std::string backend = options.backend;
   if (backend == "auto") backend = CudaAvailable().ok() ? "cuda" : "cpu";
   if (backend == "cuda") {

@@ -57,6 +57,7 @@ class Model {
   // Who this model is, for saved sessions: a session saved under one fingerprint continues
   // only under the same one. "<every config field>; weights <identity>; <format>" (not the
   // directory's name: replicas may mount one checkpoint at different paths),
+  // plus "; int8 activations" under --cpu-activations int8,
   // where the identity is a CRC-32C over each tensor's name, dtype, shape, byte size and its
   // first and last 4 KiB (the demo model: its seed) — cheap at start-up, and different for any
   // two checkpoints that differ in a tensor's shape or its edges.

@@ -30,8 +30,9 @@ struct Turn {
 
 // Random words: fresh inputs every run.
 std::string RandomText(std::mt19937_64& random, int words) {
-  static const char* kWords[] = {"the", "river", "sinks", "window", "token", "cache", "stream",
-                                 "bright", "seven", "under", "quiet", "model", "a", "of", "runs"};
+  static const char* kWords[] = {"the",   "river",  "sinks",  "window", "token",
+                                 "cache", "stream", "bright", "seven",  "under",
+                                 "quiet", "model",  "a",      "of",     "runs"};
   std::string text;
   for (int i = 0; i < words; ++i) {
     text += kWords[random() % std::size(kWords)];
@@ -188,23 +189,27 @@ TEST_P(ExactnessTest, SpilledAndRestoredBetweenEveryTurnEqualsUninterrupted) {
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
   EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restores_total{model_name=\"demo\"}"), spills);
   EXPECT_GE(MetricValue(metrics,
-                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"ok\",trigger=\"spill\"}"),
+                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"ok\","
+                        "trigger=\"spill\"}"),
             spills);
   EXPECT_GT(MetricValue(metrics, "sinkserve_session_store_bytes{model_name=\"demo\"}"), 0);
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_seconds_count{model_name=\"demo\"}"), spills);
+  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_seconds_count{model_name=\"demo\"}"),
+            spills);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, ExactnessTest,
-    ::testing::Values(ExactnessCase{"fp16_streaming_evicting", WeightFormat::kF16, Streaming(4, 24)},
-                      ExactnessCase{"int8_streaming_evicting", WeightFormat::kInt8, Streaming(4, 24)},
-                      ExactnessCase{"nf4_streaming_evicting", WeightFormat::kNf4, Streaming(2, 40)},
-                      ExactnessCase{"as_stored_default_policy", WeightFormat::kAsStored, std::nullopt},
-                      ExactnessCase{"fp16_dense", WeightFormat::kF16, [] {
-                                      v1::CachePolicy dense;
-                                      dense.mutable_dense()->set_capacity_tokens(1024);
-                                      return dense;
-                                    }()}),
+    ::testing::Values(
+        ExactnessCase{"fp16_streaming_evicting", WeightFormat::kF16, Streaming(4, 24)},
+        ExactnessCase{"int8_streaming_evicting", WeightFormat::kInt8, Streaming(4, 24)},
+        ExactnessCase{"nf4_streaming_evicting", WeightFormat::kNf4, Streaming(2, 40)},
+        ExactnessCase{"as_stored_default_policy", WeightFormat::kAsStored, std::nullopt},
+        ExactnessCase{"fp16_dense", WeightFormat::kF16,
+                      [] {
+                        v1::CachePolicy dense;
+                        dense.mutable_dense()->set_capacity_tokens(1024);
+                        return dense;
+                      }()}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(SessionStoreTest, StreamingSessionReportsEvictionsAfterRestore) {
@@ -267,8 +272,8 @@ std::vector<Turn> ReferenceSecondTurns(const std::vector<Conversation>& conversa
   const std::vector<std::string> ids = FirstTurns(reference.stub(), conversations);
   std::vector<Turn> turns;
   for (size_t i = 0; i < ids.size(); ++i) {
-    turns.push_back(OkTurn(reference.stub(), ids[i], conversations[i].prompts[1],
-                           conversations[i].new_tokens));
+    turns.push_back(
+        OkTurn(reference.stub(), ids[i], conversations[i].prompts[1], conversations[i].new_tokens));
   }
   return turns;
 }
@@ -282,8 +287,8 @@ TEST(SessionStoreTest, SigtermWritesEveryIdleSessionAndANewServerContinuesThemAl
   TempDir dir, logs;
   std::vector<std::string> ids;
   {
-    ServingProgram first(logs.File("first.log"), {"--session-store", dir.path(),
-                                                   "--metrics-port", "-1"});
+    ServingProgram first(logs.File("first.log"),
+                         {"--session-store", dir.path(), "--metrics-port", "-1"});
     ASSERT_NE(first.port(), 0) << first.log();
     ids = FirstTurns(*v1::Sinkserve::NewStub(first.channel()), conversations);
     first.process().Signal(SIGTERM);
@@ -291,8 +296,8 @@ TEST(SessionStoreTest, SigtermWritesEveryIdleSessionAndANewServerContinuesThemAl
   }
   for (const std::string& id : ids) EXPECT_TRUE(fs::exists(SessionFile(dir.path(), id))) << id;
 
-  ServingProgram second(logs.File("second.log"), {"--session-store", dir.path(),
-                                                   "--metrics-port", "-1"});
+  ServingProgram second(logs.File("second.log"),
+                        {"--session-store", dir.path(), "--metrics-port", "-1"});
   ASSERT_NE(second.port(), 0) << second.log();
   auto stub = v1::Sinkserve::NewStub(second.channel());
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -311,9 +316,9 @@ TEST(SessionStoreTest, SigkillMidTurnLosesOnlyThatTurnWithPersistTurn) {
   TempDir dir, logs;
   std::vector<std::string> ids;
   {
-    ServingProgram first(logs.File("first.log"), {"--session-store", dir.path(),
-                                                   "--session-persist", "turn",
-                                                   "--metrics-port", "-1"});
+    ServingProgram first(
+        logs.File("first.log"),
+        {"--session-store", dir.path(), "--session-persist", "turn", "--metrics-port", "-1"});
     ASSERT_NE(first.port(), 0) << first.log();
     auto stub = v1::Sinkserve::NewStub(first.channel());
     ids = FirstTurns(*stub, conversations);
@@ -335,9 +340,9 @@ TEST(SessionStoreTest, SigkillMidTurnLosesOnlyThatTurnWithPersistTurn) {
     EXPECT_FALSE(killed.ok()) << "the killed turn's client must hear an error, not silence";
     EXPECT_EQ(killed.error_code(), grpc::StatusCode::UNAVAILABLE) << killed.error_message();
   }
-  ServingProgram second(logs.File("second.log"), {"--session-store", dir.path(),
-                                                   "--session-persist", "turn",
-                                                   "--metrics-port", "-1"});
+  ServingProgram second(
+      logs.File("second.log"),
+      {"--session-store", dir.path(), "--session-persist", "turn", "--metrics-port", "-1"});
   ASSERT_NE(second.port(), 0) << second.log();
   auto stub = v1::Sinkserve::NewStub(second.channel());
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -378,7 +383,8 @@ TEST_P(DamagedFileTest, IsDataLossNamingTheSessionAndIsQuarantined) {
   } else {
     // A flipped bit in the header (the model section) or in the cache contents.
     std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-    const std::streamoff at = damage == "header_byte" ? 40 : static_cast<std::streamoff>(size - 100);
+    const std::streamoff at =
+        damage == "header_byte" ? 40 : static_cast<std::streamoff>(size - 100);
     file.seekg(at);
     char byte = 0;
     file.read(&byte, 1);
@@ -387,19 +393,47 @@ TEST_P(DamagedFileTest, IsDataLossNamingTheSessionAndIsQuarantined) {
     file.write(&byte, 1);
   }
   GenerateOutput output = RunTurn(server.stub(), id, "after the damage", 4);
-  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::DATA_LOSS) << output.status.error_message();
+  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::DATA_LOSS)
+      << output.status.error_message();
   EXPECT_NE(output.status.error_message().find(id), std::string::npos);
   EXPECT_FALSE(fs::exists(path));
   EXPECT_EQ(FilesIn(dir.path() + "/quarantine"), 1);
   ExpectStillServes(server);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"corrupt\"}"), 1);
+  EXPECT_EQ(MetricValue(
+                metrics,
+                "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"corrupt\"}"),
+            1);
   // The id is free again: NOT_FOUND, not DATA_LOSS, from now on.
-  EXPECT_EQ(RunTurn(server.stub(), id, "again", 1).status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(RunTurn(server.stub(), id, "again", 1).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 INSTANTIATE_TEST_SUITE_P(Damage, DamagedFileTest,
                          ::testing::Values("truncated", "header_byte", "cache_byte"));
+
+// Int8 activations (--cpu-activations int8) compute other keys and values: a session cached
+// under them does not continue under the exact path.
+TEST(SessionStoreTest, ActivationModeIsPartOfTheModel) {
+  TempDir dir;
+  std::string id;
+  {
+    server::ServerOptions options = StoreOptions(dir.path());
+    options.model.quant = WeightFormat::kInt8;
+    options.model.cpu_activations = "int8";
+    TestServer server(options);
+    id = CreateSession(server.stub(), Conversation{});
+    OkTurn(server.stub(), id, "saved under int8 activations", 4);
+  }  // drained: written
+  server::ServerOptions options = StoreOptions(dir.path());
+  options.model.quant = WeightFormat::kInt8;
+  TestServer server(options);
+  GenerateOutput output = RunTurn(server.stub(), id, "under fp32 activations", 4);
+  EXPECT_EQ(output.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(output.status.error_message().find("int8 activations"), std::string::npos)
+      << output.status.error_message();
+  ExpectStillServes(server);
+}
 
 TEST(SessionStoreTest, AnotherModelsFileIsFailedPreconditionNamingBoth) {
   TempDir dir;
@@ -443,7 +477,8 @@ TEST(SessionStoreTest, FullDiskKeepsTheSessionInMemoryAndCountsTheFailure) {
   EXPECT_EQ(session->location(), v1::SESSION_LOCATION_MEMORY);
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
   EXPECT_GE(MetricValue(metrics,
-                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"error\",trigger=\"turn\"}"),
+                        "sinkserve_session_store_writes_total{model_name=\"demo\",result=\"error\","
+                        "trigger=\"turn\"}"),
             1);
   for (const auto& entry : fs::directory_iterator(dir.path())) {
     EXPECT_EQ(entry.path().extension(), ".session") << "left behind: " << entry.path();
@@ -520,7 +555,10 @@ TEST(SessionStoreTest, AnotherReplicasLeaseIsAbortedWithARetryHintUntilItExpires
   std::this_thread::sleep_for(std::chrono::milliseconds(1600));
   EXPECT_TRUE(RunTurn(server.stub(), id, "after the lease expired", 2).status.ok());
   const std::string metrics = HttpGet(server.server().metrics_port(), "/metrics");
-  EXPECT_EQ(MetricValue(metrics, "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"lease\"}"), 1);
+  EXPECT_EQ(
+      MetricValue(metrics,
+                  "sinkserve_session_restore_failures_total{model_name=\"demo\",reason=\"lease\"}"),
+      1);
 }
 
 TEST(SessionStoreTest, TwoServersRacingToRestoreNeverBothOwnASession) {
@@ -541,9 +579,8 @@ TEST(SessionStoreTest, TwoServersRacingToRestoreNeverBothOwnASession) {
   int both = 0, one = 0;
   for (const std::string& id : ids) {
     auto run = [&](TestServer& server) {
-      return std::async(std::launch::async, [&server, id] {
-        return RunTurn(server.stub(), id, "race", 2).status;
-      });
+      return std::async(std::launch::async,
+                        [&server, id] { return RunTurn(server.stub(), id, "race", 2).status; });
     };
     auto from_a = run(a);
     auto from_b = run(b);
@@ -574,7 +611,8 @@ TEST(SessionStoreTest, CloseAndTtlRemoveFiles) {
   ASSERT_TRUE(server.stub().CloseSession(&context, close, &info).ok());
   EXPECT_EQ(info.location(), v1::SESSION_LOCATION_STORE);
   EXPECT_FALSE(fs::exists(SessionFile(dir.path(), closed)));
-  EXPECT_EQ(RunTurn(server.stub(), closed, "x", 1).status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(RunTurn(server.stub(), closed, "x", 1).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
 
   const std::string expiring = SpilledSession(server);
   ASSERT_TRUE(fs::exists(SessionFile(dir.path(), expiring)));
