@@ -306,7 +306,7 @@ llama_serve() {  # REP
   local file=$out/serve-160m-llama-$1.json
   start_llama_server "$(gguf 160m f16)" "$out/serve-160m-llama-$1.log" -np 16 -cb -c $((16 * 320))
   if "$bench" load --help 2>&1 | grep -q -- '--api'; then
-    "$bench" load --api openai --target "127.0.0.1:$llama_port" --concurrency 16 --requests 32 \
+    "$bench" load --api openai --url "http://127.0.0.1:$llama_port" --concurrency 16 --requests 32 \
       --prompt-tokens 128 --max-new-tokens 128 --json "$file" > "${file%.json}.txt" 2>&1 ||
       die "sinkserve-bench load --api openai failed: see ${file%.json}.txt"
   else
