@@ -6,6 +6,7 @@
 //   static constexpr int kVectors;       // 16-weight vectors per block (its scale's span)
 //   static constexpr bool kBlockScaled;  // blocks summed apart, then scaled (NF4), or not
 //   static constexpr bool kPackForPrompts;  // prompt chunks decode weights once (PackedTile)
+//   static constexpr bool kDecodePrefetch;  // single tokens prefetch each row 1 KB ahead
 //   __m512 Load(int64_t row, int64_t block, int v) const;  // vector v of a block of a row
 //   __m512 LoadPartial(int64_t row, int64_t k, __mmask16 mask) const;  // tail, kVectors == 1
 //   float BlockScale(int64_t row, int64_t block) const;    // kBlockScaled only
@@ -49,6 +50,13 @@ inline void Tile(const Format& f, const MatMulArgs& a, const int64_t* rows, int 
     if constexpr (Format::kBlockScaled) {
       for (int i = 0; i < kRows; ++i)
         for (int t = 0; t < kTokens; ++t) block_sum[i][t] = _mm512_setzero_ps();
+    }
+    if constexpr (kTokens == 1 && Format::kDecodePrefetch) {  // each row's line 1 KB ahead
+      if (b * f.block_bytes() % 64 == 0) {
+        for (int i = 0; i < kRows; ++i) {
+          _mm_prefetch(static_cast<const char*>(f.BlockAddress(rows[i], b)) + 1024, _MM_HINT_T0);
+        }
+      }
     }
     for (int v = 0; v < V; ++v) {
       const int64_t k = (b * V + v) * 16;

@@ -15,6 +15,9 @@ class DenseFormat {
   // A conversion in registers costs less than PackedTile's buffer round trips (fp16 prefill,
   // 410m matrices, one core: 105–115 GFLOP/s in registers, 89–101 packed).
   static constexpr bool kPackForPrompts = false;
+  // Decode reads 8 rows at once; asking for each row's line 1 KB ahead keeps more lines in
+  // flight (two threads, fp16 decode: 410m 33.4 → 37.5 tok/s, 160m 100 → 113).
+  static constexpr bool kDecodePrefetch = true;
 
   explicit DenseFormat(const Matrix& w) : data_(w.data), cols_(w.cols) {}
   int64_t cols() const { return cols_; }
