@@ -195,42 +195,15 @@ void WeightedSumBlock(const float* p, const float* values, int n, int d, float* 
 }  // namespace
 
 void WeightedSumAvx2(const float* p, const float* values, int n, int d, float* out) {
+  using Block = void (*)(const float*, const float*, int, int, float*);
+  static constexpr Block kBlocks[] = {WeightedSumBlock<1>, WeightedSumBlock<2>, WeightedSumBlock<3>,
+                                      WeightedSumBlock<4>, WeightedSumBlock<5>, WeightedSumBlock<6>,
+                                      WeightedSumBlock<7>, WeightedSumBlock<8>};
   const int vector_d = d & ~7;
   for (int k = 0; k < vector_d;) {  // blocks of up to 64 columns (8 accumulators)
-    switch (std::min(8, (vector_d - k) / 8)) {
-      case 8:
-        WeightedSumBlock<8>(p, values + k, n, d, out + k);
-        k += 64;
-        break;
-      case 7:
-        WeightedSumBlock<7>(p, values + k, n, d, out + k);
-        k += 56;
-        break;
-      case 6:
-        WeightedSumBlock<6>(p, values + k, n, d, out + k);
-        k += 48;
-        break;
-      case 5:
-        WeightedSumBlock<5>(p, values + k, n, d, out + k);
-        k += 40;
-        break;
-      case 4:
-        WeightedSumBlock<4>(p, values + k, n, d, out + k);
-        k += 32;
-        break;
-      case 3:
-        WeightedSumBlock<3>(p, values + k, n, d, out + k);
-        k += 24;
-        break;
-      case 2:
-        WeightedSumBlock<2>(p, values + k, n, d, out + k);
-        k += 16;
-        break;
-      default:
-        WeightedSumBlock<1>(p, values + k, n, d, out + k);
-        k += 8;
-        break;
-    }
+    const int vectors = std::min(8, (vector_d - k) / 8);
+    kBlocks[vectors - 1](p, values + k, n, d, out + k);
+    k += 8 * vectors;
   }
   for (int k = vector_d; k < d; ++k) {
     float sum = out[k];
