@@ -125,12 +125,13 @@ inline void RowTiles(const Format& f, const MatMulArgs& a, int64_t row_begin, in
   }
 }
 
-// A prompt chunk's tile: kPackedRows weight rows decoded once per kPackedColumns columns into
-// an L1 buffer (fp32, unscaled), then used by every token of the block in groups of 4. Decoding
-// (fp16 → fp32, int8 → fp32, NF4 lookups) then costs once per block of up to 32 tokens instead
-// of once per 4, and the inner loop is loads and FMAs only. The accumulators live in a small
-// buffer between column chunks; each (row, token) still sums its lanes in column order and its
-// scaled blocks in block order, so the result is bit for bit what Tile computes.
+// A prompt chunk's tile for a block-scaled format (NF4: the formats with kPackForPrompts):
+// kPackedRows weight rows decoded once per kPackedColumns columns into an L1 buffer (fp32,
+// unscaled, with the blocks' scales), then used by every token of the block in groups of 4. The
+// lookups and scale decoding then cost once per block of up to 32 tokens instead of once per
+// 2-4, and the inner loop is loads and FMAs only. The accumulators live in a small buffer
+// between column chunks; each (row, token) still sums its lanes in column order and its scaled
+// blocks in block order, so the result is bit for bit what Tile computes.
 inline constexpr int kPackedRows = 6;
 inline constexpr int kPackedColumns = 512;
 inline constexpr int kPackedMaxTokens = 32;
@@ -138,6 +139,7 @@ inline constexpr int kPackedMaxTokens = 32;
 template <class Format>
 inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int token_begin,
                        int token_end) {
+  static_assert(Format::kBlockScaled, "packed only where decoding costs more than the buffer");
   constexpr int V = Format::kVectors;
   constexpr int kChunkBlocks = std::max(1, kPackedColumns / (16 * V));
   constexpr int kChunkVectors = kChunkBlocks * V;
@@ -146,7 +148,7 @@ inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int t
   const int64_t blocks = cols / (16 * V);
   const int n_tokens = token_end - token_begin;
   alignas(64) float w[R][kChunkVectors * 16];
-  [[maybe_unused]] float scales[R][kChunkBlocks];
+  float scales[R][kChunkBlocks];
   alignas(64) float acc[R][kPackedMaxTokens][16];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < n_tokens; ++t) _mm512_store_ps(acc[i][t], _mm512_setzero_ps());
@@ -166,61 +168,31 @@ inline void PackedTile(const Format& f, const MatMulArgs& a, int64_t row0, int t
         for (int v = 0; v < V; ++v) {
           _mm512_store_ps(&w[i][(bb * V + v) * 16], f.Load(row0 + i, b0 + bb, v));
         }
-        if constexpr (Format::kBlockScaled) scales[i][bb] = f.BlockScale(row0 + i, b0 + bb);
+        scales[i][bb] = f.BlockScale(row0 + i, b0 + bb);
       }
     }
     for (int t0 = 0; t0 < n_tokens; t0 += 4) {
       const float* x = a.x + (token_begin + t0) * cols + b0 * V * 16;
-      if constexpr (!Format::kBlockScaled) {
-        __m512 r[R][4];
+      for (int bb = 0; bb < nb; ++bb) {
+        __m512 block_sum[R][4];
         for (int i = 0; i < R; ++i)
-          for (int t = 0; t < 4; ++t) r[i][t] = _mm512_load_ps(acc[i][t0 + t]);
-        for (int v = 0; v < nb * V; ++v) {
+          for (int t = 0; t < 4; ++t) block_sum[i][t] = _mm512_setzero_ps();
+        for (int v = 0; v < V; ++v) {
+          const int vv = bb * V + v;
           __m512 xv[4];
-          for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + v * 16);
+          for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + vv * 16);
           for (int i = 0; i < R; ++i) {
-            const __m512 wv = _mm512_load_ps(&w[i][v * 16]);
-            for (int t = 0; t < 4; ++t) r[i][t] = _mm512_fmadd_ps(wv, xv[t], r[i][t]);
+            const __m512 wv = _mm512_load_ps(&w[i][vv * 16]);
+            for (int t = 0; t < 4; ++t)
+              block_sum[i][t] = _mm512_fmadd_ps(wv, xv[t], block_sum[i][t]);
           }
         }
-        for (int i = 0; i < R; ++i)
-          for (int t = 0; t < 4; ++t) _mm512_store_ps(acc[i][t0 + t], r[i][t]);
-      } else {
-        for (int bb = 0; bb < nb; ++bb) {
-          __m512 block_sum[R][4];
-          for (int i = 0; i < R; ++i)
-            for (int t = 0; t < 4; ++t) block_sum[i][t] = _mm512_setzero_ps();
-          for (int v = 0; v < V; ++v) {
-            const int vv = bb * V + v;
-            __m512 xv[4];
-            for (int t = 0; t < 4; ++t) xv[t] = _mm512_loadu_ps(x + t * cols + vv * 16);
-            for (int i = 0; i < R; ++i) {
-              const __m512 wv = _mm512_load_ps(&w[i][vv * 16]);
-              for (int t = 0; t < 4; ++t)
-                block_sum[i][t] = _mm512_fmadd_ps(wv, xv[t], block_sum[i][t]);
-            }
+        for (int i = 0; i < R; ++i) {
+          const __m512 scale = _mm512_set1_ps(scales[i][bb]);
+          for (int t = 0; t < 4; ++t) {
+            _mm512_store_ps(acc[i][t0 + t], _mm512_fmadd_ps(block_sum[i][t], scale,
+                                                            _mm512_load_ps(acc[i][t0 + t])));
           }
-          for (int i = 0; i < R; ++i) {
-            const __m512 scale = _mm512_set1_ps(scales[i][bb]);
-            for (int t = 0; t < 4; ++t) {
-              _mm512_store_ps(acc[i][t0 + t], _mm512_fmadd_ps(block_sum[i][t], scale,
-                                                              _mm512_load_ps(acc[i][t0 + t])));
-            }
-          }
-        }
-      }
-    }
-  }
-  if constexpr (V == 1) {  // the last cols % 16 weights, through masked loads, as Tile does
-    const int64_t k = blocks * 16;
-    if (k < cols) {
-      const __mmask16 mask = static_cast<__mmask16>((1u << (cols - k)) - 1);
-      for (int i = 0; i < R; ++i) {
-        const __m512 wv = f.LoadPartial(row0 + i, k, mask);
-        for (int t = 0; t < n_tokens; ++t) {
-          const float* x = a.x + (token_begin + t) * cols + k;
-          _mm512_store_ps(acc[i][t], _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(mask, x),
-                                                     _mm512_load_ps(acc[i][t])));
         }
       }
     }
@@ -263,11 +235,12 @@ void Rows(const Format& f, const MatMulArgs& a, int64_t row_begin, int64_t row_e
     const int block_end = std::min(a.n_tokens, block + kTokenBlock);
     int token = block;
     const int by4_end = token + (block_end - token) / 4 * 4;
-    if (Format::kPackForPrompts && by4_end - token >= 8) {
-      PackedRowTiles(f, a, row_begin, row_end, token, by4_end);
-    } else {
-      RowTiles<Format, kRowsBy4, 4>(f, a, row_begin, row_end, token, by4_end);
+    bool packed = false;
+    if constexpr (Format::kPackForPrompts) {
+      packed = by4_end - token >= 8;
+      if (packed) PackedRowTiles(f, a, row_begin, row_end, token, by4_end);
     }
+    if (!packed) RowTiles<Format, kRowsBy4, 4>(f, a, row_begin, row_end, token, by4_end);
     token = by4_end;
     const int by2_end = token + (block_end - token) / 2 * 2;
     RowTiles<Format, kRowsBy4, 2>(f, a, row_begin, row_end, token, by2_end);
